@@ -1,0 +1,102 @@
+"""``python -m core``: the engine from the command line, JSON out.
+
+Each subcommand is a function ``cmd_NAME(args) -> object`` whose result is
+printed as JSON (or written to ``--out``). Errors a user can fix exit with
+status 2 and a one-line message on stderr.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Callable
+
+from core.errors import UserError
+
+Command = Callable[[argparse.Namespace], object]
+_COMMANDS: dict[str, tuple[Command, Callable[[argparse.ArgumentParser], None], str]] = {}
+
+
+def command(name: str, help: str):
+    """Register ``fn`` as subcommand ``name``; ``fn.arguments(parser)`` adds its flags."""
+    def wrap(fn):
+        _COMMANDS[name] = (fn, getattr(fn, "arguments", lambda p: None), help)
+        return fn
+    return wrap
+
+
+def add_model_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", default="default",
+                   help="Hub id, local folder, 'default' or an embedded model's name")
+    p.add_argument("--revision", help="Hub revision or embedded checkpoint (e.g. step1000)")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--dtype", default="auto")
+    p.add_argument("--kind", default="auto", help="auto, causal_lm, masked_lm or seq_cls")
+    p.add_argument("--trust-remote-code", action="store_true")
+
+
+def load_from_args(args: argparse.Namespace, **overrides):
+    from core.models import load_model
+    from core.types import ModelSpec
+    spec = ModelSpec(model=args.model, revision=args.revision, device=args.device, dtype=args.dtype,
+                     kind=args.kind, trust_remote_code=args.trust_remote_code, **overrides)
+    return load_model(spec)
+
+
+def cmd_models(args: argparse.Namespace) -> object:
+    from core.embedded import list_embedded
+    return [m.to_dict() for m in list_embedded()]
+
+
+def cmd_info(args: argparse.Namespace) -> object:
+    return load_from_args(args).info.to_dict()
+
+
+cmd_info.arguments = add_model_args  # type: ignore[attr-defined]
+
+
+def _train_tiny_args(p: argparse.ArgumentParser) -> None:
+    from core.train_tiny import PRESETS
+    p.add_argument("--preset", choices=sorted(PRESETS), default="default")
+    p.add_argument("--out", default="assets/models")
+    p.add_argument("--steps", type=int)
+
+
+def cmd_train_tiny(args: argparse.Namespace) -> object:
+    from core import train_tiny
+    argv = ["--preset", args.preset, "--out", args.out] + (["--steps", str(args.steps)] if args.steps else [])
+    train_tiny.main(argv)
+    return {"out": str(Path(args.out))}
+
+
+cmd_train_tiny.arguments = _train_tiny_args  # type: ignore[attr-defined]
+
+command("models", "list the embedded models and their checkpoints")(cmd_models)
+command("info", "load a model and print its info record")(cmd_info)
+command("train-tiny", "train an embedded-style tiny model from scratch")(cmd_train_tiny)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="python -m core", description="Emergence Lab engine.")
+    sub = ap.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name, (fn, add_args, help_text) in _COMMANDS.items():
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        add_args(p)
+        p.set_defaults(_fn=fn)
+    return ap
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    try:
+        result = args._fn(args)
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
+    text = json.dumps(result, indent=2, default=str)
+    out = getattr(args, "out", None)
+    if out and args.command != "train-tiny":
+        Path(out).write_text(text + "\n")
+    else:
+        print(text)

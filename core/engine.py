@@ -1,0 +1,64 @@
+"""The engine: what the UI (and notebooks) call. It knows nothing of the UI."""
+from __future__ import annotations
+
+from dataclasses import replace
+
+from core import devices
+from core.embedded import MODELS_DIR, list_embedded
+from core.models import ModelRegistry, PathPolicy, Progress
+from core.presets import HUB_PRESETS
+from core.types import AppConfig, ModelHandle, ModelInfo, ModelSpec
+
+
+class Engine:
+    """Owns the model registry; every analysis goes through a handle it lends."""
+
+    def __init__(self, config: AppConfig = AppConfig()):
+        self.config = config
+        policy = PathPolicy(allow_any=not config.exposed, folders=(MODELS_DIR, *config.model_dirs))
+        budget = int(config.memory_budget_gb * 2**30) if config.memory_budget_gb else None
+        self.registry = ModelRegistry(budget, config.max_models, policy, config.offline)
+
+    # ---- models -----------------------------------------------------------
+    def spec(self, model: str, revision: str | None = None, **kw) -> ModelSpec:
+        """A spec with the app's device/dtype defaults where the caller says auto."""
+        kw.setdefault("device", "auto")
+        kw.setdefault("dtype", "auto")
+        if kw["device"] == "auto":
+            kw["device"] = self.config.device
+        if kw["dtype"] == "auto":
+            kw["dtype"] = self.config.dtype
+        if not self.config.trust_remote_code:
+            kw["trust_remote_code"] = bool(kw.get("trust_remote_code", False))
+        return ModelSpec(model=model.strip(), revision=(revision or "").strip() or None, **kw)
+
+    def load(self, spec: ModelSpec, progress: Progress | None = None) -> ModelInfo:
+        handle = self.registry.load(spec, progress)
+        return replace(handle.info, attn_implementation=handle.attn_implementation)
+
+    def unload(self, key: str) -> bool:
+        return self.registry.unload(key)
+
+    def handle(self, key: str) -> ModelHandle:
+        return self.registry.get(key)
+
+    def loaded(self) -> list[ModelInfo]:
+        return self.registry.infos()
+
+    def memory(self) -> dict:
+        report = devices.memory_report()
+        report.update(models_bytes=self.registry.used_bytes(), budget_bytes=self.registry.budget_bytes,
+                      n_loaded=len(self.registry.keys()))
+        return report
+
+    def model_choices(self) -> list[tuple[str, str]]:
+        """(label, value) pairs for a model picker: embedded models first, then Hub presets."""
+        out = [(f"{m.name} (embedded{', default' if m.default else ''}, "
+                f"{len(m.checkpoints)} checkpoints)", m.name) for m in list_embedded()]
+        out += [(f"{p.model} — {p.note}", p.model) for p in HUB_PRESETS]
+        return out
+
+    def load_default(self) -> ModelInfo | None:
+        if not self.config.model:
+            return None
+        return self.load(self.spec(self.config.model))

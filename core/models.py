@@ -1,0 +1,315 @@
+"""Model loading and the registry — the only holder of loaded models.
+
+``load_model(spec)`` turns a ``ModelSpec`` into a ``ModelHandle``; the
+``ModelRegistry`` keeps handles by key, evicts the least recently used under
+a memory budget, and unloads on request. Nothing else keeps a model alive.
+"""
+from __future__ import annotations
+
+import contextlib
+import gc
+import json
+import os
+import re
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Callable, Iterator
+
+import torch
+
+from core import devices
+from core.embedded import MODELS_DIR, find_embedded
+from core.errors import ModelLoadError, PathNotAllowedError
+from core.types import KINDS, ModelHandle, ModelInfo, ModelSpec
+
+Progress = Callable[[float, str], None]
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*(/[\w.\-]+)?$")
+_ENCODERS = {"bert", "roberta", "distilbert", "albert", "electra", "deberta", "deberta-v2",
+             "xlm-roberta", "camembert", "mpnet", "modernbert"}
+
+
+@dataclass(frozen=True)
+class PathPolicy:
+    """Which local folders may be loaded. Exposed servers only read configured folders."""
+
+    allow_any: bool = True
+    folders: tuple[Path, ...] = field(default_factory=lambda: (MODELS_DIR,))
+
+    def check(self, path: Path) -> None:
+        if self.allow_any:
+            return
+        real = path.resolve()
+        if not any(real.is_relative_to(f.resolve()) for f in self.folders):
+            raise PathNotAllowedError(
+                f"Loading '{path}' is not allowed: this server is reachable from other machines, so it "
+                "only loads Hub ids and models inside its configured folders (--model-dir).")
+
+
+@dataclass(frozen=True)
+class Resolved:
+    """Where a spec's weights come from."""
+
+    source: str          # embedded | local | hub
+    path: str            # folder, or Hub id
+    revision: str | None  # Hub revision (None for folders)
+    name: str
+    step: int | None = None
+    local_files_only: bool = True
+
+
+def resolve(spec: ModelSpec, policy: PathPolicy = PathPolicy(), offline: bool = False) -> Resolved:
+    """Find the weights: an embedded model, a local folder, or a Hub id (cache first)."""
+    name = spec.model.strip()
+    if not name:
+        raise ModelLoadError("No model given. Pick a preset, or type a Hub id or a local folder.")
+    embedded = find_embedded(name)
+    if embedded is not None:
+        try:
+            ck = embedded.checkpoint(spec.revision)
+        except KeyError as exc:
+            raise ModelLoadError(str(exc.args[0])) from exc
+        return Resolved("embedded", str(ck.path), None, embedded.name, ck.step)
+    path = Path(name).expanduser()
+    if path.exists() or name.startswith((".", "/", "~")) or os.sep + os.sep in name:
+        if not path.is_dir() or not (path / "config.json").exists():
+            raise ModelLoadError(f"'{name}' is not a model folder: it needs a config.json "
+                                 "(a folder written by save_pretrained).")
+        policy.check(path)
+        step = _step_of(path)
+        return Resolved("local", str(path), None, path.name, step)
+    if not _HUB_ID.match(name):
+        raise ModelLoadError(f"'{name}' is neither a local model folder nor a valid Hub id "
+                             "(like 'gpt2' or 'EleutherAI/pythia-70m').")
+    return _resolve_hub(name, spec.revision, offline)
+
+
+def _step_of(path: Path) -> int | None:
+    try:
+        return int(json.loads((path / "step.json").read_text())["step"])
+    except (OSError, ValueError, KeyError):
+        return None
+
+
+def _resolve_hub(repo: str, revision: str | None, offline: bool) -> Resolved:
+    """A Hub id in the local cache loads with no network; otherwise fail fast if the Hub is unreachable."""
+    from huggingface_hub import HfApi, hf_hub_download
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    rev_text = f" at revision '{revision}'" if revision else ""
+    try:
+        hf_hub_download(repo, "config.json", revision=revision, local_files_only=True)
+        return Resolved("hub", repo, revision, repo, local_files_only=True)
+    except (LocalEntryNotFoundError, OSError, ValueError):
+        pass
+    fix = (f"To use it, download it on a machine with network (e.g. `hf download {repo}`) "
+           "and load the folder, or pick an embedded model.")
+    if offline or os.environ.get("HF_HUB_OFFLINE") == "1":
+        raise ModelLoadError(f"Model '{repo}'{rev_text} is not in the local Hugging Face cache and the "
+                             f"app is offline. {fix}")
+    try:
+        HfApi().model_info(repo, revision=revision, timeout=8)
+    except Exception as exc:  # noqa: BLE001 - classify every failure into a user message
+        kind = type(exc).__name__
+        if "RepositoryNotFound" in kind or "GatedRepo" in kind:
+            raise ModelLoadError(f"Model '{repo}' was not found on the Hugging Face Hub (or needs a "
+                                 "login). Check the spelling, or give a local folder.") from exc
+        if "RevisionNotFound" in kind:
+            raise ModelLoadError(f"Model '{repo}' has no revision '{revision}'.") from exc
+        raise ModelLoadError(f"Model '{repo}' is not in the local cache and the Hugging Face Hub "
+                             f"cannot be reached ({kind}). {fix}") from exc
+    return Resolved("hub", repo, revision, repo, local_files_only=False)
+
+
+def detect_kind(config) -> str:
+    """causal_lm, masked_lm or seq_cls from the config's architectures, else its model type."""
+    for arch in getattr(config, "architectures", None) or []:
+        if arch.endswith("ForSequenceClassification"):
+            return "seq_cls"
+        if arch.endswith("ForMaskedLM"):
+            return "masked_lm"
+        if arch.endswith(("ForCausalLM", "LMHeadModel")):
+            return "causal_lm"
+    return "masked_lm" if getattr(config, "model_type", "") in _ENCODERS else "causal_lm"
+
+
+def _auto_class(kind: str):
+    from transformers import (AutoModelForCausalLM, AutoModelForMaskedLM,
+                              AutoModelForSequenceClassification)
+    return {"causal_lm": AutoModelForCausalLM, "masked_lm": AutoModelForMaskedLM,
+            "seq_cls": AutoModelForSequenceClassification}[kind]
+
+
+def _quantization_config(spec: ModelSpec, device: torch.device):
+    if spec.quantization in ("none", "", None):
+        return None
+    if device.type != "cuda":
+        raise ModelLoadError("8-/4-bit loading needs a CUDA GPU (bitsandbytes).")
+    try:
+        import bitsandbytes  # noqa: F401
+    except ImportError as exc:
+        raise ModelLoadError("8-/4-bit loading needs bitsandbytes: pip install bitsandbytes") from exc
+    from transformers import BitsAndBytesConfig
+    if spec.quantization == "8bit":
+        return BitsAndBytesConfig(load_in_8bit=True)
+    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_compute_dtype=torch.bfloat16)
+
+
+def _cfg(config, *names, default=None):
+    for n in names:
+        v = getattr(config, n, None)
+        if v is not None:
+            return v
+    return default
+
+
+def model_info(model, key: str, res: Resolved, kind: str) -> ModelInfo:
+    c = model.config
+    n_heads = int(_cfg(c, "num_attention_heads", "n_head", default=0))
+    return ModelInfo(
+        key=key, name=res.name, source=res.source, path=res.path, revision=res.revision,
+        model_type=c.model_type, kind=kind, architecture=type(model).__name__,
+        n_params=sum(p.numel() for p in model.parameters()),
+        n_layers=int(_cfg(c, "num_hidden_layers", "n_layer", default=0)), n_heads=n_heads,
+        n_kv_heads=int(_cfg(c, "num_key_value_heads", default=n_heads)),
+        hidden_size=int(_cfg(c, "hidden_size", "n_embd", "d_model", default=0)),
+        context_length=_cfg(c, "max_position_embeddings", "n_positions", "n_ctx"),
+        vocab_size=int(c.vocab_size), dtype=devices.dtype_name(model.dtype), device=str(model.device),
+        attn_implementation=getattr(c, "_attn_implementation", None) or "eager",
+        memory_bytes=devices.module_bytes(model), step=res.step,
+    )
+
+
+def load_model(spec: ModelSpec, policy: PathPolicy = PathPolicy(), offline: bool = False) -> ModelHandle:
+    """Load weights and tokenizer for ``spec``. Raises ``ModelLoadError`` with a plain message."""
+    from transformers import AutoConfig, AutoTokenizer
+
+    if spec.kind not in ("auto", *KINDS):
+        raise ModelLoadError(f"Unknown model kind '{spec.kind}'. Use auto, {', '.join(KINDS)}.")
+    res = resolve(spec, policy, offline)
+    device = devices.resolve_device(spec.device)
+    dtype = devices.resolve_dtype(spec.dtype, device)
+    common = dict(revision=res.revision, local_files_only=res.local_files_only,
+                  trust_remote_code=spec.trust_remote_code)
+    try:
+        config = AutoConfig.from_pretrained(res.path, **common)
+        kind = detect_kind(config) if spec.kind == "auto" else spec.kind
+        kwargs = dict(common, config=config, dtype=dtype)
+        if spec.attn_implementation:
+            kwargs["attn_implementation"] = spec.attn_implementation
+        quant = _quantization_config(spec, device)
+        if quant is not None:
+            kwargs.update(quantization_config=quant, device_map=spec.device_map or {"": device.index or 0})
+        elif spec.device_map:
+            kwargs["device_map"] = spec.device_map
+        model = _auto_class(kind).from_pretrained(res.path, **kwargs)
+        if quant is None and not spec.device_map:
+            model.to(device)
+        model.eval()
+        tokenizer = AutoTokenizer.from_pretrained(res.path, **common)
+    except ModelLoadError:
+        raise
+    except ValueError as exc:
+        if "trust_remote_code" in str(exc):
+            raise ModelLoadError(f"Model '{spec.model}' runs custom code from its repository. Tick "
+                                 "'trust remote code' only if you trust its authors.") from exc
+        raise ModelLoadError(f"Could not load '{spec.model}': {exc}") from exc
+    except torch.OutOfMemoryError as exc:
+        gc.collect()
+        raise ModelLoadError(f"Out of memory loading '{spec.model}' on {device}. Unload a model, pick "
+                             "a smaller dtype or 8-/4-bit loading, or a smaller model.") from exc
+    except (OSError, KeyError, RuntimeError) as exc:
+        raise ModelLoadError(f"Could not load '{spec.model}': {str(exc).splitlines()[0]}") from exc
+    if tokenizer.pad_token is None and tokenizer.eos_token is not None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return ModelHandle(model, tokenizer, spec, model_info(model, spec.key, res, kind))
+
+
+@contextlib.contextmanager
+def attention_implementation(handle: ModelHandle, impl: str = "eager") -> Iterator[ModelHandle]:
+    """Temporarily switch a loaded model's attention implementation (eager returns weights)."""
+    before = handle.attn_implementation
+    if before != impl:
+        handle.model.set_attn_implementation(impl)
+    try:
+        yield handle
+    finally:
+        if before != impl:
+            handle.model.set_attn_implementation(before)
+
+
+class ModelRegistry:
+    """Loaded models by key, least recently used first out when over budget or count."""
+
+    def __init__(self, budget_bytes: int | None = None, max_models: int = 3,
+                 policy: PathPolicy = PathPolicy(), offline: bool = False,
+                 loader: Callable[..., ModelHandle] = load_model):
+        self.budget_bytes = budget_bytes or devices.default_budget_bytes(devices.resolve_device("auto"))
+        self.max_models = max(1, max_models)
+        self.policy, self.offline, self._loader = policy, offline, loader
+        self._handles: OrderedDict[str, ModelHandle] = OrderedDict()
+        self._lock = threading.RLock()
+
+    def load(self, spec: ModelSpec, progress: Progress | None = None) -> ModelHandle:
+        """The loaded handle for ``spec``, loading it (and evicting others) if needed."""
+        with self._lock:
+            if spec.key in self._handles:
+                self._handles.move_to_end(spec.key)
+                return self._handles[spec.key]
+            if progress:
+                progress(0.1, f"loading {spec.model}")
+            while len(self._handles) >= self.max_models:
+                self._evict_oldest()
+            handle = self._loader(spec, policy=self.policy, offline=self.offline)
+            self._handles[spec.key] = handle
+            while self.used_bytes() > self.budget_bytes and len(self._handles) > 1:
+                self._evict_oldest()
+            if progress:
+                progress(1.0, f"loaded {spec.model}")
+            return handle
+
+    def get(self, key: str) -> ModelHandle:
+        with self._lock:
+            if key not in self._handles:
+                raise ModelLoadError(f"Model '{key}' is not loaded (it may have been unloaded to free "
+                                     "memory). Load it again from the Model tab.")
+            self._handles.move_to_end(key)
+            return self._handles[key]
+
+    def unload(self, key: str) -> bool:
+        with self._lock:
+            handle = self._handles.pop(key, None)
+        if handle is None:
+            return False
+        handle.model = None
+        del handle
+        _free_memory()
+        return True
+
+    def unload_all(self) -> None:
+        for key in self.keys():
+            self.unload(key)
+
+    def keys(self) -> list[str]:
+        """Loaded keys, least recently used first."""
+        with self._lock:
+            return list(self._handles)
+
+    def infos(self) -> list[ModelInfo]:
+        with self._lock:
+            return [replace(h.info, attn_implementation=h.attn_implementation) for h in self._handles.values()]
+
+    def used_bytes(self) -> int:
+        with self._lock:
+            return sum(h.info.memory_bytes for h in self._handles.values())
+
+    def _evict_oldest(self) -> None:
+        key = next(iter(self._handles))
+        self.unload(key)
+
+
+def _free_memory() -> None:
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()

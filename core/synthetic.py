@@ -1,0 +1,159 @@
+"""Synthetic in-context tasks for the embedded models, and their tokenizer.
+
+Three kinds of training sequence, all over a vocabulary of content words
+``w0 .. w{N-1}`` plus the symbols ``=`` and ``;``:
+
+- **repeat**: random words, then a random segment, a gap, and the segment again.
+  Segment lengths and offsets vary so that copying must match *content*, not
+  a fixed distance (the shortcut a single repeat length teaches).
+- **pairs**: random text in which a few random bigrams "A B" recur at random
+  places; only "the word after an earlier A" predicts B. This is what forces
+  the canonical circuit (a previous-token head feeding an induction head).
+- **recall**: key -> value bindings ``w3 = w17 ; w8 = w42 ; ... ; w3 = w17``;
+  later pairs repeat earlier keys with the same value, so a value is
+  predictable only from the context.
+
+Held-out settings for evaluation are deliberately outside training: repeat
+probes use segment lengths above ``MAX_TRAIN_SEGMENT`` and offsets above
+``MAX_TRAIN_OFFSET``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+BOS, PAD, UNK, EQ, SEP = "<bos>", "<pad>", "<unk>", "=", ";"
+SPECIALS = [BOS, PAD, UNK]
+N_WORDS = 128
+MAX_TRAIN_SEGMENT = 32
+MAX_TRAIN_OFFSET = 16
+
+
+@dataclass(frozen=True)
+class Vocab:
+    """Token ids of the synthetic vocabulary (ids are fixed by construction)."""
+
+    n_words: int = N_WORDS
+
+    @property
+    def tokens(self) -> list[str]:
+        return SPECIALS + [EQ, SEP] + [f"w{i}" for i in range(self.n_words)]
+
+    @property
+    def size(self) -> int:
+        return len(SPECIALS) + 2 + self.n_words
+
+    bos: int = 0
+    pad: int = 1
+    unk: int = 2
+    eq: int = 3
+    sep: int = 4
+
+    @property
+    def first_word(self) -> int:
+        return 5
+
+    def word(self, i: int | np.ndarray) -> int | np.ndarray:
+        return self.first_word + i
+
+
+def build_tokenizer(vocab: Vocab = Vocab()):
+    """A whitespace word-level fast tokenizer that prepends ``<bos>``."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast
+
+    ids = {tok: i for i, tok in enumerate(vocab.tokens)}
+    tok = Tokenizer(models.WordLevel(vocab=ids, unk_token=UNK))
+    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    tok.post_processor = processors.TemplateProcessing(
+        single=f"{BOS} $A", pair=f"{BOS} $A $B", special_tokens=[(BOS, vocab.bos)]
+    )
+    tok.decoder = decoders.WordPiece(prefix="##", cleanup=False)  # joins words with spaces
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok, bos_token=BOS, pad_token=PAD, unk_token=UNK,
+        model_max_length=128,
+    )
+
+
+def _random_words(rng: np.random.Generator, v: Vocab, n: int) -> np.ndarray:
+    return v.word(rng.integers(0, v.n_words, size=n))
+
+
+def repeat_sequence(rng: np.random.Generator, v: Vocab, length: int) -> np.ndarray:
+    """BOS, random prefix, segment, random gap, segment again, random tail."""
+    seg_len = int(rng.integers(4, MAX_TRAIN_SEGMENT + 1))
+    offset = int(rng.integers(0, MAX_TRAIN_OFFSET + 1))
+    gap = int(rng.integers(0, 9))
+    seg = _random_words(rng, v, seg_len)
+    body = np.concatenate([_random_words(rng, v, offset), seg, _random_words(rng, v, gap), seg])
+    tail = _random_words(rng, v, max(0, length - 1 - len(body)))
+    return np.concatenate([[v.bos], body, tail])[:length]
+
+
+def pairs_sequence(rng: np.random.Generator, v: Vocab, length: int) -> np.ndarray:
+    """Random text in which a few random bigrams recur at random places."""
+    seq = np.concatenate([[v.bos], _random_words(rng, v, length - 1)])
+    for _ in range(int(rng.integers(3, 7))):
+        a, b = _random_words(rng, v, 2)
+        for pos in rng.integers(1, length - 1, size=int(rng.integers(2, 5))):
+            seq[pos], seq[pos + 1] = a, b
+    return seq
+
+
+def recall_sequence(rng: np.random.Generator, v: Vocab, length: int) -> np.ndarray:
+    """``k = v ;`` bindings, later ones repeating earlier keys with their values."""
+    n_keys = int(rng.integers(3, 13))
+    keys = rng.choice(v.n_words, size=n_keys, replace=False)
+    values = rng.integers(0, v.n_words, size=n_keys)
+    order = list(rng.permutation(n_keys))
+    n_pairs = (length - 1) // 4 + 1
+    order += list(rng.integers(0, n_keys, size=max(0, n_pairs - n_keys)))
+    out = [v.bos]
+    for i in order:
+        out += [v.word(keys[i]), v.eq, v.word(values[i]), v.sep]
+    return np.asarray(out[:length])
+
+
+GENERATORS = {"repeat": repeat_sequence, "pairs": pairs_sequence, "recall": recall_sequence}
+DEFAULT_MIX = {"repeat": 0.4, "pairs": 0.3, "recall": 0.3}
+
+
+def training_batch(rng: np.random.Generator, batch: int, length: int,
+                   mix: dict[str, float] = DEFAULT_MIX, v: Vocab = Vocab()) -> np.ndarray:
+    """(batch, length) int64 token ids drawn from the mixture."""
+    kinds = rng.choice(list(mix), size=batch, p=np.asarray(list(mix.values())) / sum(mix.values()))
+    return np.stack([GENERATORS[k](rng, v, length) for k in kinds]).astype(np.int64)
+
+
+# ---- evaluation probes (held-out settings) ---------------------------------
+
+def repeated_random_probe(rng: np.random.Generator, v: Vocab, seg_len: int,
+                          offset: int = 0) -> tuple[np.ndarray, int]:
+    """BOS + ``offset`` random words + segment + segment. Returns (ids, start of 1st copy)."""
+    seg = _random_words(rng, v, seg_len)
+    ids = np.concatenate([[v.bos], _random_words(rng, v, offset), seg, seg])
+    return ids.astype(np.int64), 1 + offset
+
+
+@dataclass(frozen=True)
+class RecallItem:
+    prompt: str          # "w3 = w17 ; w8 = w42 ; w3 ="
+    answer: str          # "w17"
+    choices: tuple[str, ...]  # the distinct values shown in the prompt
+
+
+def recall_items(n: int, n_pairs: int, seed: int = 0, v: Vocab = Vocab()) -> list[RecallItem]:
+    """Recall prompts: ``n_pairs`` bindings then one queried key, as text."""
+    rng = np.random.default_rng(seed)
+    items = []
+    for _ in range(n):
+        keys = rng.choice(v.n_words, size=n_pairs, replace=False)
+        values = rng.integers(0, v.n_words, size=n_pairs)
+        q = int(rng.integers(0, n_pairs))
+        demo = " ; ".join(f"w{k} = w{val}" for k, val in zip(keys, values))
+        items.append(RecallItem(
+            prompt=f"{demo} ; w{keys[q]} =", answer=f"w{values[q]}",
+            choices=tuple(dict.fromkeys(f"w{val}" for val in values)),
+        ))
+    return items

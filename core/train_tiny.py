@@ -1,0 +1,164 @@
+"""Train the tiny GPT-style models that ship in ``assets/models/``.
+
+    python -m core.train_tiny --preset default --out assets/models
+
+Each preset is a GPT-2-shaped causal LM trained from scratch on the synthetic
+mixture of ``core.synthetic``. Checkpoints are ordinary transformers folders
+(config, tokenizer, fp16 safetensors) named ``step-NNNNN``; a ``training.json``
+beside them records the loss curve and the probe scores at every checkpoint.
+The same loop drives live training in the app (progress callback, cancel).
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from core.probes import probe_scores, recall_accuracy
+from core.synthetic import DEFAULT_MIX, Vocab, build_tokenizer, recall_items, training_batch
+
+Progress = Callable[[float, str], None]
+
+
+@dataclass
+class TinySpec:
+    name: str
+    n_layer: int = 2
+    n_embd: int = 128
+    n_head: int = 4
+    seq_len: int = 128
+    batch: int = 64
+    lr: float = 1e-3
+    warmup: int = 100
+    weight_decay: float = 0.01
+    steps: int = 4000
+    seed: int = 0
+    checkpoints: tuple[int, ...] = (0, 250, 500, 1000, 1500, 2000, 2500, 3000, 4000)
+    eval_every: int = 100
+    mix: dict = field(default_factory=lambda: dict(DEFAULT_MIX))
+
+
+PRESETS = {
+    "default": TinySpec(name="el-2l-128"),
+    "small": TinySpec(name="el-1l-64", n_layer=1, n_embd=64),
+    "live": TinySpec(name="live", n_layer=2, n_embd=64, batch=32, steps=1500,
+                     checkpoints=(0, 250, 500, 750, 1000, 1500), eval_every=50),
+}
+
+
+def build_model(spec: TinySpec, vocab: Vocab = Vocab()):
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    torch.manual_seed(spec.seed)
+    cfg = GPT2Config(
+        vocab_size=vocab.size, n_positions=spec.seq_len, n_embd=spec.n_embd,
+        n_layer=spec.n_layer, n_head=spec.n_head, bos_token_id=vocab.bos,
+        eos_token_id=vocab.bos, pad_token_id=vocab.pad, resid_pdrop=0.0,
+        embd_pdrop=0.0, attn_pdrop=0.0, attn_implementation="eager",
+    )
+    return GPT2LMHeadModel(cfg)
+
+
+def _lr_at(spec: TinySpec, step: int) -> float:
+    if step < spec.warmup:
+        return spec.lr * (step + 1) / spec.warmup
+    frac = (step - spec.warmup) / max(1, spec.steps - spec.warmup)
+    return spec.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * frac)))
+
+
+def save_checkpoint(model, tokenizer, path: Path, step: int) -> None:
+    half = copy.deepcopy(model).to(torch.float16)
+    half.config.dtype = "float16"
+    half.save_pretrained(path, safe_serialization=True)
+    tokenizer.save_pretrained(path)
+    (path / "step.json").write_text(json.dumps({"step": step}))
+
+
+def evaluate(model, tokenizer) -> dict:
+    model.eval()
+    scores = probe_scores(model)
+    recall = recall_accuracy(model, tokenizer, recall_items(128, n_pairs=8, seed=99))
+    model.train()
+    return {
+        "top_induction": scores.top_induction,
+        "top_previous_token": float(scores.previous_token.max()),
+        "induction": scores.induction.round(4).tolist(),
+        "recall_accuracy": recall.accuracy, "recall_top1": recall.top1,
+        "recall_chance": recall.chance,
+    }
+
+
+def train(spec: TinySpec, out_dir: Path, progress: Progress | None = None,
+          should_stop: Callable[[], bool] = lambda: False,
+          on_eval: Callable[[dict], None] | None = None) -> dict:
+    """Train ``spec``; write checkpoints and ``training.json`` under ``out_dir``."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(spec.seed)
+    tokenizer = build_tokenizer()
+    model = build_model(spec)
+    opt = torch.optim.AdamW(model.parameters(), lr=spec.lr, betas=(0.9, 0.95),
+                            weight_decay=spec.weight_decay)
+    log: dict = {"spec": asdict(spec), "loss": [], "evals": [], "checkpoints": []}
+    t0 = time.time()
+    model.train()
+    for step in range(spec.steps + 1):
+        if step % spec.eval_every == 0 or step in spec.checkpoints:
+            ev = {"step": step, "elapsed_s": round(time.time() - t0, 1), **evaluate(model, tokenizer)}
+            log["evals"].append(ev)
+            if on_eval:
+                on_eval(ev)
+        if step in spec.checkpoints:
+            path = out_dir / f"step-{step:05d}"
+            save_checkpoint(model, tokenizer, path, step)
+            log["checkpoints"].append({"step": step, "path": path.name})
+        if step == spec.steps or should_stop():
+            break
+        ids = torch.from_numpy(training_batch(rng, spec.batch, spec.seq_len, spec.mix))
+        loss = model(ids, labels=ids).loss
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        for group in opt.param_groups:
+            group["lr"] = _lr_at(spec, step)
+        opt.step()
+        log["loss"].append(round(loss.item(), 4))
+        if progress and step % 10 == 0:
+            progress(step / spec.steps, f"step {step}/{spec.steps} loss {loss.item():.3f}")
+    log["elapsed_s"] = round(time.time() - t0, 1)
+    (out_dir / "training.json").write_text(json.dumps(log))
+    return log
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--preset", choices=sorted(PRESETS), default="default")
+    ap.add_argument("--out", default="assets/models", help="parent folder; the model goes in OUT/NAME")
+    ap.add_argument("--steps", type=int, help="override the preset's number of steps")
+    ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: leave as is)")
+    args = ap.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    spec = copy.deepcopy(PRESETS[args.preset])
+    if args.steps:
+        spec.steps = args.steps
+        spec.checkpoints = tuple(sorted({s for s in spec.checkpoints if s < args.steps} | {args.steps}))
+
+    def show(ev: dict) -> None:
+        print(f"step {ev['step']:5d} {ev['elapsed_s']:7.1f}s induction {ev['top_induction']:.3f} "
+              f"prev {ev['top_previous_token']:.3f} recall {ev['recall_accuracy']:.3f} "
+              f"(top1 {ev['recall_top1']:.3f}, chance {ev['recall_chance']:.3f})", flush=True)
+
+    train(spec, Path(args.out) / spec.name, on_eval=show)
+
+
+if __name__ == "__main__":
+    main()

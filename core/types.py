@@ -1,0 +1,106 @@
+"""Dataclasses shared across the engine. Results never hold a reference to a model."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+ModelKind = Literal["causal_lm", "masked_lm", "seq_cls"]
+KINDS: tuple[str, ...] = ("causal_lm", "masked_lm", "seq_cls")
+DEVICES: tuple[str, ...] = ("auto", "cpu", "cuda", "mps")
+DTYPES: tuple[str, ...] = ("auto", "float32", "bfloat16", "float16")
+QUANTIZATIONS: tuple[str, ...] = ("none", "8bit", "4bit")
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """What to load. ``model`` is a Hub id, a local folder, ``default`` or an embedded name."""
+
+    model: str
+    revision: str | None = None
+    device: str = "auto"
+    dtype: str = "auto"
+    kind: str = "auto"                      # auto | causal_lm | masked_lm | seq_cls
+    attn_implementation: str | None = None  # None: transformers' default (sdpa where it can)
+    quantization: str = "none"              # none | 8bit | 4bit (bitsandbytes, CUDA only)
+    device_map: str | None = None           # "auto" spreads a large model over devices
+    trust_remote_code: bool = False
+
+    @property
+    def key(self) -> str:
+        """Registry key: what makes two loads the same model in memory."""
+        rev = f"@{self.revision}" if self.revision else ""
+        extra = [x for x in (self.kind if self.kind != "auto" else "", self.dtype if self.dtype != "auto" else "",
+                             self.device if self.device != "auto" else "",
+                             self.quantization if self.quantization != "none" else "") if x]
+        return f"{self.model}{rev}" + (f" [{', '.join(extra)}]" if extra else "")
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """A plain record of a loaded model, safe to show or serialise."""
+
+    key: str
+    name: str
+    source: str            # embedded | local | hub
+    path: str              # folder or Hub id actually loaded
+    revision: str | None
+    model_type: str
+    kind: str
+    architecture: str
+    n_params: int
+    n_layers: int
+    n_heads: int
+    n_kv_heads: int
+    hidden_size: int
+    context_length: int | None
+    vocab_size: int
+    dtype: str
+    device: str
+    attn_implementation: str
+    memory_bytes: int
+    step: int | None = None  # training step, for checkpoints that record one
+
+    def to_dict(self) -> dict[str, Any]:
+        from dataclasses import asdict
+        return asdict(self)
+
+
+@dataclass
+class ModelHandle:
+    """A loaded model and its tokenizer. Owned by the registry; do not keep one in UI state."""
+
+    model: Any
+    tokenizer: Any
+    spec: ModelSpec
+    info: ModelInfo
+
+    @property
+    def device(self):
+        return self.model.device
+
+    @property
+    def attn_implementation(self) -> str:
+        return getattr(self.model.config, "_attn_implementation", None) or "eager"
+
+
+@dataclass(frozen=True)
+class AppConfig:
+    """Everything ``app.py`` parses from the command line."""
+
+    host: str = "127.0.0.1"
+    port: int = 7860
+    share: bool = False
+    model: str | None = "default"
+    device: str = "auto"
+    dtype: str = "auto"
+    offline: bool = False
+    model_dirs: tuple[Path, ...] = field(default_factory=tuple)
+    memory_budget_gb: float | None = None
+    max_models: int = 3
+    trust_remote_code: bool = False
+
+    @property
+    def exposed(self) -> bool:
+        """True when the server can be reached from other machines."""
+        return self.share or self.host not in ("127.0.0.1", "localhost", "::1")

@@ -71,6 +71,9 @@ def resolve(spec: ModelSpec, policy: PathPolicy = PathPolicy(), offline: bool = 
         except KeyError as exc:
             raise ModelLoadError(str(exc.args[0])) from exc
         return Resolved("embedded", str(ck.path), None, embedded.name, ck.step)
+    if name == "default":
+        raise ModelLoadError(f"The embedded default model is missing from {MODELS_DIR}. Restore the "
+                             "assets folder, or rebuild it with `python -m core.train_tiny`.")
     path = Path(name).expanduser()
     if path.exists() or name.startswith((".", "/", "~")) or os.sep + os.sep in name:
         if not path.is_dir() or not (path / "config.json").exists():
@@ -168,7 +171,7 @@ def model_info(model, key: str, res: Resolved, kind: str) -> ModelInfo:
     c = model.config
     n_heads = int(_cfg(c, "num_attention_heads", "n_head", default=0))
     return ModelInfo(
-        key=key, name=res.name, source=res.source, path=res.path, revision=res.revision,
+        key=key, name=res.name, source=res.source, location=res.path, revision=res.revision,
         model_type=c.model_type, kind=kind, architecture=type(model).__name__,
         n_params=sum(p.numel() for p in model.parameters()),
         n_layers=int(_cfg(c, "num_hidden_layers", "n_layer", default=0)), n_heads=n_heads,

@@ -43,7 +43,7 @@ class ModelInfo:
     key: str
     name: str
     source: str            # embedded | local | hub
-    path: str              # folder or Hub id actually loaded
+    location: str          # folder or Hub id actually loaded
     revision: str | None
     model_type: str
     kind: str

@@ -1,0 +1,60 @@
+"""Emergence Lab: ``python app.py`` serves the app at http://127.0.0.1:7860."""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from pathlib import Path
+
+from core.types import DEVICES, DTYPES, AppConfig
+
+
+def parse_args(argv: list[str] | None = None) -> AppConfig:
+    ap = argparse.ArgumentParser(description="Emergence Lab: attention, attribution and few-shot "
+                                             "experiments on language models, in the browser.")
+    ap.add_argument("--host", default="127.0.0.1", help="address to bind (default: localhost only)")
+    ap.add_argument("--port", type=int, default=7860)
+    ap.add_argument("--share", action="store_true", help="make a public Gradio share link")
+    ap.add_argument("--model", default="default",
+                    help="model to load at start: 'default', an embedded name, a Hub id or a folder; "
+                         "'none' to start empty")
+    ap.add_argument("--device", default="auto", help=f"one of {', '.join(DEVICES)} or cuda:N")
+    ap.add_argument("--dtype", default="auto", choices=DTYPES)
+    ap.add_argument("--offline", action="store_true", help="never contact the Hugging Face Hub")
+    ap.add_argument("--model-dir", action="append", default=[], type=Path,
+                    help="folder of local models a --host/--share server may load (repeatable)")
+    ap.add_argument("--memory-budget-gb", type=float, help="evict models beyond this much memory")
+    ap.add_argument("--max-models", type=int, default=3, help="models kept loaded at once")
+    a = ap.parse_args(argv)
+    return AppConfig(host=a.host, port=a.port, share=a.share,
+                     model=None if a.model.lower() == "none" else a.model, device=a.device,
+                     dtype=a.dtype, offline=a.offline, model_dirs=tuple(a.model_dir),
+                     memory_budget_gb=a.memory_budget_gb, max_models=a.max_models)
+
+
+def main(argv: list[str] | None = None) -> None:
+    cfg = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    if cfg.offline:
+        os.environ["HF_HUB_OFFLINE"] = "1"
+        os.environ["HF_DATASETS_OFFLINE"] = "1"
+    from core.engine import Engine
+    from core.errors import UserError
+    from ui.app import build_app, launch_kwargs
+
+    engine = Engine(cfg)
+    try:
+        info = engine.load_default()
+        if info:
+            logging.info("loaded %s (%s params) on %s", info.key, info.n_params, info.device)
+    except UserError as exc:  # start anyway; the Model tab can load another
+        logging.warning("could not load %s: %s", cfg.model, exc)
+    if cfg.exposed:
+        logging.warning("serving beyond localhost: local model paths are limited to %s",
+                        ", ".join(map(str, ("assets/models", *cfg.model_dirs))))
+    build_app(engine).queue().launch(**launch_kwargs(engine))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,36 @@
+"""A real browser (headless Debian Chromium via Playwright) clicks through the app."""
+import os
+import shutil
+
+import pytest
+
+pytestmark = pytest.mark.browser
+CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
+ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-quic",
+        "--no-first-run", "--disable-component-update", "--disable-sync"]
+
+
+@pytest.fixture(scope="module")
+def page(app_server):
+    if not shutil.which(CHROMIUM) and not os.path.exists(CHROMIUM):
+        pytest.skip(f"no Chromium at {CHROMIUM}")
+    from playwright.sync_api import sync_playwright
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
+        pg = browser.new_page(viewport={"width": 1400, "height": 1000})
+        # No network: anything not on this machine is refused.
+        pg.route("**/*", lambda route: route.continue_() if route.request.url.startswith(
+            ("http://127.0.0.1", "http://localhost", "data:", "blob:")) else route.abort())
+        pg.goto(app_server[1], wait_until="domcontentloaded")
+        yield pg
+        browser.close()
+
+
+def test_load_default_model_by_clicking(page, tmp_path):
+    page.get_by_role("tab", name="Model").click()
+    page.locator("#load-model").click()
+    card = page.locator("#model-info-card .el-card h3")
+    card.wait_for(timeout=60_000)
+    assert card.inner_text() == "el-2l-128"
+    assert "Layers" in page.locator("#model-info-card").inner_text()
+    page.screenshot(path=str(tmp_path / "model-tab.png"), full_page=True)

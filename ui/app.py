@@ -1,0 +1,35 @@
+"""The Gradio app: one tab per module in ``ui/tabs``; the engine does the work."""
+from __future__ import annotations
+
+import gradio as gr
+
+from core.engine import Engine
+from ui.tabs import model as model_tab
+
+CSS = """
+.el-card { border: 1px solid var(--border-color-primary); border-radius: 8px; padding: 12px 16px; }
+.el-card h3 { margin: 0 0 8px 0; }
+.el-card table { width: 100%; border-collapse: collapse; font-size: 0.95em; }
+.el-card th { text-align: left; font-weight: 600; padding: 2px 12px 2px 0; white-space: nowrap; width: 35%; }
+.el-card td { padding: 2px 0; word-break: break-all; }
+.el-empty { color: var(--body-text-color-subdued); }
+"""
+THEME = gr.themes.Soft(primary_hue="indigo")
+
+
+def build_app(engine: Engine) -> gr.Blocks:
+    """The whole UI. Models live in the engine; session state holds only the active model's key."""
+    keys = engine.registry.keys()
+    with gr.Blocks(title="Emergence Lab") as demo:
+        gr.Markdown("# Emergence Lab\nHow language models learn in context, and where their abilities come from.")
+        active = gr.State(keys[-1] if keys else None)
+        with gr.Tabs():
+            with gr.Tab("Model", id="model"):
+                model_tab.render(engine, active, demo)
+    return demo
+
+
+def launch_kwargs(engine: Engine) -> dict:
+    cfg = engine.config
+    return dict(server_name=cfg.host, server_port=cfg.port, share=cfg.share, theme=THEME, css=CSS,
+                max_file_size="50mb", show_error=True)

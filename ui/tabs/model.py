@@ -1,0 +1,86 @@
+"""Model tab: pick a preset, an id or a folder; load, unload, inspect."""
+from __future__ import annotations
+
+import gradio as gr
+
+from core.embedded import find_embedded
+from core.engine import Engine
+from core.presets import PYTHIA_STEPS
+from core.types import DEVICES, DTYPES, KINDS
+from ui import plots
+from ui.errors import user_errors
+
+GPU = "gpu"  # concurrency_id shared by every listener that runs a model
+
+
+def revision_choices(model: str) -> list[str]:
+    """Checkpoints to offer for a model: embedded steps, Pythia's steps, else none."""
+    emb = find_embedded(model or "")
+    if emb is not None:
+        return [""] + [f"step{c.step}" for c in emb.checkpoints]
+    if "pythia" in (model or "").lower():
+        return [""] + [f"step{s}" for s in PYTHIA_STEPS if s in (0, 64, 512) or s % 13000 == 0 or s == 143000]
+    return [""]
+
+
+def render(engine: Engine, active: gr.State, demo: gr.Blocks) -> None:
+    """Build the tab. ``active`` holds this session's current model key, shared with other tabs."""
+    default = engine.config.model or ""
+    with gr.Row():
+        with gr.Column(scale=2):
+            model = gr.Dropdown(engine.model_choices(), value=default if find_embedded(default) else None,
+                                allow_custom_value=True, label="Model",
+                                info="An embedded model, a Hub preset, a Hub id or a local folder")
+            with gr.Row():
+                revision = gr.Dropdown(revision_choices(default), value="", allow_custom_value=True,
+                                       label="Revision / checkpoint", info="empty = final (main)")
+                device = gr.Dropdown(list(DEVICES), value="auto", label="Device")
+                dtype = gr.Dropdown(list(DTYPES), value="auto", label="Dtype")
+            with gr.Accordion("Advanced", open=False):
+                kind = gr.Dropdown(["auto", *KINDS], value="auto", label="Model kind",
+                                   info="detected from the config unless set")
+                trust = gr.Checkbox(False, label="Trust remote code",
+                                    info="runs Python code from the model's repository — only for authors you trust")
+            with gr.Row():
+                load_btn = gr.Button("Load", variant="primary", elem_id="load-model")
+                unload_btn = gr.Button("Unload active model", elem_id="unload-model")
+        with gr.Column(scale=3):
+            card = gr.HTML(plots.info_card(None), elem_id="model-info-card")
+            details = gr.JSON(label="Info record", visible=True, open=False)
+    loaded = gr.Dataframe(plots.loaded_table([]), label="Loaded models (least recently used first)",
+                          interactive=False)
+    memory = gr.Markdown(elem_id="memory-summary")
+
+    def snapshot(key: str | None):
+        infos = engine.loaded()
+        info = next((i for i in infos if i.key == key), None)
+        return (plots.info_card(info), info.to_dict() if info else None, plots.loaded_table(infos),
+                plots.memory_summary(engine.memory()), key if info else None)
+
+    outputs = [card, details, loaded, memory, active]
+
+    @user_errors
+    def load(name, rev, dev, dt, kd, trust_code, progress=gr.Progress()):
+        spec = engine.spec(name or "", rev, device=dev, dtype=dt, kind=kd, trust_remote_code=trust_code)
+        info = engine.load(spec, lambda f, msg: progress(f, desc=msg))
+        return snapshot(info.key)
+
+    @user_errors
+    def unload(key):
+        if not key:
+            raise gr.Error("No active model to unload.")
+        engine.unload(key)
+        keys = engine.registry.keys()
+        return snapshot(keys[-1] if keys else None)
+
+    @user_errors
+    def refresh(key):
+        keys = engine.registry.keys()
+        return snapshot(key if key in keys else (keys[-1] if keys else None))
+
+    load_btn.click(load, [model, revision, device, dtype, kind, trust], outputs,
+                   api_name="load_model", concurrency_id=GPU, concurrency_limit=1)
+    unload_btn.click(unload, [active], outputs, api_name="unload_model", concurrency_id=GPU)
+    model.change(lambda m: gr.update(choices=revision_choices(m), value=""), model, revision,
+                 api_name="revision_choices", queue=False)
+    demo.load(refresh, [active], outputs, api_name="model_status")

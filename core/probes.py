@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from core.head_roles import induction_score, previous_token_score
 from core.synthetic import RecallItem, Vocab, repeated_random_probe
 
 
@@ -56,10 +57,8 @@ def probe_scores(model, n: int = 16, seg_len: int = 40, offset: int = 24,
     """Induction and previous-token scores on held-out repeat probes."""
     ids, start = repeated_probes(n, seg_len, offset, seed)
     att = _attentions(model, ids)  # (layers, batch, heads, q, k)
-    q = torch.arange(start + seg_len, start + 2 * seg_len)  # second copy
-    induction = att[:, :, :, q, q - seg_len + 1].mean(dim=(1, 3))  # (layers, heads)
-    q_all = torch.arange(1, ids.shape[1])
-    prev = att[:, :, :, q_all, q_all - 1].mean(dim=(1, 3))  # (layers, heads)
+    induction = induction_score(att, start, seg_len).mean(1)  # (layers, heads)
+    prev = previous_token_score(att).mean(1)  # (layers, heads)
     return ProbeScores(induction.numpy(), prev.numpy())
 
 

@@ -1,0 +1,262 @@
+"""Attention weights, head roles and rollout, captured layer by layer.
+
+The forward pass runs under eager attention (the only implementation that
+returns weights). Forward hooks on the model's attention modules hand each
+layer's weights to a consumer as they are produced: ``compute_attention``
+keeps only the requested layers and heads; ``head_scores`` and ``rollout``
+reduce each layer on the spot. No step ever holds every layer's attention,
+and the pass stops after the last layer that is needed.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+import torch
+
+from core import head_roles
+from core.errors import UserError
+from core.models import attention_implementation
+from core.types import ModelHandle
+
+Consumer = Callable[[int, torch.Tensor], None]  # (layer, weights (batch, heads, q, k))
+
+
+class _Stop(Exception):
+    """Raised from a hook once every needed layer has been seen."""
+
+
+@dataclass(frozen=True)
+class AttentionResult:
+    model_key: str
+    tokens: list[str]             # as the tokenizer splits them
+    display: list[str]            # readable: spaces shown, newlines as ↵
+    token_ids: list[int]
+    layers: dict[int, np.ndarray]  # layer -> (heads, q, k) float32, for the kept heads
+    heads: tuple[int, ...]        # which heads the arrays hold, in order
+    n_layers: int
+    n_heads: int
+    causal: bool
+    window: tuple[int, int]       # [start, end) of the positions kept
+    n_tokens: int                 # length of the whole input
+    segment_ids: list[int] | None = None  # BERT sentence A/B
+
+    def head(self, layer: int, head: int) -> np.ndarray:
+        """(q, k) weights of one head."""
+        if layer not in self.layers:
+            raise UserError(f"Layer {layer} was not computed (have {sorted(self.layers)}).")
+        if head not in self.heads:
+            raise UserError(f"Head {head} was not computed (have {list(self.heads)}).")
+        return self.layers[layer][self.heads.index(head)]
+
+    def mean_over_heads(self, layer: int) -> np.ndarray:
+        return self.layers[layer].mean(0)  # (q, k)
+
+    @property
+    def truncated(self) -> bool:
+        return self.window != (0, self.n_tokens)
+
+
+@dataclass(frozen=True)
+class HeadScores:
+    induction: np.ndarray        # (layers, heads)
+    previous_token: np.ndarray   # (layers, heads)
+    sink: np.ndarray             # (layers, heads)
+    entropy: np.ndarray          # (layers, heads), nats
+    source: str                  # how they were measured
+    roles: tuple[str, ...] = field(default=("induction", "previous_token", "sink", "entropy"))
+
+    def get(self, role: str) -> np.ndarray:
+        if role not in self.roles:
+            raise UserError(f"Unknown head role '{role}'. Use one of {', '.join(self.roles)}.")
+        return getattr(self, role)
+
+    def top(self, role: str, n: int = 3) -> list[tuple[int, int, float]]:
+        """The n highest-scoring (layer, head, score)."""
+        s = self.get(role)
+        order = np.argsort(s, axis=None)[::-1][:n]
+        return [(int(i // s.shape[1]), int(i % s.shape[1]), float(s.flat[i])) for i in order]
+
+    def to_dict(self) -> dict:
+        return {"n_layers": int(self.induction.shape[0]), "n_heads": int(self.induction.shape[1]),
+                "scores": {r: self.get(r).round(6).tolist() for r in self.roles}, "source": self.source}
+
+
+# ---- capture ------------------------------------------------------------------
+
+def attention_modules(model) -> list[tuple[torch.nn.Module, int]]:
+    """(module, index of the weights in its output) per layer, in layer order."""
+    spec = (getattr(model, "_can_record_outputs", None) or {}).get("attentions")
+    if spec is None:
+        return []
+    cls = getattr(spec, "target_class", spec)
+    index = getattr(spec, "index", 1)
+    suffix = (getattr(spec, "layer_name", None) or "").lstrip(".")
+    return [(m, index) for name, m in model.named_modules()
+            if isinstance(m, cls) and (not suffix or name.endswith(suffix))]
+
+
+def _capture(handle: ModelHandle, enc: dict, layers: list[int], consume: Consumer) -> None:
+    """Run the model once; call ``consume(layer, weights)`` for each layer in ``layers``."""
+    model = handle.model
+    wanted, last = set(layers), max(layers)
+    mods = attention_modules(model)
+    enc = {k: v.to(model.device) for k, v in enc.items()}
+    with attention_implementation(handle, "eager"), torch.no_grad():
+        if not mods:  # architectures that do not declare their attention modules
+            out = model(**enc, output_attentions=True)
+            for i in sorted(wanted):
+                consume(i, out.attentions[i])
+            return
+        hooks = []
+
+        def make_hook(i: int, index: int):
+            def hook(_module, _args, output):
+                if i in wanted:
+                    consume(i, output[index])
+                if i == last:
+                    raise _Stop
+            return hook
+
+        try:
+            hooks = [m.register_forward_hook(make_hook(i, idx)) for i, (m, idx) in enumerate(mods)]
+            model(**enc)
+        except _Stop:
+            pass
+        finally:
+            for h in hooks:
+                h.remove()
+
+
+def _encode(handle: ModelHandle, text: str, text_pair: str | None = None) -> dict:
+    if not text or not text.strip():
+        raise UserError("The text is empty. Type or paste some text to look at.")
+    tok = handle.tokenizer
+    enc = tok(text, text_pair or None, return_tensors="pt", truncation=False)
+    n, ctx = enc["input_ids"].shape[1], handle.info.context_length
+    if ctx and n > ctx:
+        raise UserError(f"The text is {n} tokens long but {handle.info.name} reads at most {ctx}. "
+                        "Shorten it, or pick a model with a longer context.")
+    return dict(enc)
+
+
+def _check_range(what: str, values: list[int], n: int) -> list[int]:
+    bad = [v for v in values if not 0 <= v < n]
+    if bad:
+        raise UserError(f"{what} {bad[0]} is out of range: this model has {n} {what.lower()}s "
+                        f"(0 to {n - 1}).")
+    return sorted(set(values))
+
+
+def display_tokens(tokenizer, ids: list[int]) -> list[str]:
+    """One readable string per token: leading spaces as ·, newlines as ↵."""
+    out = []
+    for i in ids:
+        s = tokenizer.decode([i], clean_up_tokenization_spaces=False)
+        s = s.replace("\n", "↵").replace("\t", "⇥")
+        out.append(("·" + s[1:]) if s.startswith(" ") and len(s) > 1 else (s or f"<{i}>"))
+    return out
+
+
+def is_causal(handle: ModelHandle) -> bool:
+    return handle.info.kind == "causal_lm"
+
+
+def compute_attention(handle: ModelHandle, text: str, layers: list[int] | None = None,
+                      heads: list[int] | None = None, text_pair: str | None = None,
+                      window: tuple[int, int] | None = None) -> AttentionResult:
+    """Attention weights of the requested layers and heads, for ``text`` (and ``text_pair``)."""
+    info = handle.info
+    layers = _check_range("Layer", list(range(info.n_layers)) if layers is None else list(layers), info.n_layers)
+    heads = _check_range("Head", list(range(info.n_heads)) if heads is None else list(heads), info.n_heads)
+    if not layers or not heads:
+        raise UserError("Choose at least one layer and one head.")
+    enc = _encode(handle, text, text_pair)
+    ids = enc["input_ids"][0].tolist()
+    n = len(ids)
+    start, end = window or (0, n)
+    start, end = max(0, int(start)), min(n, int(end))
+    if end <= start:
+        raise UserError(f"The window [{start}, {end}) holds no tokens (the text has {n}).")
+    head_idx = torch.tensor(heads)
+    kept: dict[int, np.ndarray] = {}
+
+    def keep(layer: int, w: torch.Tensor) -> None:
+        w = w[0, head_idx.to(w.device), start:end, start:end]  # (heads, q, k) for the window
+        kept[layer] = w.float().cpu().numpy()
+
+    _capture(handle, enc, layers, keep)
+    tt = enc.get("token_type_ids")
+    return AttentionResult(
+        model_key=info.key, tokens=handle.tokenizer.convert_ids_to_tokens(ids)[start:end],
+        display=display_tokens(handle.tokenizer, ids)[start:end], token_ids=ids[start:end],
+        layers=kept, heads=tuple(heads), n_layers=info.n_layers, n_heads=info.n_heads,
+        causal=is_causal(handle), window=(start, end), n_tokens=n,
+        segment_ids=tt[0, start:end].tolist() if tt is not None and text_pair else None,
+    )
+
+
+# ---- head roles ----------------------------------------------------------------
+
+def repeated_probe(handle: ModelHandle, seq_len: int, n: int, seed: int) -> tuple[torch.Tensor, int]:
+    """(n, [bos] + 2*seq_len) random non-special tokens repeated twice; returns (ids, start)."""
+    tok = handle.tokenizer
+    special = set(tok.all_special_ids)
+    pool = np.array([i for i in range(min(len(tok), handle.info.vocab_size)) if i not in special])
+    rng = np.random.default_rng(seed)
+    seg = pool[rng.integers(0, len(pool), size=(n, seq_len))]  # (n, L)
+    bos = tok.bos_token_id if tok("x")["input_ids"][:1] == [tok.bos_token_id] else None
+    rows = np.concatenate([seg, seg], axis=1)  # (n, 2L)
+    if bos is not None:
+        rows = np.concatenate([np.full((n, 1), bos), rows], axis=1)
+    return torch.from_numpy(rows.astype(np.int64)), int(bos is not None)
+
+
+def head_scores(handle: ModelHandle, seq_len: int | None = None, seed: int = 0,
+                n_probes: int = 8) -> HeadScores:
+    """Every head's role scores on seeded repeated random-token probes."""
+    ctx = handle.info.context_length or 4096
+    seq_len = seq_len or min(48, (ctx - 1) // 2)
+    if not 2 <= seq_len <= (ctx - 1) // 2:
+        raise UserError(f"Probe length must be between 2 and {(ctx - 1) // 2} for this model "
+                        f"(two copies must fit in its {ctx}-token context).")
+    ids, start = repeated_probe(handle, seq_len, n_probes, seed)
+    L, H = handle.info.n_layers, handle.info.n_heads
+    out = {r: np.zeros((L, H), np.float32) for r in ("induction", "previous_token", "sink", "entropy")}
+
+    def reduce(layer: int, w: torch.Tensor) -> None:
+        w = w.float()  # (batch, heads, q, k)
+        out["induction"][layer] = head_roles.induction_score(w, start, seq_len).mean(0).cpu().numpy()
+        out["previous_token"][layer] = head_roles.previous_token_score(w).mean(0).cpu().numpy()
+        out["sink"][layer] = head_roles.sink_score(w).mean(0).cpu().numpy()
+        out["entropy"][layer] = head_roles.entropy(w).mean(0).cpu().numpy()
+
+    _capture(handle, {"input_ids": ids, "attention_mask": torch.ones_like(ids)}, list(range(L)), reduce)
+    return HeadScores(**out, source=f"{n_probes} random sequences of {seq_len} tokens repeated twice, "
+                                    f"seed {seed}")
+
+
+def text_head_scores(result: AttentionResult) -> dict[str, np.ndarray]:
+    """Previous-token, sink and entropy scores on the user's own text, per computed layer."""
+    layers = sorted(result.layers)
+    att = np.stack([result.layers[i] for i in layers])  # (layers, heads, q, k)
+    return {"layers": np.array(layers),
+            "previous_token": head_roles.previous_token_score(att).numpy(),
+            "sink": head_roles.sink_score(att).numpy(), "entropy": head_roles.entropy(att).numpy()}
+
+
+def rollout(handle: ModelHandle, text: str, text_pair: str | None = None) -> tuple[np.ndarray, list[str]]:
+    """Attention rollout (Abnar & Zuidema 2020): (q, k) flow from the input tokens to the top layer."""
+    enc = _encode(handle, text, text_pair)
+    n = enc["input_ids"].shape[1]
+    state = {"R": torch.eye(n)}
+
+    def step(_layer: int, w: torch.Tensor) -> None:
+        a = w[0].float().mean(0).cpu() + torch.eye(n)  # (q, k): heads averaged, residual added
+        a = a / a.sum(-1, keepdim=True)
+        state["R"] = a @ state["R"]  # this layer on top of the ones below
+
+    _capture(handle, enc, list(range(handle.info.n_layers)), step)
+    ids = enc["input_ids"][0].tolist()
+    return state["R"].numpy(), display_tokens(handle.tokenizer, ids)

@@ -1,0 +1,162 @@
+"""Write ``assets/models/README.md`` (the model card) from the shipped checkpoints.
+
+    python -m core.model_card
+
+Every number in the card is measured here, on the shipped fp16 checkpoints,
+at held-out settings (repeat segments longer and offsets larger than any in
+training); the loss curve comes from each model's ``training.json``.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from core.embedded import MODELS_DIR, EmbeddedModel, list_embedded
+from core.synthetic import MAX_TRAIN_OFFSET, MAX_TRAIN_SEGMENT, recall_items
+
+PROBES = ((40, 24), (48, 30))  # (segment length, offset): both outside training
+RECALL_PAIRS = 8
+
+
+@dataclass(frozen=True)
+class CheckpointScores:
+    step: int
+    induction: np.ndarray       # (layers, heads), mean over PROBES
+    previous_token: np.ndarray  # (layers, heads)
+    recall: float
+    recall_top1: float
+    recall_chance: float
+
+
+def measure(path: Path, step: int) -> CheckpointScores:
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from core.probes import probe_scores, recall_accuracy
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32, attn_implementation="eager")
+    tok = AutoTokenizer.from_pretrained(path)
+    scores = [probe_scores(model, n=32, seg_len=s, offset=o, seed=7) for s, o in PROBES]
+    rec = recall_accuracy(model, tok, recall_items(256, RECALL_PAIRS, seed=2024))
+    return CheckpointScores(step, np.mean([s.induction for s in scores], axis=0),
+                            np.mean([s.previous_token for s in scores], axis=0),
+                            rec.accuracy, rec.top1, rec.chance)
+
+
+def loss_svg(loss: list[float], marks: list[int], width: int = 640, height: int = 240) -> str:
+    """A small SVG line chart of the smoothed training loss, checkpoints marked."""
+    y = np.convolve(loss, np.ones(25) / 25, mode="valid")
+    x = np.arange(len(y)) + 12
+    lo, hi = float(y.min()) - 0.1, float(y.max()) + 0.1
+    px = lambda s: 50 + (width - 70) * s / max(1, len(loss))  # noqa: E731
+    py = lambda v: 10 + (height - 40) * (hi - v) / (hi - lo)  # noqa: E731
+    pts = " ".join(f"{px(a):.1f},{py(b):.1f}" for a, b in zip(x[::5], y[::5]))
+    ticks = "".join(f'<line x1="{px(m):.1f}" y1="10" x2="{px(m):.1f}" y2="{height - 30}" stroke="#ccc" '
+                    f'stroke-dasharray="3,3"/><text x="{px(m):.1f}" y="{height - 15}" font-size="10" '
+                    f'text-anchor="middle">{m}</text>' for m in marks)
+    yt = "".join(f'<text x="45" y="{py(v) + 3:.1f}" font-size="10" text-anchor="end">{v:.1f}</text>'
+                 for v in np.linspace(lo + 0.1, hi - 0.1, 4))
+    return (f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+            f'font-family="sans-serif"><rect width="100%" height="100%" fill="white"/>{ticks}{yt}'
+            f'<polyline fill="none" stroke="#4f46e5" stroke-width="1.5" points="{pts}"/>'
+            f'<text x="{width / 2}" y="{height - 2}" font-size="11" text-anchor="middle">training step '
+            f'(dashed: shipped checkpoints)</text></svg>')
+
+
+def _first(rows: list[CheckpointScores], ok) -> str:
+    hit = next((r.step for r in rows if ok(r)), None)
+    return f"step {hit}" if hit is not None else "not reached"
+
+
+def model_section(m: EmbeddedModel) -> tuple[str, list[CheckpointScores]]:
+    log = json.loads((m.path.parent / "training.json").read_text())
+    spec = log["spec"]
+    rows = [measure(c.path, c.step) for c in m.checkpoints]
+    (m.path.parent / "loss.svg").write_text(loss_svg(log["loss"], [c.step for c in m.checkpoints]))
+    final = rows[-1]
+    heads = [f"L{li}.H{hi} ({final.induction[li, hi]:.2f})"
+             for li, hi in zip(*np.nonzero(final.induction >= 0.5))]
+    prev = [f"L{li}.H{hi} ({final.previous_token[li, hi]:.2f})"
+            for li, hi in zip(*np.nonzero(final.previous_token >= 0.5))]
+    n_params = sum(int(np.prod(s)) for s in _param_shapes(m.path))
+    table = "\n".join(
+        f"| {r.step} | {r.induction.max():.3f} | {r.previous_token.max():.3f} | {r.recall:.3f} | "
+        f"{r.recall_top1:.3f} |" for r in rows)
+    text = f"""## {m.name}{' (default)' if m.default else ''}
+
+GPT-2 architecture, {spec['n_layer']} layer(s), {spec['n_head']} heads, width {spec['n_embd']},
+context {spec['seq_len']} tokens, {n_params:,} parameters. Trained {spec['steps']} steps, batch
+{spec['batch']}, AdamW lr {spec['lr']} (warm-up {spec['warmup']}, cosine to 10%), weight decay
+{spec['weight_decay']}, seed {spec['seed']}; {log.get('elapsed_s', '?')} s on a 2-core CPU.
+
+![loss]({m.name}/loss.svg)
+
+| step | top induction score | top previous-token score | recall accuracy (choices) | recall top-1 (vocabulary) |
+|---:|---:|---:|---:|---:|
+{table}
+
+- Induction heads at the final checkpoint (score >= 0.5): {', '.join(heads) or 'none'}.
+- Previous-token heads at the final checkpoint (score >= 0.5): {', '.join(prev) or 'none'}.
+- First checkpoint with an induction head (>= 0.5): {_first(rows, lambda r: r.induction.max() >= 0.5)};
+  first with recall >= 90%: {_first(rows, lambda r: r.recall >= 0.9)}.
+  Recall chance level (one of the {RECALL_PAIRS} values shown): {final.recall_chance:.3f}.
+"""
+    return text, rows
+
+
+def _param_shapes(path: Path):
+    from safetensors import safe_open
+    with safe_open(str(path / "model.safetensors"), "np") as f:
+        for k in f.keys():
+            if "attn.bias" not in k and "masked_bias" not in k:
+                yield f.get_slice(k).get_shape()
+
+
+HEADER = f"""# Embedded models
+
+Small GPT-style causal LMs trained from scratch by `python -m core.train_tiny` on synthetic
+in-context tasks generated by `core/synthetic.py` (no external data). They let the app do its
+whole job offline, and show abilities appearing with training (checkpoints) and with scale (sizes).
+
+## Data
+A mixture, every sequence 128 tokens starting with `<bos>`, over 128 content words `w0..w127`
+and the symbols `=` and `;`:
+- **repeat** (40%): random words, a random segment of 4..{MAX_TRAIN_SEGMENT} words, a gap of 0..8, the segment
+  again; the offset of the first copy is 0..{MAX_TRAIN_OFFSET} words. Lengths and offsets vary so that
+  copying has to match content, not a fixed distance.
+- **pairs** (30%): random text in which 3..6 random bigrams "A B" recur at 2..4 random places, so that
+  only "the word after an earlier A" predicts B — this forces the canonical circuit of a
+  previous-token head feeding an induction head.
+- **recall** (30%): `w3 = w17 ; w8 = w42 ; ... ; w3 = w17` — 3..12 key -> value bindings, later
+  pairs repeating earlier keys with the same values.
+
+## How the scores are measured (held out)
+- **Induction score** of a head: on `<bos>` + random words + a random segment repeated twice, the mean
+  attention from each token of the second copy to the token just after its first occurrence;
+  averaged over 32 sequences at each of (segment, offset) = {', '.join(map(str, PROBES))} —
+  longer segments and larger offsets than any seen in training.
+- **Previous-token score**: mean attention from each token to the one before, on the same probes.
+- **Recall accuracy**: 256 prompts of {RECALL_PAIRS} fresh bindings then a queried key
+  (`w3 = w17 ; ... ; w3 =`); correct when the model's next-token distribution puts the right value
+  above the other values shown (chance = 1/{RECALL_PAIRS}); top-1 asks for the argmax over the
+  whole vocabulary.
+
+Each checkpoint is a normal transformers folder (config, tokenizer, fp16 safetensors):
+`AutoModelForCausalLM.from_pretrained("assets/models/<name>/step-NNNNN")`. In the app and CLI,
+`--model <name> --revision stepN` picks a checkpoint; the default is the last one.
+"""
+
+
+def main() -> None:
+    parts = [HEADER]
+    for m in list_embedded():
+        text, _ = model_section(m)
+        parts.append(text)
+    (MODELS_DIR / "README.md").write_text("\n".join(parts))
+    print((MODELS_DIR / "README.md").read_text())
+
+
+if __name__ == "__main__":
+    main()

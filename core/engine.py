@@ -1,9 +1,10 @@
 """The engine: what the UI (and notebooks) call. It knows nothing of the UI."""
 from __future__ import annotations
 
+from collections import OrderedDict
 from dataclasses import replace
 
-from core import devices
+from core import attention, devices
 from core.embedded import MODELS_DIR, list_embedded
 from core.models import ModelRegistry, PathPolicy, Progress
 from core.presets import HUB_PRESETS
@@ -18,6 +19,7 @@ class Engine:
         policy = PathPolicy(allow_any=not config.exposed, folders=(MODELS_DIR, *config.model_dirs))
         budget = int(config.memory_budget_gb * 2**30) if config.memory_budget_gb else None
         self.registry = ModelRegistry(budget, config.max_models, policy, config.offline)
+        self._head_cache: OrderedDict[tuple, attention.HeadScores] = OrderedDict()
 
     # ---- models -----------------------------------------------------------
     def spec(self, model: str, revision: str | None = None, **kw) -> ModelSpec:
@@ -62,3 +64,22 @@ class Engine:
         if not self.config.model:
             return None
         return self.load(self.spec(self.config.model))
+
+    # ---- attention ----------------------------------------------------------
+    def attention(self, key: str, text: str, layers: list[int] | None = None,
+                  heads: list[int] | None = None, text_pair: str | None = None,
+                  window: tuple[int, int] | None = None) -> attention.AttentionResult:
+        return attention.compute_attention(self.handle(key), text, layers, heads, text_pair, window)
+
+    def head_scores(self, key: str, seq_len: int | None = None, seed: int = 0) -> attention.HeadScores:
+        """Head roles on seeded probes; cached per model, length and seed (they are deterministic)."""
+        handle = self.handle(key)
+        cache_key = (key, seq_len, seed)
+        if cache_key not in self._head_cache:
+            self._head_cache[cache_key] = attention.head_scores(handle, seq_len, seed)
+            while len(self._head_cache) > 32:
+                self._head_cache.popitem(last=False)
+        return self._head_cache[cache_key]
+
+    def rollout(self, key: str, text: str, text_pair: str | None = None):
+        return attention.rollout(self.handle(key), text, text_pair)

@@ -15,9 +15,10 @@ from pathlib import Path
 import numpy as np
 
 from core.embedded import MODELS_DIR, EmbeddedModel, list_embedded
-from core.synthetic import MAX_TRAIN_OFFSET, MAX_TRAIN_SEGMENT, recall_items
+from core.synthetic import (MAX_TRAIN_DISTANCE, MAX_TRAIN_GAP, MAX_TRAIN_OFFSET, MAX_TRAIN_SEGMENT,
+                            recall_items)
 
-PROBES = ((40, 24), (48, 30))  # (segment length, offset): both outside training
+PROBES = ((44, 16), (48, 8), (56, 4))  # (segment length, offset): copy distances beyond training
 RECALL_PAIRS = 8
 
 
@@ -123,10 +124,10 @@ whole job offline, and show abilities appearing with training (checkpoints) and 
 ## Data
 A mixture, every sequence 128 tokens starting with `<bos>`, over 128 content words `w0..w127`
 and the symbols `=` and `;`:
-- **repeat** (40%): random words, a random segment of 4..{MAX_TRAIN_SEGMENT} words, a gap of 0..8, the segment
-  again; the offset of the first copy is 0..{MAX_TRAIN_OFFSET} words. Lengths and offsets vary so that
-  copying has to match content, not a fixed distance.
-- **pairs** (30%): random text in which 3..6 random bigrams "A B" recur at 2..4 random places, so that
+- **repeat** (40%): blocks of 0..{MAX_TRAIN_OFFSET} random words, a random segment of 4..{MAX_TRAIN_SEGMENT} words, a gap
+  of 0..{MAX_TRAIN_GAP}, and the segment again, until the sequence is full. Lengths and gaps vary so that
+  copying has to match content, not a fixed distance; no copy lies more than {MAX_TRAIN_DISTANCE} tokens back.
+- **pairs** (30%): random text in which 4..8 random bigrams "A B" recur at 3..6 random places, so that
   only "the word after an earlier A" predicts B — this forces the canonical circuit of a
   previous-token head feeding an induction head.
 - **recall** (30%): `w3 = w17 ; w8 = w42 ; ... ; w3 = w17` — 3..12 key -> value bindings, later
@@ -136,7 +137,8 @@ and the symbols `=` and `;`:
 - **Induction score** of a head: on `<bos>` + random words + a random segment repeated twice, the mean
   attention from each token of the second copy to the token just after its first occurrence;
   averaged over 32 sequences at each of (segment, offset) = {', '.join(map(str, PROBES))} —
-  longer segments and larger offsets than any seen in training.
+  segments longer than any in training, so the first copy lies further back than any copy the
+  model was trained on (a model that learned "copy from a fixed distance" scores near zero).
 - **Previous-token score**: mean attention from each token to the one before, on the same probes.
 - **Recall accuracy**: 256 prompts of {RECALL_PAIRS} fresh bindings then a queried key
   (`w3 = w17 ; ... ; w3 =`); correct when the model's next-token distribution puts the right value

@@ -3,9 +3,9 @@
 Three kinds of training sequence, all over a vocabulary of content words
 ``w0 .. w{N-1}`` plus the symbols ``=`` and ``;``:
 
-- **repeat**: random words, then a random segment, a gap, and the segment again.
-  Segment lengths and offsets vary so that copying must match *content*, not
-  a fixed distance (the shortcut a single repeat length teaches).
+- **repeat**: blocks of random words, a random segment, a gap, and the segment
+  again. Segment lengths, gaps and offsets vary so that copying must match
+  *content*, not a fixed distance (the shortcut a single repeat length teaches).
 - **pairs**: random text in which a few random bigrams "A B" recur at random
   places; only "the word after an earlier A" predicts B. This is what forces
   the canonical circuit (a previous-token head feeding an induction head).
@@ -14,8 +14,8 @@ Three kinds of training sequence, all over a vocabulary of content words
   predictable only from the context.
 
 Held-out settings for evaluation are deliberately outside training: repeat
-probes use segment lengths above ``MAX_TRAIN_SEGMENT`` and offsets above
-``MAX_TRAIN_OFFSET``.
+probes use segments longer than ``MAX_TRAIN_SEGMENT``, so the distance back to
+the first copy exceeds any distance copied in training (``MAX_TRAIN_DISTANCE``).
 """
 from __future__ import annotations
 
@@ -27,7 +27,9 @@ BOS, PAD, UNK, EQ, SEP = "<bos>", "<pad>", "<unk>", "=", ";"
 SPECIALS = [BOS, PAD, UNK]
 N_WORDS = 128
 MAX_TRAIN_SEGMENT = 32
+MAX_TRAIN_GAP = 8
 MAX_TRAIN_OFFSET = 16
+MAX_TRAIN_DISTANCE = MAX_TRAIN_SEGMENT + MAX_TRAIN_GAP  # furthest copy in training
 
 
 @dataclass(frozen=True)
@@ -81,22 +83,27 @@ def _random_words(rng: np.random.Generator, v: Vocab, n: int) -> np.ndarray:
 
 
 def repeat_sequence(rng: np.random.Generator, v: Vocab, length: int) -> np.ndarray:
-    """BOS, random prefix, segment, random gap, segment again, random tail."""
-    seg_len = int(rng.integers(4, MAX_TRAIN_SEGMENT + 1))
-    offset = int(rng.integers(0, MAX_TRAIN_OFFSET + 1))
-    gap = int(rng.integers(0, 9))
-    seg = _random_words(rng, v, seg_len)
-    body = np.concatenate([_random_words(rng, v, offset), seg, _random_words(rng, v, gap), seg])
-    tail = _random_words(rng, v, max(0, length - 1 - len(body)))
-    return np.concatenate([[v.bos], body, tail])[:length]
+    """BOS, then blocks of: random prefix, segment, random gap, the segment again.
+
+    Copy distances (segment + gap) stay at most ``MAX_TRAIN_SEGMENT + MAX_TRAIN_GAP``.
+    """
+    parts = [np.array([v.bos])]
+    n = 1
+    while n < length:
+        seg = _random_words(rng, v, int(rng.integers(4, MAX_TRAIN_SEGMENT + 1)))
+        block = [_random_words(rng, v, int(rng.integers(0, MAX_TRAIN_OFFSET + 1))), seg,
+                 _random_words(rng, v, int(rng.integers(0, MAX_TRAIN_GAP + 1))), seg]
+        parts += block
+        n += sum(len(b) for b in block)
+    return np.concatenate(parts)[:length]
 
 
 def pairs_sequence(rng: np.random.Generator, v: Vocab, length: int) -> np.ndarray:
     """Random text in which a few random bigrams recur at random places."""
     seq = np.concatenate([[v.bos], _random_words(rng, v, length - 1)])
-    for _ in range(int(rng.integers(3, 7))):
+    for _ in range(int(rng.integers(4, 9))):
         a, b = _random_words(rng, v, 2)
-        for pos in rng.integers(1, length - 1, size=int(rng.integers(2, 5))):
+        for pos in rng.integers(1, length - 1, size=int(rng.integers(3, 7))):
             seq[pos], seq[pos + 1] = a, b
     return seq
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import math
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -31,6 +30,7 @@ Progress = Callable[[float, str], None]
 @dataclass
 class TinySpec:
     name: str
+    arch: str = "gpt2"  # gpt2 (learned positions) | neox (rotary, Pythia's architecture)
     n_layer: int = 2
     n_embd: int = 128
     n_head: int = 4
@@ -47,17 +47,27 @@ class TinySpec:
 
 
 PRESETS = {
-    "default": TinySpec(name="el-2l-128"),
-    "small": TinySpec(name="el-1l-64", n_layer=1, n_embd=64),
-    "live": TinySpec(name="live", n_layer=2, n_embd=64, batch=32, steps=1500,
+    "default": TinySpec(name="el-2l-128", arch="neox"),
+    "small": TinySpec(name="el-1l-64", arch="neox", n_layer=1, n_embd=64),
+    "live": TinySpec(name="live", arch="neox", n_layer=2, n_embd=64, batch=32, steps=1500,
                      checkpoints=(0, 250, 500, 750, 1000, 1500), eval_every=50),
 }
 
 
 def build_model(spec: TinySpec, vocab: Vocab = Vocab()):
-    from transformers import GPT2Config, GPT2LMHeadModel
+    from transformers import GPT2Config, GPT2LMHeadModel, GPTNeoXConfig, GPTNeoXForCausalLM
 
     torch.manual_seed(spec.seed)
+    if spec.arch == "neox":
+        cfg = GPTNeoXConfig(
+            vocab_size=vocab.size, max_position_embeddings=spec.seq_len, hidden_size=spec.n_embd,
+            num_hidden_layers=spec.n_layer, num_attention_heads=spec.n_head,
+            intermediate_size=4 * spec.n_embd, bos_token_id=vocab.bos, eos_token_id=vocab.bos,
+            pad_token_id=vocab.pad, rope_parameters={"rope_theta": 10000.0, "partial_rotary_factor": 0.5,
+                                                     "rope_type": "default"},
+            attn_implementation="eager",
+        )
+        return GPTNeoXForCausalLM(cfg)
     cfg = GPT2Config(
         vocab_size=vocab.size, n_positions=spec.seq_len, n_embd=spec.n_embd,
         n_layer=spec.n_layer, n_head=spec.n_head, bos_token_id=vocab.bos,
@@ -68,10 +78,13 @@ def build_model(spec: TinySpec, vocab: Vocab = Vocab()):
 
 
 def _lr_at(spec: TinySpec, step: int) -> float:
+    """Warm up, hold, then decay linearly to 10% over the last fifth."""
     if step < spec.warmup:
         return spec.lr * (step + 1) / spec.warmup
-    frac = (step - spec.warmup) / max(1, spec.steps - spec.warmup)
-    return spec.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * frac)))
+    decay_from = int(0.8 * spec.steps)
+    if step < decay_from:
+        return spec.lr
+    return spec.lr * (1 - 0.9 * (step - decay_from) / max(1, spec.steps - decay_from))
 
 
 def save_checkpoint(model, tokenizer, path: Path, step: int) -> None:

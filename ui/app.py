@@ -4,6 +4,8 @@ from __future__ import annotations
 import gradio as gr
 
 from core.engine import Engine
+from ui.bertviz_view import VENDOR
+from ui.tabs import attention as attention_tab
 from ui.tabs import model as model_tab
 
 CSS = """
@@ -19,6 +21,7 @@ THEME = gr.themes.Soft(primary_hue="indigo")
 
 def build_app(engine: Engine) -> gr.Blocks:
     """The whole UI. Models live in the engine; session state holds only the active model's key."""
+    gr.set_static_paths([VENDOR])  # bertviz's d3 and jQuery, served by the app itself
     keys = engine.registry.keys()
     with gr.Blocks(title="Emergence Lab") as demo:
         gr.Markdown("# Emergence Lab\nHow language models learn in context, and where their abilities come from.")
@@ -26,6 +29,8 @@ def build_app(engine: Engine) -> gr.Blocks:
         with gr.Tabs():
             with gr.Tab("Model", id="model"):
                 model_tab.render(engine, active, demo)
+            with gr.Tab("Attention", id="attention"):
+                attention_tab.render(engine, active, demo)
     return demo
 
 

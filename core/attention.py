@@ -44,6 +44,8 @@ class AttentionResult:
 
     def head(self, layer: int, head: int) -> np.ndarray:
         """(q, k) weights of one head."""
+        _check_range("Layer", [layer], self.n_layers)
+        _check_range("Head", [head], self.n_heads)
         if layer not in self.layers:
             raise UserError(f"Layer {layer} was not computed (have {sorted(self.layers)}).")
         if head not in self.heads:

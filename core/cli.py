@@ -72,7 +72,43 @@ def cmd_train_tiny(args: argparse.Namespace) -> object:
 
 cmd_train_tiny.arguments = _train_tiny_args  # type: ignore[attr-defined]
 
+def _heads_args(p: argparse.ArgumentParser) -> None:
+    add_model_args(p)
+    p.add_argument("--seq-len", type=int, help="length of the random segment repeated twice")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", help="write the JSON here instead of printing it")
+
+
+def cmd_heads(args: argparse.Namespace) -> object:
+    from core.attention import head_scores
+    scores = head_scores(load_from_args(args), args.seq_len, args.seed).to_dict()
+    scores.pop("source")
+    return scores
+
+
+cmd_heads.arguments = _heads_args  # type: ignore[attr-defined]
+
+
+def _attention_args(p: argparse.ArgumentParser) -> None:
+    add_model_args(p)
+    p.add_argument("--text", required=True)
+    p.add_argument("--text-pair", help="second segment, for encoders such as BERT")
+    p.add_argument("--layer", type=int, required=True)
+    p.add_argument("--head", type=int, required=True)
+    p.add_argument("--out", help="write the JSON here instead of printing it")
+
+
+def cmd_attention(args: argparse.Namespace) -> object:
+    from core.attention import compute_attention
+    res = compute_attention(load_from_args(args), args.text, [args.layer], [args.head], args.text_pair)
+    return {"tokens": res.tokens, "attention": res.head(args.layer, args.head).astype(float).tolist()}
+
+
+cmd_attention.arguments = _attention_args  # type: ignore[attr-defined]
+
 command("models", "list the embedded models and their checkpoints")(cmd_models)
+command("heads", "score every head's role (induction, previous token, sink, entropy)")(cmd_heads)
+command("attention", "one head's attention map on a text")(cmd_attention)
 command("info", "load a model and print its info record")(cmd_info)
 command("train-tiny", "train an embedded-style tiny model from scratch")(cmd_train_tiny)
 

@@ -20,7 +20,7 @@ from typing import Callable, Iterator
 import torch
 
 from core import devices
-from core.embedded import MODELS_DIR, find_embedded
+from core.embedded import DEFAULT_MODEL, MODELS_DIR, find_embedded
 from core.errors import ModelLoadError, PathNotAllowedError
 from core.types import KINDS, ModelHandle, ModelInfo, ModelSpec
 
@@ -256,6 +256,8 @@ class ModelRegistry:
 
     def load(self, spec: ModelSpec, progress: Progress | None = None) -> ModelHandle:
         """The loaded handle for ``spec``, loading it (and evicting others) if needed."""
+        if spec.model.strip() == "default":  # one name, one entry
+            spec = replace(spec, model=DEFAULT_MODEL)
         with self._lock:
             if spec.key in self._handles:
                 self._handles.move_to_end(spec.key)

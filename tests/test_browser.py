@@ -34,3 +34,20 @@ def test_load_default_model_by_clicking(page, tmp_path):
     assert card.inner_text() == "el-2l-128"
     assert "Layers" in page.locator("#model-info-card").inner_text()
     page.screenshot(path=str(tmp_path / "model-tab.png"), full_page=True)
+
+
+def test_attention_tab_draws_heatmap_and_bertviz_offline(page, tmp_path):
+    page.get_by_role("tab", name="Attention").click()
+    page.locator("#attn-show").click()
+    page.locator("#attn-head-plot .main-svg").first.wait_for(timeout=60_000)
+    assert page.locator("#attn-head-plot .heatmaplayer, #attn-head-plot .hm").count() > 0
+    page.get_by_role("tab", name="bertviz").click()
+    page.locator("#bertviz-draw").click()
+    head = page.frame_locator("#bertviz-head iframe")
+    head.locator("svg text").first.wait_for(timeout=60_000)   # tokens drawn by d3
+    assert head.locator("svg").count() >= 1
+    page.get_by_role("tab", name="Model view").click()
+    model = page.frame_locator("#bertviz-model iframe")
+    model.locator("svg").first.wait_for(timeout=60_000)
+    assert model.locator("svg").count() >= 1
+    page.screenshot(path=str(tmp_path / "attention-tab.png"), full_page=True)

@@ -52,3 +52,30 @@ def test_info_unknown_id_exits_2_with_message():
     proc = run("info", "--model", "nobody-here/no-such-model", ok=False)
     assert proc.returncode == 2
     assert "nobody-here/no-such-model" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_heads_writes_the_documented_json(tmp_path, tiny_models):
+    out = tmp_path / "heads.json"
+    run("heads", "--model", str(tiny_models["neox"]), "--seq-len", "10", "--seed", "1", "--out", str(out))
+    data = json.loads(out.read_text())
+    assert (data["n_layers"], data["n_heads"]) == (2, 4)
+    assert set(data["scores"]) == {"induction", "previous_token", "sink", "entropy"}
+    for grid in data["scores"].values():
+        assert len(grid) == 2 and all(len(row) == 4 for row in grid)
+
+
+def test_attention_writes_rows_that_sum_to_one(tmp_path, tiny_models):
+    out = tmp_path / "att.json"
+    run("attention", "--model", str(tiny_models["gpt2"]), "--text", "the good movie is bad",
+        "--layer", "1", "--head", "2", "--out", str(out))
+    data = json.loads(out.read_text())
+    att = data["attention"]
+    assert data["tokens"] == ["the", "good", "movie", "is", "bad"] and len(att) == 5
+    for q, row in enumerate(att):
+        assert abs(sum(row) - 1) < 1e-5 and all(v == 0 for v in row[q + 1:])  # causal
+
+
+def test_attention_bad_layer_is_a_clear_error(tiny_models):
+    proc = run("attention", "--model", str(tiny_models["gpt2"]), "--text", "the movie", "--layer", "9",
+               "--head", "0", ok=False)
+    assert proc.returncode == 2 and "Layer 9 is out of range" in proc.stderr

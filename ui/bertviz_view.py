@@ -26,6 +26,7 @@ window.requirejs = function (deps, fn) {
 };
 </script>"""
 _CDN_SCRIPT = re.compile(r'<script src="https?://[^"]+"></script>')
+_REQUIRE_CONFIG = re.compile(r"require\.config\(\{.*?\}\s*\}\);", re.S)  # the CDN paths
 
 
 def static_url(path: Path) -> str:
@@ -50,7 +51,9 @@ def page(result: AttentionResult, view: str = "head") -> str:
                           display_mode="light", html_action="return").data
     else:
         raise ValueError(f"unknown bertviz view {view!r}")
-    body = _CDN_SCRIPT.sub("", body)
+    body = _REQUIRE_CONFIG.sub("", _CDN_SCRIPT.sub("", body))
+    if "cdnjs" in body or "require.config" in body:
+        raise RuntimeError("bertviz's HTML changed: a CDN reference is left in the page")
     scripts = "".join(f'<script src="{static_url(VENDOR / s)}"></script>' for s in SCRIPTS)
     return (f"<!doctype html><html><head><meta charset='utf-8'>{scripts}{SHIM}</head>"
             f"<body style='margin:0;background:white;color:black'>{body}</body></html>")

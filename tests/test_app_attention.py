@@ -1,0 +1,50 @@
+"""The Attention tab through its API."""
+import pytest
+from gradio_client.exceptions import AppError
+
+TEXT = "w5 w9 w2 w71 w33 w8 w5 w9 w2 w71 w33 w8"
+
+
+def attention(client, text=TEXT, layer=1, head=0, pair="", start=0, size=256, model="el-2l-128"):
+    return client.predict(model, layer, head, text, pair, start, size, api_name="/attention")
+
+
+def test_head_layer_and_mean_figures(client):
+    client.predict("default", "", "auto", "auto", "auto", False, api_name="/load_model")
+    notice, head_fig, grid_fig, mean_fig, csv_path, html_path, model = attention(client)
+    assert "13 tokens" in notice
+    for fig in (head_fig, grid_fig, mean_fig):
+        assert fig["type"] == "plotly" or "plot" in fig  # a serialised plotly figure
+    assert open(csv_path).read().startswith("query_pos,query_token,key_pos,key_token,attention")
+    assert "<html" in open(html_path).read()[:200].lower()
+
+
+def test_long_input_shows_a_window(client):
+    long_text = " ".join(f"w{i % 100}" for i in range(120))
+    notice, *_ = attention(client, text=long_text, start=20, size=32)
+    assert "121 tokens" in notice and "20–51" in notice
+
+
+def test_bad_inputs_are_clear(client):
+    with pytest.raises(AppError, match="empty"):
+        attention(client, text="  ")
+    with pytest.raises(AppError, match="out of range"):
+        attention(client, layer=7)
+    with pytest.raises(AppError, match="out of range"):
+        attention(client, head=99)
+    with pytest.raises(AppError, match="reads at most 128"):
+        attention(client, text=" ".join(["w1"] * 200))
+    notice, *_ = attention(client)  # still working
+    assert "tokens" in notice
+
+
+def test_head_roles_rollout_bertviz_compare(client):
+    grid, table, csv_path = client.predict("el-2l-128", 0, 0, "induction", api_name="/head_roles")
+    assert table["headers"][0] == "layer" and len(table["data"]) == 2
+    assert open(csv_path).read().startswith("role,layer,head,score")
+    assert client.predict("el-2l-128", TEXT, "", api_name="/attention_rollout") is not None
+    head_html, model_html = client.predict("el-2l-128", TEXT, "", api_name="/bertviz")
+    assert "<iframe" in head_html and "srcdoc" in model_html and "cdnjs" not in head_html
+    fig = client.predict("el-2l-128", None, 1, 0, TEXT, "w1 w2 w1 w2", "", 0, 256,
+                         api_name="/compare_attention")
+    assert fig is not None

@@ -25,7 +25,7 @@ import numpy as np
 
 BOS, PAD, UNK, EQ, SEP = "<bos>", "<pad>", "<unk>", "=", ";"
 SPECIALS = [BOS, PAD, UNK]
-N_WORDS = 128
+N_WORDS = 512
 MAX_TRAIN_SEGMENT = 32
 MAX_TRAIN_GAP = 8
 MAX_TRAIN_OFFSET = 16
@@ -122,8 +122,33 @@ def recall_sequence(rng: np.random.Generator, v: Vocab, length: int) -> np.ndarr
     return np.asarray(out[:length])
 
 
-GENERATORS = {"repeat": repeat_sequence, "pairs": pairs_sequence, "recall": recall_sequence}
-DEFAULT_MIX = {"repeat": 0.4, "pairs": 0.3, "recall": 0.3}
+SKIP_RULE_SEED = 12345  # the fixed "grammar" of skip sequences
+
+
+def skip_rule(v: Vocab) -> np.ndarray:
+    """The permutation pi of skip sequences (fixed: part of the language, not of a sequence)."""
+    return np.random.default_rng(SKIP_RULE_SEED).permutation(v.n_words)
+
+
+def skip_sequence(rng: np.random.Generator, v: Vocab, length: int, p: float = 0.6) -> np.ndarray:
+    """Random text in which a word often fixes the word two places later: x[t] = pi(x[t-2]).
+
+    Local structure like this makes a previous-token head useful on its own, as the
+    short-range regularities of natural language do; without it a previous-token head
+    pays off only once an induction head uses it, and training sits on a long plateau.
+    """
+    pi = skip_rule(v)
+    words = rng.integers(0, v.n_words, size=length - 1)
+    follow = rng.random(length - 1) < p
+    for t in range(2, length - 1):
+        if follow[t]:
+            words[t] = pi[words[t - 2]]
+    return np.concatenate([[v.bos], v.word(words)])
+
+
+GENERATORS = {"repeat": repeat_sequence, "pairs": pairs_sequence, "recall": recall_sequence,
+              "skip": skip_sequence}
+DEFAULT_MIX = {"repeat": 0.3, "pairs": 0.25, "recall": 0.25, "skip": 0.2}
 
 
 def training_batch(rng: np.random.Generator, batch: int, length: int,

@@ -31,6 +31,8 @@ Progress = Callable[[float, str], None]
 class TinySpec:
     name: str
     arch: str = "gpt2"  # gpt2 (learned positions) | neox (rotary, Pythia's architecture)
+    parallel_residual: bool = False  # neox only; parallel blocks put the previous-token heads in
+    # the last layer, where no later layer can compose with them
     n_layer: int = 2
     n_embd: int = 128
     n_head: int = 4
@@ -39,9 +41,9 @@ class TinySpec:
     lr: float = 1e-3
     warmup: int = 100
     weight_decay: float = 0.01
-    steps: int = 4000
+    steps: int = 5000
     seed: int = 0
-    checkpoints: tuple[int, ...] = (0, 250, 500, 1000, 1500, 2000, 2500, 3000, 4000)
+    checkpoints: tuple[int, ...] = (0, 250, 500, 1000, 1500, 2000, 2500, 3000, 4000, 5000)
     eval_every: int = 100
     mix: dict = field(default_factory=lambda: dict(DEFAULT_MIX))
 
@@ -65,7 +67,7 @@ def build_model(spec: TinySpec, vocab: Vocab = Vocab()):
             intermediate_size=4 * spec.n_embd, bos_token_id=vocab.bos, eos_token_id=vocab.bos,
             pad_token_id=vocab.pad, rope_parameters={"rope_theta": 10000.0, "partial_rotary_factor": 0.5,
                                                      "rope_type": "default"},
-            attn_implementation="eager",
+            use_parallel_residual=spec.parallel_residual, attn_implementation="eager",
         )
         return GPTNeoXForCausalLM(cfg)
     cfg = GPT2Config(

@@ -1,0 +1,352 @@
+"""Which parts of a prompt drove an output: Captum attributions at token, word and segment level.
+
+``attribute(handle, prompt, target, method, granularity, ...)`` explains
+``f = sum_t log p(target_t | prompt, target_<t)`` — or, with a foil, the
+contrast ``log p(target) - log p(foil)`` — by the prompt's segments, with one
+row per target token (a target-tokens x segments matrix) and their sum.
+
+- Gradient methods (integrated gradients, gradient x input, saliency,
+  GradientShap) run Captum's layer methods on the embedding layer directly, so
+  the convergence delta of integrated gradients is available; token scores are
+  summed into words or segments, which keeps completeness.
+- Perturbation methods (feature ablation, Shapley value sampling, LIME,
+  KernelSHAP) run through Captum's ``LLMAttribution``: ``TextTokenInput`` for
+  tokens, ``TextTemplateInput`` (each word or segment one feature, removed when
+  ablated) for words and segments.
+- Contrast: every method here is linear in the explained output for fixed
+  samples, so attributions of ``target - foil`` are computed as the difference
+  of two runs with the same seed.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+import torch
+
+from core.attribution_types import AttributionResult, Cancelled, method_info, options_for
+from core.errors import UserError
+from core.types import ModelHandle
+
+GRANULARITIES = ("token", "word", "segment")
+
+
+# ---- input preparation -----------------------------------------------------------
+
+def anchor_text(handle: ModelHandle) -> str:
+    """A fixed start-of-text token for tokenizers that add none (GPT-2), so that a prompt whose
+    features are all removed still leaves a position to predict from (lm-evaluation-harness
+    prefixes GPT-2's end-of-text token for the same reason)."""
+    tok = handle.tokenizer
+    first = tok("a")["input_ids"][:1]
+    if first and first[0] in set(tok.all_special_ids):
+        return ""
+    anchor = tok.bos_token or tok.eos_token
+    if anchor is None:
+        raise UserError("This tokenizer has neither a BOS nor an EOS token to start the prompt with.")
+    return anchor
+
+
+def _token_spans(handle: ModelHandle, text: str, n_fixed: int = 0) -> tuple[list[int], list[tuple[int, int]], int]:
+    """Ids of ``text``, each token's character span, and how many leading tokens are special
+    (added by the tokenizer, or the first ``n_fixed`` characters' anchor)."""
+    enc = handle.tokenizer(text, return_offsets_mapping=True)
+    ids, spans = enc["input_ids"], [tuple(s) for s in enc["offset_mapping"]]
+    special = set(handle.tokenizer.all_special_ids)
+    n_special = 0
+    while n_special < len(ids) and ids[n_special] in special and spans[n_special][1] <= n_fixed:
+        n_special += 1
+    return ids, spans, n_special
+
+
+def split_prompt(handle: ModelHandle, prompt: str, granularity: str,
+                 segments: list[str] | None = None) -> tuple[list[str], list[tuple[int, int]]]:
+    """The features (strings) and their character spans in the prompt."""
+    if granularity not in GRANULARITIES:
+        raise UserError(f"Unknown granularity '{granularity}'. Use token, word or segment.")
+    if granularity == "segment":
+        if not segments:
+            raise UserError("Segment granularity needs the segments: strings whose concatenation is the prompt.")
+        if "".join(segments) != prompt:
+            raise UserError("The segments do not add up to the prompt: joined together they must give the "
+                            "prompt exactly (spaces and newlines included).")
+        spans, pos = [], 0
+        for s in segments:
+            spans.append((pos, pos + len(s)))
+            pos += len(s)
+        return list(segments), spans
+    if granularity == "word":
+        import re
+        spans = [(m.start(), m.end()) for m in re.finditer(r"\s*\S+", prompt)]
+        return [prompt[a:b] for a, b in spans], spans
+    ids, tspans, _ = _token_spans(handle, prompt)
+    kept = [(i, sp) for i, sp in zip(ids, tspans) if sp[1] > sp[0]]  # special tokens are not features
+    return [handle.tokenizer.decode([i]) for i, _ in kept], [sp for _, sp in kept]
+
+
+def _group_matrix(tspans: list[tuple[int, int]], fspans: list[tuple[int, int]]) -> np.ndarray:
+    """(tokens, features) 0/1: the feature holding each token's first character; none for special
+    tokens (an empty span)."""
+    g = np.zeros((len(tspans), len(fspans)), np.float64)
+    for t, (a, b) in enumerate(tspans):
+        if b <= a:
+            continue
+        for f, (fa, fb) in enumerate(fspans):
+            if fa <= a < fb or (fa < b and a < fb):
+                g[t, f] = 1.0
+                break
+    return g
+
+
+def _target_ids(handle: ModelHandle, prompt_ids: list[int], text: str | None, generate: int) -> list[int]:
+    tok = handle.tokenizer
+    if text is not None:
+        if not text.strip():
+            raise UserError("The target is empty. Give the continuation to explain (e.g. ' positive').")
+        ids = tok(text, add_special_tokens=False)["input_ids"]
+        if not ids or (tok.unk_token_id is not None and tok.unk_token_id in ids):
+            raise UserError(f"The target '{text}' cannot be tokenized as given by this model's tokenizer "
+                            "(it maps to unknown tokens). Check spelling and the leading space.")
+        return ids
+    if generate < 1:
+        raise UserError("Give a target, or a number of tokens for the model to generate.")
+    with torch.no_grad():
+        out = handle.model.generate(torch.tensor([prompt_ids], device=handle.device), max_new_tokens=generate,
+                                    do_sample=False, pad_token_id=tok.pad_token_id)
+    return out[0, len(prompt_ids):].tolist()
+
+
+def _check_fits(handle: ModelHandle, n_tokens: int) -> None:
+    ctx = handle.info.context_length
+    if ctx and n_tokens > ctx:
+        raise UserError(f"Prompt and target are {n_tokens} tokens but {handle.info.name} reads at most {ctx}.")
+
+
+def internal_batch_size(handle: ModelHandle, n_tokens: int, n_steps: int, budget_bytes: int | None = None) -> int:
+    """How many integration steps to run at once within the memory at hand; refuse if none fits."""
+    info = handle.info
+    per_step = n_tokens * info.hidden_size * max(1, info.n_layers) * 34 * (2 if "16" in info.dtype else 4)
+    per_step += n_tokens * n_tokens * info.n_heads * max(1, info.n_layers) * 4 * 2  # attention + grads
+    if budget_bytes is None:
+        if handle.device.type == "cuda":
+            budget_bytes = int(torch.cuda.mem_get_info(handle.device)[0] * 0.6)
+        else:
+            import os
+            budget_bytes = int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES") * 0.4)
+    if per_step > budget_bytes:
+        raise UserError(f"This attribution needs about {per_step / 2**30:.1f} GB per integration step but "
+                        f"about {budget_bytes / 2**30:.1f} GB is free. Shorten the prompt or use a smaller "
+                        "model.")
+    return int(max(1, min(n_steps, budget_bytes // per_step)))
+
+
+# ---- the explained quantity ---------------------------------------------------------
+
+def _causal_logprobs(model, ids: torch.Tensor, prompt_len: int, cont: torch.Tensor) -> torch.Tensor:
+    """(batch, len(cont)) log p(cont_t | ids[:, :prompt_len + t]) for ids = prompt ++ cont."""
+    x = {"inputs_embeds": ids} if ids.is_floating_point() else {"input_ids": ids}  # ids or embeddings
+    logits = model(**x).logits[:, prompt_len - 1: prompt_len - 1 + len(cont)]  # (b, T, V)
+    lp = torch.log_softmax(logits.float(), -1)
+    return lp.gather(-1, cont.view(1, -1, 1).expand(ids.shape[0], -1, 1)).squeeze(-1)  # (b, T)
+
+
+def _label_index(handle: ModelHandle, label: str | int | None) -> int:
+    cfg = handle.model.config
+    if label is None or str(label).strip() == "":
+        raise UserError("Give the class label to explain (its name or index).")
+    names = {str(v).lower(): int(k) for k, v in (cfg.id2label or {}).items()}
+    if str(label).lower() in names:
+        return names[str(label).lower()]
+    if str(label).isdigit() and int(label) < cfg.num_labels:
+        return int(label)
+    raise UserError(f"Unknown class label '{label}'. This model's labels: {', '.join(names) or cfg.num_labels}.")
+
+
+# ---- gradient family ---------------------------------------------------------------
+
+def _gradient_rows(handle, method, prompt_ids, n_special, rows, baseline_id, opts, should_stop):
+    """Per-row token attributions (rows x prompt tokens), f(x), f(baseline), delta for each row."""
+    from captum.attr import GradientShap, LayerGradientXActivation, LayerIntegratedGradients
+
+    model, emb = handle.model, handle.model.get_input_embeddings()
+    P = len(prompt_ids)
+    out_rows, fx, fb, deltas = [], [], [], []
+    for forward, cont in rows:
+        ids = torch.tensor([prompt_ids + cont], device=handle.device)
+        base = ids.clone()
+        base[0, n_special:P] = baseline_id
+
+        def f(x, forward=forward):
+            if should_stop():
+                raise Cancelled()
+            return forward(x)
+
+        if method == "ig":
+            lig = LayerIntegratedGradients(f, emb)
+            bs = internal_batch_size(handle, ids.shape[1], opts["n_steps"])
+            attr, delta = lig.attribute(ids, base, n_steps=opts["n_steps"], internal_batch_size=bs,
+                                        return_convergence_delta=True)
+            deltas.append(float(delta.sum()))
+        elif method in ("input_x_gradient", "saliency"):
+            attr = LayerGradientXActivation(f, emb, multiply_by_inputs=method == "input_x_gradient").attribute(ids)
+        else:  # gradient_shap: noise and baselines live in embedding space, so run on embeddings
+            torch.manual_seed(opts["seed"])
+            e_x, e_b = emb(ids).detach(), emb(base).detach()  # (1, L, hidden)
+            attr = GradientShap(f).attribute(e_x, e_b, n_samples=opts["n_samples"], stdevs=opts["stdevs"])
+        out_rows.append(attr[0].sum(-1)[n_special:P].detach().float().cpu().numpy())  # (prompt tokens,)
+        with torch.no_grad():
+            fx.append(float(f(ids)))
+            fb.append(float(f(base)))
+    return np.stack(out_rows), fx, fb, deltas
+
+
+def _causal_rows(handle, prompt_len, cont_ids, per_token: bool):
+    """(forward, continuation) pairs: one per target token, or one for the whole continuation."""
+    cont = torch.tensor(cont_ids, device=handle.device)
+    rows = []
+    if per_token:
+        for t in range(len(cont_ids)):
+            rows.append((lambda x, t=t: _causal_logprobs(handle.model, x, prompt_len, cont)[:, t], cont_ids))
+    else:
+        rows.append((lambda x: _causal_logprobs(handle.model, x, prompt_len, cont).sum(-1), cont_ids))
+    return rows
+
+
+# ---- perturbation family -----------------------------------------------------------
+
+def _perturbation(handle, method, anchor, prompt, features, granularity, cont_ids, baseline_token, opts,
+                  should_stop):
+    """(rows, features) via LLMAttribution; rows = per target token where the method gives them."""
+    from captum.attr import (FeatureAblation, KernelShap, Lime, LLMAttribution, ShapleyValueSampling,
+                             TextTemplateInput, TextTokenInput)
+
+    def fwd(input_ids, **kw):  # the model, with a cancel check on every call
+        if should_stop():
+            raise Cancelled()
+        return handle.model(input_ids=input_ids, **kw)
+
+    class _Model(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.inner = handle.model
+            self.device = handle.device
+
+        def forward(self, input_ids=None, **kw):
+            return fwd(input_ids, **kw)
+
+    wrapped = _Model()
+    cls = {"ablation": FeatureAblation, "shapley": ShapleyValueSampling, "lime": Lime,
+           "kernel_shap": KernelShap}[method]
+    llm = LLMAttribution(cls(wrapped), handle.tokenizer)
+    if granularity == "token":
+        ids, _, n_special = _token_spans(handle, anchor + prompt, len(anchor))
+        skip = handle.tokenizer.convert_ids_to_tokens(ids[:n_special])
+        inp = TextTokenInput(anchor + prompt, handle.tokenizer, baselines=baseline_token, skip_tokens=skip)
+    else:  # the anchor is fixed text, not a feature; braces in values are safe (filled in, not parsed)
+        fixed = anchor.replace("{", "{{").replace("}", "}}")
+        inp = TextTemplateInput(fixed + "{}" * len(features), values=list(features),
+                                baselines=[""] * len(features))
+    kwargs = {}
+    if method in ("shapley", "lime", "kernel_shap"):
+        kwargs["n_samples"] = opts["n_samples"]
+        torch.manual_seed(opts["seed"])
+    with torch.no_grad():
+        res = llm.attribute(inp, target=torch.tensor(cont_ids), forward_in_tokens=False, **kwargs)
+    if res.token_attr is not None:
+        return res.token_attr.detach().float().cpu().numpy()  # (target tokens, features)
+    return res.seq_attr.detach().float().cpu().numpy()[None]  # (1, features)
+
+
+# ---- the entry point ---------------------------------------------------------------
+
+def _baseline_id(handle: ModelHandle) -> int:
+    tok = handle.tokenizer
+    for cand in (tok.pad_token_id, tok.unk_token_id, tok.eos_token_id, 0):
+        if cand is not None:
+            return int(cand)
+    return 0
+
+
+def attribute(handle: ModelHandle, prompt: str, target: str | None = None, method: str = "ig",
+              granularity: str = "token", foil: str | None = None, segments: list[str] | None = None,
+              generate: int = 0, label: str | int | None = None,
+              should_stop: Callable[[], bool] = lambda: False, **options) -> AttributionResult:
+    """Attribute the target's log-probability (or the contrast with ``foil``) to the prompt."""
+    kind = handle.info.kind
+    m = method_info(method, kind)
+    opts = options_for(m, options)
+    if not prompt or not prompt.strip():
+        raise UserError("The prompt is empty. Type the text whose parts you want to score.")
+    features, fspans = split_prompt(handle, prompt, granularity, segments)
+    anchor = anchor_text(handle) if kind == "causal_lm" else ""
+    prompt_ids, tspans, n_special = _token_spans(handle, anchor + prompt, len(anchor))
+    shifted = [(a + len(anchor), b + len(anchor)) for a, b in fspans]
+    groups = _group_matrix(tspans[n_special:], shifted)  # (prompt tokens, features)
+    if kind == "seq_cls":
+        return _attribute_classifier(handle, m, prompt_ids, n_special, features, groups, label, granularity,
+                                     opts, should_stop)
+    if kind != "causal_lm":
+        raise UserError(f"Attribution needs a causal LM or a sequence classifier; this is a {kind} model.")
+    cont = _target_ids(handle, prompt_ids, target, generate)
+    foil_ids = _target_ids(handle, prompt_ids, foil, 0) if foil else None
+    _check_fits(handle, len(prompt_ids) + max(len(cont), len(foil_ids or [])))
+    tok = handle.tokenizer
+    per_token = foil_ids is None and m.per_token_rows
+    rows = [tok.decode([i]) for i in cont] if per_token else [
+        (target or tok.decode(cont)) + (f" − {foil}" if foil else "")]
+
+    def run(cont_ids: list[int]) -> tuple[np.ndarray, float, float | None, float | None]:
+        """(rows, features), f(x), f(baseline), delta for one continuation."""
+        if m.family == "gradient":
+            fn_rows = _causal_rows(handle, len(prompt_ids), cont_ids, per_token)
+            tok_attr, fx, fb, deltas = _gradient_rows(handle, method, prompt_ids, n_special, fn_rows,
+                                                      _baseline_id(handle), opts, should_stop)
+            return tok_attr @ groups, sum(fx), sum(fb), (sum(deltas) if deltas else None)
+        mat = _perturbation(handle, method, anchor, prompt, features, granularity, cont_ids,
+                            tok.convert_ids_to_tokens(_baseline_id(handle)), opts, should_stop)
+        if not per_token:
+            mat = mat.sum(0, keepdims=True)
+        fx = _logprob_sum(handle, prompt_ids, cont_ids)
+        fb = _logprob_sum(handle, _ablated_ids(handle, prompt_ids, n_special, granularity), cont_ids)
+        return mat, fx, fb, None
+
+    mat, fx, fb, delta = run(cont)
+    if foil_ids is not None:
+        mat_f, fx_f, fb_f, delta_f = run(foil_ids)
+        mat, fx, fb = mat - mat_f, fx - fx_f, fb - fb_f
+        delta = None if delta is None else delta - delta_f
+    return AttributionResult(features, np.asarray(mat, np.float64), rows, fx, fb, delta, method, granularity,
+                             foil=foil)
+
+
+def _logprob_sum(handle: ModelHandle, prompt_ids: list[int], cont_ids: list[int]) -> float:
+    ids = torch.tensor([prompt_ids + cont_ids], device=handle.device)
+    with torch.no_grad():
+        return float(_causal_logprobs(handle.model, ids, len(prompt_ids), torch.tensor(cont_ids, device=handle.device)).sum())
+
+
+def _ablated_ids(handle: ModelHandle, prompt_ids: list[int], n_special: int, granularity: str) -> list[int]:
+    """The prompt with every feature at its baseline: removed (words, segments) or replaced (tokens)."""
+    if granularity == "token":
+        return prompt_ids[:n_special] + [_baseline_id(handle)] * (len(prompt_ids) - n_special)
+    return prompt_ids[:n_special] if n_special else [_baseline_id(handle)]
+
+
+def _attribute_classifier(handle, m, prompt_ids, n_special, features, groups, label, granularity, opts,
+                          should_stop) -> AttributionResult:
+    if m.family != "gradient":
+        raise UserError(f"{m.label} is offered for causal LMs; for a classifier use a gradient method.")
+    idx = _label_index(handle, label)
+    n_special_end = sum(1 for i in prompt_ids[::-1][:1] if i in set(handle.tokenizer.all_special_ids))
+    body = prompt_ids[: len(prompt_ids) - n_special_end]
+
+    def forward(x):
+        inp = {"inputs_embeds": x} if x.is_floating_point() else {"input_ids": x}
+        return torch.log_softmax(handle.model(**inp).logits.float(), -1)[:, idx]
+
+    ids_tail = prompt_ids[len(body):]
+    tok_attr, fx, fb, deltas = _gradient_rows(handle, m.name, body, n_special, [(forward, ids_tail)],
+                                              _baseline_id(handle), opts, should_stop)
+    name = handle.model.config.id2label.get(idx, str(idx))
+    return AttributionResult(features, tok_attr @ groups[: tok_attr.shape[1]], [str(name)], fx[0], fb[0],
+                             deltas[0] if deltas else None, m.name, granularity)

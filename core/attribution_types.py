@@ -1,0 +1,107 @@
+"""The attribution result and the registry of methods the UI builds its controls from."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from core.errors import UserError
+
+
+class Cancelled(UserError):
+    """The user pressed cancel."""
+
+    def __init__(self) -> None:
+        super().__init__("Attribution cancelled.")
+
+
+@dataclass(frozen=True)
+class Option:
+    name: str
+    kind: type
+    default: float | int
+    help: str
+
+
+@dataclass(frozen=True)
+class MethodInfo:
+    name: str
+    label: str
+    family: str                 # gradient | perturbation
+    kinds: tuple[str, ...]      # model kinds it supports
+    options: tuple[Option, ...] = ()
+    per_token_rows: bool = True  # one row per target token (else only the sum)
+
+
+_SEED = Option("seed", int, 0, "random seed for sampling")
+METHODS: dict[str, MethodInfo] = {m.name: m for m in (
+    MethodInfo("ig", "Integrated gradients (embeddings)", "gradient", ("causal_lm", "seq_cls"),
+               (Option("n_steps", int, 64, "integration steps"),)),
+    MethodInfo("input_x_gradient", "Gradient x input", "gradient", ("causal_lm", "seq_cls")),
+    MethodInfo("saliency", "Saliency (gradient)", "gradient", ("causal_lm", "seq_cls")),
+    MethodInfo("gradient_shap", "GradientShap", "gradient", ("causal_lm", "seq_cls"),
+               (Option("n_samples", int, 16, "noisy baselines sampled"),
+                Option("stdevs", float, 0.0, "noise added to the baseline"), _SEED)),
+    MethodInfo("ablation", "Feature ablation", "perturbation", ("causal_lm",)),
+    MethodInfo("shapley", "Shapley value sampling", "perturbation", ("causal_lm",),
+               (Option("n_samples", int, 25, "feature permutations sampled"), _SEED)),
+    MethodInfo("lime", "LIME", "perturbation", ("causal_lm",),
+               (Option("n_samples", int, 64, "perturbed prompts"), _SEED), per_token_rows=False),
+    MethodInfo("kernel_shap", "KernelSHAP", "perturbation", ("causal_lm",),
+               (Option("n_samples", int, 64, "perturbed prompts"), _SEED), per_token_rows=False),
+)}
+
+
+def method_info(name: str, kind: str) -> MethodInfo:
+    if name not in METHODS:
+        raise UserError(f"Unknown method '{name}'. Use one of {', '.join(METHODS)}.")
+    m = METHODS[name]
+    if kind not in m.kinds:
+        raise UserError(f"{m.label} does not support {kind.replace('_', ' ')} models "
+                        f"(it supports {', '.join(k.replace('_', ' ') for k in m.kinds)}).")
+    return m
+
+
+def options_for(m: MethodInfo, given: dict) -> dict:
+    """The method's options with defaults filled in and values checked."""
+    out = {o.name: o.default for o in m.options}
+    out.setdefault("seed", 0)
+    for k, v in given.items():
+        if v is None:
+            continue
+        opt = next((o for o in m.options if o.name == k), None)
+        if opt is None:
+            continue
+        try:
+            out[k] = opt.kind(v)
+        except (TypeError, ValueError) as exc:
+            raise UserError(f"Option {k} of {m.label} must be a number, not '{v}'.") from exc
+        if opt.kind is int and out[k] < 1:
+            raise UserError(f"Option {k} of {m.label} must be at least 1.")
+    return out
+
+
+@dataclass(frozen=True)
+class AttributionResult:
+    segments: list[str]           # the features, in prompt order
+    matrix: np.ndarray            # (rows, segments): rows = target tokens, or one summed row
+    target_tokens: list[str]      # row labels
+    target_logprob: float         # log p(target | prompt) (minus log p(foil) when contrastive)
+    baseline_logprob: float | None  # the same with every feature at its baseline
+    convergence_delta: float | None  # integrated gradients only
+    method: str
+    granularity: str
+    foil: str | None = None
+    kinds: list[str] = field(default_factory=list)  # per segment: instruction/demo/query where known
+
+    @property
+    def scores(self) -> np.ndarray:
+        """(segments,) summed over the target tokens."""
+        return self.matrix.sum(0)
+
+    def to_dict(self) -> dict:
+        return {"segments": self.segments, "scores": self.scores.astype(float).tolist(),
+                "matrix": self.matrix.astype(float).tolist(), "target_tokens": self.target_tokens,
+                "target_logprob": float(self.target_logprob),
+                "baseline_logprob": None if self.baseline_logprob is None else float(self.baseline_logprob),
+                "convergence_delta": None if self.convergence_delta is None else float(self.convergence_delta)}

@@ -1,0 +1,109 @@
+"""Attribution engine: completeness, ablation exactness, contrast, rows, and clear errors."""
+import numpy as np
+import pytest
+import torch
+
+from core.attribution import _causal_logprobs, anchor_text, attribute
+from core.attribution_types import METHODS
+from core.errors import UserError
+from core.models import load_model
+from core.types import ModelSpec
+
+PROMPT = "Review : the good movie\nSentiment : positive\n\nReview : the bad movie\nSentiment :"
+SEGMENTS = ["Review : the good movie\nSentiment : positive\n\n", "Review : the bad movie\nSentiment :"]
+
+
+@pytest.fixture(scope="module")
+def handles(tiny_models):
+    return {n: load_model(ModelSpec(str(tiny_models[n]))) for n in ("gpt2", "neox", "llama", "bert_cls")}
+
+
+def logprob(handle, prompt, target):
+    """log p(target | anchor + prompt), computed independently of the attribution code paths."""
+    tok = handle.tokenizer
+    p = tok(anchor_text(handle) + prompt)["input_ids"]
+    c = tok(target, add_special_tokens=False)["input_ids"]
+    with torch.no_grad():
+        return float(_causal_logprobs(handle.model, torch.tensor([p + c]), len(p), torch.tensor(c)).sum())
+
+
+@pytest.mark.parametrize("name", ["gpt2", "neox", "llama"])
+@pytest.mark.parametrize("granularity", ["token", "word", "segment"])
+def test_integrated_gradients_completeness(handles, name, granularity):
+    h = handles[name]
+    r = attribute(h, PROMPT, " positive", "ig", granularity, segments=SEGMENTS, n_steps=64)
+    gap = r.target_logprob - r.baseline_logprob
+    assert abs(gap) > 1e-4
+    assert abs(r.scores.sum() - gap) <= 0.05 * abs(gap)
+    assert abs(r.convergence_delta) <= 0.05 * abs(gap)
+    assert r.target_logprob == pytest.approx(logprob(h, PROMPT, " positive"), abs=1e-4)
+
+
+@pytest.mark.parametrize("name", ["gpt2", "llama"])
+def test_feature_ablation_equals_measured_change(handles, name):
+    h = handles[name]
+    r = attribute(h, PROMPT, " positive", "ablation", "segment", segments=SEGMENTS)
+    full = logprob(h, PROMPT, " positive")
+    for i in range(len(SEGMENTS)):
+        without = "".join(s for j, s in enumerate(SEGMENTS) if j != i)
+        assert r.scores[i] == pytest.approx(full - logprob(h, without, " positive"), abs=1e-4)
+
+
+def test_shapley_is_efficient_and_rows_sum(handles):
+    h = handles["neox"]
+    r = attribute(h, PROMPT, " positive w3", "shapley", "word", n_samples=8)
+    assert r.matrix.shape == (2, len(PROMPT.split()))  # one row per target token
+    assert r.scores.sum() == pytest.approx(r.target_logprob - r.baseline_logprob, abs=1e-4)
+
+
+def test_contrastive_is_target_minus_foil(handles):
+    h = handles["llama"]
+    both = attribute(h, PROMPT, " positive", "ig", "segment", foil=" negative", segments=SEGMENTS)
+    pos = attribute(h, PROMPT, " positive", "ig", "segment", segments=SEGMENTS)
+    neg = attribute(h, PROMPT, " negative", "ig", "segment", segments=SEGMENTS)
+    np.testing.assert_allclose(both.scores, pos.scores - neg.scores, atol=1e-6)
+    assert both.target_logprob == pytest.approx(pos.target_logprob - neg.target_logprob, abs=1e-6)
+    assert both.matrix.shape == (1, 2) and "negative" in both.target_tokens[0]
+
+
+@pytest.mark.parametrize("method", sorted(METHODS))
+def test_every_method_runs_on_a_causal_lm(handles, method):
+    r = attribute(handles["gpt2"], PROMPT, " positive", method, "word", n_samples=8, n_steps=8)
+    assert r.matrix.shape[1] == len(PROMPT.split()) and np.isfinite(r.matrix).all()
+    d = r.to_dict()
+    assert set(d) == {"segments", "scores", "matrix", "target_tokens", "target_logprob", "baseline_logprob",
+                      "convergence_delta"}
+
+
+def test_greedy_continuation_rows(handles):
+    r = attribute(handles["llama"], PROMPT, None, "saliency", "token", generate=3)
+    assert r.matrix.shape[0] == 3 and len(r.target_tokens) == 3
+
+
+def test_classifier_label(handles):
+    r = attribute(handles["bert_cls"], "the good movie", label="positive", method="ig", granularity="word")
+    assert r.segments == ["the", " good", " movie"] and r.target_tokens == ["positive"]
+    assert r.scores.sum() == pytest.approx(r.target_logprob - r.baseline_logprob, abs=1e-4)
+
+
+def test_bad_inputs(handles):
+    h = handles["gpt2"]
+    with pytest.raises(UserError, match="target is empty"):
+        attribute(h, PROMPT, "  ", "ig")
+    with pytest.raises(UserError, match="cannot be tokenized"):
+        attribute(h, PROMPT, " zebra", "ig")
+    with pytest.raises(UserError, match="do not add up to the prompt"):
+        attribute(h, PROMPT, " positive", "ig", "segment", segments=["Review : the good", "movie"])
+    with pytest.raises(UserError, match="prompt is empty"):
+        attribute(h, " ", " positive", "ig")
+    with pytest.raises(UserError, match="does not support seq cls"):
+        attribute(handles["bert_cls"], "the good movie", label="positive", method="ablation")
+    with pytest.raises(UserError, match="Unknown method"):
+        attribute(h, PROMPT, " positive", "magic")
+    with pytest.raises(UserError, match="must be a number"):
+        attribute(h, PROMPT, " positive", "ig", n_steps="many")
+    with pytest.raises(UserError, match="reads at most 64"):
+        attribute(h, " ".join(["the"] * 80), " positive", "ig")
+    with pytest.raises(UserError, match="GB per integration step"):
+        from core.attribution import internal_batch_size
+        internal_batch_size(h, 64, 64, budget_bytes=1000)

@@ -106,7 +106,48 @@ def cmd_attention(args: argparse.Namespace) -> object:
 
 cmd_attention.arguments = _attention_args  # type: ignore[attr-defined]
 
+def _attribute_args(p: argparse.ArgumentParser) -> None:
+    from core.attribution_types import METHODS
+    add_model_args(p)
+    p.add_argument("--prompt", required=True)
+    p.add_argument("--target", help="the continuation to explain (default: the model's greedy one)")
+    p.add_argument("--foil", help="explain log p(target) - log p(foil)")
+    p.add_argument("--label", help="class label, for sequence classifiers")
+    p.add_argument("--generate", type=int, default=5, help="tokens to generate when no target is given")
+    p.add_argument("--method", choices=sorted(METHODS), default="ig")
+    p.add_argument("--granularity", choices=["token", "word", "segment"], default="token")
+    p.add_argument("--segments", help="JSON list of strings whose concatenation is the prompt")
+    p.add_argument("--n-steps", type=int, help="integration steps (integrated gradients)")
+    p.add_argument("--n-samples", type=int, help="samples (Shapley, LIME, KernelSHAP, GradientShap)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", help="write the JSON here instead of printing it")
+
+
+def _unescape(s: str | None) -> str | None:
+    return None if s is None else s.replace("\\n", "\n").replace("\\t", "\t")
+
+
+def cmd_attribute(args: argparse.Namespace) -> object:
+    from core.attribution import attribute
+    segments = None
+    if args.segments:
+        try:
+            segments = [_unescape(x) for x in json.loads(args.segments)]
+        except json.JSONDecodeError as exc:
+            raise UserError(f"--segments is not valid JSON: {exc}") from exc
+        if not isinstance(segments, list) or not all(isinstance(x, str) for x in segments):
+            raise UserError("--segments must be a JSON list of strings.")
+    res = attribute(load_from_args(args), _unescape(args.prompt), _unescape(args.target), args.method,
+                    args.granularity, foil=_unescape(args.foil), segments=segments,
+                    generate=0 if args.target else args.generate, label=args.label,
+                    n_steps=args.n_steps, n_samples=args.n_samples, seed=args.seed)
+    return res.to_dict()
+
+
+cmd_attribute.arguments = _attribute_args  # type: ignore[attr-defined]
+
 command("models", "list the embedded models and their checkpoints")(cmd_models)
+command("attribute", "which parts of a prompt drove a target (Captum)")(cmd_attribute)
 command("heads", "score every head's role (induction, previous token, sink, entropy)")(cmd_heads)
 command("attention", "one head's attention map on a text")(cmd_attention)
 command("info", "load a model and print its info record")(cmd_info)

@@ -4,7 +4,9 @@ from __future__ import annotations
 from collections import OrderedDict
 from dataclasses import replace
 
-from core import attention, devices
+import threading
+
+from core import attention, attribution, devices
 from core.embedded import MODELS_DIR, list_embedded
 from core.models import ModelRegistry, PathPolicy, Progress
 from core.presets import HUB_PRESETS
@@ -20,6 +22,7 @@ class Engine:
         budget = int(config.memory_budget_gb * 2**30) if config.memory_budget_gb else None
         self.registry = ModelRegistry(budget, config.max_models, policy, config.offline)
         self._head_cache: OrderedDict[tuple, attention.HeadScores] = OrderedDict()
+        self._cancel: dict[str, threading.Event] = {}
 
     # ---- models -----------------------------------------------------------
     def spec(self, model: str, revision: str | None = None, **kw) -> ModelSpec:
@@ -83,3 +86,15 @@ class Engine:
 
     def rollout(self, key: str, text: str, text_pair: str | None = None):
         return attention.rollout(self.handle(key), text, text_pair)
+
+    # ---- attribution ----------------------------------------------------------
+    def cancel(self, job: str) -> None:
+        """Ask the running job ``job`` (e.g. a browser session) to stop at its next model call."""
+        self._cancel.setdefault(job, threading.Event()).set()
+
+    def attribute(self, key: str, prompt: str, target: str | None, method: str, granularity: str,
+                  job: str = "", **kwargs) -> attribution.AttributionResult:
+        flag = self._cancel.setdefault(job, threading.Event())
+        flag.clear()
+        return attribution.attribute(self.handle(key), prompt, target, method, granularity,
+                                     should_stop=flag.is_set, **kwargs)

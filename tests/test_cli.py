@@ -79,3 +79,27 @@ def test_attention_bad_layer_is_a_clear_error(tiny_models):
     proc = run("attention", "--model", str(tiny_models["gpt2"]), "--text", "the movie", "--layer", "9",
                "--head", "0", ok=False)
     assert proc.returncode == 2 and "Layer 9 is out of range" in proc.stderr
+
+
+def test_attribute_segments_json(tmp_path, tiny_models):
+    out = tmp_path / "attr.json"
+    segs = ["the good movie ; ", "the bad movie :"]
+    run("attribute", "--model", str(tiny_models["llama"]), "--prompt", "".join(segs), "--target", " positive",
+        "--foil", " negative", "--method", "ig", "--granularity", "segment", "--segments", json.dumps(segs),
+        "--n-steps", "32", "--out", str(out))
+    d = json.loads(out.read_text())
+    assert d["segments"] == segs and len(d["scores"]) == 2 and len(d["matrix"]) == 1
+    assert isinstance(d["convergence_delta"], float) and isinstance(d["baseline_logprob"], float)
+    gap = d["target_logprob"] - d["baseline_logprob"]
+    assert abs(sum(d["scores"]) - gap) <= 0.05 * abs(gap)
+
+
+def test_attribute_newlines_and_bad_segments(tmp_path, tiny_models):
+    out = tmp_path / "attr.json"
+    run("attribute", "--model", str(tiny_models["gpt2"]), "--prompt", "the good movie\\nSentiment :",
+        "--target", " positive w3", "--method", "ablation", "--granularity", "word", "--out", str(out))
+    d = json.loads(out.read_text())
+    assert d["segments"][-1] == " :" and len(d["matrix"]) == 2 and d["convergence_delta"] is None
+    proc = run("attribute", "--model", str(tiny_models["gpt2"]), "--prompt", "the good movie", "--target",
+               " positive", "--granularity", "segment", "--segments", '["the good"]', ok=False)
+    assert proc.returncode == 2 and "do not add up" in proc.stderr

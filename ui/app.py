@@ -6,6 +6,7 @@ import gradio as gr
 from core.engine import Engine
 from ui.bertviz_view import VENDOR
 from ui.tabs import attention as attention_tab
+from ui.tabs import attribution as attribution_tab
 from ui.tabs import model as model_tab
 
 CSS = """
@@ -31,6 +32,8 @@ def build_app(engine: Engine) -> gr.Blocks:
                 model_tab.render(engine, active, demo)
             with gr.Tab("Attention", id="attention"):
                 attention_tab.render(engine, active, demo)
+            with gr.Tab("Attribution", id="attribution"):
+                attribution_tab.render(engine, active, demo)
     return demo
 
 

@@ -1,0 +1,49 @@
+"""The Attribution tab through its API."""
+import json
+
+import pytest
+from gradio_client.exceptions import AppError
+
+PROMPT = "w3 = w17 ; w8 = w42 ; w11 = w5 ; w8 ="
+
+
+def attribute(client, prompt=PROMPT, target="w42", foil="", label="", granularity="segment", sep=" ; ",
+              generate=5, n_steps=16, n_samples=8, seed=0, method="ig", model="el-2l-128"):
+    return client.predict(model, prompt, target, foil, label, granularity, sep, generate, n_steps, n_samples,
+                          seed, method, api_name="/attribute")
+
+
+def test_attribute_segments_through_api(client):
+    client.predict("default", "", "auto", "auto", "auto", False, api_name="/load_model")
+    info, text_html, rows, bars, heat, csv_path, json_path = attribute(client)
+    assert "Integrated gradients" in info and "convergence delta" in info
+    assert "el-attr-text" in text_html and "w42" in text_html
+    data = json.load(open(json_path))
+    assert len(data["segments"]) == 4 and data["segments"][-1] == "w8 ="
+    assert open(csv_path).read().startswith("index,feature,score")
+
+
+def test_compare_and_contrast(client):
+    fig = client.predict("el-2l-128", PROMPT, "w42", "w5", "", "word", " ; ", 5, 16, 8, 0, "ig", "ablation",
+                         api_name="/attribute_compare")
+    assert fig is not None
+    info, *_ = attribute(client, foil="w5", method="ablation", granularity="word")
+    assert "log p(target) − log p(foil)" in info
+
+
+def test_bad_inputs_are_clear(client):
+    with pytest.raises(AppError, match="cannot be tokenized"):
+        attribute(client, target="zebra")
+    with pytest.raises(AppError, match="separator"):
+        attribute(client, sep=" | ")
+    with pytest.raises(AppError, match="prompt is empty"):
+        attribute(client, prompt="")
+    info, *_ = attribute(client, method="saliency")  # still working
+    assert "Saliency" in info
+
+
+def test_empty_target_explains_the_greedy_continuation(client):
+    info, text_html, rows, *_ , json_path = attribute(client, target="", generate=3, method="saliency",
+                                                     granularity="token")
+    data = json.load(open(json_path))
+    assert len(data["target_tokens"]) == 3 and len(data["matrix"]) == 3

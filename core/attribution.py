@@ -168,7 +168,7 @@ def _gradient_rows(handle, method, prompt_ids, n_special, rows, baseline_id, opt
     """Per-row token attributions (rows x prompt tokens), f(x), f(baseline), delta for each row."""
     from captum.attr import GradientShap, LayerGradientXActivation, LayerIntegratedGradients
 
-    model, emb = handle.model, handle.model.get_input_embeddings()
+    emb = handle.model.get_input_embeddings()
     P = len(prompt_ids)
     out_rows, fx, fb, deltas = [], [], [], []
     for forward, cont in rows:

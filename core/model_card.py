@@ -15,10 +15,10 @@ from pathlib import Path
 import numpy as np
 
 from core.embedded import MODELS_DIR, EmbeddedModel, list_embedded
-from core.synthetic import (MAX_TRAIN_DISTANCE, MAX_TRAIN_GAP, MAX_TRAIN_OFFSET, MAX_TRAIN_SEGMENT,
+from core.synthetic import (CONTEXT, MAX_TRAIN_DISTANCE, MAX_TRAIN_GAP, MAX_TRAIN_OFFSET, MAX_TRAIN_SEGMENT,
                             recall_items)
 
-PROBES = ((44, 16), (48, 8), (56, 4))  # (segment length, offset): copy distances beyond training
+PROBES = ((24, 8), (28, 4), (30, 2))  # (segment length, offset): copy distances beyond training
 RECALL_PAIRS = 8
 
 
@@ -30,6 +30,8 @@ class CheckpointScores:
     recall: float
     recall_top1: float
     recall_chance: float
+    lookup: np.ndarray          # (layers, heads): attention from the query's "=" to the ";" closing
+    #                             the queried binding in the prompt
 
 
 def measure(path: Path, step: int) -> CheckpointScores:
@@ -40,10 +42,25 @@ def measure(path: Path, step: int) -> CheckpointScores:
     model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32, attn_implementation="eager")
     tok = AutoTokenizer.from_pretrained(path)
     scores = [probe_scores(model, n=32, seg_len=s, offset=o, seed=7) for s, o in PROBES]
-    rec = recall_accuracy(model, tok, recall_items(256, RECALL_PAIRS, seed=2024))
+    items = recall_items(256, RECALL_PAIRS, seed=2024)
+    rec = recall_accuracy(model, tok, items)
     return CheckpointScores(step, np.mean([s.induction for s in scores], axis=0),
                             np.mean([s.previous_token for s in scores], axis=0),
-                            rec.accuracy, rec.top1, rec.chance)
+                            rec.accuracy, rec.top1, rec.chance, lookup_scores(model, tok, items))
+
+
+def lookup_scores(model, tok, items) -> np.ndarray:
+    """(layers, heads) mean attention from the final "=" to the ";" after the queried binding."""
+    import torch
+    enc = tok([it.prompt for it in items], return_tensors="pt")
+    with torch.no_grad():
+        att = torch.stack(model(**enc, output_attentions=True).attentions)  # (layers, batch, heads, q, k)
+    total = np.zeros((att.shape[0], att.shape[2]))  # (layers, heads)
+    for b, it in enumerate(items):
+        toks = tok.convert_ids_to_tokens(enc["input_ids"][b])
+        sep = toks.index(it.prompt.split()[-2]) + 3  # key, "=", value, ";"
+        total += att[:, b, :, -1, sep].numpy()
+    return total / len(items)
 
 
 def loss_svg(loss: list[float], marks: list[int], width: int = 640, height: int = 240) -> str:
@@ -81,27 +98,34 @@ def model_section(m: EmbeddedModel) -> tuple[str, list[CheckpointScores]]:
              for li, hi in zip(*np.nonzero(final.induction >= 0.5))]
     prev = [f"L{li}.H{hi} ({final.previous_token[li, hi]:.2f})"
             for li, hi in zip(*np.nonzero(final.previous_token >= 0.5))]
+    lookup = [f"L{li}.H{hi} ({final.lookup[li, hi]:.2f})" for li, hi in zip(*np.nonzero(final.lookup >= 0.5))]
     n_params = sum(int(np.prod(s)) for s in _param_shapes(m.path))
     table = "\n".join(
-        f"| {r.step} | {r.induction.max():.3f} | {r.previous_token.max():.3f} | {r.recall:.3f} | "
-        f"{r.recall_top1:.3f} |" for r in rows)
+        f"| {r.step} | {r.induction.max():.3f} | {r.previous_token.max():.3f} | {r.lookup.max():.3f} | "
+        f"{r.recall:.3f} | {r.recall_top1:.3f} |" for r in rows)
+    arch = ("GPT-NeoX architecture (Pythia's: rotary positions on half of each head's dimensions), "
+            f"{'parallel' if spec.get('parallel_residual') else 'sequential'} residual blocks"
+            if spec.get("arch") == "neox" else "GPT-2 architecture (learned positions)")
     text = f"""## {m.name}{' (default)' if m.default else ''}
 
-GPT-2 architecture, {spec['n_layer']} layer(s), {spec['n_head']} heads, width {spec['n_embd']},
+{arch}, {spec['n_layer']} layer(s), {spec['n_head']} heads, width {spec['n_embd']},
 context {spec['seq_len']} tokens, {n_params:,} parameters. Trained {spec['steps']} steps, batch
-{spec['batch']}, AdamW lr {spec['lr']} (warm-up {spec['warmup']}, cosine to 10%), weight decay
+{spec['batch']}, AdamW lr {spec['lr']} (warm-up {spec['warmup']} steps, constant, then linear decay to 10% over
+the last fifth), weight decay
 {spec['weight_decay']}, seed {spec['seed']}; {log.get('elapsed_s', '?')} s on a 2-core CPU.
 
 ![loss]({m.name}/loss.svg)
 
-| step | top induction score | top previous-token score | recall accuracy (choices) | recall top-1 (vocabulary) |
-|---:|---:|---:|---:|---:|
+| step | top induction score | top previous-token score | top lookup score | recall accuracy (choices) | recall top-1 (vocabulary) |
+|---:|---:|---:|---:|---:|---:|
 {table}
 
 - Induction heads at the final checkpoint (score >= 0.5): {', '.join(heads) or 'none'}.
 - Previous-token heads at the final checkpoint (score >= 0.5): {', '.join(prev) or 'none'}.
+- Lookup heads at the final checkpoint (score >= 0.5): {', '.join(lookup) or 'none'}.
 - First checkpoint with an induction head (>= 0.5): {_first(rows, lambda r: r.induction.max() >= 0.5)};
-  first with recall >= 90%: {_first(rows, lambda r: r.recall >= 0.9)}.
+  first with recall >= 90%: {_first(rows, lambda r: r.recall >= 0.9)};
+  first with a lookup head (>= 0.5): {_first(rows, lambda r: r.lookup.max() >= 0.5)}.
   Recall chance level (one of the {RECALL_PAIRS} values shown): {final.recall_chance:.3f}.
 """
     return text, rows
@@ -121,25 +145,55 @@ Small GPT-style causal LMs trained from scratch by `python -m core.train_tiny` o
 in-context tasks generated by `core/synthetic.py` (no external data). They let the app do its
 whole job offline, and show abilities appearing with training (checkpoints) and with scale (sizes).
 
+## What they learned (measured below)
+- **el-2l-128** (default, 2 layers) learns in-context key -> value recall with a sudden phase change
+  between steps 2500 and 3000: accuracy goes from chance to ~100% as two layer-1 *lookup heads* appear.
+  Those heads attend from the query's `=` to the `;` that closes the queried binding: layer 0 stores
+  each binding on its separator (through its previous-token heads), and layer 1 looks the key up there.
+- **el-1l-64** (1 layer) never learns it: a lookup needs one layer to store and a second to read.
+- Neither model has a canonical **induction head** (prefix-matching score >= 0.5 on held-out repeated
+  random tokens): what formed is the shifted lookup above, not prefix matching. The recipes tried on
+  the way, and why each failed, are in `core/synthetic.py` and `core/train_tiny.py`; a model with a
+  true induction head is still to come.
+
 ## Data
-A mixture, every sequence 128 tokens starting with `<bos>`, over 512 content words `w0..w511`
+A mixture, every sequence {CONTEXT} tokens starting with `<bos>`, over 512 content words `w0..w511`
 and the symbols `=` and `;`:
-- **repeat** (40%): blocks of 0..{MAX_TRAIN_OFFSET} random words, a random segment of 4..{MAX_TRAIN_SEGMENT} words, a gap
+- **repeat** (25%): blocks of 0..{MAX_TRAIN_OFFSET} random words, a random segment of 4..{MAX_TRAIN_SEGMENT} words, a gap
   of 0..{MAX_TRAIN_GAP}, and the segment again, until the sequence is full. Lengths and gaps vary so that
   copying has to match content, not a fixed distance; no copy lies more than {MAX_TRAIN_DISTANCE} tokens back.
-- **pairs** (30%): random text in which 4..8 random bigrams "A B" recur at 3..6 random places, so that
+- **pairs** (20%): random text in which 4..8 random bigrams "A B" recur at 3..6 random places, so that
   only "the word after an earlier A" predicts B — this forces the canonical circuit of a
   previous-token head feeding an induction head.
-- **recall** (30%): `w3 = w17 ; w8 = w42 ; ... ; w3 = w17` — 3..12 key -> value bindings, later
+- **recall** (20%): `w3 = w17 ; w8 = w42 ; ... ; w3 = w17` — 3..12 key -> value bindings, later
   pairs repeating earlier keys with the same values.
+- **skip** (15%): random text in which, 60% of the time, a word fixes the word two places later
+  through one fixed permutation of the vocabulary. Like the short-range regularities of natural
+  language, this makes a previous-token head useful on its own. Without it (measured here) training
+  sat on a long plateau: a previous-token head is useless until an induction head reads it, and
+  an induction head useless until the previous-token head exists.
+- **cycle** (20%): a random cycle of 3..16 words repeated to fill the sequence. Even attention
+  spread over the whole context sees only a few distinct words here, so copying a word from the
+  context pays at once; this bootstraps the copying circuit an induction head needs. With random
+  text alone the right word is ~1% of what a fresh head reads, and copying was not learned in
+  thousands of steps (measured here).
+
+The mix changes once (a curriculum, `DEFAULT_SCHEDULE` in `core/synthetic.py`): before step 600 there
+are no cycle sequences (repeat 30%, pairs 25%, recall 25%, skip 20%), so previous-token heads form
+first in layer 0; from step 600 the cycles join at the shares above. With both from the start, the
+two bootstraps competed and neither circuit formed (measured here).
 
 ## How the scores are measured (held out)
 - **Induction score** of a head: on `<bos>` + random words + a random segment repeated twice, the mean
   attention from each token of the second copy to the token just after its first occurrence;
   averaged over 32 sequences at each of (segment, offset) = {', '.join(map(str, PROBES))} —
-  segments longer than any in training, so the first copy lies further back than any copy the
-  model was trained on (a model that learned "copy from a fixed distance" scores near zero).
+  segments longer than any repeated segment in training (at most {MAX_TRAIN_SEGMENT}), with the first copy
+  further back than in any repeat block of training (at most {MAX_TRAIN_DISTANCE}); a model that learned
+  "copy from a fixed distance" scores near zero here.
 - **Previous-token score**: mean attention from each token to the one before, on the same probes.
+- **Lookup score** of a head: on the recall prompts below, its attention from the final `=` to the
+  `;` that closes the queried binding in the prompt — where a model that stores each binding on its
+  separator reads the answer.
 - **Recall accuracy**: 256 prompts of {RECALL_PAIRS} fresh bindings then a queried key
   (`w3 = w17 ; ... ; w3 =`); correct when the model's next-token distribution puts the right value
   above the other values shown (chance = 1/{RECALL_PAIRS}); top-1 asks for the argmax over the

@@ -52,7 +52,7 @@ def repeated_probes(n: int, seg_len: int, offset: int, seed: int,
     return torch.from_numpy(np.stack([r[0] for r in rows])), rows[0][1]
 
 
-def probe_scores(model, n: int = 16, seg_len: int = 48, offset: int = 8,
+def probe_scores(model, n: int = 16, seg_len: int = 24, offset: int = 8,
                  seed: int = 1234) -> ProbeScores:
     """Induction and previous-token scores on held-out repeat probes."""
     ids, start = repeated_probes(n, seg_len, offset, seed)

@@ -14,7 +14,7 @@ import argparse
 import copy
 import json
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from core.probes import probe_scores, recall_accuracy
-from core.synthetic import DEFAULT_MIX, Vocab, build_tokenizer, recall_items, training_batch
+from core.synthetic import CONTEXT, DEFAULT_SCHEDULE, Vocab, build_tokenizer, mix_at, recall_items, training_batch
 
 Progress = Callable[[float, str], None]
 
@@ -36,7 +36,7 @@ class TinySpec:
     n_layer: int = 2
     n_embd: int = 128
     n_head: int = 4
-    seq_len: int = 128
+    seq_len: int = CONTEXT
     batch: int = 64
     lr: float = 1e-3
     warmup: int = 100
@@ -45,7 +45,7 @@ class TinySpec:
     seed: int = 0
     checkpoints: tuple[int, ...] = (0, 250, 500, 1000, 1500, 2000, 2500, 3000, 4000, 5000)
     eval_every: int = 100
-    mix: dict = field(default_factory=lambda: dict(DEFAULT_MIX))
+    schedule: tuple = DEFAULT_SCHEDULE  # ((from step, mix), ...)
 
 
 PRESETS = {
@@ -67,7 +67,8 @@ def build_model(spec: TinySpec, vocab: Vocab = Vocab()):
             intermediate_size=4 * spec.n_embd, bos_token_id=vocab.bos, eos_token_id=vocab.bos,
             pad_token_id=vocab.pad, rope_parameters={"rope_theta": 10000.0, "partial_rotary_factor": 0.5,
                                                      "rope_type": "default"},
-            use_parallel_residual=spec.parallel_residual, attn_implementation="eager",
+            use_parallel_residual=spec.parallel_residual, tie_word_embeddings=True,  # copying is
+            attn_implementation="eager",  # near-free with tied embeddings: induction forms far sooner
         )
         return GPTNeoXForCausalLM(cfg)
     cfg = GPT2Config(
@@ -137,7 +138,7 @@ def train(spec: TinySpec, out_dir: Path, progress: Progress | None = None,
             log["checkpoints"].append({"step": step, "path": path.name})
         if step == spec.steps or should_stop():
             break
-        ids = torch.from_numpy(training_batch(rng, spec.batch, spec.seq_len, spec.mix))
+        ids = torch.from_numpy(training_batch(rng, spec.batch, spec.seq_len, mix_at(spec.schedule, step)))
         loss = model(ids, labels=ids).loss
         opt.zero_grad(set_to_none=True)
         loss.backward()

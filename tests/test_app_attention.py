@@ -20,9 +20,9 @@ def test_head_layer_and_mean_figures(client):
 
 
 def test_long_input_shows_a_window(client):
-    long_text = " ".join(f"w{i % 100}" for i in range(120))
-    notice, *_ = attention(client, text=long_text, start=20, size=32)
-    assert "121 tokens" in notice and "20–51" in notice
+    long_text = " ".join(f"w{i % 100}" for i in range(60))
+    notice, *_ = attention(client, text=long_text, start=20, size=16)
+    assert "61 tokens" in notice and "20–35" in notice
 
 
 def test_bad_inputs_are_clear(client):
@@ -32,7 +32,7 @@ def test_bad_inputs_are_clear(client):
         attention(client, layer=7)
     with pytest.raises(AppError, match="out of range"):
         attention(client, head=99)
-    with pytest.raises(AppError, match="reads at most 128"):
+    with pytest.raises(AppError, match="reads at most 64"):
         attention(client, text=" ".join(["w1"] * 200))
     notice, *_ = attention(client)  # still working
     assert "tokens" in notice

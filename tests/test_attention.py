@@ -160,6 +160,9 @@ def test_rollout_rows_are_distributions(tiny_models):
     np.testing.assert_allclose(R.sum(-1), 1, atol=1e-5)
 
 
+@pytest.mark.xfail(strict=True, reason=(
+    "The shipped default model has no head with an induction score >= 0.5 yet (issue 2), so its card "
+    "names none; this acceptance check of issue 3 waits for a model that has one."))
 def test_default_model_has_the_induction_head_its_card_names():
     """The model card lists the induction heads; the head-role grid must mark the same ones."""
     import re

@@ -37,7 +37,7 @@ def test_models_json():
 def test_info_default():
     info = json.loads(run("info", "--model", "default").stdout)
     assert INFO_KEYS <= set(info)
-    assert info["kind"] == "causal_lm" and info["model_type"] == "gpt2" and info["n_layers"] >= 2
+    assert info["kind"] == "causal_lm" and info["model_type"] == "gpt_neox" and info["n_layers"] >= 2
     assert info["device"] == "cpu" and info["dtype"] == "float32"
 
 

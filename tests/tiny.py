@@ -33,7 +33,7 @@ def bert_tokenizer(folder: Path):
 
 
 def _configs(vocab: int) -> dict:
-    from transformers import (BertConfig, GPT2Config, GPTNeoXConfig, LlamaConfig)
+    from transformers import GPT2Config, GPTNeoXConfig, LlamaConfig
     return {
         "gpt2": GPT2Config(vocab_size=vocab, n_positions=64, n_embd=32, n_layer=2, n_head=4,
                            bos_token_id=2, eos_token_id=3, pad_token_id=0),

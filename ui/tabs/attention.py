@@ -12,7 +12,7 @@ from core.errors import UserError
 from ui import attention_plots as ap
 from ui import bertviz_view
 from ui.errors import user_errors
-from ui.tabs.model import GPU
+from ui.common import GPU, model_choices, model_picker, resolve_key
 
 VIEW_CAP = 256       # tokens drawn at once in the heatmaps
 BERTVIZ_CAP = 96     # bertviz draws every layer and head: keep it small
@@ -21,17 +21,6 @@ EXAMPLES = [
     "w3 = w17 ; w8 = w42 ; w11 = w5 ; w8 = w42 ; w3 = w17",
     "The cat sat on the mat. The dog ran to the park. The cat sat on the mat.",
 ]
-
-
-def _model_choices(engine: Engine) -> list[str]:
-    return list(reversed(engine.registry.keys()))
-
-
-def _key(engine: Engine, key: str | None) -> str:
-    keys = engine.registry.keys()
-    if not keys:
-        raise UserError("No model is loaded. Load one in the Model tab first.")
-    return key if key in keys else keys[-1]
 
 
 def _write(tmpdir: Path, name: str, text: str) -> str:
@@ -52,7 +41,7 @@ def _roles_table(scores, role: str) -> pd.io.formats.style.Styler:
 def render(engine: Engine, active: gr.State, demo: gr.Blocks) -> None:
     tmpdir = Path(tempfile.mkdtemp(prefix="emergence-attn-"))
     with gr.Row():
-        model = gr.Dropdown(_model_choices(engine), label="Model", scale=3,
+        model = gr.Dropdown(model_choices(engine), label="Model", scale=3,
                             info="any loaded model (load more in the Model tab)")
         layer = gr.Number(0, label="Layer", precision=0, minimum=0, scale=1)
         head = gr.Number(0, label="Head", precision=0, minimum=0, scale=1)
@@ -100,7 +89,7 @@ def render(engine: Engine, active: gr.State, demo: gr.Blocks) -> None:
         with gr.Tab("Compare", id="compare"):
             with gr.Row():
                 text_b = gr.Textbox(label="Second text (leave empty to compare models instead)", scale=3)
-                model_b = gr.Dropdown(_model_choices(engine), label="Second model", scale=2)
+                model_b = gr.Dropdown(model_choices(engine), label="Second model", scale=2)
             cmp_btn = gr.Button("Compare this head side by side")
             cmp_plot = gr.Plot()
         with gr.Tab("Export", id="export"):
@@ -116,7 +105,7 @@ def render(engine: Engine, active: gr.State, demo: gr.Blocks) -> None:
 
     @user_errors
     def run(key, li, hi, txt, pr, s, n):
-        key = _key(engine, key)
+        key = resolve_key(engine, key)
         li, hi = int(li or 0), int(hi or 0)
         res = engine.attention(key, txt, layers=[li], text_pair=pr or None, window=_window(s, n))
         fig = ap.head_figure(res, li, hi)
@@ -127,7 +116,7 @@ def render(engine: Engine, active: gr.State, demo: gr.Blocks) -> None:
 
     @user_errors
     def run_rollout(key, txt, pr):
-        matrix, tokens = engine.rollout(_key(engine, key), txt, pr or None)
+        matrix, tokens = engine.rollout(resolve_key(engine, key), txt, pr or None)
         if len(tokens) > 512:
             raise UserError(f"Rollout draws the whole input: {len(tokens)} tokens is too many to draw "
                             "(at most 512). Shorten the text.")
@@ -135,14 +124,14 @@ def render(engine: Engine, active: gr.State, demo: gr.Blocks) -> None:
 
     @user_errors
     def run_bertviz(key, txt, pr):
-        key = _key(engine, key)
+        key = resolve_key(engine, key)
         res = engine.attention(key, txt, text_pair=pr or None, window=(0, BERTVIZ_CAP))
         note = (f"\n\n*Showing the first {BERTVIZ_CAP} of {res.n_tokens} tokens.*" if res.truncated else "")
         return bertviz_view.iframe(res, "head") + note, bertviz_view.iframe(res, "model") + note
 
     @user_errors
     def run_roles(key, length, sd, rl):
-        key = _key(engine, key)
+        key = resolve_key(engine, key)
         scores = engine.head_scores(key, int(length) or None, int(sd or 0))
         return (ap.role_grid(scores, rl), _roles_table(scores, rl),
                 _write(tmpdir, "head_roles.csv", ap.scores_csv(scores)))
@@ -155,7 +144,7 @@ def render(engine: Engine, active: gr.State, demo: gr.Blocks) -> None:
 
     @user_errors
     def run_compare(key, key_b, li, hi, txt, txt_b, pr, s, n):
-        key = _key(engine, key)
+        key = resolve_key(engine, key)
         li, hi = int(li or 0), int(hi or 0)
         win = _window(s, n)
         a = engine.attention(key, txt, layers=[li], heads=[hi], text_pair=pr or None, window=win)
@@ -164,7 +153,7 @@ def render(engine: Engine, active: gr.State, demo: gr.Blocks) -> None:
         else:
             if not key_b:
                 raise UserError("Give a second text, or pick a second model to compare with.")
-            b = engine.attention(_key(engine, key_b), txt, layers=[li], heads=[hi], text_pair=pr or None,
+            b = engine.attention(resolve_key(engine, key_b), txt, layers=[li], heads=[hi], text_pair=pr or None,
                                  window=win)
         return ap.side_by_side(ap.head_figure(a, li, hi), ap.head_figure(b, li, hi))
 
@@ -183,11 +172,4 @@ def render(engine: Engine, active: gr.State, demo: gr.Blocks) -> None:
         run, inputs, outs, api_name=False, **gpu)
     cmp_btn.click(run_compare, [model, model_b, layer, head, text, text_b, pair, start, size], cmp_plot,
                   api_name="compare_attention", **gpu)
-
-    def refresh_models(key):
-        choices = _model_choices(engine)
-        value = key if key in choices else (choices[0] if choices else None)
-        return gr.update(choices=choices, value=value), gr.update(choices=choices)
-
-    active.change(refresh_models, active, [model, model_b], api_name=False)
-    demo.load(refresh_models, active, [model, model_b], api_name=False)
+    model_picker(engine, active, demo, model, model_b)

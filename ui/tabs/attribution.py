@@ -11,8 +11,7 @@ from core.engine import Engine
 from core.errors import UserError
 from ui import attribution_plots as bp
 from ui.errors import user_errors
-from ui.tabs.attention import _key, _model_choices
-from ui.tabs.model import GPU
+from ui.common import GPU, model_choices, model_picker, resolve_key
 
 EXAMPLE = "w3 = w17 ; w8 = w42 ; w11 = w5 ; w20 = w9 ; w8 ="
 METHOD_CHOICES = [(m.label, m.name) for m in METHODS.values()]
@@ -33,7 +32,7 @@ def split_segments(prompt: str, sep: str) -> list[str]:
 def render(engine: Engine, active: gr.State, demo: gr.Blocks) -> None:
     tmpdir = Path(tempfile.mkdtemp(prefix="emergence-attr-"))
     with gr.Row():
-        model = gr.Dropdown(_model_choices(engine), label="Model", scale=3)
+        model = gr.Dropdown(model_choices(engine), label="Model", scale=3)
         method = gr.Dropdown(METHOD_CHOICES, value="ig", label="Method", scale=2)
         granularity = gr.Radio(["token", "word", "segment"], value="segment", label="Features", scale=2)
     prompt = gr.Textbox(EXAMPLE, label="Prompt", lines=4, elem_id="attr-prompt")
@@ -73,7 +72,7 @@ def render(engine: Engine, active: gr.State, demo: gr.Blocks) -> None:
         return split_segments(p, s) if g == "segment" else None
 
     def _run(key, p, t, f, lb, g, s, gen, steps, samples, sd, meth, request: gr.Request | None):
-        key = _key(engine, key)
+        key = resolve_key(engine, key)
         job = request.session_hash if request else ""
         return engine.attribute(key, p, t if (t or "").strip() else None, meth, g, job=job,
                                 foil=f if (f or "").strip() else None, segments=_segments(p, g, s),
@@ -113,10 +112,4 @@ def render(engine: Engine, active: gr.State, demo: gr.Blocks) -> None:
     cmp_btn.click(run_compare, ins + [method_b], compare, api_name="attribute_compare", **gpu)
     stop_btn.click(cancel, None, info, api_name="cancel_attribution", queue=False)
     row.change(recolor, [last, row], text_view, api_name=False)
-
-    def refresh_models(key):
-        choices = _model_choices(engine)
-        return gr.update(choices=choices, value=key if key in choices else (choices[0] if choices else None))
-
-    active.change(refresh_models, active, model, api_name=False)
-    demo.load(refresh_models, active, model, api_name=False)
+    model_picker(engine, active, demo, model)

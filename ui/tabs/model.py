@@ -8,9 +8,8 @@ from core.engine import Engine
 from core.presets import PYTHIA_STEPS
 from core.types import DEVICES, DTYPES, KINDS
 from ui import plots
+from ui.common import GPU
 from ui.errors import user_errors
-
-GPU = "gpu"  # concurrency_id shared by every listener that runs a model
 
 
 def revision_choices(model: str) -> list[str]:

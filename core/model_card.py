@@ -163,8 +163,8 @@ and the symbols `=` and `;`:
   of 0..{MAX_TRAIN_GAP}, and the segment again, until the sequence is full. Lengths and gaps vary so that
   copying has to match content, not a fixed distance; no copy lies more than {MAX_TRAIN_DISTANCE} tokens back.
 - **pairs** (20%): random text in which 4..8 random bigrams "A B" recur at 3..6 random places, so that
-  only "the word after an earlier A" predicts B — this forces the canonical circuit of a
-  previous-token head feeding an induction head.
+  only "the word after an earlier A" predicts B — meant to force the canonical circuit of a
+  previous-token head feeding an induction head (it did in the runs REFERENCES describes; not here).
 - **recall** (20%): `w3 = w17 ; w8 = w42 ; ... ; w3 = w17` — 3..12 key -> value bindings, later
   pairs repeating earlier keys with the same values.
 - **skip** (15%): random text in which, 60% of the time, a word fixes the word two places later

@@ -57,6 +57,6 @@ def test_attribution_tab_colours_the_prompt(page, tmp_path):
     page.get_by_role("tab", name="Attribution").click()
     page.locator("#attr-run").click()
     page.locator("#attr-text .el-attr-text span").first.wait_for(timeout=60_000)
-    assert page.locator("#attr-text .el-attr-text span").count() == 4  # 3 demonstrations + the query
+    assert page.locator("#attr-text .el-attr-text span").count() == 5  # 4 demonstrations + the query
     page.locator("#attr-bars .main-svg").first.wait_for(timeout=60_000)
     page.screenshot(path=str(tmp_path / "attribution-tab.png"), full_page=True)

@@ -27,7 +27,8 @@ def model_picker(engine: Engine, active: gr.State, demo: gr.Blocks, *pickers: gr
     def refresh(key):
         choices = model_choices(engine)
         first = gr.update(choices=choices, value=key if key in choices else (choices[0] if choices else None))
-        return (first, *[gr.update(choices=choices) for _ in pickers[1:]])
+        rest = [gr.update(choices=choices) for _ in pickers[1:]]
+        return (first, *rest) if rest else first  # one output takes the update itself, not a tuple
 
     active.change(refresh, active, list(pickers), api_name=False)
     demo.load(refresh, active, list(pickers), api_name=False)

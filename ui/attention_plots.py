@@ -72,10 +72,11 @@ def role_grid(scores: HeadScores, role: str, selected: tuple[int, int] | None = 
     """Layers × heads grid of one role's scores, values written in the cells."""
     z = scores.get(role)
     L, H = z.shape
+    bounded = role != "entropy"  # fractions of attention: draw on 0..1 so that none looks like none
     fig = go.Figure(go.Heatmap(
         z=z, x=[f"H{h}" for h in range(H)], y=[f"L{i}" for i in range(L)],
-        colorscale="Viridis" if role == "entropy" else "Reds", text=np.round(z, 2),
-        texttemplate="%{text}" if L * H <= 400 else None,
+        colorscale="Reds" if bounded else "Viridis", zmin=0 if bounded else None,
+        zmax=1 if bounded else None, texttemplate="%{z:.2f}" if L * H <= 400 else None,
         hovertemplate="layer %{y}, head %{x}: %{z:.3f}<extra></extra>"))
     if selected is not None:
         li, hi = selected

@@ -33,7 +33,7 @@ def _roles_table(scores, role: str) -> pd.io.formats.style.Styler:
     z = scores.get(role)
     df = pd.DataFrame(z.round(3), columns=[f"H{h}" for h in range(z.shape[1])])
     df.insert(0, "layer", [f"L{i}" for i in range(z.shape[0])])
-    top = float(z.max()) or 1.0
+    top = (float(z.max()) or 1.0) if role == "entropy" else 1.0  # fractions of attention: fixed 0..1
     shade = (lambda v: f"background-color: rgba(220, 38, 38, {min(1.0, max(0.0, v / top)) * 0.85:.2f})")
     return df.style.map(shade, subset=df.columns[1:]).format(precision=3)
 

@@ -24,10 +24,11 @@ def revision_choices(model: str) -> list[str]:
 
 def render(engine: Engine, active: gr.State, demo: gr.Blocks) -> None:
     """Build the tab. ``active`` holds this session's current model key, shared with other tabs."""
-    default = engine.config.model or ""
+    emb = find_embedded(engine.config.model or "")
+    default = emb.name if emb else (engine.config.model or "")
     with gr.Row():
         with gr.Column(scale=2):
-            model = gr.Dropdown(engine.model_choices(), value=default if find_embedded(default) else None,
+            model = gr.Dropdown(engine.model_choices(), value=default if emb else None,
                                 allow_custom_value=True, label="Model",
                                 info="An embedded model, a Hub preset, a Hub id or a local folder")
             with gr.Row():

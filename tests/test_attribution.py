@@ -107,3 +107,40 @@ def test_bad_inputs(handles):
     with pytest.raises(UserError, match="GB per integration step"):
         from core.attribution import internal_batch_size
         internal_batch_size(h, 64, 64, budget_bytes=1000)
+
+
+def test_cancel_stops_a_running_attribution(tiny_models):
+    """The engine's cancel reaches a run in progress through its forward checks."""
+    import threading
+    import time
+
+    from core.attribution_types import Cancelled
+    from core.engine import Engine
+    from core.types import AppConfig
+
+    engine = Engine(AppConfig(model=None))
+    key = engine.load(ModelSpec(str(tiny_models["llama"]))).key
+    outcome = {}
+
+    def work():
+        t0 = time.monotonic()
+        try:
+            engine.attribute(key, PROMPT, " positive", "ig", "token", job="session-1", n_steps=20000)
+            outcome["result"] = "finished"
+        except Cancelled as exc:
+            outcome["result"] = str(exc)
+        outcome["seconds"] = time.monotonic() - t0
+
+    thread = threading.Thread(target=work)
+    thread.start()
+    time.sleep(0.5)
+    engine.cancel("session-1")
+    thread.join(timeout=60)
+    assert outcome["result"] == "Attribution cancelled."
+    assert outcome["seconds"] < 30
+
+
+def test_should_stop_is_checked_by_perturbation_methods(handles):
+    from core.attribution_types import Cancelled
+    with pytest.raises(Cancelled):
+        attribute(handles["gpt2"], PROMPT, " positive", "shapley", "word", should_stop=lambda: True)

@@ -24,4 +24,4 @@ def test_demo_holding_the_queried_key_scores_highest(default, method):
         holder = next(i for i, s in enumerate(segs[:-1]) if s.split()[0] == query_key)
         r = attribute(default, it.prompt, it.answer, method, "segment", segments=segs, n_steps=64)
         hits.append(int(np.argmax(r.scores[:-1])) == holder)
-    assert sum(hits) >= 11, hits  # at least 11 of 12 prompts
+    assert all(hits), hits

@@ -29,6 +29,7 @@ from core.errors import UserError
 from core.types import ModelHandle
 
 GRANULARITIES = ("token", "word", "segment")
+MAX_STEPS_PER_BATCH = 64  # bounds how long one model call runs, and so how soon cancel takes effect
 
 
 # ---- input preparation -----------------------------------------------------------
@@ -137,7 +138,7 @@ def internal_batch_size(handle: ModelHandle, n_tokens: int, n_steps: int, budget
         raise UserError(f"This attribution needs about {per_step / 2**30:.1f} GB per integration step but "
                         f"about {budget_bytes / 2**30:.1f} GB is free. Shorten the prompt or use a smaller "
                         "model.")
-    return int(max(1, min(n_steps, budget_bytes // per_step)))
+    return int(max(1, min(n_steps, MAX_STEPS_PER_BATCH, budget_bytes // per_step)))
 
 
 # ---- the explained quantity ---------------------------------------------------------

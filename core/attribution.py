@@ -86,14 +86,15 @@ def split_prompt(handle: ModelHandle, prompt: str, granularity: str,
 
 
 def _group_matrix(tspans: list[tuple[int, int]], fspans: list[tuple[int, int]]) -> np.ndarray:
-    """(tokens, features) 0/1: the feature holding each token's first character; none for special
+    """(tokens, features) 0/1: the first feature each token overlaps (features are disjoint and in
+    order, so it is the one holding the token's first character when one does); none for special
     tokens (an empty span)."""
     g = np.zeros((len(tspans), len(fspans)), np.float64)
     for t, (a, b) in enumerate(tspans):
         if b <= a:
             continue
         for f, (fa, fb) in enumerate(fspans):
-            if fa <= a < fb or (fa < b and a < fb):
+            if fa < b and a < fb:
                 g[t, f] = 1.0
                 break
     return g
@@ -338,8 +339,8 @@ def _attribute_classifier(handle, m, prompt_ids, n_special, features, groups, la
     if m.family != "gradient":
         raise UserError(f"{m.label} is offered for causal LMs; for a classifier use a gradient method.")
     idx = _label_index(handle, label)
-    n_special_end = sum(1 for i in prompt_ids[::-1][:1] if i in set(handle.tokenizer.all_special_ids))
-    body = prompt_ids[: len(prompt_ids) - n_special_end]
+    ends_special = bool(prompt_ids) and prompt_ids[-1] in set(handle.tokenizer.all_special_ids)
+    body = prompt_ids[:-1] if ends_special else prompt_ids  # e.g. BERT's closing [SEP]
 
     def forward(x):
         inp = {"inputs_embeds": x} if x.is_floating_point() else {"input_ids": x}

@@ -33,8 +33,6 @@ class Engine:
             kw["device"] = self.config.device
         if kw["dtype"] == "auto":
             kw["dtype"] = self.config.dtype
-        if not self.config.trust_remote_code:
-            kw["trust_remote_code"] = bool(kw.get("trust_remote_code", False))
         return ModelSpec(model=model.strip(), revision=(revision or "").strip() or None, **kw)
 
     def load(self, spec: ModelSpec, progress: Progress | None = None) -> ModelInfo:

@@ -230,16 +230,23 @@ def load_model(spec: ModelSpec, policy: PathPolicy = PathPolicy(), offline: bool
 
 
 @contextlib.contextmanager
-def attention_implementation(handle: ModelHandle, impl: str = "eager") -> Iterator[ModelHandle]:
-    """Temporarily switch a loaded model's attention implementation (eager returns weights)."""
-    before = handle.attn_implementation
+def model_attention_implementation(model, impl: str = "eager") -> Iterator[None]:
+    """Temporarily switch a model's attention implementation (eager returns weights)."""
+    before = getattr(model.config, "_attn_implementation", None) or "eager"
     if before != impl:
-        handle.model.set_attn_implementation(impl)
+        model.set_attn_implementation(impl)
     try:
-        yield handle
+        yield
     finally:
         if before != impl:
-            handle.model.set_attn_implementation(before)
+            model.set_attn_implementation(before)
+
+
+@contextlib.contextmanager
+def attention_implementation(handle: ModelHandle, impl: str = "eager") -> Iterator[ModelHandle]:
+    """The same for a loaded handle."""
+    with model_attention_implementation(handle.model, impl):
+        yield handle
 
 
 class ModelRegistry:

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from core.head_roles import induction_score, previous_token_score
+from core.models import model_attention_implementation
 from core.synthetic import RecallItem, Vocab, repeated_random_probe
 
 
@@ -32,15 +33,8 @@ class ProbeScores:
 
 def _attentions(model, ids: torch.Tensor) -> torch.Tensor:
     """(layers, batch, heads, q, k) attention weights under eager attention."""
-    impl = getattr(model.config, "_attn_implementation", "eager")
-    if impl != "eager":
-        model.set_attn_implementation("eager")
-    try:
-        with torch.no_grad():
-            out = model(ids.to(model.device), output_attentions=True)
-    finally:
-        if impl != "eager":
-            model.set_attn_implementation(impl)
+    with model_attention_implementation(model, "eager"), torch.no_grad():
+        out = model(ids.to(model.device), output_attentions=True)
     return torch.stack([a.float().cpu() for a in out.attentions])
 
 

@@ -98,7 +98,6 @@ class AppConfig:
     model_dirs: tuple[Path, ...] = field(default_factory=tuple)
     memory_budget_gb: float | None = None
     max_models: int = 3
-    trust_remote_code: bool = False
 
     @property
     def exposed(self) -> bool:

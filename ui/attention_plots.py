@@ -1,7 +1,6 @@
 """Pure figure builders for attention results. Result in, plotly figure (or HTML) out."""
 from __future__ import annotations
 
-import html
 import math
 
 import numpy as np
@@ -138,6 +137,3 @@ def notice(result: AttentionResult, cap: int) -> str:
                 f"(at most {cap} at once). Move the window to see the rest.")
     return f"{result.n_tokens} tokens."
 
-
-def escape(s: str) -> str:
-    return html.escape(s)

@@ -180,7 +180,7 @@ def _gradient_rows(handle, method, prompt_ids, n_special, rows, baseline_id, opt
 
         def f(x, forward=forward):
             if should_stop():
-                raise Cancelled()
+                raise Cancelled("Attribution")
             return forward(x)
 
         if method == "ig":
@@ -224,7 +224,7 @@ def _perturbation(handle, method, anchor, prompt, features, granularity, cont_id
 
     def fwd(input_ids, **kw):  # the model, with a cancel check on every call
         if should_stop():
-            raise Cancelled()
+            raise Cancelled("Attribution")
         return handle.model(input_ids=input_ids, **kw)
 
     class _Model(torch.nn.Module):

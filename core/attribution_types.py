@@ -5,14 +5,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from core.errors import UserError
-
-
-class Cancelled(UserError):
-    """The user pressed cancel."""
-
-    def __init__(self) -> None:
-        super().__init__("Attribution cancelled.")
+from core.errors import Cancelled, UserError  # noqa: F401  (Cancelled re-exported)
 
 
 @dataclass(frozen=True)

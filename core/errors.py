@@ -11,3 +11,10 @@ class ModelLoadError(UserError):
 
 class PathNotAllowedError(ModelLoadError):
     """A local path outside the folders this server is allowed to read."""
+
+
+class Cancelled(UserError):
+    """The user pressed cancel."""
+
+    def __init__(self, what: str = "The job") -> None:
+        super().__init__(f"{what} was cancelled.")

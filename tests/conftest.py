@@ -60,3 +60,9 @@ def app_server():
 def client(app_server):
     from gradio_client import Client
     return Client(app_server[1], verbose=False)
+
+
+@pytest.fixture(scope="session")
+def bpe_models(tmp_path_factory) -> dict[str, Path]:
+    from tiny import build_bpe_models
+    return build_bpe_models(tmp_path_factory.mktemp("bpe_models"))

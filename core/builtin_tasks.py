@@ -1,0 +1,150 @@
+"""Write the built-in few-shot tasks into ``assets/tasks/`` (written by the project).
+
+    python -m core.builtin_tasks
+
+Every sentence is composed here from word lists with a seeded generator, so the
+data is the project's own and can be regenerated. Each task gets ``task.json``
+(template, choices, description), ``train.csv`` (the demonstration pool) and
+``test.csv`` (the queries); train and test never share a row.
+"""
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import pandas as pd
+
+from core.tasks import TASKS_DIR
+
+SUBJECTS = ["The pasta", "This movie", "The hotel room", "Our waiter", "The battery life", "The ending",
+            "The concert", "This phone", "The service", "The soundtrack", "The museum tour", "The coffee",
+            "This novel", "The camera", "The staff", "The pizza", "The plot", "This laptop", "The view",
+            "The delivery", "The acting", "The bed", "The keyboard", "The dessert", "The app"]
+GOOD = ["wonderful", "delightful", "excellent", "superb", "great", "fantastic", "lovely", "brilliant",
+        "charming", "impressive"]
+BAD = ["awful", "terrible", "disappointing", "bland", "dreadful", "horrible", "boring", "poor",
+       "annoying", "useless"]
+GOOD_TAIL = ["and I would go back.", "and worth every penny.", "and I loved it.", "and I smiled all day.",
+             "and I recommend it.", "from start to finish."]
+BAD_TAIL = ["and I want a refund.", "and a waste of money.", "and I regret it.", "and I left early.",
+            "and I will not return.", "from start to finish."]
+
+TOPICS = {
+    "sports": (["The striker", "Our goalkeeper", "The coach", "The tennis player", "The marathon runner",
+                "The home team"],
+               ["scored twice in the final", "won the championship game", "trained hard before the match",
+                "broke the league record", "missed the penalty kick", "signed a new contract with the club"]),
+    "food": (["The chef", "My grandmother", "The bakery", "The street vendor", "Our neighbour", "The restaurant"],
+             ["baked fresh bread this morning", "added garlic to the soup", "served a spicy curry",
+              "made a chocolate cake", "grilled fish with lemon", "cooked rice with beans"]),
+    "weather": (["The forecast", "The storm", "A cold front", "The morning fog", "Heavy rain", "The heatwave"],
+                ["brought snow to the mountains", "flooded the valley roads", "kept temperatures below zero",
+                 "cleared by noon", "is moving north tonight", "caused strong winds on the coast"]),
+    "technology": (["The new chip", "The software update", "The startup", "Our server", "The robot",
+                    "The search engine"],
+                   ["runs twice as fast", "fixed a security bug", "released a mobile app",
+                    "crashed after the upgrade", "uses less battery power", "stores data in the cloud"]),
+}
+
+ANTONYMS = [("hot", "cold"), ("big", "small"), ("fast", "slow"), ("happy", "sad"), ("up", "down"),
+            ("open", "closed"), ("early", "late"), ("light", "dark"), ("old", "new"), ("hard", "soft"),
+            ("rich", "poor"), ("strong", "weak"), ("wet", "dry"), ("full", "empty"), ("loud", "quiet"),
+            ("high", "low"), ("long", "short"), ("thick", "thin"), ("clean", "dirty"), ("cheap", "expensive"),
+            ("near", "far"), ("young", "old"), ("first", "last"), ("true", "false"), ("win", "lose"),
+            ("buy", "sell"), ("push", "pull"), ("give", "take"), ("inside", "outside"), ("day", "night"),
+            ("love", "hate"), ("begin", "end"), ("left", "right"), ("north", "south"), ("east", "west"),
+            ("good", "bad"), ("black", "white"), ("above", "below"), ("before", "after"), ("friend", "enemy"),
+            ("safe", "dangerous"), ("sweet", "sour"), ("heavy", "light"), ("wide", "narrow"), ("deep", "shallow"),
+            ("easy", "difficult"), ("question", "answer"), ("always", "never"), ("arrive", "leave"),
+            ("accept", "refuse"), ("remember", "forget"), ("increase", "decrease"), ("maximum", "minimum"),
+            ("success", "failure"), ("positive", "negative"), ("future", "past"), ("king", "queen"),
+            ("brave", "afraid"), ("tall", "short"), ("polite", "rude")]
+
+RECALL_KEYS = 12  # the embedded models' context (64 tokens) holds 12 bindings and a query
+
+
+def _write(name: str, train: list[dict], test: list[dict], meta: dict, out: Path) -> None:
+    folder = out / name
+    folder.mkdir(parents=True, exist_ok=True)
+    pd.DataFrame(train).to_csv(folder / "train.csv", index=False)
+    pd.DataFrame(test).to_csv(folder / "test.csv", index=False)
+    (folder / "task.json").write_text(json.dumps(meta, indent=2) + "\n")
+
+
+def _split(rows: list[dict], n_train: int, rng: random.Random) -> tuple[list[dict], list[dict]]:
+    rows = list({json.dumps(r, sort_keys=True): r for r in rows}.values())  # no duplicate rows
+    rng.shuffle(rows)
+    return rows[:n_train], rows[n_train:]
+
+
+def sentiment(rng: random.Random) -> tuple[list[dict], list[dict]]:
+    rows = []
+    for subject in SUBJECTS:
+        for label, adjs, tails in (("positive", GOOD, GOOD_TAIL), ("negative", BAD, BAD_TAIL)):
+            for adj in rng.sample(adjs, 2):
+                rows.append({"text": f"{subject} was {adj} {rng.choice(tails)}", "label": label})
+    return _split(rows, 40, rng)
+
+
+def topic(rng: random.Random) -> tuple[list[dict], list[dict]]:
+    rows = [{"text": f"{s} {p}.", "label": label}
+            for label, (subjects, preds) in TOPICS.items() for s in subjects for p in preds]
+    return _split(rows, 48, rng)
+
+
+def antonyms(rng: random.Random) -> tuple[list[dict], list[dict]]:
+    return _split([{"word": a, "answer": b} for a, b in ANTONYMS], 30, rng)
+
+
+def addition(rng: random.Random) -> tuple[list[dict], list[dict]]:
+    pairs = {(rng.randint(10, 99), rng.randint(10, 99)) for _ in range(400)}
+    rows = [{"a": str(a), "b": str(b), "answer": str(a + b)} for a, b in sorted(pairs)]
+    train, test = _split(rows, 100, rng)
+    return train, test[:200]
+
+
+def recall(rng: random.Random) -> tuple[list[dict], list[dict]]:
+    """One dictionary of bindings: the train split lists it, test queries its keys."""
+    keys = rng.sample(range(512), RECALL_KEYS)
+    values = rng.sample(range(512), RECALL_KEYS)  # distinct values: one per choice
+    train = [{"key": f"w{k}", "value": f"w{v}"} for k, v in zip(keys, values)]
+    test = [dict(r) for r in train for _ in range(4)]
+    rng.shuffle(test)
+    return train, test
+
+
+def write_all(out: Path = TASKS_DIR, seed: int = 0) -> None:
+    rng = random.Random(seed)
+    tasks = {
+        "sentiment": (sentiment, {
+            "description": "Is a short review positive or negative?",
+            "template": {"input": "Review: {text}\nSentiment:"},
+            "label_column": "label", "choices": ["positive", "negative"],
+            "unrelated_labels": ["foo", "bar"]}),
+        "topic": (topic, {
+            "description": "The topic of a short sentence: sports, food, weather or technology.",
+            "template": {"input": "Sentence: {text}\nTopic:"},
+            "label_column": "label", "choices": list(TOPICS), "unrelated_labels": ["foo", "bar", "baz", "qux"]}),
+        "antonyms": (antonyms, {
+            "description": "Give the opposite of a word (generative, exact match).",
+            "template": {"input": "{word} ->"}, "label_column": "answer", "choices": None}),
+        "addition": (addition, {
+            "description": "Add two two-digit numbers (generative, exact match).",
+            "template": {"input": "Q: {a} + {b} =", "fewshot_delimiter": "\n"},
+            "label_column": "answer", "choices": None}),
+    }
+    for name, (make, meta) in tasks.items():
+        _write(name, *make(rng), meta, out)
+    train, test = recall(rng)
+    _write("recall", train, test, {
+        "description": "Key -> value recall in the embedded models' language: the answer is the value "
+                       "bound to the key in the demonstrations (absent if the key is not among them).",
+        "template": {"input": "{key} =", "fewshot_delimiter": " ; "},
+        "label_column": "value", "choices": [r["value"] for r in train],
+        "unrelated_labels": [f"w{i}" for i in rng.sample(range(512), RECALL_KEYS)]}, out)
+
+
+if __name__ == "__main__":
+    write_all()
+    print(f"wrote {TASKS_DIR}")

@@ -1,0 +1,209 @@
+"""Run a few-shot configuration on a task, score it like lm-evaluation-harness, and sweep.
+
+``run_fewshot(handle, task, config)`` -> ``FewShotRun`` with per-example results
+and metrics:
+
+- multiple choice: ``acc`` (argmax of each verbalised label's summed
+  log-likelihood), ``acc_norm`` (log-likelihood per character of the choice),
+  calibrated accuracy (Zhao et al. 2021), Brier score, confusion matrix and
+  label-bias diagnostics;
+- generative: greedy exact match, token edit distance and the log-probability
+  of the gold answer (Schaeffer et al. 2023: the metric decides whether an
+  ability looks sudden).
+
+Queries that share a demonstration set are scored together, so the prefix is
+computed once (``core.scoring``).
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import replace
+from typing import Callable
+
+import numpy as np
+
+from core.demos import (build_prompt, content_free_query, demonstrations, label_map, nearest_similarity,
+                        scored_choices, template_of)
+from core.errors import UserError
+from core.fewshot_types import CONTENT_FREE, Demo, Example, FewShotConfig, FewShotRun, Metrics
+from core.scoring import encode, generate_greedy, score_continuations, split_context
+from core.tasks import Task
+from core.types import ModelHandle
+
+Progress = Callable[[float, str], None]
+
+
+def _softmax(x: np.ndarray) -> np.ndarray:
+    e = np.exp(x - x.max(-1, keepdims=True))
+    return e / e.sum(-1, keepdims=True)
+
+
+def edit_distance(a: list, b: list) -> int:
+    """Levenshtein distance between two token sequences."""
+    prev = list(range(len(b) + 1))
+    for i, x in enumerate(a, 1):
+        cur = [i]
+        for j, y in enumerate(b, 1):
+            cur.append(min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (x != y)))
+        prev = cur
+    return prev[-1]
+
+
+def _stop_strings(delimiter: str) -> tuple[str, ...]:
+    return (delimiter,) if delimiter.strip() or "\n" in delimiter else ("\n",)
+
+
+def run_fewshot(handle: ModelHandle, task: Task, config: FewShotConfig, progress: Progress | None = None,
+                should_stop: Callable[[], bool] = lambda: False) -> FewShotRun:
+    if handle.info.kind != "causal_lm":
+        raise UserError(f"Few-shot scoring needs a causal language model; {handle.info.name} is a {handle.info.kind}.")
+    t0 = time.time()
+    template = template_of(task, config)
+    task = task.with_template(template)  # validates the template's fields against both splits
+    rows = task.rows("test")[: config.limit] if config.limit else task.rows("test")
+    queries = [template.render(r) for r in rows]
+    mapping = label_map(task, config)
+    golds = [mapping.get(task.gold(r), task.gold(r)) for r in rows]
+    choices = scored_choices(task, config)
+    similarity = nearest_similarity(task, template, queries) if config.selection == "nearest" else None
+    per_query = config.per_query or config.selection == "nearest"
+    shared = [] if per_query else demonstrations(task, config)
+    demos = [demonstrations(task, config, r, i, similarity) for i, r in enumerate(rows)] if per_query \
+        else [shared] * len(rows)
+
+    groups: dict[tuple, list[int]] = {}
+    for i, d in enumerate(demos):
+        groups.setdefault(tuple((x.index, x.shown) for x in d), []).append(i)
+    prompts = [build_prompt(template, d, q) for d, q in zip(demos, queries)]
+    model, tok = handle.model, handle.tokenizer
+    n_total = len(rows) * (1 + (task.generative))
+    examples: list[Example | None] = [None] * len(rows)
+    p_cf_by_query: dict[int, np.ndarray] = {}
+    shared_prefix, done = 0, 0
+
+    def step(frac: float, msg: str) -> None:
+        if progress:
+            progress(min(1.0, frac), msg)
+
+    for members in groups.values():
+        group_demos = demos[members[0]]
+        contexts = [prompts[i] for i in members]
+        if choices is not None:
+            cf = [build_prompt(template, group_demos, content_free_query(template, t)) for t in CONTENT_FREE] \
+                if config.calibrate else []
+            conts = [[template.target_delimiter + c for c in choices]] * (len(contexts) + len(cf))
+        else:
+            cf = []
+            conts = [[template.target_delimiter + golds[i]] for i in members]
+        scores = score_continuations(model, tok, contexts + cf, conts, should_stop=should_stop,
+                                     progress=lambda f, m: step((done + f * len(members)) / n_total, m))
+        shared_prefix = max(shared_prefix, scores.shared_prefix)
+        if cf:
+            p_cf = _softmax(scores.logprob[len(contexts):]).mean(0)  # (choices,)
+            for i in members:
+                p_cf_by_query[i] = p_cf / p_cf.sum()
+        for n, i in enumerate(members):
+            examples[i] = _choice_example(i, rows, queries, golds, prompts, group_demos, choices,
+                                          scores.logprob[n], p_cf_by_query.get(i)) if choices is not None \
+                else _gold_only_example(i, queries, golds, prompts, group_demos, scores.logprob[n, 0],
+                                        int(scores.n_tokens[n, 0]))
+        done += len(members)
+
+    if task.generative:
+        gold_tokens = max(e.gold_tokens for e in examples)
+        gens = generate_greedy(model, tok, prompts, max_new_tokens=gold_tokens + 4,
+                               stop=_stop_strings(template.fewshot_delimiter), should_stop=should_stop)
+        for e, gen, prompt in zip(examples, gens, prompts):
+            e.generated = gen.text
+            e.prediction = gen.text.strip()
+            e.correct = e.prediction == e.gold.strip()
+            ctx, cont = split_context(prompt, template.target_delimiter + e.gold)
+            gold_ids = encode(tok, ctx + cont)[len(encode(tok, ctx)):]
+            e.edit_distance = edit_distance(gen.token_ids, gold_ids)
+        step(1.0, "generated")
+    lengths = [len(encode(tok, p)) for p in prompts]
+    return FewShotRun(task=task.name, model=handle.info.name, config=config, choices=choices,
+                      examples=examples, metrics=_metrics(examples, choices, shared),
+                      demos=shared, max_prompt_tokens=max(lengths), shared_prefix_tokens=shared_prefix,
+                      elapsed_s=round(time.time() - t0, 3))
+
+
+def _choice_example(i, rows, queries, golds, prompts, demos, choices, ll, p_cf) -> Example:
+    probs = _softmax(ll)
+    pred = int(np.argmax(ll))
+    norm = int(np.argmax(ll / np.array([float(len(c)) for c in choices])))
+    gold = choices.index(golds[i])
+    ex = Example(index=i, query=queries[i], gold=golds[i], prediction=choices[pred], correct=pred == gold,
+                 prompt=prompts[i], demos=[d.index for d in demos], choice_logprobs=[float(x) for x in ll],
+                 probs=[float(p) for p in probs], prediction_norm=choices[norm], correct_norm=norm == gold,
+                 gold_logprob=float(ll[gold]))
+    if p_cf is not None:
+        cal = int(np.argmax(probs / p_cf))
+        ex.prediction_calibrated, ex.correct_calibrated = choices[cal], cal == gold
+    return ex
+
+
+def _gold_only_example(i, queries, golds, prompts, demos, ll, n_tokens) -> Example:
+    return Example(index=i, query=queries[i], gold=golds[i], prediction="", correct=False, prompt=prompts[i],
+                   demos=[d.index for d in demos], gold_logprob=float(ll), gold_tokens=n_tokens)
+
+
+def _metrics(examples: list[Example], choices: list[str] | None, shared: list[Demo]) -> Metrics:
+    n = len(examples)
+    acc = float(np.mean([e.correct for e in examples]))
+    m = Metrics(n=n, accuracy=acc, chance=1 / len(choices) if choices else 0.0,
+                mean_gold_logprob=float(np.mean([e.gold_logprob for e in examples])))
+    if choices is None:
+        m.mean_edit_distance = float(np.mean([e.edit_distance for e in examples]))
+        return m
+    m.accuracy_norm = float(np.mean([e.correct_norm for e in examples]))
+    if examples[0].prediction_calibrated:
+        m.accuracy_calibrated = float(np.mean([e.correct_calibrated for e in examples]))
+    onehot = np.eye(len(choices))[[choices.index(e.gold) for e in examples]]
+    m.brier = float(np.mean(np.sum((np.array([e.probs for e in examples]) - onehot) ** 2, axis=1)))
+    conf = np.zeros((len(choices), len(choices)), dtype=int)
+    for e in examples:
+        conf[choices.index(e.gold), choices.index(e.prediction)] += 1
+    m.confusion = conf.tolist()
+    m.prediction_share = {c: float(conf[:, j].sum() / n) for j, c in enumerate(choices)}
+    if shared:
+        shown = [d.shown for d in shared]
+        counts = {c: shown.count(c) for c in choices}
+        m.demo_majority_label = max(choices, key=lambda c: counts[c])
+        m.demo_recent_label = shown[-1]
+        m.share_predicting_majority = float(np.mean([e.prediction == m.demo_majority_label for e in examples]))
+        m.share_predicting_recent = float(np.mean([e.prediction == m.demo_recent_label for e in examples]))
+    return m
+
+
+# ---- sweeps -------------------------------------------------------------------------
+
+def sweep(handle: ModelHandle, task: Task, config: FewShotConfig, ks: list[int], seeds: list[int],
+          progress: Progress | None = None, should_stop: Callable[[], bool] = lambda: False) -> list[FewShotRun]:
+    """The configuration at every k x seed (the seed drives selection, order and labels)."""
+    if not ks or not seeds:
+        raise UserError("A sweep needs at least one k and one seed.")
+    pool = len(task.train)
+    too_big = [k for k in ks if k > pool]
+    if too_big:
+        raise UserError(f"k={too_big[0]} is larger than the pool of {pool} demonstrations in the train split.")
+    runs, points = [], [(k, s) for k in ks for s in seeds]
+    for n, (k, seed) in enumerate(points):
+        if should_stop():
+            from core.errors import Cancelled
+            raise Cancelled("The sweep")
+        sub = None if progress is None else (
+            lambda f, m, n=n, k=k, seed=seed: progress((n + f) / len(points), f"k={k} seed={seed}: {m}"))
+        runs.append(run_fewshot(handle, task, replace(config, k=k, seed=seed), sub, should_stop))
+    return runs
+
+
+def summarise(runs: list[FewShotRun], metric: str = "accuracy") -> list[dict]:
+    """Mean and std of a metric over seeds, per k."""
+    by_k: dict[int, list[float]] = {}
+    for r in runs:
+        value = getattr(r.metrics, metric)
+        if value is not None:
+            by_k.setdefault(r.config.k, []).append(value)
+    return [{"k": k, "mean": float(np.mean(v)), "std": float(np.std(v)), "n_seeds": len(v)}
+            for k, v in sorted(by_k.items())]

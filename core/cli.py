@@ -146,10 +146,84 @@ def cmd_attribute(args: argparse.Namespace) -> object:
 
 cmd_attribute.arguments = _attribute_args  # type: ignore[attr-defined]
 
+def _fewshot_args(p: argparse.ArgumentParser) -> None:
+    from core.fewshot_types import ORDERS, SELECTIONS
+    add_model_args(p)
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--task", help="a built-in task: sentiment, topic, antonyms, addition, recall")
+    src.add_argument("--train", help="CSV/JSONL of demonstrations (needs --test)")
+    p.add_argument("--test", help="CSV/JSONL of queries")
+    p.add_argument("--template", help="demonstration input with {column} fields, e.g. 'Review: {text}\\nSentiment:'")
+    p.add_argument("--instruction", help="text printed once before the demonstrations")
+    p.add_argument("--choices", help="comma-separated verbalised labels (omit for a generative task)")
+    p.add_argument("--label-column", help="column holding the label (a choice, or its index)")
+    p.add_argument("--k", type=int, default=4)
+    p.add_argument("--selection", choices=SELECTIONS, default="first")
+    p.add_argument("--order", choices=ORDERS, default="as_chosen")
+    p.add_argument("--per-query", action="store_true", help="draw demonstrations per query")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--target-delimiter")
+    p.add_argument("--fewshot-delimiter")
+    p.add_argument("--perturb", default="gold", help="gold, random, flip:P (fraction P flipped) or unrelated")
+    p.add_argument("--calibrate", action="store_true", help="contextual calibration (Zhao et al. 2021)")
+    p.add_argument("--limit", type=int, help="score only the first N test rows")
+    p.add_argument("--out", help="write the JSON here instead of printing it")
+
+
+def _fewshot_task(args: argparse.Namespace):
+    from core.tasks import Template, load_builtin, read_table, task_from_tables
+    if args.task:
+        task = load_builtin(args.task)
+        template = task.template
+    else:
+        missing = [f for f in ("test", "template", "label_column") if not getattr(args, f)]
+        if missing:
+            raise UserError(f"--train needs --{missing[0].replace('_', '-')} too.")
+        template = Template(_unescape(args.template))
+    changes = {k: _unescape(v) for k, v in (("input", args.template), ("instruction", args.instruction),
+                                             ("target_delimiter", args.target_delimiter),
+                                             ("fewshot_delimiter", args.fewshot_delimiter)) if v is not None}
+    template = Template(**{**template.__dict__, **changes})
+    if args.task:
+        return task.with_template(template)
+    choices = [c for c in _unescape(args.choices or "").split(",") if c]
+    return task_from_tables(read_table(args.train), read_table(args.test), template, args.label_column,
+                            choices, name=Path(args.train).stem)
+
+
+def cmd_fewshot(args: argparse.Namespace) -> object:
+    from dataclasses import asdict
+    from core.fewshot import run_fewshot
+    from core.fewshot_types import FewShotConfig
+    perturb, flip = args.perturb, 0.0
+    if perturb.startswith("flip"):
+        try:
+            perturb, flip = "flip", float(args.perturb.split(":", 1)[1])
+        except (IndexError, ValueError):
+            raise UserError("--perturb flip needs a fraction, e.g. flip:0.5") from None
+    task = _fewshot_task(args)
+    config = FewShotConfig(k=args.k, selection=args.selection, seed=args.seed, order=args.order,
+                           per_query=args.per_query, perturb=perturb, flip_fraction=flip,
+                           calibrate=args.calibrate, limit=args.limit)
+    run = run_fewshot(load_from_args(args), task, config)
+    return {"accuracy": run.metrics.accuracy, "metrics": asdict(run.metrics),
+            "model": run.model, "task": run.task, "choices": run.choices,
+            "demonstrations": [asdict(d) for d in run.demos],
+            "examples": [{"index": e.index, "gold": e.gold, "prediction": e.prediction,
+                          "choice_logprobs": e.choice_logprobs, "correct": bool(e.correct),
+                          "gold_logprob": e.gold_logprob,
+                          **({"edit_distance": e.edit_distance} if task.generative else {}),
+                          **({"prediction_calibrated": e.prediction_calibrated} if config.calibrate else {})}
+                         for e in run.examples]}
+
+
+cmd_fewshot.arguments = _fewshot_args  # type: ignore[attr-defined]
+
 command("models", "list the embedded models and their checkpoints")(cmd_models)
 command("attribute", "which parts of a prompt drove a target (Captum)")(cmd_attribute)
 command("heads", "score every head's role (induction, previous token, sink, entropy)")(cmd_heads)
 command("attention", "one head's attention map on a text")(cmd_attention)
+command("fewshot", "score a task with k demonstrations (lm-eval layout)")(cmd_fewshot)
 command("info", "load a model and print its info record")(cmd_info)
 command("train-tiny", "train an embedded-style tiny model from scratch")(cmd_train_tiny)
 

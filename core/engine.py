@@ -6,10 +6,12 @@ from dataclasses import replace
 
 import threading
 
-from core import attention, attribution, devices
+from core import attention, attribution, devices, fewshot
 from core.embedded import MODELS_DIR, list_embedded
 from core.models import ModelRegistry, PathPolicy, Progress
 from core.presets import HUB_PRESETS
+from core.fewshot_types import FewShotConfig, FewShotRun
+from core.tasks import Task
 from core.types import AppConfig, ModelHandle, ModelInfo, ModelSpec
 
 
@@ -90,9 +92,41 @@ class Engine:
         """Ask the running job ``job`` (e.g. a browser session) to stop at its next model call."""
         self._cancel.setdefault(job, threading.Event()).set()
 
-    def attribute(self, key: str, prompt: str, target: str | None, method: str, granularity: str,
-                  job: str = "", **kwargs) -> attribution.AttributionResult:
+    def _job(self, job: str) -> threading.Event:
+        """The cancel flag of ``job``, cleared: a new run starts uncancelled."""
         flag = self._cancel.setdefault(job, threading.Event())
         flag.clear()
+        return flag
+
+    def attribute(self, key: str, prompt: str, target: str | None, method: str, granularity: str,
+                  job: str = "", **kwargs) -> attribution.AttributionResult:
+        flag = self._job(job)
         return attribution.attribute(self.handle(key), prompt, target, method, granularity,
                                      should_stop=flag.is_set, **kwargs)
+
+    # ---- few-shot -----------------------------------------------------------------
+    def fewshot(self, key: str, task: Task, config: FewShotConfig, job: str = "",
+                progress=None) -> FewShotRun:
+        return fewshot.run_fewshot(self.handle(key), task, config, progress, self._job(job).is_set)
+
+    def fewshot_compare(self, runs: list[tuple[str, FewShotConfig]], task: Task, job: str = "",
+                        progress=None) -> list[FewShotRun]:
+        """Several (model, configuration) pairs on the same test examples, one after another."""
+        flag = self._job(job)
+        out = []
+        for n, (key, config) in enumerate(runs):
+            sub = None if progress is None else (
+                lambda f, m, n=n: progress((n + f) / len(runs), f"configuration {n + 1}/{len(runs)}: {m}"))
+            out.append(fewshot.run_fewshot(self.handle(key), task, config, sub, flag.is_set))
+        return out
+
+    def fewshot_sweep(self, runs: list[tuple[str, FewShotConfig]], task: Task, values: list,
+                      seeds: list[int], axis: str = "k", job: str = "", progress=None) -> list[list[FewShotRun]]:
+        """Every configuration at every value of ``axis`` x seed: one list of runs per configuration."""
+        flag = self._job(job)
+        out = []
+        for n, (key, config) in enumerate(runs):
+            sub = None if progress is None else (
+                lambda f, m, n=n: progress((n + f) / len(runs), f"configuration {n + 1}/{len(runs)}, {m}"))
+            out.append(fewshot.sweep(self.handle(key), task, config, values, seeds, axis, sub, flag.is_set))
+        return out

@@ -24,7 +24,7 @@ import numpy as np
 
 from core.demos import (build_prompt, content_free_query, demonstrations, label_map, nearest_similarity,
                         scored_choices, template_of)
-from core.errors import UserError
+from core.errors import Cancelled, UserError
 from core.fewshot_types import CONTENT_FREE, Demo, Example, FewShotConfig, FewShotRun, Metrics
 from core.scoring import encode, generate_greedy, score_continuations, split_context
 from core.tasks import Task
@@ -178,32 +178,42 @@ def _metrics(examples: list[Example], choices: list[str] | None, shared: list[De
 
 # ---- sweeps -------------------------------------------------------------------------
 
-def sweep(handle: ModelHandle, task: Task, config: FewShotConfig, ks: list[int], seeds: list[int],
-          progress: Progress | None = None, should_stop: Callable[[], bool] = lambda: False) -> list[FewShotRun]:
-    """The configuration at every k x seed (the seed drives selection, order and labels)."""
-    if not ks or not seeds:
-        raise UserError("A sweep needs at least one k and one seed.")
-    pool = len(task.train)
-    too_big = [k for k in ks if k > pool]
-    if too_big:
-        raise UserError(f"k={too_big[0]} is larger than the pool of {pool} demonstrations in the train split.")
-    runs, points = [], [(k, s) for k in ks for s in seeds]
-    for n, (k, seed) in enumerate(points):
+SWEEP_AXES = ("k", "flip_fraction", "seed")
+
+
+def sweep(handle: ModelHandle, task: Task, config: FewShotConfig, values: list, seeds: list[int],
+          axis: str = "k", progress: Progress | None = None,
+          should_stop: Callable[[], bool] = lambda: False) -> list[FewShotRun]:
+    """The configuration at every value of ``axis`` x seed (the seed drives selection, order, labels)."""
+    if axis not in SWEEP_AXES:
+        raise UserError(f"Cannot sweep over {axis!r}; choose one of {', '.join(SWEEP_AXES)}.")
+    if not values or not seeds:
+        raise UserError("A sweep needs at least one value and one seed.")
+    if axis == "k":
+        too_big = [k for k in values if k > len(task.train)]
+        if too_big:
+            raise UserError(f"k={too_big[0]} is larger than the pool of {len(task.train)} demonstrations "
+                            "in the train split.")
+    points = [(v, s) for v in values for s in (seeds if axis != "seed" else [None])]
+    runs = []
+    for n, (value, seed) in enumerate(points):
         if should_stop():
-            from core.errors import Cancelled
             raise Cancelled("The sweep")
+        changes = {axis: value} if axis == "seed" else {axis: value, "seed": seed}
+        if axis == "flip_fraction":
+            changes["perturb"] = "flip"
         sub = None if progress is None else (
-            lambda f, m, n=n, k=k, seed=seed: progress((n + f) / len(points), f"k={k} seed={seed}: {m}"))
-        runs.append(run_fewshot(handle, task, replace(config, k=k, seed=seed), sub, should_stop))
+            lambda f, m, n=n, c=changes: progress((n + f) / len(points), f"{c}: {m}"))
+        runs.append(run_fewshot(handle, task, replace(config, **changes), sub, should_stop))
     return runs
 
 
-def summarise(runs: list[FewShotRun], metric: str = "accuracy") -> list[dict]:
-    """Mean and std of a metric over seeds, per k."""
-    by_k: dict[int, list[float]] = {}
+def summarise(runs: list[FewShotRun], metric: str = "accuracy", axis: str = "k") -> list[dict]:
+    """Mean and std of a metric over seeds, per value of the swept axis."""
+    by_x: dict = {}
     for r in runs:
         value = getattr(r.metrics, metric)
         if value is not None:
-            by_k.setdefault(r.config.k, []).append(value)
-    return [{"k": k, "mean": float(np.mean(v)), "std": float(np.std(v)), "n_seeds": len(v)}
-            for k, v in sorted(by_k.items())]
+            by_x.setdefault(getattr(r.config, axis), []).append(value)
+    return [{"x": x, "mean": float(np.mean(v)), "std": float(np.std(v)), "n": len(v)}
+            for x, v in sorted(by_x.items())]

@@ -112,8 +112,13 @@ def _run_prefix(model, prefix: list[int]):
     return out.past_key_values
 
 
-def _forward_rows(model, cache, rows: list[list[int]], pad_id: int) -> torch.Tensor:
-    """(batch, max_len, vocab) logits of right-padded rows after the shared prefix."""
+def _forward_rows(model, cache, rows: list[list[int]], pad_id: int,
+                  keep: list[int]) -> tuple[torch.Tensor, dict[int, int]]:
+    """Logits of right-padded rows after the shared prefix, at the positions in ``keep`` only.
+
+    Returns ``(batch, len(keep), vocab)`` logits and position -> column. Computing the
+    vocabulary projection only where a choice is scored saves most of it for short choices.
+    """
     width = max(len(r) for r in rows)
     ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
     for i, r in enumerate(rows):
@@ -123,8 +128,14 @@ def _forward_rows(model, cache, rows: list[list[int]], pad_id: int) -> torch.Ten
         batch_cache = copy.deepcopy(cache)
         batch_cache.batch_repeat_interleave(len(rows))
         kwargs["past_key_values"] = batch_cache
+    positions = sorted(set(keep))
     with torch.no_grad():
-        return model(ids.to(model.device), **kwargs).logits
+        try:
+            logits = model(ids.to(model.device), logits_to_keep=torch.tensor(positions, device=model.device),
+                           **kwargs).logits  # (batch, len(positions), vocab)
+        except TypeError:  # a model without logits_to_keep: project every position
+            logits = model(ids.to(model.device), **kwargs).logits[:, positions]
+    return logits, {p: i for i, p in enumerate(positions)}
 
 
 def _batches(order: list[int], lengths: list[int], budget: int):
@@ -174,11 +185,13 @@ def score_continuations(model, tokenizer, contexts: list[str], continuations: li
     for batch in _batches(order, lengths, batch_tokens):
         if should_stop():
             raise Cancelled("Scoring")
-        logits = _forward_rows(model, cache, [rows[i][1] for i in batch], pad_id)  # (batch, len, vocab)
+        keep = [pos + t for i in batch for _, pos, toks in rows[i][2] for t in range(len(toks))]
+        logits, column = _forward_rows(model, cache, [rows[i][1] for i in batch], pad_id, keep)
         for b, i in enumerate(batch):
             q, _, targets = rows[i]
             for j, pos, toks in targets:
-                sl = logits[b, pos: pos + len(toks)].float().log_softmax(-1)  # (len(toks), vocab)
+                cols = [column[pos + t] for t in range(len(toks))]
+                sl = logits[b, cols].float().log_softmax(-1)  # (len(toks), vocab)
                 t = torch.tensor(toks, device=sl.device)
                 logprob[q, j] = sl.gather(1, t[:, None]).sum().item()
                 greedy[q, j] = bool((sl.argmax(-1) == t).all())

@@ -7,6 +7,7 @@ from core.engine import Engine
 from ui.bertviz_view import VENDOR
 from ui.tabs import attention as attention_tab
 from ui.tabs import attribution as attribution_tab
+from ui.tabs import fewshot as fewshot_tab
 from ui.tabs import model as model_tab
 
 CSS = """
@@ -34,6 +35,8 @@ def build_app(engine: Engine) -> gr.Blocks:
                 attention_tab.render(engine, active, demo)
             with gr.Tab("Attribution", id="attribution"):
                 attribution_tab.render(engine, active, demo)
+            with gr.Tab("Few-shot", id="fewshot"):
+                fewshot_tab.render(engine, active, demo)
     return demo
 
 

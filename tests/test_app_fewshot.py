@@ -4,7 +4,7 @@ import json
 import pytest
 from gradio_client.exceptions import AppError
 
-TASK = ["built-in", "recall", None, None, "", "", "", "{key} =", " ", " ; "]
+TASK = ["built-in", "recall", None, None, "", "", "", "{key} =", " ", " ; ", ""]
 CONFIG = dict(use=True, model="el-2l-128", k=4, selection="first", seed=0, order="as_chosen",
               perturb="gold", flip=0.5, calibrate=False, per_query=False, variant="")
 FIELDS = list(CONFIG)
@@ -75,3 +75,9 @@ def test_preview_shows_prompt_and_token_count(client):
     prompt, tokens = client.predict(*TASK, *configs(dict(k=2)), "", 0, api_name="/fewshot_preview")
     assert prompt.count(" ; ") == 2 and prompt.endswith("=")
     assert "tokens</b> of a 64-token context" in tokens
+
+
+def test_hub_dataset_offline_says_so(client):
+    hub = ["hub dataset", "recall", None, None, "label", "", "", "{text}", " ", "\\n\\n", "someone/sst2"]
+    with pytest.raises(AppError, match="needs the network"):
+        run(client, dict(), task=hub)

@@ -60,3 +60,13 @@ def test_attribution_tab_colours_the_prompt(page, tmp_path):
     assert page.locator("#attr-text .el-attr-text span").count() == 5  # 4 demonstrations + the query
     page.locator("#attr-bars .main-svg").first.wait_for(timeout=60_000)
     page.screenshot(path=str(tmp_path / "attribution-tab.png"), full_page=True)
+
+
+def test_fewshot_tab_sweeps_and_draws_the_curve(page, tmp_path):
+    page.get_by_role("tab", name="Few-shot").click()
+    page.locator("#fewshot-sweep").click()
+    page.locator("#fewshot-plot .main-svg").first.wait_for(timeout=120_000)
+    assert page.locator("#fewshot-plot .scatterlayer .trace").count() >= 2  # configurations A and B
+    page.locator("#fewshot-table table").first.wait_for(timeout=30_000)
+    assert "Swept k" in page.locator("#fewshot-status").inner_text()
+    page.screenshot(path=str(tmp_path / "fewshot-tab.png"), full_page=True)

@@ -11,7 +11,8 @@ from core.engine import Engine
 from core.errors import UserError
 from core.fewshot_presets import PRESETS, task_for
 from core.fewshot_types import ORDERS, PERTURBATIONS, SELECTIONS, FewShotConfig
-from core.tasks import Template, builtin_names, load_builtin, read_table, split_table, task_from_tables
+from core.tasks import (Template, builtin_names, load_builtin, load_hub_dataset, read_table, split_table,
+                        task_from_tables)
 from ui import fewshot_plots as fp
 from ui.common import GPU, model_choices, model_picker, resolve_key
 from ui.errors import user_errors
@@ -37,11 +38,18 @@ def parse_list(text: str, cast=int) -> list:
         raise UserError(f"{text!r} is not a comma-separated list of numbers.") from None
 
 
-def build_task(source, name, train_file, test_file, label_col, choices, instruction, input_tpl, td, fd):
+def build_task(source, name, train_file, test_file, label_col, choices, instruction, input_tpl, td, fd,
+               hub_id="", offline=False):
     """The task the widgets describe, with the template from the template boxes."""
     if source == "built-in":
         task = load_builtin(name)
         base = task.template
+    elif source == "hub dataset":
+        if not (hub_id or "").strip():
+            raise UserError("Type a Hub dataset id (e.g. 'sst2'), or choose a built-in task.")
+        if not (label_col or "").strip():
+            raise UserError("Name the label column of the dataset.")
+        base, task = None, load_hub_dataset(hub_id.strip(), offline=offline)
     else:
         if not train_file:
             raise UserError("Upload a train file (CSV or JSONL), or choose a built-in task.")
@@ -67,7 +75,7 @@ def render(engine: Engine, active: gr.State, demo: gr.Blocks) -> None:
                 "choice, order and labels of the demonstrations, the wording, and the model — up to four "
                 "configurations on the same test examples. Scoring follows lm-evaluation-harness exactly.")
     with gr.Row():
-        source = gr.Radio(["built-in", "upload"], value="built-in", label="Task source", scale=1)
+        source = gr.Radio(["built-in", "upload", "hub dataset"], value="built-in", label="Task source", scale=1)
         task_name = gr.Dropdown(builtin_names(), value="recall", label="Built-in task", scale=1)
         task_info = gr.Markdown(elem_classes="el-empty")
     with gr.Row(visible=False) as upload_row:
@@ -76,6 +84,7 @@ def render(engine: Engine, active: gr.State, demo: gr.Blocks) -> None:
         test_file = gr.File(label="Test split: queries (empty: half the train file)", type="filepath",
                             file_types=[".csv", ".jsonl", ".json"])
         with gr.Column():
+            hub_id = gr.Textbox(label="Hub dataset id (source = hub dataset; needs network)")
             label_col = gr.Textbox(label="Label column")
             choices_box = gr.Textbox(label="Choices, comma-separated (empty: generative task)")
     with gr.Accordion("Prompt template", open=True):
@@ -143,7 +152,8 @@ def render(engine: Engine, active: gr.State, demo: gr.Blocks) -> None:
         json_file = gr.File(label="Runs (JSON)")
     runs_state = gr.State([])
 
-    task_inputs = [source, task_name, train_file, test_file, label_col, choices_box, instruction, input_tpl, td, fd]
+    task_inputs = [source, task_name, train_file, test_file, label_col, choices_box, instruction, input_tpl, td, fd,
+                   hub_id]
     cfg_inputs = [w for widgets in cfg for w in widgets]
 
     def configs(task, args, manual_rows, lim) -> list[tuple[str, FewShotConfig]]:
@@ -179,7 +189,8 @@ def render(engine: Engine, active: gr.State, demo: gr.Blocks) -> None:
     @user_errors
     def on_task(src, name):
         if src != "built-in":
-            return gr.update(visible=True), "Upload your data and map its columns.", *[gr.update()] * 4
+            hint = "Upload your data" if src == "upload" else "Name a Hub dataset (train and test splits)"
+            return gr.update(visible=True), hint + ", map its columns and write the template.", *[gr.update()] * 4
         task = load_builtin(name)
         t = task.template
         desc = (f"**{name}** — {task.description} {len(task.train)} demonstrations, {len(task.test)} queries; "
@@ -189,7 +200,7 @@ def render(engine: Engine, active: gr.State, demo: gr.Blocks) -> None:
 
     @user_errors
     def do_preview(*args):
-        task = build_task(*args[: len(task_inputs)])
+        task = build_task(*args[: len(task_inputs)], offline=engine.config.offline)
         rest = args[len(task_inputs):]
         key, config = configs(task, rest[:-2], rest[-2], rest[-1])[0]
         from core.demos import build_prompt, demonstrations, template_of
@@ -203,7 +214,7 @@ def render(engine: Engine, active: gr.State, demo: gr.Blocks) -> None:
 
     @user_errors
     def do_run(*args, progress=gr.Progress(), request: gr.Request = None):
-        task = build_task(*args[: len(task_inputs)])
+        task = build_task(*args[: len(task_inputs)], offline=engine.config.offline)
         rest = args[len(task_inputs):]
         pairs = configs(task, rest[:-2], rest[-2], rest[-1])
         runs = engine.fewshot_compare(pairs, task, job=job(request),
@@ -213,7 +224,7 @@ def render(engine: Engine, active: gr.State, demo: gr.Blocks) -> None:
 
     @user_errors
     def do_sweep(*args, progress=gr.Progress(), request: gr.Request = None):
-        task = build_task(*args[: len(task_inputs)])
+        task = build_task(*args[: len(task_inputs)], offline=engine.config.offline)
         rest = args[len(task_inputs):]
         ax, vals, sds, mets = rest[-4:]
         pairs = configs(task, rest[:-6], rest[-6], rest[-5])

@@ -138,10 +138,11 @@ def _forward_rows(model, cache, rows: list[list[int]], pad_id: int,
     return logits, {p: i for i, p in enumerate(positions)}
 
 
-def _batches(order: list[int], lengths: list[int], budget: int):
+def _batches(order: list[int], lengths: list[int], budget: int, n_prefix: int = 0):
+    """Rows in batches whose key/value tokens (prefix copy + padded rows) stay within ``budget``."""
     batch: list[int] = []
     for i in order:  # longest first: the first row of a batch sets its width
-        if batch and (len(batch) + 1) * lengths[batch[0]] > budget:
+        if batch and (len(batch) + 1) * (n_prefix + lengths[batch[0]]) > budget:
             yield batch
             batch = []
         batch.append(i)
@@ -182,7 +183,7 @@ def score_continuations(model, tokenizer, contexts: list[str], continuations: li
     order = sorted(range(len(rows)), key=lambda i: -lengths[i])
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     done = 0
-    for batch in _batches(order, lengths, batch_tokens):
+    for batch in _batches(order, lengths, batch_tokens, n_prefix):
         if should_stop():
             raise Cancelled("Scoring")
         keep = [pos + t for i in batch for _, pos, toks in rows[i][2] for t in range(len(toks))]

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Callable
 
 from core.errors import UserError
+from core.tasks import unescape
 
 Command = Callable[[argparse.Namespace], object]
 _COMMANDS: dict[str, tuple[Command, Callable[[argparse.ArgumentParser], None], str]] = {}
@@ -123,22 +124,18 @@ def _attribute_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", help="write the JSON here instead of printing it")
 
 
-def _unescape(s: str | None) -> str | None:
-    return None if s is None else s.replace("\\n", "\n").replace("\\t", "\t")
-
-
 def cmd_attribute(args: argparse.Namespace) -> object:
     from core.attribution import attribute
     segments = None
     if args.segments:
         try:
-            segments = [_unescape(x) for x in json.loads(args.segments)]
+            segments = [unescape(x) for x in json.loads(args.segments)]
         except json.JSONDecodeError as exc:
             raise UserError(f"--segments is not valid JSON: {exc}") from exc
         if not isinstance(segments, list) or not all(isinstance(x, str) for x in segments):
             raise UserError("--segments must be a JSON list of strings.")
-    res = attribute(load_from_args(args), _unescape(args.prompt), _unescape(args.target), args.method,
-                    args.granularity, foil=_unescape(args.foil), segments=segments,
+    res = attribute(load_from_args(args), unescape(args.prompt), unescape(args.target), args.method,
+                    args.granularity, foil=unescape(args.foil), segments=segments,
                     generate=0 if args.target else args.generate, label=args.label,
                     n_steps=args.n_steps, n_samples=args.n_samples, seed=args.seed)
     return res.to_dict()
@@ -179,14 +176,14 @@ def _fewshot_task(args: argparse.Namespace):
         missing = [f for f in ("test", "template", "label_column") if not getattr(args, f)]
         if missing:
             raise UserError(f"--train needs --{missing[0].replace('_', '-')} too.")
-        template = Template(_unescape(args.template))
-    changes = {k: _unescape(v) for k, v in (("input", args.template), ("instruction", args.instruction),
+        template = Template(unescape(args.template))
+    changes = {k: unescape(v) for k, v in (("input", args.template), ("instruction", args.instruction),
                                              ("target_delimiter", args.target_delimiter),
                                              ("fewshot_delimiter", args.fewshot_delimiter)) if v is not None}
     template = Template(**{**template.__dict__, **changes})
     if args.task:
         return task.with_template(template)
-    choices = [c for c in _unescape(args.choices or "").split(",") if c]
+    choices = [c for c in unescape(args.choices or "").split(",") if c]
     return task_from_tables(read_table(args.train), read_table(args.test), template, args.label_column,
                             choices, name=Path(args.train).stem)
 

@@ -167,6 +167,11 @@ def _cfg(config, *names, default=None):
     return default
 
 
+def context_length(config) -> int | None:
+    """The longest input the model's positions cover (None: unbounded or unknown)."""
+    return _cfg(config, "max_position_embeddings", "n_positions", "n_ctx")
+
+
 def model_info(model, key: str, res: Resolved, kind: str) -> ModelInfo:
     c = model.config
     n_heads = int(_cfg(c, "num_attention_heads", "n_head", default=0))
@@ -177,7 +182,7 @@ def model_info(model, key: str, res: Resolved, kind: str) -> ModelInfo:
         n_layers=int(_cfg(c, "num_hidden_layers", "n_layer", default=0)), n_heads=n_heads,
         n_kv_heads=int(_cfg(c, "num_key_value_heads", default=n_heads)),
         hidden_size=int(_cfg(c, "hidden_size", "n_embd", "d_model", default=0)),
-        context_length=_cfg(c, "max_position_embeddings", "n_positions", "n_ctx"),
+        context_length=context_length(c),
         vocab_size=int(c.vocab_size), dtype=devices.dtype_name(model.dtype), device=str(model.device),
         attn_implementation=getattr(c, "_attn_implementation", None) or "eager",
         memory_bytes=devices.module_bytes(model), step=res.step,

@@ -25,8 +25,8 @@ from typing import Callable
 import numpy as np
 import torch
 
-from core.errors import Cancelled
-from core.errors import UserError
+from core.errors import Cancelled, UserError
+from core.models import context_length
 
 BATCH_TOKENS = 8192  # padded tokens per batch on CPU; GPUs take more
 
@@ -88,17 +88,8 @@ def _common_prefix(seqs: list[list[int]]) -> int:
     return max(n, 0)
 
 
-def _context_limit(model) -> int | None:
-    cfg = model.config
-    for name in ("max_position_embeddings", "n_positions", "n_ctx", "seq_length"):
-        value = getattr(cfg, name, None)
-        if isinstance(value, int) and value > 0:
-            return value
-    return None
-
-
 def check_length(model, n_tokens: int, what: str = "The prompt") -> None:
-    limit = _context_limit(model)
+    limit = context_length(model.config)
     if limit is not None and n_tokens > limit:
         raise UserError(f"{what} is {n_tokens} tokens; the model's context holds {limit}. "
                         "Use fewer demonstrations, shorter inputs or a shorter template.")

@@ -62,6 +62,11 @@ class Template:
         return self.input.format(**{f: _text(row[f]) for f in self.fields()})
 
 
+def unescape(s: str | None) -> str | None:
+    """``\\n`` and ``\\t`` typed in a text box or on a command line become a newline and a tab."""
+    return None if s is None else s.replace("\\n", "\n").replace("\\t", "\t")
+
+
 def _text(value) -> str:
     if isinstance(value, float) and value.is_integer():
         return str(int(value))

@@ -11,7 +11,7 @@ from core.engine import Engine
 from core.errors import UserError
 from core.fewshot_presets import PRESETS, task_for
 from core.fewshot_types import ORDERS, PERTURBATIONS, SELECTIONS, FewShotConfig
-from core.tasks import (Template, builtin_names, load_builtin, load_hub_dataset, read_table, split_table,
+from core.tasks import (Template, unescape, builtin_names, load_builtin, load_hub_dataset, read_table, split_table,
                         task_from_tables)
 from ui import fewshot_plots as fp
 from ui.common import GPU, model_choices, model_picker, resolve_key
@@ -21,10 +21,6 @@ from ui.tabs.attribution import split_segments
 N_CONFIGS = 4
 FIELDS = ["use", "model", "k", "selection", "seed", "order", "perturb", "flip", "calibrate", "per_query", "variant"]
 DEFAULTS = [dict(k=4), dict(k=4, perturb="random"), dict(k=0), dict(k=8)]
-
-
-def unescape(s: str | None) -> str:
-    return (s or "").replace("\\n", "\n").replace("\\t", "\t")
 
 
 def escape(s: str) -> str:
@@ -62,7 +58,7 @@ def build_task(source, name, train_file, test_file, label_col, choices, instruct
         base, task = None, (train, test)
     if not (input_tpl or "").strip():
         raise UserError("The demonstration template is empty. Write one with {column} fields, e.g. 'Review: {text}'.")
-    template = Template(unescape(input_tpl), unescape(instruction), unescape(td), unescape(fd))
+    template = Template(*(unescape(x or "") for x in (input_tpl, instruction, td, fd)))
     if base is not None:
         return task.with_template(template)
     return task_from_tables(task[0], task[1], template, label_col.strip(),
@@ -276,8 +272,8 @@ def render(engine: Engine, active: gr.State, demo: gr.Blocks) -> None:
         if not ex.demos:
             raise UserError("Configuration A shows no demonstrations (k = 0): nothing to attribute.")
         key = next(k for k in engine.registry.keys() if engine.handle(k).info.name == run.model)
-        segs = split_segments(ex.prompt, escape(unescape(fd_text)))
-        res = engine.attribute(key, ex.prompt, unescape(td_text) + ex.prediction, "ablation", "segment",
+        segs = split_segments(ex.prompt, escape(unescape(fd_text or "")))
+        res = engine.attribute(key, ex.prompt, unescape(td_text or "") + ex.prediction, "ablation", "segment",
                                job=job(request), segments=segs)
         from ui import attribution_plots as bp
         return bp.bar_figure(res, bp.segment_labels(res))

@@ -79,7 +79,7 @@ def run_fewshot(handle: ModelHandle, task: Task, config: FewShotConfig, progress
     n_total = len(rows) * (1 + (task.generative))
     examples: list[Example | None] = [None] * len(rows)
     p_cf_by_query: dict[int, np.ndarray] = {}
-    shared_prefix, done = 0, 0
+    shared_prefix, done, max_tokens = 0, 0, 0
 
     def step(frac: float, msg: str) -> None:
         if progress:
@@ -98,6 +98,7 @@ def run_fewshot(handle: ModelHandle, task: Task, config: FewShotConfig, progress
         scores = score_continuations(model, tok, contexts + cf, conts, should_stop=should_stop,
                                      progress=lambda f, m: step((done + f * len(members)) / n_total, m))
         shared_prefix = max(shared_prefix, scores.shared_prefix)
+        max_tokens = max(max_tokens, int(scores.context_tokens[: len(contexts)].max()))
         if cf:
             p_cf = _softmax(scores.logprob[len(contexts):]).mean(0)  # (choices,)
             for i in members:
@@ -121,10 +122,9 @@ def run_fewshot(handle: ModelHandle, task: Task, config: FewShotConfig, progress
             gold_ids = encode(tok, ctx + cont)[len(encode(tok, ctx)):]
             e.edit_distance = edit_distance(gen.token_ids, gold_ids)
         step(1.0, "generated")
-    lengths = [len(encode(tok, p)) for p in prompts]
     return FewShotRun(task=task.name, model=handle.info.name, config=config, choices=choices,
                       examples=examples, metrics=_metrics(examples, choices, shared),
-                      demos=shared, max_prompt_tokens=max(lengths), shared_prefix_tokens=shared_prefix,
+                      demos=shared, max_prompt_tokens=max_tokens, shared_prefix_tokens=shared_prefix,
                       elapsed_s=round(time.time() - t0, 3))
 
 

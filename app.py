@@ -26,11 +26,13 @@ def parse_args(argv: list[str] | None = None) -> AppConfig:
                     help="folder of local models a --host/--share server may load (repeatable)")
     ap.add_argument("--memory-budget-gb", type=float, help="evict models beyond this much memory")
     ap.add_argument("--max-models", type=int, default=3, help="models kept loaded at once")
+    ap.add_argument("--runs-dir", type=Path, help="where fine-tuning runs are written (default: ./runs)")
     a = ap.parse_args(argv)
+    extra = {"runs_dir": a.runs_dir.resolve()} if a.runs_dir else {}
     return AppConfig(host=a.host, port=a.port, share=a.share,
                      model=None if a.model.lower() == "none" else a.model, device=a.device,
                      dtype=a.dtype, offline=a.offline, model_dirs=tuple(a.model_dir),
-                     memory_budget_gb=a.memory_budget_gb, max_models=a.max_models)
+                     memory_budget_gb=a.memory_budget_gb, max_models=a.max_models, **extra)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -114,6 +114,27 @@ def recall(rng: random.Random) -> tuple[list[dict], list[dict]]:
     return train, test
 
 
+GROUP_WORDS = 64   # words in the word-groups task, half in each group
+GROUP_LABELS = ("w0", "w1")  # the group names; never used as input words
+
+
+def word_groups(rng: random.Random) -> tuple[list[dict], list[dict]]:
+    """Five words in, which of two fixed (random) word groups holds most of them out.
+
+    Nothing in a prompt says which group a word is in: a model can learn it only by
+    changing its weights (fine-tuning), which makes it the task where the embedded
+    models start at chance and in-context demonstrations help little.
+    """
+    words = rng.sample(range(2, 512), GROUP_WORDS)
+    group = {w: i % 2 for i, w in enumerate(words)}
+    rows = []
+    for _ in range(1200):
+        picked = [rng.choice(words) for _ in range(5)]
+        votes = sum(group[w] for w in picked)
+        rows.append({"words": " ".join(f"w{w}" for w in picked), "group": GROUP_LABELS[int(votes >= 3)]})
+    return _split(rows, 800, rng)
+
+
 def write_all(out: Path = TASKS_DIR, seed: int = 0) -> None:
     rng = random.Random(seed)
     tasks = {
@@ -143,6 +164,12 @@ def write_all(out: Path = TASKS_DIR, seed: int = 0) -> None:
         "template": {"input": "{key} =", "fewshot_delimiter": " ; "},
         "label_column": "value", "choices": [r["value"] for r in train],
         "unrelated_labels": [f"w{i}" for i in rng.sample(range(512), RECALL_KEYS)]}, out)
+    train, test = word_groups(random.Random(seed + 1))
+    _write("wordgroups", train, test[:200], {
+        "description": "Which of two fixed word groups (w0, w1) holds most of five words? The groups are "
+                       "random, so only fine-tuning can learn them; the embedded models start at chance.",
+        "template": {"input": "{words} =", "fewshot_delimiter": " ; "},
+        "label_column": "group", "choices": list(GROUP_LABELS), "unrelated_labels": ["w2", "w3"]}, out)
 
 
 if __name__ == "__main__":

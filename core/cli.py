@@ -216,12 +216,84 @@ def cmd_fewshot(args: argparse.Namespace) -> object:
 
 cmd_fewshot.arguments = _fewshot_args  # type: ignore[attr-defined]
 
+def _finetune_args(p: argparse.ArgumentParser) -> None:
+    from core.finetune_types import METHODS, OBJECTIVES, PRECISIONS
+    p.add_argument("--model", default="default", help="Hub id, local folder, 'default' or an embedded model")
+    p.add_argument("--revision")
+    src = p.add_mutually_exclusive_group()
+    src.add_argument("--task", help="a built-in task (e.g. wordgroups, sentiment)")
+    src.add_argument("--train", help="CSV/JSONL of training examples")
+    src.add_argument("--spec", help="a FinetuneSpec as JSON (what the app writes)")
+    src.add_argument("--resume", metavar="DIR", help="continue the run in DIR from its last checkpoint")
+    p.add_argument("--eval", help="CSV/JSONL of held-out examples (default: a split of --train)")
+    p.add_argument("--text-column")
+    p.add_argument("--label-column")
+    p.add_argument("--template", help="input template with {column} fields (default: '{TEXT_COLUMN}')")
+    p.add_argument("--objective", choices=OBJECTIVES, default="classification")
+    p.add_argument("--method", choices=METHODS, default="lora")
+    p.add_argument("--epochs", type=float, default=3.0)
+    p.add_argument("--lr", type=float, help="learning rate (default 5e-5 full, 5e-4 LoRA)")
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--grad-accum", type=int, default=1)
+    p.add_argument("--max-length", type=int, default=256)
+    p.add_argument("--max-steps", type=int)
+    p.add_argument("--eval-every", type=int, default=0)
+    p.add_argument("--warmup-ratio", type=float, default=0.06)
+    p.add_argument("--weight-decay", type=float, default=0.0)
+    p.add_argument("--lora-r", type=int, default=8)
+    p.add_argument("--lora-alpha", type=int, default=16)
+    p.add_argument("--lora-dropout", type=float, default=0.05)
+    p.add_argument("--target-modules", help="comma-separated LoRA targets (default: per architecture)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--precision", choices=PRECISIONS, default="auto")
+    p.add_argument("--gradient-checkpointing", action="store_true")
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: leave as is)")
+    p.add_argument("--offline", action="store_true")
+    p.add_argument("--out", help="the run folder (model, checkpoints, metrics.json)")
+
+
+def cmd_finetune(args: argparse.Namespace) -> object:
+    import signal
+    import torch
+    from core.finetune import train_run
+    from core.finetune_types import DataSpec, FinetuneSpec
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    stop = {"flag": False}
+    signal.signal(signal.SIGTERM, lambda *_: stop.update(flag=True))  # cancel: checkpoint, then exit
+    if args.resume:
+        return train_run(None, args.resume, resume=True, offline=args.offline, should_stop=lambda: stop["flag"])
+    if not args.out:
+        raise UserError("--out DIR is required: the folder the run is written to.")
+    if args.spec:
+        spec = FinetuneSpec.from_dict(json.loads(Path(args.spec).read_text()))
+    else:
+        if not args.task and not args.train:
+            raise UserError("Give the data: --task NAME, or --train FILE with --text-column and --label-column.")
+        data = DataSpec(task=args.task, train_path=args.train, eval_path=args.eval,
+                        text_column=args.text_column, label_column=args.label_column,
+                        template=unescape(args.template))
+        spec = FinetuneSpec(
+            model=args.model, revision=args.revision, data=data, objective=args.objective, method=args.method,
+            epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, grad_accum=args.grad_accum,
+            max_length=args.max_length, max_steps=args.max_steps, eval_every=args.eval_every,
+            warmup_ratio=args.warmup_ratio, weight_decay=args.weight_decay, lora_r=args.lora_r,
+            lora_alpha=args.lora_alpha, lora_dropout=args.lora_dropout, seed=args.seed, device=args.device,
+            precision=args.precision, gradient_checkpointing=args.gradient_checkpointing,
+            target_modules=tuple(x.strip() for x in args.target_modules.split(",")) if args.target_modules else None)
+    return train_run(spec, args.out, offline=args.offline, should_stop=lambda: stop["flag"])
+
+
+cmd_finetune.arguments = _finetune_args  # type: ignore[attr-defined]
+
 command("models", "list the embedded models and their checkpoints")(cmd_models)
 command("attribute", "which parts of a prompt drove a target (Captum)")(cmd_attribute)
 command("heads", "score every head's role (induction, previous token, sink, entropy)")(cmd_heads)
 command("attention", "one head's attention map on a text")(cmd_attention)
 command("fewshot", "score a task with k demonstrations (lm-eval layout)")(cmd_fewshot)
 command("info", "load a model and print its info record")(cmd_info)
+command("finetune", "fine-tune a model (full or LoRA) on a task; writes a run folder")(cmd_finetune)
 command("train-tiny", "train an embedded-style tiny model from scratch")(cmd_train_tiny)
 
 
@@ -244,7 +316,7 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(2)
     text = json.dumps(result, indent=2, default=str)
     out = getattr(args, "out", None)
-    if out and args.command != "train-tiny":
+    if out and args.command not in ("train-tiny", "finetune"):
         Path(out).write_text(text + "\n")
     else:
         print(text)

@@ -8,6 +8,7 @@ import threading
 
 from core import attention, attribution, devices, fewshot
 from core.embedded import MODELS_DIR, list_embedded
+from core.finetune_jobs import FinetuneJobs
 from core.models import ModelRegistry, PathPolicy, Progress
 from core.presets import HUB_PRESETS
 from core.fewshot_types import FewShotConfig, FewShotRun
@@ -20,11 +21,13 @@ class Engine:
 
     def __init__(self, config: AppConfig = AppConfig()):
         self.config = config
-        policy = PathPolicy(allow_any=not config.exposed, folders=(MODELS_DIR, *config.model_dirs))
+        policy = PathPolicy(allow_any=not config.exposed,
+                            folders=(MODELS_DIR, config.runs_dir, *config.model_dirs))
         budget = int(config.memory_budget_gb * 2**30) if config.memory_budget_gb else None
         self.registry = ModelRegistry(budget, config.max_models, policy, config.offline)
         self._head_cache: OrderedDict[tuple, attention.HeadScores] = OrderedDict()
         self._cancel: dict[str, threading.Event] = {}
+        self.finetune = FinetuneJobs(config.runs_dir)
 
     # ---- models -----------------------------------------------------------
     def spec(self, model: str, revision: str | None = None, **kw) -> ModelSpec:
@@ -60,6 +63,9 @@ class Engine:
         """(label, value) pairs for a model picker: embedded models first, then Hub presets."""
         out = [(f"{m.name} (embedded{', default' if m.default else ''}, "
                 f"{len(m.checkpoints)} checkpoints)", m.name) for m in list_embedded()]
+        out += [(f"{r.name} (fine-tuned {r.base_model}, {r.method}, {r.objective}"
+                 + (f", accuracy {r.eval_accuracy:.2f}" if r.eval_accuracy is not None else "") + ")", r.model_path)
+                for r in self.finetune.runs() if r.state == "finished" and r.model_path]
         out += [(f"{p.model} — {p.note}", p.model) for p in HUB_PRESETS]
         return out
 

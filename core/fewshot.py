@@ -55,6 +55,8 @@ def _stop_strings(delimiter: str) -> tuple[str, ...]:
 
 def run_fewshot(handle: ModelHandle, task: Task, config: FewShotConfig, progress: Progress | None = None,
                 should_stop: Callable[[], bool] = lambda: False) -> FewShotRun:
+    if handle.info.kind == "seq_cls":
+        return _classifier_run(handle, task, config, should_stop)
     if handle.info.kind != "causal_lm":
         raise UserError(f"Few-shot scoring needs a causal language model; {handle.info.name} is a {handle.info.kind}.")
     t0 = time.time()
@@ -126,6 +128,57 @@ def run_fewshot(handle: ModelHandle, task: Task, config: FewShotConfig, progress
                       examples=examples, metrics=_metrics(examples, choices, shared),
                       demos=shared, max_prompt_tokens=max_tokens, shared_prefix_tokens=shared_prefix,
                       elapsed_s=round(time.time() - t0, 3))
+
+
+def _classifier_run(handle: ModelHandle, task: Task, config: FewShotConfig,
+                    should_stop: Callable[[], bool]) -> FewShotRun:
+    """A sequence classifier (e.g. a fine-tuned run) reads the query alone: no demonstrations.
+
+    Its class probabilities stand in for the choices' likelihoods, so it sits in the
+    same side-by-side view as prompting (base vs fine-tuned vs few-shot).
+    """
+    import torch
+
+    t0 = time.time()
+    if task.generative:
+        raise UserError(f"{handle.info.name} is a classifier; task {task.name!r} is generative.")
+    template = template_of(task, config)
+    task = task.with_template(template)
+    rows = task.rows("test")[: config.limit] if config.limit else task.rows("test")
+    choices = list(task.choices)
+    label2id = {str(k): int(v) for k, v in (handle.model.config.label2id or {}).items()}
+    if all(c in label2id for c in choices):
+        ids = [label2id[c] for c in choices]
+    elif handle.model.config.num_labels == len(choices):
+        ids = list(range(len(choices)))
+    else:
+        raise UserError(f"{handle.info.name} classifies into {', '.join(label2id) or handle.model.config.num_labels}, "
+                        f"not the task's labels ({', '.join(choices)}).")
+    prefix = template.instruction + template.fewshot_delimiter if template.instruction else ""
+    queries = [template.render(r) for r in rows]
+    tok, model = handle.tokenizer, handle.model
+    examples = []
+    for start in range(0, len(rows), 32):
+        if should_stop():
+            raise Cancelled("Scoring")
+        texts = [prefix + q for q in queries[start:start + 32]]
+        side = tok.padding_side
+        tok.padding_side = "left"
+        enc = tok(texts, return_tensors="pt", padding=True)
+        tok.padding_side = side
+        with torch.no_grad():
+            logits = model(**{k: v.to(model.device) for k, v in enc.items()}).logits.float().cpu()
+        ll = torch.log_softmax(logits[:, ids], -1).numpy()
+        for n, row in enumerate(rows[start:start + 32]):
+            i = start + n
+            gold = task.gold(row)
+            ex = _choice_example(i, rows, queries, [gold] * len(rows), texts[n:n + 1] * len(rows), [],
+                                 choices, ll[n], None)
+            examples.append(ex)
+    max_tokens = max(len(encode(tok, prefix + q)) for q in queries)
+    return FewShotRun(task=task.name, model=handle.info.name, config=replace(config, k=0), choices=choices,
+                      examples=examples, metrics=_metrics(examples, choices, []), demos=[],
+                      max_prompt_tokens=max_tokens, shared_prefix_tokens=0, elapsed_s=round(time.time() - t0, 3))
 
 
 def _choice_example(i, rows, queries, golds, prompts, demos, choices, ll, p_cf) -> Example:

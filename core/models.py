@@ -57,6 +57,7 @@ class Resolved:
     name: str
     step: int | None = None
     local_files_only: bool = True
+    adapter: bool = False  # a PEFT (LoRA) adapter folder: merged into its base on load
 
 
 def resolve(spec: ModelSpec, policy: PathPolicy = PathPolicy(), offline: bool = False) -> Resolved:
@@ -76,6 +77,9 @@ def resolve(spec: ModelSpec, policy: PathPolicy = PathPolicy(), offline: bool = 
                              "assets folder, or rebuild it with `python -m core.train_tiny`.")
     path = Path(name).expanduser()
     if path.exists() or name.startswith((".", "/", "~")) or os.sep + os.sep in name:
+        if path.is_dir() and (path / "adapter_config.json").exists() and not (path / "config.json").exists():
+            policy.check(path)
+            return Resolved("local", str(path), None, path.name, _step_of(path), adapter=True)
         if not path.is_dir() or not (path / "config.json").exists():
             raise ModelLoadError(f"'{name}' is not a model folder: it needs a config.json "
                                  "(a folder written by save_pretrained).")
@@ -200,6 +204,8 @@ def load_model(spec: ModelSpec, policy: PathPolicy = PathPolicy(), offline: bool
     dtype = devices.resolve_dtype(spec.dtype, device)
     common = dict(revision=res.revision, local_files_only=res.local_files_only,
                   trust_remote_code=spec.trust_remote_code)
+    if res.adapter:
+        return _load_adapter(spec, res, policy, offline, device, dtype)
     try:
         config = AutoConfig.from_pretrained(res.path, **common)
         kind = detect_kind(config) if spec.kind == "auto" else spec.kind
@@ -229,6 +235,42 @@ def load_model(spec: ModelSpec, policy: PathPolicy = PathPolicy(), offline: bool
                              "a smaller dtype or 8-/4-bit loading, or a smaller model.") from exc
     except (OSError, KeyError, RuntimeError) as exc:
         raise ModelLoadError(f"Could not load '{spec.model}': {str(exc).splitlines()[0]}") from exc
+    if tokenizer.pad_token is None and tokenizer.eos_token is not None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return ModelHandle(model, tokenizer, spec, model_info(model, spec.key, res, kind))
+
+
+BASE_CONFIG = "base_config.json"  # written beside an adapter: the base's config as trained (labels, head size)
+
+
+def _load_adapter(spec: ModelSpec, res: Resolved, policy: PathPolicy, offline: bool,
+                  device: torch.device, dtype: torch.dtype) -> ModelHandle:
+    """A LoRA adapter folder: load its base (any name that resolves), apply the adapter, merge."""
+    from transformers import AutoConfig, AutoTokenizer
+
+    folder = Path(res.path)
+    base_name = json.loads((folder / "adapter_config.json").read_text()).get("base_model_name_or_path")
+    if not base_name:
+        raise ModelLoadError(f"The adapter in '{folder}' does not name its base model.")
+    base = resolve(ModelSpec(model=base_name), policy, offline)
+    try:
+        from peft import PeftModel
+        if (folder / BASE_CONFIG).exists():
+            config = AutoConfig.for_model(**json.loads((folder / BASE_CONFIG).read_text()))
+        else:
+            config = AutoConfig.from_pretrained(base.path, revision=base.revision,
+                                                local_files_only=base.local_files_only)
+        kind = detect_kind(config) if spec.kind == "auto" else spec.kind
+        model = _auto_class(kind).from_pretrained(base.path, config=config, dtype=dtype, revision=base.revision,
+                                                  local_files_only=base.local_files_only)
+        model = PeftModel.from_pretrained(model, str(folder)).merge_and_unload()
+        model.to(device).eval()
+        tokenizer = AutoTokenizer.from_pretrained(folder)
+    except ImportError as exc:
+        raise ModelLoadError("Loading a LoRA adapter needs the 'peft' package: pip install peft") from exc
+    except (OSError, ValueError, KeyError, RuntimeError) as exc:
+        raise ModelLoadError(f"Could not apply the adapter in '{folder}' to '{base_name}': "
+                             f"{str(exc).splitlines()[0]}") from exc
     if tokenizer.pad_token is None and tokenizer.eos_token is not None:
         tokenizer.pad_token = tokenizer.eos_token
     return ModelHandle(model, tokenizer, spec, model_info(model, spec.key, res, kind))

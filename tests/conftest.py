@@ -40,13 +40,13 @@ def _free_port() -> int:
 
 
 @pytest.fixture(scope="session")
-def app_server():
+def app_server(tmp_path_factory):
     """The real app on a free localhost port, with the embedded default model loaded."""
     from core.engine import Engine
     from core.types import AppConfig
     from ui.app import build_app, launch_kwargs
 
-    engine = Engine(AppConfig(port=_free_port(), offline=True))
+    engine = Engine(AppConfig(port=_free_port(), offline=True, runs_dir=tmp_path_factory.mktemp("runs")))
     engine.load_default()
     demo = build_app(engine)
     kwargs = launch_kwargs(engine)

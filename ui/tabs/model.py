@@ -84,3 +84,5 @@ def render(engine: Engine, active: gr.State, demo: gr.Blocks) -> None:
     model.change(lambda m: gr.update(choices=revision_choices(m), value=""), model, revision,
                  api_name="revision_choices", queue=False)
     demo.load(refresh, [active], outputs, api_name="model_status")
+    # finished fine-tuning runs join the list: refresh it whenever the list is opened
+    model.focus(lambda: gr.update(choices=engine.model_choices()), None, model, api_name=False, queue=False)

@@ -1,0 +1,614 @@
+"""Fine-tuning: full or LoRA, sequence classification or prompt -> completion, with resumable checkpoints.
+
+``train_run(spec, run_dir)`` trains in the calling process and writes everything a
+run is into ``run_dir``:
+
+- ``spec.json``       the ``FinetuneSpec``;
+- ``progress.jsonl``  one JSON event per line (start, train, eval, checkpoint, end),
+                      which the app polls and ``read_status`` folds into a ``FinetuneStatus``;
+- ``checkpoints/step-N/`` weights (the LoRA adapter alone, or the full model, as safetensors),
+                      tokenizer and ``trainer_state.pt`` (optimizer, schedule, RNG, step);
+                      every checkpoint loads as a model (``core.models`` merges an adapter
+                      into its base on load). The last two are kept;
+- ``model/``          the final model (LoRA: merged into the base) — a plain transformers folder;
+- ``adapter/``        LoRA only: the adapter on its own, mergeable into the base;
+- ``metrics.json``    ``{eval_accuracy, train_loss, eval_loss, steps, tokens_per_second, ...}``.
+
+The app runs it in a subprocess (``core.finetune_jobs``) so that a crash or an
+out-of-memory error in training is reported and never takes the app down.
+Evaluation uses the few-shot scorer (``core.scoring``) at k = 0, so a causal
+model's held-out accuracy here is exactly what the Few-shot tab reports for it.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import shutil
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from core import devices
+from core.errors import UserError
+from core.finetune_types import FinetuneSpec, FinetuneStatus
+from core.scoring import encode, generate_greedy, score_continuations, split_context
+from core.tasks import Task, Template, load_builtin, read_table, split_table, task_from_tables
+
+KEEP_CHECKPOINTS = 2
+MAX_CHOICES = 50  # an uploaded label column with more distinct values is scored as generation
+ATTENTION_TARGETS = {  # LoRA targets per architecture: every linear map of the attention block
+    "gpt2": ["c_attn", "c_proj"], "gpt_neox": ["query_key_value", "dense"],
+    "llama": ["q_proj", "k_proj", "v_proj", "o_proj"], "mistral": ["q_proj", "k_proj", "v_proj", "o_proj"],
+    "qwen2": ["q_proj", "k_proj", "v_proj", "o_proj"], "qwen3": ["q_proj", "k_proj", "v_proj", "o_proj"],
+    "gemma": ["q_proj", "k_proj", "v_proj", "o_proj"], "phi3": ["qkv_proj", "o_proj"],
+    "bert": ["query", "key", "value"], "roberta": ["query", "key", "value"],
+    "distilbert": ["q_lin", "k_lin", "v_lin", "out_lin"],
+}
+Events = Callable[[dict], None]
+
+
+# ---- data ----------------------------------------------------------------------------
+
+def load_task(spec: FinetuneSpec, offline: bool = False) -> Task:
+    """The examples as a ``Task`` (train split = training data, test split = held-out evaluation)."""
+    d = spec.data
+    if d.task:
+        task = load_builtin(d.task)
+        if d.template:
+            task = task.with_template(replace(task.template, input=d.template))
+    else:
+        if not d.text_column or not d.label_column:
+            raise UserError("Uploaded data needs a text column and a label column.")
+        train = read_table(d.train_path)
+        for col in (d.text_column, d.label_column):
+            if col not in train.columns:
+                raise UserError(f"The train file has no column {col!r} (columns: {', '.join(train.columns)}).")
+        train = train[train[d.label_column].str.strip() != ""]
+        if d.eval_path:
+            test = read_table(d.eval_path)
+        else:
+            train, test = split_table(train, d.eval_fraction, spec.seed)
+        labels = sorted(set(train[d.label_column]))
+        as_choices = spec.objective == "classification" or (
+            len(labels) <= MAX_CHOICES and set(test.get(d.label_column, [])) <= set(labels))
+        if spec.objective == "classification" and len(labels) < 2:
+            raise UserError(f"Classification needs at least two labels; column {d.label_column!r} has "
+                            f"{len(labels)}.")
+        template = Template(input=d.template or "{" + d.text_column + "}")
+        task = task_from_tables(train, test, template, d.label_column, labels if as_choices else None,
+                                name=Path(d.train_path).stem)
+    if spec.objective == "classification" and task.generative:
+        raise UserError(f"Task {task.name!r} is generative (no fixed labels); use the causal objective.")
+    if d.max_eval:
+        task = replace(task, test=task.test.iloc[: d.max_eval].reset_index(drop=True))
+    return task
+
+
+@dataclass
+class Encoded:
+    input_ids: list[list[int]]
+    labels: list            # classification: class index; causal: token targets (-100 = not scored)
+
+    def __len__(self) -> int:
+        return len(self.input_ids)
+
+
+def prompt_of(task: Task, row: dict) -> str:
+    t = task.template
+    return (t.instruction + t.fewshot_delimiter if t.instruction else "") + t.render(row)
+
+
+def encode_split(task: Task, split: str, tokenizer, objective: str, max_length: int) -> Encoded:
+    ids, labels = [], []
+    choices = list(task.choices or [])
+    eos = tokenizer.eos_token_id
+    for row in task.rows(split):
+        prompt, gold = prompt_of(task, row), task.gold(row)
+        if objective == "classification":
+            ids.append(encode(tokenizer, prompt)[-max_length:])
+            labels.append(choices.index(gold))
+            continue
+        ctx, cont = split_context(prompt, task.template.target_delimiter + gold)
+        ctx_ids = encode(tokenizer, ctx)
+        cont_ids = encode(tokenizer, ctx + cont)[len(ctx_ids):]
+        if task.generative and eos is not None:
+            cont_ids = cont_ids + [eos]  # teach it to stop
+        ctx_ids = ctx_ids[-max(1, max_length - len(cont_ids)):]  # cut the prompt from the left
+        ids.append(ctx_ids + cont_ids)
+        labels.append([-100] * len(ctx_ids) + cont_ids)
+    if not ids:
+        raise UserError(f"The {split} split has no examples.")
+    return Encoded(ids, labels)
+
+
+def collate(enc: Encoded, index: list[int], pad_id: int, objective: str) -> dict:
+    rows = [enc.input_ids[i] for i in index]
+    n = max(len(r) for r in rows)
+    ids = torch.full((len(rows), n), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), n), dtype=torch.long)
+    for b, r in enumerate(rows):  # left padding: the last position is the last real token
+        ids[b, n - len(r):] = torch.tensor(r)
+        mask[b, n - len(r):] = 1
+    batch = {"input_ids": ids, "attention_mask": mask}
+    if objective == "classification":
+        batch["labels"] = torch.tensor([enc.labels[i] for i in index])
+    else:
+        lab = torch.full((len(rows), n), -100, dtype=torch.long)
+        for b, i in enumerate(index):
+            lab[b, n - len(enc.labels[i]):] = torch.tensor(enc.labels[i])
+        batch["labels"] = lab
+    return batch
+
+
+# ---- model -----------------------------------------------------------------------------
+
+def _resolve_base(spec: FinetuneSpec, offline: bool):
+    from core.models import resolve
+    from core.types import ModelSpec
+    return resolve(ModelSpec(model=spec.model, revision=spec.revision), offline=offline)
+
+
+def build_model(spec: FinetuneSpec, task: Task, device: torch.device, offline: bool = False):
+    """(model, tokenizer, base kind) ready to train; LoRA wraps it with peft."""
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
+    from transformers.models.auto.modeling_auto import (MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
+                                                        MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES)
+    from core.models import detect_kind
+
+    res = _resolve_base(spec, offline)
+    common = dict(revision=res.revision, local_files_only=res.local_files_only)
+    config = AutoConfig.from_pretrained(res.path, **common)
+    kind = detect_kind(config)
+    tokenizer = AutoTokenizer.from_pretrained(res.path, **common)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
+    if spec.objective == "causal":
+        if kind != "causal_lm" or config.model_type not in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES:
+            raise UserError(f"{spec.model} is a {kind.replace('_', ' ')} model; the causal objective needs a "
+                            "causal language model (GPT-2, Pythia, Llama, ...). Use the classification objective.")
+        model = AutoModelForCausalLM.from_pretrained(res.path, config=config, dtype=torch.float32, **common)
+    else:
+        if config.model_type not in MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES:
+            raise UserError(f"{spec.model} ({config.model_type}) has no sequence-classification head in "
+                            "transformers; use the causal objective.")
+        labels = list(task.choices)
+        config.num_labels = len(labels)
+        config.id2label = dict(enumerate(labels))
+        config.label2id = {lab: i for i, lab in enumerate(labels)}
+        config.pad_token_id = tokenizer.pad_token_id
+        model = AutoModelForSequenceClassification.from_pretrained(
+            res.path, config=config, dtype=torch.float32, ignore_mismatched_sizes=True, **common)
+    model.config.pad_token_id = tokenizer.pad_token_id
+    if spec.gradient_checkpointing and device.type == "cuda":
+        model.gradient_checkpointing_enable()
+        model.config.use_cache = False
+    if spec.method == "lora":
+        model = _wrap_lora(model, spec)
+    return model.to(device), tokenizer, kind
+
+
+def lora_targets(model_type: str, override: tuple[str, ...] | None = None) -> list[str] | str:
+    if override:
+        return list(override)
+    from peft.utils import TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING as PEFT_DEFAULTS
+    return ATTENTION_TARGETS.get(model_type) or PEFT_DEFAULTS.get(model_type) or "all-linear"
+
+
+def _wrap_lora(model, spec: FinetuneSpec):
+    from peft import LoraConfig, TaskType, get_peft_model
+    targets = lora_targets(model.config.model_type, spec.target_modules)
+    cfg = LoraConfig(r=spec.lora_r, lora_alpha=spec.lora_alpha, lora_dropout=spec.lora_dropout,
+                     target_modules=targets,
+                     task_type=TaskType.SEQ_CLS if spec.objective == "classification" else TaskType.CAUSAL_LM)
+    try:
+        peft_model = get_peft_model(model, cfg)
+    except ValueError as err:
+        raise UserError(f"LoRA could not find the target modules {targets} in {spec.model}: "
+                        f"{str(err).splitlines()[0]}") from None
+    peft_model.peft_config["default"].base_model_name_or_path = spec.model  # a name that resolves anywhere
+    return peft_model
+
+
+def precision(spec: FinetuneSpec, device: torch.device) -> torch.dtype | None:
+    """Autocast dtype, or None for fp32."""
+    if device.type != "cuda" or spec.precision == "fp32":
+        return None
+    if spec.precision == "bf16" or (spec.precision == "auto" and torch.cuda.is_bf16_supported()):
+        return torch.bfloat16
+    return torch.float16
+
+
+# ---- evaluation --------------------------------------------------------------------------
+
+@torch.no_grad()
+def evaluate(model, tokenizer, task: Task, enc: Encoded, objective: str, batch_size: int,
+             device: torch.device) -> dict:
+    """Held-out loss and accuracy (classification head, or the k = 0 few-shot scorer)."""
+    was_training = model.training
+    model.eval()
+    total, n, correct = 0.0, 0, 0
+    pad = tokenizer.pad_token_id
+    for start in range(0, len(enc), batch_size):
+        index = list(range(start, min(len(enc), start + batch_size)))
+        batch = {k: v.to(device) for k, v in collate(enc, index, pad, objective).items()}
+        out = model(**batch)
+        if objective == "classification":
+            total += out.loss.item() * len(index)
+            n += len(index)
+            correct += int((out.logits.argmax(-1) == batch["labels"]).sum())
+        else:
+            n_tok = int((batch["labels"][:, 1:] != -100).sum())
+            total += out.loss.item() * n_tok
+            n += n_tok
+    result = {"eval_loss": total / max(1, n)}
+    if objective == "classification":
+        result["eval_accuracy"] = correct / len(enc)
+    else:
+        result["eval_accuracy"] = causal_accuracy(model, tokenizer, task)
+    if was_training:
+        model.train()
+    return result
+
+
+def causal_accuracy(model, tokenizer, task: Task) -> float:
+    rows = task.rows("test")
+    prompts = [prompt_of(task, r) for r in rows]
+    golds = [task.gold(r) for r in rows]
+    td = task.template.target_delimiter
+    if task.choices is not None:
+        choices = list(task.choices)
+        scores = score_continuations(model, tokenizer, prompts, [[td + c for c in choices]] * len(prompts))
+        return float(np.mean([choices[int(np.argmax(s))] == g for s, g in zip(scores.logprob, golds)]))
+    n_new = max(len(encode(tokenizer, td + g)) for g in golds) + 2
+    gens = generate_greedy(model, tokenizer, prompts, max_new_tokens=n_new, stop=("\n",))
+    return float(np.mean([g.text.strip() == gold.strip() for g, gold in zip(gens, golds)]))
+
+
+# ---- checkpoints ---------------------------------------------------------------------------
+
+def _save_weights(model, tokenizer, path: Path) -> None:
+    from core.models import BASE_CONFIG
+    path.mkdir(parents=True, exist_ok=True)
+    if hasattr(model, "peft_config"):  # embeddings are not trained: do not look the base up online
+        model.save_pretrained(path, safe_serialization=True, save_embedding_layers=False)
+    else:
+        model.save_pretrained(path, safe_serialization=True)
+    tokenizer.save_pretrained(path)
+    if hasattr(model, "peft_config"):  # an adapter: record the base's config as trained (labels, head)
+        base = model.get_base_model()
+        config = base.config.to_dict()
+        config["architectures"] = [type(base).__name__]  # a classifier loads as a classifier
+        (path / BASE_CONFIG).write_text(json.dumps(config, indent=2))
+
+
+def _check_disk(path: Path, model) -> None:
+    need = 2 * devices.module_bytes(model) + (64 << 20)
+    free = shutil.disk_usage(path).free
+    if free < need:
+        raise UserError(f"Not enough disk space in {path} ({free >> 20} MB free, about {need >> 20} MB "
+                        "needed). Free some space; the checkpoints already saved are untouched.")
+
+
+def save_checkpoint(run_dir: Path, step: int, model, tokenizer, optimizer, scheduler, state: dict) -> Path:
+    """Write into a temporary folder, then rename: a crash mid-save never corrupts the last checkpoint."""
+    root = run_dir / "checkpoints"
+    root.mkdir(parents=True, exist_ok=True)
+    _check_disk(root, model)
+    final = root / f"step-{step:06d}"
+    tmp = root / f".tmp-step-{step:06d}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    _save_weights(model, tokenizer, tmp)
+    torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                "torch_rng": torch.get_rng_state(), "state": state}, tmp / "trainer_state.pt")
+    (tmp / "step.json").write_text(json.dumps({"step": step}))
+    shutil.rmtree(final, ignore_errors=True)
+    os.replace(tmp, final)
+    for old in sorted(root.glob("step-*"))[:-KEEP_CHECKPOINTS]:
+        shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def last_checkpoint(run_dir: Path) -> Path | None:
+    found = sorted((Path(run_dir) / "checkpoints").glob("step-*"))
+    return found[-1] if found else None
+
+
+def _load_trainable(model, ckpt: Path, method: str) -> None:
+    from safetensors.torch import load_file
+    if method == "lora":
+        from peft import set_peft_model_state_dict
+        set_peft_model_state_dict(model, load_file(ckpt / "adapter_model.safetensors"))
+    else:
+        state = {}
+        for f in sorted(ckpt.glob("*.safetensors")):
+            state.update(load_file(f))
+        missing, _ = model.load_state_dict(state, strict=False)
+        tied = set(getattr(model, "_tied_weights_keys", None) or [])
+        if [m for m in missing if m not in tied and "lm_head" not in m]:
+            raise UserError(f"Checkpoint {ckpt} does not match the model: missing {missing[:3]}.")
+
+
+# ---- training ------------------------------------------------------------------------------
+
+def _events(run_dir: Path, extra: Events | None) -> Events:
+    path = run_dir / "progress.jsonl"
+
+    def emit(event: dict) -> None:
+        event = {"time": round(time.time(), 3), **event}
+        with path.open("a") as f:
+            f.write(json.dumps(event) + "\n")
+        if extra:
+            extra(event)
+    return emit
+
+
+def _schedule(optimizer, warmup: int, total: int):
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / max(1, warmup)
+        return max(0.0, (total - step) / max(1, total - warmup))
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def _epoch_order(n: int, seed: int, epoch: int) -> list[int]:
+    order = list(range(n))
+    random.Random(seed * 100003 + epoch).shuffle(order)
+    return order
+
+
+def _batches_per_epoch(n: int, batch_size: int) -> int:
+    return math.ceil(n / batch_size)
+
+
+def train_run(spec: FinetuneSpec | None, run_dir: Path | str, resume: bool = False, offline: bool = False,
+              should_stop: Callable[[], bool] = lambda: False, on_event: Events | None = None) -> dict:
+    """Train ``spec`` into ``run_dir`` (see the module doc); return the final metrics.
+
+    ``resume=True`` reads the spec from ``run_dir`` and continues from its last checkpoint.
+    Any failure is also written to the progress file as an ``end`` event, so that a
+    watcher (the app) can show it.
+    """
+    run_dir = Path(run_dir)
+    if resume:
+        if not (run_dir / "spec.json").exists():
+            raise UserError(f"{run_dir} is not a run folder (no spec.json).")
+        spec = FinetuneSpec.from_dict(json.loads((run_dir / "spec.json").read_text()))
+        if (run_dir / "metrics.json").exists():
+            raise UserError(f"The run in {run_dir} has already finished; its model is in {run_dir / 'model'}.")
+    else:
+        spec.check()
+        if (run_dir / "progress.jsonl").exists():
+            raise UserError(f"{run_dir} already holds a run. Pick a new folder, or resume it with --resume.")
+        try:
+            run_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise UserError(f"Cannot create the run folder {run_dir}: {err.strerror}.") from None
+        (run_dir / "spec.json").write_text(json.dumps(spec.to_dict(), indent=2))
+    emit = _events(run_dir, on_event)
+    try:
+        return _train(spec, run_dir, resume, offline, should_stop, emit)
+    except UserError as err:
+        emit({"event": "end", "state": "failed", "message": str(err)})
+        raise
+    except torch.OutOfMemoryError:
+        msg = ("Out of memory while training. Lower the batch size or the maximum length, use LoRA, or turn on "
+               "gradient checkpointing; checkpoints already saved are kept.")
+        emit({"event": "end", "state": "failed", "message": msg})
+        raise UserError(msg) from None
+    except Exception as err:
+        emit({"event": "end", "state": "failed", "message": f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"})
+        raise
+
+
+def _train(spec: FinetuneSpec, run_dir: Path, resume: bool, offline: bool,
+           should_stop: Callable[[], bool], emit: Events) -> dict:
+    torch.manual_seed(spec.seed)
+    device = devices.resolve_device(spec.device)
+    task = load_task(spec, offline)
+    model, tokenizer, _ = build_model(spec, task, device, offline)
+    train_enc = encode_split(task, "train", tokenizer, spec.objective, spec.max_length)
+    eval_enc = encode_split(task, "test", tokenizer, spec.objective, spec.max_length)
+
+    per_epoch = _batches_per_epoch(len(train_enc), spec.batch_size)
+    total = spec.max_steps or max(1, math.ceil(per_epoch * spec.epochs / spec.grad_accum))
+    eval_every = spec.eval_every or max(1, total // 10)
+    params = [p for p in model.parameters() if p.requires_grad]
+    decay = [p for p in params if p.ndim >= 2]
+    no_decay = [p for p in params if p.ndim < 2]
+    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": spec.weight_decay},
+                                   {"params": no_decay, "weight_decay": 0.0}], lr=spec.learning_rate)
+    scheduler = _schedule(optimizer, int(spec.warmup_ratio * total), total)
+    amp = precision(spec, device)
+    scaler = torch.amp.GradScaler("cuda") if amp == torch.float16 else None
+    state = {"step": 0, "micro": 0, "train_loss": [], "evals": [], "tokens": 0, "train_seconds": 0.0}
+
+    if resume:
+        ckpt = last_checkpoint(run_dir)
+        if ckpt is None:
+            raise UserError(f"{run_dir} has no checkpoint to resume from.")
+        _load_trainable(model, ckpt, spec.method)
+        saved = torch.load(ckpt / "trainer_state.pt", weights_only=False)
+        optimizer.load_state_dict(saved["optimizer"])
+        scheduler.load_state_dict(saved["scheduler"])
+        torch.set_rng_state(saved["torch_rng"])
+        state = saved["state"]
+        emit({"event": "resume", "step": state["step"], "checkpoint": str(ckpt)})
+
+    n_trainable = sum(p.numel() for p in params)
+    n_total = sum(p.numel() for p in model.parameters())
+    emit({"event": "start", "total_steps": total, "step": state["step"], "n_train": len(train_enc),
+          "n_eval": len(eval_enc), "trainable_params": n_trainable, "total_params": n_total,
+          "device": str(device), "precision": str(amp).replace("torch.", "") if amp else "fp32",
+          "task": task.name, "choices": list(task.choices) if task.choices else None})
+
+    model.train()
+    pad = tokenizer.pad_token_id
+    t_last, tokens_last = time.time(), 0
+    state_step_at_start = state["step"]
+    t_start = time.time()
+
+    def checkpoint() -> None:
+        path = save_checkpoint(run_dir, state["step"], model, tokenizer, optimizer, scheduler, state)
+        emit({"event": "checkpoint", "step": state["step"], "path": str(path)})
+
+    while state["step"] < total:
+        if should_stop():
+            checkpoint()
+            emit({"event": "end", "state": "cancelled", "step": state["step"],
+                  "message": f"Cancelled at step {state['step']}; the last checkpoint is saved."})
+            return {}
+        loss_sum, n_tok = 0.0, 0
+        for _ in range(spec.grad_accum):
+            epoch, pos = divmod(state["micro"], per_epoch)
+            order = _epoch_order(len(train_enc), spec.seed, epoch)
+            index = order[pos * spec.batch_size:(pos + 1) * spec.batch_size]
+            batch = {k: v.to(device) for k, v in collate(train_enc, index, pad, spec.objective).items()}
+            with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
+                loss = model(**batch).loss / spec.grad_accum
+            (scaler.scale(loss) if scaler else loss).backward()
+            loss_sum += loss.item()
+            n_tok += int(batch["attention_mask"].sum())
+            state["micro"] += 1
+        if scaler:
+            scaler.unscale_(optimizer)
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        (scaler.step(optimizer), scaler.update()) if scaler else optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        state["step"] += 1
+        state["tokens"] += n_tok
+        state["train_loss"].append((state["step"], round(loss_sum, 5)))
+        now = time.time()
+        state["train_seconds"] += now - t_last
+        tokens_last += n_tok
+        if now - t_start >= 1.0 or state["step"] == total or state["step"] % 10 == 0:
+            elapsed = now - t_start
+            done = state["step"] - state_step_at_start
+            emit({"event": "train", "step": state["step"], "loss": round(loss_sum, 5),
+                  "lr": scheduler.get_last_lr()[0], "epoch": round(state["micro"] / per_epoch, 3),
+                  "tokens_per_second": round(tokens_last / max(1e-9, elapsed), 1),
+                  "eta_s": round(elapsed / max(1, done) * (total - state["step"]), 1),
+                  "gpu_memory_bytes": torch.cuda.max_memory_allocated() if device.type == "cuda" else None})
+        t_last = now
+        if state["step"] % eval_every == 0 or state["step"] == total:
+            ev = {"step": state["step"], **evaluate(model, tokenizer, task, eval_enc, spec.objective,
+                                                    spec.batch_size, device)}
+            state["evals"].append(ev)
+            emit({"event": "eval", **ev})
+            checkpoint()
+            t_last = time.time()  # evaluation and saving are not training time
+
+    metrics = finish(spec, run_dir, model, tokenizer, state)
+    emit({"event": "end", "state": "finished", "step": state["step"], "metrics": metrics,
+          "message": f"Finished: held-out accuracy {metrics['eval_accuracy']:.3f}."})
+    return metrics
+
+
+def finish(spec: FinetuneSpec, run_dir: Path, model, tokenizer, state: dict) -> dict:
+    """Write the final model (and adapter) and ``metrics.json``."""
+    _check_disk(run_dir, model)
+    if spec.method == "lora":
+        _save_weights(model, tokenizer, run_dir / "adapter")
+        if spec.merge:
+            merged = model.merge_and_unload()
+            _save_weights(merged, tokenizer, run_dir / "model")
+    else:
+        _save_weights(model, tokenizer, run_dir / "model")
+    last = state["evals"][-1] if state["evals"] else {}
+    metrics = {
+        "eval_accuracy": last.get("eval_accuracy"),
+        "train_loss": [loss for _, loss in state["train_loss"]],
+        "eval_loss": [e["eval_loss"] for e in state["evals"]],
+        "eval_accuracy_curve": [e["eval_accuracy"] for e in state["evals"]],
+        "eval_steps": [e["step"] for e in state["evals"]],
+        "steps": state["step"],
+        "tokens_per_second": round(state["tokens"] / max(1e-9, state["train_seconds"]), 1),
+        "train_seconds": round(state["train_seconds"], 2),
+        "objective": spec.objective, "method": spec.method, "model": spec.model,
+    }
+    (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    return metrics
+
+
+# ---- reading a run ---------------------------------------------------------------------------
+
+def read_status(run_dir: Path | str) -> FinetuneStatus:
+    """Fold ``progress.jsonl`` into a status (a torn last line, being written, is skipped)."""
+    run_dir = Path(run_dir)
+    st = FinetuneStatus(run_dir=str(run_dir))
+    path = run_dir / "progress.jsonl"
+    if not path.exists():
+        return st
+    for line in path.read_text().splitlines():
+        try:
+            ev = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        kind = ev.get("event")
+        st.step = ev.get("step", st.step)
+        if kind == "start":
+            st.state, st.total_steps = "running", ev["total_steps"]
+            st.started = st.started or ev["time"]
+            st.message = (f"Training {ev['trainable_params']:,} of {ev['total_params']:,} parameters on "
+                          f"{ev['device']} ({ev['precision']}): {ev['n_train']} examples, {ev['n_eval']} held out.")
+        elif kind == "train":
+            st.train_loss.append((ev["step"], ev["loss"]))
+            st.epoch, st.tokens_per_second, st.eta_s = ev["epoch"], ev["tokens_per_second"], ev["eta_s"]
+            st.gpu_memory_bytes = ev.get("gpu_memory_bytes")
+        elif kind == "eval":
+            st.evals.append({k: ev[k] for k in ("step", "eval_loss", "eval_accuracy")})
+        elif kind == "checkpoint":
+            st.checkpoints.append({"step": ev["step"], "path": ev["path"]})
+        elif kind == "resume":
+            st.train_loss = [(s, v) for s, v in st.train_loss if s <= ev["step"]]
+            st.evals = [e for e in st.evals if e["step"] <= ev["step"]]
+            st.message = f"Resumed from step {ev['step']}."
+        elif kind == "end":
+            st.state, st.message = ev["state"], ev.get("message", "")
+            st.metrics = ev.get("metrics")
+    return st
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    name: str
+    path: str
+    model_path: str | None     # the loadable final model, when the run finished
+    state: str
+    base_model: str
+    objective: str
+    method: str
+    eval_accuracy: float | None
+    steps: int
+
+
+def list_runs(runs_dir: Path | str) -> list[RunSummary]:
+    """Every run under ``runs_dir``, newest first."""
+    out = []
+    root = Path(runs_dir)
+    if not root.exists():
+        return out
+    found = [p for p in root.iterdir() if (p / "spec.json").exists() or (p / "request.json").exists()]
+    for d in sorted(found, key=lambda p: p.stat().st_mtime, reverse=True):
+        try:
+            spec = json.loads((d / ("spec.json" if (d / "spec.json").exists() else "request.json")).read_text())
+        except (OSError, ValueError):
+            continue
+        st = read_status(d)
+        model_path = d / "model" if (d / "model" / "config.json").exists() else None
+        if model_path is None and st.checkpoints:
+            ck = last_checkpoint(d)
+            model_path = ck if ck else None
+        acc = (st.metrics or {}).get("eval_accuracy")
+        if acc is None and st.evals:
+            acc = st.evals[-1]["eval_accuracy"]
+        out.append(RunSummary(d.name, str(d), str(model_path) if model_path else None, st.state,
+                              spec.get("model", "?"), spec.get("objective", "?"), spec.get("method", "?"),
+                              acc, st.step))
+    return out

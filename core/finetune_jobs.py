@@ -1,0 +1,204 @@
+"""Fine-tuning runs as subprocesses: a queue (one training job at a time), status, cancel, resume.
+
+Each job is ``python -m core finetune --spec REQUEST --out RUN_DIR`` in its own
+process group. The app never imports the training state: it polls the run's
+``progress.jsonl`` (``core.finetune.read_status``). A job that dies without
+writing its ``end`` event (killed, crashed, out of memory in native code) is
+reported as failed with its exit status and the tail of its log; its last
+checkpoint stays loadable and the run can be resumed.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import deque
+from dataclasses import replace
+from pathlib import Path
+
+from core.errors import UserError
+from core.finetune import last_checkpoint, list_runs, read_status
+from core.finetune_types import FinetuneSpec, FinetuneStatus
+
+ROOT = Path(__file__).resolve().parent.parent
+KILL_AFTER_S = 15.0  # a cancelled job gets this long to save its checkpoint before SIGKILL
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9.]+", "-", Path(text).name if os.sep in text else text).strip("-")[:40] or "model"
+
+
+class FinetuneJobs:
+    """The app's training queue. Thread-safe; state lives in the run folders."""
+
+    def __init__(self, runs_dir: Path | str, threads: int | None = None):
+        self.runs_dir = Path(runs_dir)
+        self.threads = threads
+        self._queue: deque[tuple[str, list[str]]] = deque()  # (run name, argv)
+        self._procs: dict[str, subprocess.Popen] = {}
+        self._lock = threading.Lock()
+        self._cancelled: set[str] = set()
+
+    # ---- submitting -----------------------------------------------------------------
+    def submit(self, spec: FinetuneSpec, name: str | None = None) -> str:
+        spec.check()
+        self.runs_dir.mkdir(parents=True, exist_ok=True)
+        name = name or f"{time.strftime('%Y%m%d-%H%M%S')}-{_slug(spec.model)}-{spec.data.task or 'upload'}-{spec.method}"
+        run_dir = self.runs_dir / name
+        if run_dir.exists():
+            raise UserError(f"A run named {name!r} already exists.")
+        run_dir.mkdir(parents=True)
+        request = run_dir / "request.json"
+        request.write_text(json.dumps(spec.to_dict(), indent=2))
+        self._enqueue(name, ["--spec", str(request), "--out", str(run_dir)])
+        return name
+
+    def resume(self, name: str) -> str:
+        run_dir = self.run_dir(name)
+        if self.is_active(name):
+            raise UserError(f"Run {name!r} is already queued or running.")
+        if (run_dir / "metrics.json").exists():
+            raise UserError(f"Run {name!r} has already finished.")
+        if last_checkpoint(run_dir) is None:
+            raise UserError(f"Run {name!r} has no checkpoint to resume from; start it again instead.")
+        self._enqueue(name, ["--resume", str(run_dir)])
+        return name
+
+    def _enqueue(self, name: str, argv: list[str]) -> None:
+        with self._lock:
+            self._queue.append((name, argv))
+        self._pump()
+
+    def _pump(self) -> None:
+        """Start the next queued job when none is running."""
+        with self._lock:
+            if any(p.poll() is None for p in self._procs.values()) or not self._queue:
+                return
+            name, argv = self._queue.popleft()
+            run_dir = self.runs_dir / name
+            cmd = [sys.executable, "-m", "core", "finetune", *argv]
+            if self.threads:
+                cmd += ["--threads", str(self.threads)]
+            log = open(run_dir / "log.txt", "ab")
+            self._cancelled.discard(name)
+            self._procs[name] = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
+                                                 start_new_session=True)
+            log.close()
+
+    # ---- watching ---------------------------------------------------------------------
+    def run_dir(self, name: str) -> Path:
+        path = (self.runs_dir / name).resolve()
+        if not path.is_relative_to(self.runs_dir.resolve()) or not (path / "request.json").exists() and \
+                not (path / "spec.json").exists():
+            raise UserError(f"No run named {name!r} in {self.runs_dir}.")
+        return path
+
+    def is_active(self, name: str) -> bool:
+        with self._lock:
+            proc = self._procs.get(name)
+            return any(n == name for n, _ in self._queue) or (proc is not None and proc.poll() is None)
+
+    def queue(self) -> list[str]:
+        with self._lock:
+            running = [n for n, p in self._procs.items() if p.poll() is None]
+            return running + [n for n, _ in self._queue]
+
+    def status(self, name: str) -> FinetuneStatus:
+        self._pump()
+        run_dir = self.run_dir(name)
+        st = read_status(run_dir)
+        with self._lock:
+            queued = [n for n, _ in self._queue]
+            proc = self._procs.get(name)
+        if name in queued:
+            running = sum(p.poll() is None for p in self._procs.values())
+            return replace(st, state="queued", message=f"Queued: {queued.index(name) + running} job(s) ahead of it.")
+        if st.done:
+            return st
+        if proc is None:
+            if st.state == "queued":
+                return st
+            return replace(st, state="failed", message="Interrupted: its training process is gone. " + _resume_hint(run_dir))
+        rc = proc.poll()
+        if rc is None:
+            if st.state == "queued":
+                st = replace(st, state="running", message="Starting: loading the model and data...")
+            return st
+        if name in self._cancelled:  # cancelled before it could save (e.g. while still loading)
+            return replace(st, state="cancelled", message="Cancelled. " + _resume_hint(run_dir))
+        how = f"killed by signal {-rc}" if rc < 0 else f"exit status {rc}"
+        tail = _log_tail(run_dir)
+        return replace(st, state="failed", message=f"The training process ended unexpectedly ({how}). "
+                       + _resume_hint(run_dir) + (f"\nLast output: {tail}" if tail else ""))
+
+    def cancel(self, name: str) -> str:
+        """Queued: dropped. Running: SIGTERM (it saves a checkpoint and stops), SIGKILL if it hangs."""
+        with self._lock:
+            for i, (n, _) in enumerate(self._queue):
+                if n == name:
+                    del self._queue[i]
+                    with (self.runs_dir / name / "progress.jsonl").open("a") as f:
+                        f.write(json.dumps({"event": "end", "state": "cancelled", "message": "Cancelled before it started."}) + "\n")
+                    return "Cancelled before it started."
+            proc = self._procs.get(name)
+        if proc is None or proc.poll() is not None:
+            return "That run is not running."
+        self._cancelled.add(name)
+        os.killpg(proc.pid, signal.SIGTERM)
+
+        def hard_kill():
+            try:
+                proc.wait(KILL_AFTER_S)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+        threading.Thread(target=hard_kill, daemon=True).start()
+        return "Cancelling: saving a checkpoint, then stopping."
+
+    def kill(self, name: str) -> None:
+        """SIGKILL, no checkpoint (tests use it to simulate a crash)."""
+        with self._lock:
+            proc = self._procs.get(name)
+        if proc is not None and proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+    def wait(self, name: str, timeout: float = 600.0, poll: float = 0.5) -> FinetuneStatus:
+        end = time.time() + timeout
+        while time.time() < end:
+            st = self.status(name)
+            if st.done:
+                return st
+            time.sleep(poll)
+        raise TimeoutError(f"run {name} still running after {timeout} s")
+
+    def runs(self):
+        return list_runs(self.runs_dir)
+
+    def shutdown(self) -> None:
+        with self._lock:
+            self._queue.clear()
+            procs = list(self._procs.values())
+        for p in procs:
+            if p.poll() is None:
+                os.killpg(p.pid, signal.SIGTERM)
+
+
+def _resume_hint(run_dir: Path) -> str:
+    ck = last_checkpoint(run_dir)
+    if ck is None:
+        return "No checkpoint was saved yet."
+    return f"The last checkpoint ({ck.name}) is kept and loadable; resume to continue from it."
+
+
+def _log_tail(run_dir: Path, n: int = 300) -> str:
+    try:
+        text = (run_dir / "log.txt").read_text(errors="replace").strip()
+    except OSError:
+        return ""
+    lines = [ln for ln in text.splitlines() if ln.strip() and "Loading weights" not in ln]
+    return lines[-1][-n:] if lines else ""

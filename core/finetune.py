@@ -449,9 +449,9 @@ def _train(spec: FinetuneSpec, run_dir: Path, resume: bool, offline: bool,
 
     model.train()
     pad = tokenizer.pad_token_id
-    t_last, tokens_last = time.time(), 0
+    t_last = last_emit = t_start = time.time()
     state_step_at_start = state["step"]
-    t_start = time.time()
+    window: list[float] = []  # losses since the last train event (long runs report their mean)
 
     def checkpoint() -> None:
         path = save_checkpoint(run_dir, state["step"], model, tokenizer, optimizer, scheduler, state)
@@ -478,7 +478,11 @@ def _train(spec: FinetuneSpec, run_dir: Path, resume: bool, offline: bool,
         if scaler:
             scaler.unscale_(optimizer)
         torch.nn.utils.clip_grad_norm_(params, 1.0)
-        (scaler.step(optimizer), scaler.update()) if scaler else optimizer.step()
+        if scaler:
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            optimizer.step()
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
         state["step"] += 1
@@ -486,15 +490,16 @@ def _train(spec: FinetuneSpec, run_dir: Path, resume: bool, offline: bool,
         state["train_loss"].append((state["step"], round(loss_sum, 5)))
         now = time.time()
         state["train_seconds"] += now - t_last
-        tokens_last += n_tok
-        if now - t_start >= 1.0 or state["step"] == total or state["step"] % 10 == 0:
+        window.append(loss_sum)
+        if total <= 2000 or now - last_emit >= 0.5 or state["step"] == total:
             elapsed = now - t_start
             done = state["step"] - state_step_at_start
-            emit({"event": "train", "step": state["step"], "loss": round(loss_sum, 5),
+            emit({"event": "train", "step": state["step"], "loss": round(float(np.mean(window)), 5),
                   "lr": scheduler.get_last_lr()[0], "epoch": round(state["micro"] / per_epoch, 3),
-                  "tokens_per_second": round(tokens_last / max(1e-9, elapsed), 1),
+                  "tokens_per_second": round(state["tokens"] / max(1e-9, state["train_seconds"]), 1),
                   "eta_s": round(elapsed / max(1, done) * (total - state["step"]), 1),
                   "gpu_memory_bytes": torch.cuda.max_memory_allocated() if device.type == "cuda" else None})
+            window, last_emit = [], now
         t_last = now
         if state["step"] % eval_every == 0 or state["step"] == total:
             ev = {"step": state["step"], **evaluate(model, tokenizer, task, eval_enc, spec.objective,

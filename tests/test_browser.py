@@ -70,3 +70,14 @@ def test_fewshot_tab_sweeps_and_draws_the_curve(page, tmp_path):
     page.locator("#fewshot-table table").first.wait_for(timeout=30_000)
     assert "Swept k" in page.locator("#fewshot-status").inner_text()
     page.screenshot(path=str(tmp_path / "fewshot-tab.png"), full_page=True)
+
+
+def test_finetune_tab_trains_live_and_draws_the_curves(page, tmp_path):
+    page.get_by_role("tab", name="Fine-tune").click()
+    page.locator("#ft-start").click()
+    page.locator("#ft-status [data-state='running']").first.wait_for(timeout=60_000)  # streamed while training
+    page.locator("#ft-status [data-state='finished']").first.wait_for(timeout=180_000)
+    assert "held-out accuracy" in page.locator("#ft-status").inner_text()
+    page.locator("#ft-curve .main-svg").first.wait_for(timeout=30_000)
+    assert page.locator("#ft-curve .scatterlayer .trace").count() == 3  # train loss, eval loss, accuracy
+    page.screenshot(path=str(tmp_path / "finetune-tab.png"), full_page=True)

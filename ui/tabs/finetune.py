@@ -113,19 +113,19 @@ def render(engine: Engine, active: gr.State, demo: gr.Blocks) -> None:
                     precision = gr.Dropdown(list(PRECISIONS), value="auto", label="Precision (GPU)")
                     grad_ckpt = gr.Checkbox(False, label="Gradient checkpointing (GPU)")
             with gr.Row():
-                start_btn = gr.Button("Start training", variant="primary")
+                start_btn = gr.Button("Start training", variant="primary", elem_id="ft-start")
                 cancel_btn = gr.Button("Cancel", variant="stop")
                 resume_btn = gr.Button("Resume")
     gr.Markdown("#### Run")
     with gr.Row():
-        run_pick = gr.Dropdown([r.name for r in jobs.runs()], label="Runs", allow_custom_value=False, scale=3)
+        run_pick = gr.Dropdown([r.name for r in jobs.runs()], label="Runs", allow_custom_value=True, scale=3)
         watch_btn = gr.Button("Watch", scale=1)
-    status = gr.HTML(tp.progress_html(None))
-    curve = gr.Plot(tp.loss_figure(None), label="Loss and held-out accuracy")
+    status = gr.HTML(tp.progress_html(None), elem_id="ft-status")
+    curve = gr.Plot(tp.loss_figure(None), label="Loss and held-out accuracy", elem_id="ft-curve")
     history = gr.Dataframe(tp.runs_table(jobs.runs()), label="Run history", interactive=False)
     gr.Markdown("#### Base vs fine-tuned vs few-shot, on the same held-out examples")
     with gr.Row():
-        cmp_k = gr.Number(8, label="Demonstrations for the few-shot column", precision=0, minimum=1)
+        cmp_k = gr.Number(6, label="Demonstrations for the few-shot column", precision=0, minimum=1)
         cmp_limit = gr.Number(100, label="Held-out examples", precision=0, minimum=1)
         cmp_btn = gr.Button("Compare", variant="secondary")
     cmp_summary = gr.Dataframe(label="Summary", interactive=False)
@@ -169,7 +169,7 @@ def render(engine: Engine, active: gr.State, demo: gr.Blocks) -> None:
             time.sleep(POLL_S)
 
     def runs_update(name):
-        return gr.update(choices=[r.name for r in jobs.runs()], value=name)
+        return name  # a plain value (API clients get the name); the list refreshes on focus
 
     @user_errors
     def start(*values):
@@ -238,5 +238,7 @@ def render(engine: Engine, active: gr.State, demo: gr.Blocks) -> None:
 
     cmp_btn.click(compare, [run_pick, cmp_k, cmp_limit], [cmp_summary, cmp_examples],
                   api_name="finetune_compare", concurrency_id=GPU, concurrency_limit=1)
+    run_pick.focus(lambda: gr.update(choices=[r.name for r in jobs.runs()]), None, run_pick, api_name=False,
+                   queue=False)
     demo.load(lambda: (gr.update(choices=[r.name for r in jobs.runs()]), tp.runs_table(jobs.runs())),
               None, [run_pick, history], api_name=False)

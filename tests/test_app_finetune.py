@@ -1,0 +1,54 @@
+"""The Fine-tune tab through its API: preview, train live, comparison, bad input."""
+import pytest
+from gradio_client.exceptions import AppError
+
+# model, source, task, train file, eval file, text col, label col, template, objective, method, epochs, lr,
+# batch, grad accum, max length, warm-up, weight decay, r, alpha, dropout, targets, seed, eval every,
+# max steps, precision, gradient checkpointing
+WIDGETS = ["el-2l-128", "built-in", "wordgroups", None, None, "text", "label", "", "classification", "lora",
+           8, "3e-3", 32, 1, 256, 0.06, 0.0, 8, 16, 0.05, "", 0, 0, 0, "auto", False]
+
+
+def widgets(**changes):
+    names = ["model", "source", "task", "train", "eval", "text_col", "label_col", "template", "objective",
+             "method", "epochs", "lr", "batch", "grad_accum", "max_length", "warmup", "weight_decay", "r",
+             "alpha", "dropout", "targets", "seed", "eval_every", "max_steps", "precision", "grad_ckpt"]
+    values = dict(zip(names, WIDGETS))
+    values.update(changes)
+    return [values[n] for n in names]
+
+
+def test_preview_shows_what_the_model_reads(client):
+    msg, table = client.predict(*widgets(), api_name="/finetune_preview")
+    assert "800 training and 200 held-out examples" in msg and "chance 0.50" in msg
+    assert table["headers"] == ["model input", "label"] and table["data"][0][0].endswith(" =")
+
+
+@pytest.mark.slow
+def test_train_then_compare_with_prompting(client, app_server):
+    engine, _ = app_server
+    run, status, _plot, history = client.predict(*widgets(), api_name="/finetune_start")
+    assert "finished" in status and "held-out accuracy" in status
+    row = next(r for r in history["data"] if r[0] == run)
+    assert row[1] == "finished" and row[6] >= 0.85
+    # the finished run is in the model list every tab loads from
+    assert any(value == row[7] for _, value in engine.model_choices())
+    summary, examples = client.predict(run, 6, 100, api_name="/finetune_compare")
+    acc = {r[0]: float(r[3]) for r in summary["data"]}
+    assert acc["C: fine-tuned, k=0"] >= 0.85
+    assert acc["A: base, k=0"] < 0.65 and acc["B: base, k=6"] < 0.65
+    assert len(examples["data"]) == 100 and {"A ✓", "B ✓", "C ✓"} <= set(examples["headers"])
+
+
+def test_bad_input_is_a_message_and_the_tab_keeps_working(client, tmp_path):
+    with pytest.raises(AppError, match="not a number"):
+        client.predict(*widgets(lr="fast"), api_name="/finetune_start")
+    bad = tmp_path / "bad.csv"
+    bad.write_text("sentence,label\nw1 w2,w0\nw3 w4,w1\n")
+    from gradio_client import handle_file
+    with pytest.raises(AppError, match="no column 'text'"):
+        client.predict(*widgets(source="upload", train=handle_file(str(bad))), api_name="/finetune_preview")
+    with pytest.raises(AppError, match="Pick a run"):
+        client.predict(None, api_name="/finetune_watch")
+    msg, _ = client.predict(*widgets(), api_name="/finetune_preview")
+    assert "wordgroups" in msg

@@ -62,11 +62,14 @@ def _train_tiny_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--preset", choices=sorted(PRESETS), default="default")
     p.add_argument("--out", default="assets/models")
     p.add_argument("--steps", type=int)
+    p.add_argument("--threads", type=int, default=0)
+    p.add_argument("--progress", help="append one JSON line per evaluation to this file")
 
 
 def cmd_train_tiny(args: argparse.Namespace) -> object:
     from core import train_tiny
-    argv = ["--preset", args.preset, "--out", args.out] + (["--steps", str(args.steps)] if args.steps else [])
+    argv = ["--preset", args.preset, "--out", args.out] + (["--steps", str(args.steps)] if args.steps else []) \
+        + (["--progress", args.progress] if args.progress else []) + ["--threads", str(args.threads)]
     train_tiny.main(argv)
     return {"out": str(Path(args.out))}
 
@@ -287,6 +290,73 @@ def cmd_finetune(args: argparse.Namespace) -> object:
 
 cmd_finetune.arguments = _finetune_args  # type: ignore[attr-defined]
 
+def cmd_tasks(args: argparse.Namespace) -> object:
+    from core.tasks import builtin_names, load_builtin
+    out = []
+    for name in builtin_names():
+        t = load_builtin(name)
+        out.append({"name": name, "kind": "generation" if t.generative else "classification",
+                    "n_train": len(t.train), "n_test": len(t.test), "description": t.description})
+    return out
+
+
+def _series_args(p: argparse.ArgumentParser) -> None:
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--models", help="comma-separated models (e.g. sizes of one family)")
+    src.add_argument("--checkpoints", help="one model whose checkpoints form the series ('default': the "
+                                           "embedded default model's; a Pythia id: its stepN revisions)")
+    p.add_argument("--revisions", help="comma-separated revisions for --checkpoints (e.g. step1000,step2000)")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--offline", action="store_true")
+    p.add_argument("--out", help="write the JSON here instead of printing it")
+
+
+def _points(args: argparse.Namespace):
+    from core.emergence import series_points
+    models = [m for m in args.models.split(",")] if args.models else None
+    revisions = [r.strip() for r in args.revisions.split(",")] if args.revisions else None
+    return series_points(models, args.checkpoints, revisions)
+
+
+def _emergence_args(p: argparse.ArgumentParser) -> None:
+    _series_args(p)
+    p.add_argument("--task", required=True, help="a built-in task (python -m core tasks)")
+    p.add_argument("--k", type=int, default=4)
+    p.add_argument("--seeds", type=int, default=1, help="random demonstration sets per point")
+    p.add_argument("--limit", type=int, help="score only the first N test rows")
+
+
+def cmd_emergence(args: argparse.Namespace) -> object:
+    from core.emergence import sweep_series
+    from core.fewshot_types import FewShotConfig
+    from core.tasks import load_builtin
+    config = FewShotConfig(k=args.k, selection="random" if args.k else "first", limit=args.limit)
+    results = sweep_series(_points(args), load_builtin(args.task), config, list(range(args.seeds)),
+                           device=args.device, offline=args.offline)
+    return {"task": args.task, "k": args.k, "seeds": args.seeds,
+            "points": [{"model": r.model if not r.revision else f"{r.model}@{r.revision}", "step": r.step,
+                        "n_params": r.n_params, "metrics": r.metrics, "std": r.std, "chance": r.chance}
+                       for r in results]}
+
+
+def _heads_training_args(p: argparse.ArgumentParser) -> None:
+    _series_args(p)
+    p.add_argument("--text", help="measure the in-context-learning score on this text instead")
+
+
+def cmd_heads_over_training(args: argparse.Namespace) -> object:
+    from core.emergence import heads_over_training
+    return heads_over_training(_points(args), device=args.device, text=unescape(args.text),
+                               offline=args.offline).to_dict()
+
+
+cmd_emergence.arguments = _emergence_args  # type: ignore[attr-defined]
+cmd_heads_over_training.arguments = _heads_training_args  # type: ignore[attr-defined]
+
+command("tasks", "the built-in tasks (JSON)")(cmd_tasks)
+command("emergence", "a task's scores across a series of models or checkpoints")(cmd_emergence)
+command("heads-over-training", "head roles and the in-context-learning score at every checkpoint")(
+    cmd_heads_over_training)
 command("models", "list the embedded models and their checkpoints")(cmd_models)
 command("attribute", "which parts of a prompt drove a target (Captum)")(cmd_attribute)
 command("heads", "score every head's role (induction, previous token, sink, entropy)")(cmd_heads)

@@ -28,6 +28,7 @@ class Engine:
         self._head_cache: OrderedDict[tuple, attention.HeadScores] = OrderedDict()
         self._cancel: dict[str, threading.Event] = {}
         self.finetune = FinetuneJobs(config.runs_dir)
+        self._emergence_cache = None
 
     # ---- models -----------------------------------------------------------
     def spec(self, model: str, revision: str | None = None, **kw) -> ModelSpec:
@@ -136,3 +137,22 @@ class Engine:
                 lambda f, m, n=n: progress((n + f) / len(runs), f"configuration {n + 1}/{len(runs)}, {m}"))
             out.append(fewshot.sweep(self.handle(key), task, config, values, seeds, axis, sub, flag.is_set))
         return out
+
+    # ---- emergence ----------------------------------------------------------------
+    def emergence_sweep(self, points, task: Task, config: FewShotConfig, seeds: list[int], job: str = "",
+                        progress=None):
+        """Few-shot scores at every point of a series; one model in memory at a time, results cached."""
+        from core import emergence
+        if self._emergence_cache is None:
+            self._emergence_cache = emergence.Cache(self.config.runs_dir / "emergence-cache.json")
+        return emergence.sweep_series(points, task, config, seeds, device=self.config.device,
+                                      policy=self.registry.policy, offline=self.config.offline,
+                                      cache=self._emergence_cache, progress=progress,
+                                      should_stop=self._job(job).is_set)
+
+    def heads_over_training(self, points, text: str | None = None, job: str = "", progress=None):
+        from core import emergence
+        return emergence.heads_over_training(points, device=self.config.device, text=text,
+                                             policy=self.registry.policy, offline=self.config.offline,
+                                             progress=progress, should_stop=self._job(job).is_set)
+

@@ -98,6 +98,24 @@ def save_checkpoint(model, tokenizer, path: Path, step: int) -> None:
     (path / "step.json").write_text(json.dumps({"step": step}))
 
 
+_ICL_BATCH: torch.Tensor | None = None
+
+
+def icl_score(model) -> float:
+    """Olsson et al.'s in-context-learning score on a fixed batch of the training mixture:
+    loss at late positions minus loss at early ones (see ``core.emergence``)."""
+    global _ICL_BATCH
+    from core.emergence import EARLY, LATE
+    from core.synthetic import DEFAULT_MIX
+    if _ICL_BATCH is None:
+        _ICL_BATCH = torch.from_numpy(training_batch(np.random.default_rng(4321), 64, CONTEXT, DEFAULT_MIX))
+    with torch.no_grad():
+        logits = model(_ICL_BATCH.to(model.device)).logits.float()
+        loss = torch.nn.functional.cross_entropy(logits[:, :-1].transpose(1, 2),
+                                                 _ICL_BATCH[:, 1:].to(model.device), reduction="none")
+    return float(loss[:, LATE[0]:LATE[1]].mean() - loss[:, EARLY[0]:EARLY[1]].mean())
+
+
 def evaluate(model, tokenizer) -> dict:
     model.eval()
     scores = probe_scores(model)
@@ -108,7 +126,7 @@ def evaluate(model, tokenizer) -> dict:
         "top_previous_token": float(scores.previous_token.max()),
         "induction": scores.induction.round(4).tolist(),
         "recall_accuracy": recall.accuracy, "recall_top1": recall.top1,
-        "recall_chance": recall.chance,
+        "recall_chance": recall.chance, "icl_score": round(icl_score(model), 5),
     }
 
 
@@ -128,7 +146,9 @@ def train(spec: TinySpec, out_dir: Path, progress: Progress | None = None,
     model.train()
     for step in range(spec.steps + 1):
         if step % spec.eval_every == 0 or step in spec.checkpoints:
-            ev = {"step": step, "elapsed_s": round(time.time() - t0, 1), **evaluate(model, tokenizer)}
+            recent = log["loss"][-spec.eval_every:]
+            ev = {"step": step, "elapsed_s": round(time.time() - t0, 1),
+                  "train_loss": round(float(np.mean(recent)), 4) if recent else None, **evaluate(model, tokenizer)}
             log["evals"].append(ev)
             if on_eval:
                 on_eval(ev)
@@ -160,6 +180,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--out", default="assets/models", help="parent folder; the model goes in OUT/NAME")
     ap.add_argument("--steps", type=int, help="override the preset's number of steps")
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: leave as is)")
+    ap.add_argument("--progress", help="append one JSON line per evaluation to this file (live view)")
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -169,6 +190,9 @@ def main(argv: list[str] | None = None) -> None:
         spec.checkpoints = tuple(sorted({s for s in spec.checkpoints if s < args.steps} | {args.steps}))
 
     def show(ev: dict) -> None:
+        if args.progress:
+            with open(args.progress, "a") as f:
+                f.write(json.dumps({k: v for k, v in ev.items() if k != "induction"}) + "\n")
         print(f"step {ev['step']:5d} {ev['elapsed_s']:7.1f}s induction {ev['top_induction']:.3f} "
               f"prev {ev['top_previous_token']:.3f} recall {ev['recall_accuracy']:.3f} "
               f"(top1 {ev['recall_top1']:.3f}, chance {ev['recall_chance']:.3f})", flush=True)

@@ -52,3 +52,16 @@ def test_bad_input_is_a_message_and_the_tab_keeps_working(client, tmp_path):
         client.predict(None, api_name="/finetune_watch")
     msg, _ = client.predict(*widgets(), api_name="/finetune_preview")
     assert "wordgroups" in msg
+
+
+def test_emergence_tab_sweeps_the_embedded_checkpoints(client):
+    preset = client.predict("Embedded default model across training (offline)", api_name="/emergence_preset")
+    assert preset[1] == "default" and preset[3] == "recall"
+    msg, plot, table = client.predict("checkpoints", "default", "", "recall", 8, 1, 24, "step",
+                                      api_name="/emergence_sweep")
+    assert "10 points" in msg and plot is not None
+    assert [r[1] for r in table["data"]][:2] == [0, 250]
+    heads_plot, heat = client.predict("checkpoints", "default", "", api_name="/emergence_heads")
+    assert heads_plot is not None and heat is not None
+    with pytest.raises(AppError, match="Name the model"):
+        client.predict("models", "", "", "recall", 8, 1, 24, "step", api_name="/emergence_sweep")

@@ -8,6 +8,7 @@ from ui.bertviz_view import VENDOR
 from ui.tabs import attention as attention_tab
 from ui.tabs import attribution as attribution_tab
 from ui.tabs import fewshot as fewshot_tab
+from ui.tabs import emergence as emergence_tab
 from ui.tabs import finetune as finetune_tab
 from ui.tabs import model as model_tab
 
@@ -40,6 +41,8 @@ def build_app(engine: Engine) -> gr.Blocks:
                 fewshot_tab.render(engine, active, demo)
             with gr.Tab("Fine-tune", id="finetune"):
                 finetune_tab.render(engine, active, demo)
+            with gr.Tab("Emergence", id="emergence"):
+                emergence_tab.render(engine, active, demo)
     return demo
 
 

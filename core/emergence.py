@@ -1,0 +1,255 @@
+"""Abilities across a series of models: scale (sizes of a family) or training (checkpoints of one model).
+
+- ``series_points``: a series from model names (``M1,M2,...``), or the checkpoints
+  of one model (an embedded model's, or Hub revisions such as Pythia's ``stepN``).
+- ``sweep_series``: the same few-shot configuration through the few-shot engine at
+  every point, with several metrics of the same outputs — accuracy / exact match
+  (discontinuous) beside the gold answer's log-probability, token edit distance
+  and Brier score (continuous); Schaeffer et al. 2023 show the metric can decide
+  whether an ability looks sudden. Points load one at a time and are freed after,
+  so a series of large models fits on one GPU; results are cached by
+  (point, task, configuration, seed), so re-plotting costs nothing.
+- ``heads_over_training``: at every checkpoint, the head-role scores of
+  ``core.attention`` and the in-context-learning score of Olsson et al. 2022
+  (loss on late tokens minus loss on early tokens of the same sequences;
+  negative = the context helps).
+"""
+from __future__ import annotations
+
+import gc
+import json
+import re
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from core.attention import head_scores
+from core.embedded import find_embedded, DEFAULT_MODEL
+from core.errors import Cancelled, UserError
+from core.fewshot import run_fewshot
+from core.fewshot_types import FewShotConfig
+from core.models import PathPolicy, load_model
+from core.tasks import Task
+from core.types import ModelSpec
+
+Progress = Callable[[float, str], None]
+PYTHIA_STEPS = (0, 64, 512, 1000, 4000, 16000, 64000, 143000)  # log-spaced Pythia revisions
+PYTHIA_SIZES = ("70m", "160m", "410m", "1b", "1.4b")
+METRICS = ("accuracy", "gold_logprob", "edit_distance", "brier")
+
+
+@dataclass(frozen=True)
+class Point:
+    """One model of a series."""
+
+    model: str
+    revision: str | None = None
+    step: int | None = None
+
+    @property
+    def label(self) -> str:
+        return f"{self.model}@{self.revision}" if self.revision else self.model
+
+
+def _step_of(revision: str | None) -> int | None:
+    m = re.fullmatch(r"step-?0*(\d+)", revision or "")
+    return int(m.group(1)) if m else None
+
+
+def series_points(models: list[str] | None = None, checkpoints: str | None = None,
+                  revisions: list[str] | None = None) -> list[Point]:
+    """The points of a series: a list of models, or the checkpoints of one model in training order."""
+    if models:
+        return [Point(m.strip()) for m in models if m.strip()]
+    if not checkpoints:
+        raise UserError("Give a series: a list of models, or a model whose checkpoints to use.")
+    name = DEFAULT_MODEL if checkpoints == "default" else checkpoints
+    emb = find_embedded(name)
+    if emb is not None:
+        return [Point(emb.name, f"step{c.step}", c.step) for c in emb.checkpoints]
+    folder = Path(name)
+    if folder.is_dir() and list(folder.glob("step-*")):  # a folder of checkpoints (e.g. live training)
+        found = sorted(folder.glob("step-*"), key=lambda p: int(p.name.split("-")[1]))
+        return [Point(str(p), None, int(p.name.split("-")[1])) for p in found if (p / "config.json").exists()]
+    if revisions is None:
+        if "pythia" not in name.lower():
+            raise UserError(f"Name the revisions of {name} to use (e.g. step1000,step2000): only Pythia's are known.")
+        revisions = [f"step{s}" for s in PYTHIA_STEPS]
+    return [Point(name, r, _step_of(r)) for r in revisions]
+
+
+@dataclass
+class PointResult:
+    model: str
+    revision: str | None
+    step: int | None
+    n_params: int
+    metrics: dict[str, float | None]         # mean over seeds
+    std: dict[str, float | None]             # std over seeds
+    chance: float
+    seeds: list[int] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _metric_values(run) -> dict[str, float | None]:
+    m = run.metrics
+    return {"accuracy": m.accuracy, "gold_logprob": m.mean_gold_logprob,
+            "edit_distance": m.mean_edit_distance, "brier": m.brier}
+
+
+def _free(handle) -> None:
+    del handle
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+class Cache:
+    """(point, task, configuration, seed) -> metrics, in memory and optionally in a JSON file."""
+
+    def __init__(self, path: Path | None = None):
+        self.path = path
+        self.data: dict[str, dict] = {}
+        if path and path.exists():
+            try:
+                self.data = json.loads(path.read_text())
+            except ValueError:
+                self.data = {}
+
+    @staticmethod
+    def key(point: Point, task: Task, config: FewShotConfig, seed: int) -> str:
+        cfg = asdict(replace(config, seed=seed, name=""))
+        return json.dumps([point.model, point.revision, task.name, len(task.test), cfg], sort_keys=True, default=str)
+
+    def get(self, key: str) -> dict | None:
+        return self.data.get(key)
+
+    def put(self, key: str, value: dict) -> None:
+        self.data[key] = value
+        if self.path:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.path.write_text(json.dumps(self.data))
+
+
+def sweep_series(points: list[Point], task: Task, config: FewShotConfig, seeds: list[int] = (0,),
+                 device: str = "auto", policy: PathPolicy = PathPolicy(), offline: bool = False,
+                 cache: Cache | None = None, progress: Progress | None = None,
+                 should_stop: Callable[[], bool] = lambda: False) -> list[PointResult]:
+    """Run ``config`` on ``task`` at every point (and seed); one model in memory at a time."""
+    cache = cache or Cache()
+    out = []
+    for n, point in enumerate(points):
+        if should_stop():
+            raise Cancelled("The sweep")
+        if progress:
+            progress(n / len(points), f"{point.label} ({n + 1}/{len(points)})")
+        keys = [Cache.key(point, task, config, s) for s in seeds]
+        rows = [cache.get(k) for k in keys]
+        if any(r is None for r in rows):
+            handle = load_model(ModelSpec(model=point.model, revision=point.revision, device=device), policy, offline)
+            try:
+                for i, (k, s) in enumerate(zip(keys, seeds)):
+                    if rows[i] is None:
+                        run = run_fewshot(handle, task, replace(config, seed=s), should_stop=should_stop)
+                        rows[i] = {"metrics": _metric_values(run), "chance": run.metrics.chance,
+                                   "n_params": handle.info.n_params, "step": handle.info.step}
+                        cache.put(k, rows[i])
+            finally:
+                _free(handle)
+        mean, std = {}, {}
+        for m in METRICS:
+            vals = [r["metrics"][m] for r in rows if r["metrics"][m] is not None]
+            mean[m] = float(np.mean(vals)) if vals else None
+            std[m] = float(np.std(vals)) if vals else None
+        step = point.step if point.step is not None else rows[0]["step"]
+        out.append(PointResult(point.model, point.revision, step, rows[0]["n_params"], mean, std,
+                               rows[0]["chance"], list(seeds)))
+    if progress:
+        progress(1.0, f"{len(points)} points")
+    return out
+
+
+# ---- internal change over training -----------------------------------------------------
+
+EARLY = (4, 12)    # token positions averaged for the "early" loss (Olsson et al. use the 50th token)
+LATE = (48, 60)    # ... and for the "late" loss (their 500th), scaled to a 64-token context
+
+
+def icl_sequences(handle, n: int = 64, seed: int = 0, text: str | None = None) -> torch.Tensor:
+    """What the in-context-learning score is measured on.
+
+    The embedded models: their own synthetic training mixture. Any model, given text:
+    that text. Otherwise: random tokens repeated (the second half is predictable only
+    from the context).
+    """
+    if text:
+        ids = handle.tokenizer(text, return_tensors="pt")["input_ids"][:, : handle.info.context_length or None]
+        if ids.shape[1] <= LATE[1]:
+            raise UserError(f"The text is {ids.shape[1]} tokens; the score compares tokens {EARLY} with {LATE}, "
+                            f"so it needs more than {LATE[1]}.")
+        return ids
+    if handle.info.vocab_size == _embedded_vocab_size() and handle.tokenizer.convert_tokens_to_ids("w0") == 5:
+        from core.synthetic import CONTEXT, DEFAULT_MIX, training_batch
+        return torch.from_numpy(training_batch(np.random.default_rng(seed), n, CONTEXT, DEFAULT_MIX))
+    from core.attention import repeated_probe
+    ids, _ = repeated_probe(handle, 32, n, seed)
+    return ids
+
+
+def _embedded_vocab_size() -> int:
+    from core.synthetic import Vocab
+    return Vocab().size
+
+
+@torch.no_grad()
+def icl_score(handle, ids: torch.Tensor) -> float:
+    """Mean loss at late positions minus mean loss at early positions (nats; negative = ICL)."""
+    model = handle.model
+    logits = model(ids.to(model.device)).logits.float()
+    loss = torch.nn.functional.cross_entropy(logits[:, :-1].transpose(1, 2), ids[:, 1:].to(model.device),
+                                             reduction="none")  # (batch, positions)
+    n = loss.shape[1]
+    late = (min(LATE[0], n - 8), min(LATE[1], n))
+    return float(loss[:, late[0]:late[1]].mean() - loss[:, EARLY[0]:EARLY[1]].mean())
+
+
+@dataclass
+class HeadsOverTraining:
+    steps: list[int | None]
+    labels: list[str]
+    induction: list            # step x layer x head
+    previous_token: list
+    icl_score: list[float]
+
+    def to_dict(self) -> dict:
+        return {"steps": self.steps, "induction": self.induction, "previous_token": self.previous_token,
+                "icl_score": self.icl_score, "labels": self.labels}
+
+
+def heads_over_training(points: list[Point], device: str = "auto", text: str | None = None,
+                        policy: PathPolicy = PathPolicy(), offline: bool = False,
+                        progress: Progress | None = None,
+                        should_stop: Callable[[], bool] = lambda: False) -> HeadsOverTraining:
+    steps, labels, ind, prev, icl = [], [], [], [], []
+    for n, point in enumerate(points):
+        if should_stop():
+            raise Cancelled("Measuring the heads")
+        if progress:
+            progress(n / len(points), f"heads at {point.label}")
+        handle = load_model(ModelSpec(model=point.model, revision=point.revision, device=device,
+                                      attn_implementation="eager"), policy, offline)
+        try:
+            scores = head_scores(handle)
+            steps.append(point.step if point.step is not None else handle.info.step)
+            labels.append(point.label)
+            ind.append(np.round(scores.induction, 5).tolist())
+            prev.append(np.round(scores.previous_token, 5).tolist())
+            icl.append(round(icl_score(handle, icl_sequences(handle, text=text)), 5))
+        finally:
+            _free(handle)
+    return HeadsOverTraining(steps, labels, ind, prev, icl)

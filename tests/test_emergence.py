@@ -1,0 +1,86 @@
+"""Emergence: sweeps over checkpoints and sizes, heads over training, the CLI, the tab."""
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from core.emergence import Cache, heads_over_training, series_points, sweep_series
+from core.errors import UserError
+from core.fewshot_types import FewShotConfig
+from core.tasks import load_builtin
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def cli(*args):
+    return subprocess.run([sys.executable, "-m", "core", *args], cwd=ROOT, capture_output=True, text=True,
+                          timeout=600)
+
+
+def test_recall_appears_over_training_and_the_continuous_metric_moves_first(tmp_path):
+    out = tmp_path / "em.json"
+    res = cli("emergence", "--checkpoints", "default", "--task", "recall", "--k", "8", "--seeds", "2",
+              "--out", str(out))
+    assert res.returncode == 0, res.stderr[-1500:]
+    points = json.loads(out.read_text())["points"]
+    steps = [p["step"] for p in points]
+    assert steps == sorted(steps) and len(steps) >= 6 and steps[0] == 0
+    assert {p["n_params"] for p in points} == {462976}
+    acc = [p["metrics"]["accuracy"] for p in points]
+    lp = [p["metrics"]["gold_logprob"] for p in points]
+    assert set(points[0]["metrics"]) == {"accuracy", "gold_logprob", "edit_distance", "brier"}
+    assert acc[0] < 0.2 and acc[-1] > 0.6  # near chance first, learnt last
+    jump = int(np.argmax(np.diff(acc)))  # the step where exact match jumps ...
+    assert lp[jump] > lp[0] + 0.5        # ... gold log-prob had already been rising before it
+
+
+def test_heads_over_training_shapes_and_the_icl_score(tmp_path):
+    out = tmp_path / "hot.json"
+    res = cli("heads-over-training", "--checkpoints", "default", "--out", str(out))
+    assert res.returncode == 0, res.stderr[-1500:]
+    d = json.loads(out.read_text())
+    assert np.asarray(d["induction"]).shape == (len(d["steps"]), 2, 4)
+    assert np.asarray(d["previous_token"]).shape == np.asarray(d["induction"]).shape
+    assert d["icl_score"][-1] < d["icl_score"][0] - 1.0  # late tokens far easier than early ones by the end
+    assert max(map(np.max, d["previous_token"][1:])) > 0.5  # a previous-token head forms
+
+
+def test_tasks_cli_and_series_errors():
+    res = cli("tasks")
+    tasks = {t["name"]: t for t in json.loads(res.stdout)}
+    assert tasks["recall"]["kind"] == "classification" and tasks["addition"]["kind"] == "generation"
+    assert tasks["wordgroups"]["n_train"] == 800
+    with pytest.raises(UserError, match="revisions"):
+        series_points(None, "gpt2")
+    pts = series_points(None, "EleutherAI/pythia-70m")
+    assert pts[0].revision == "step0" and pts[-1].step == 143000
+    assert [p.model for p in series_points(["el-1l-64", "el-2l-128"])] == ["el-1l-64", "el-2l-128"]
+
+
+def test_sizes_series_and_cache_make_replots_free(tmp_path):
+    task = load_builtin("recall")
+    cache = Cache(tmp_path / "cache.json")
+    pts = series_points(["el-1l-64", "el-2l-128"])
+    first = sweep_series(pts, task, FewShotConfig(k=8, selection="random", limit=24), [0], cache=cache)
+    assert first[0].n_params < first[1].n_params
+    assert first[1].metrics["accuracy"] > first[0].metrics["accuracy"]  # the 2-layer model recalls, 1-layer not
+    t0 = time.time()
+    again = sweep_series(pts, task, FewShotConfig(k=8, selection="random", limit=24), [0],
+                         cache=Cache(tmp_path / "cache.json"))
+    assert time.time() - t0 < 0.5 and [r.metrics for r in again] == [r.metrics for r in first]
+
+
+def test_live_series_from_a_training_folder(tmp_path):
+    res = cli("train-tiny", "--preset", "live", "--steps", "60", "--out", str(tmp_path),
+              "--progress", str(tmp_path / "p.jsonl"))
+    assert res.returncode == 0, res.stderr[-1500:]
+    events = [json.loads(x) for x in (tmp_path / "p.jsonl").read_text().splitlines()]
+    assert events[0]["step"] == 0 and {"train_loss", "icl_score", "top_induction", "recall_accuracy"} <= set(events[-1])
+    pts = series_points(None, str(tmp_path / "live"))
+    assert [p.step for p in pts] == [0, 60]
+    hot = heads_over_training(pts)
+    assert hot.steps == [0, 60]

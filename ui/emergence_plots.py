@@ -1,0 +1,87 @@
+"""Pure builders for the Emergence tab: sweep results, head curves and live training -> plotly figures."""
+from __future__ import annotations
+
+import numpy as np
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+from core.emergence import HeadsOverTraining, PointResult
+
+METRIC_TITLES = {"accuracy": "accuracy / exact match (discontinuous)", "gold_logprob": "log p(gold) (continuous)",
+                 "edit_distance": "token edit distance (continuous)", "brier": "Brier score (continuous)"}
+EXPLAIN = """**Emergence** (Wei et al. 2022): an ability absent in small models appears in larger ones, often
+abruptly. **The metric matters** (Schaeffer et al. 2023): exact match jumps where a continuous score such as
+log p(gold) rises smoothly — compare the panels side by side. **Induction heads** (Olsson et al. 2022): heads
+that copy what followed an earlier occurrence form in a phase change, at the same time as the in-context
+learning score (loss late in a sequence minus loss early) drops."""
+
+
+def _x(results: list[PointResult], axis: str) -> tuple[list, str]:
+    if axis == "params":
+        return [r.n_params for r in results], "parameters"
+    return [r.step if r.step is not None else i for i, r in enumerate(results)], "training step"
+
+
+def scores_figure(results: list[PointResult], axis: str = "step", metrics: list[str] | None = None) -> go.Figure:
+    metrics = [m for m in (metrics or ["accuracy", "gold_logprob", "brier", "edit_distance"])
+               if any(r.metrics.get(m) is not None for r in results)]
+    fig = make_subplots(rows=1, cols=max(1, len(metrics)), subplot_titles=[METRIC_TITLES[m] for m in metrics])
+    x, title = _x(results, axis)
+    for c, m in enumerate(metrics, start=1):
+        y = [r.metrics[m] for r in results]
+        err = [r.std[m] or 0 for r in results]
+        fig.add_trace(go.Scatter(x=x, y=y, error_y=dict(type="data", array=err, visible=True), mode="lines+markers",
+                                 name=m, text=[r.model + (f"@{r.revision}" if r.revision else "") for r in results],
+                                 hovertemplate="%{text}<br>%{y:.3f}<extra></extra>"), row=1, col=c)
+        if m == "accuracy" and results:
+            fig.add_hline(y=results[0].chance, line=dict(dash="dash", color="#888"), row=1, col=c,
+                          annotation_text="chance", annotation_position="top left")
+        fig.update_xaxes(title_text=title, type="log" if axis == "params" else "linear", row=1, col=c)
+    fig.update_layout(height=340, showlegend=False, margin=dict(l=40, r=20, t=50, b=40))
+    return fig
+
+
+def heads_figure(hot: HeadsOverTraining, top: int = 3) -> go.Figure:
+    """Induction and previous-token score of every head over steps (top heads bold), and the ICL score."""
+    steps = [s if s is not None else i for i, s in enumerate(hot.steps)]
+    fig = make_subplots(rows=1, cols=3, subplot_titles=["induction score per head", "previous-token score per head",
+                                                        "in-context-learning score (late − early loss, nats)"])
+    for c, (name, data) in enumerate((("induction", hot.induction), ("previous_token", hot.previous_token)), start=1):
+        arr = np.asarray(data)  # (steps, layers, heads)
+        flat = arr.reshape(len(steps), -1)
+        best = set(np.argsort(flat[-1])[::-1][:top].tolist())
+        for j in range(flat.shape[1]):
+            layer, head = divmod(j, arr.shape[2])
+            fig.add_trace(go.Scatter(x=steps, y=flat[:, j], mode="lines", name=f"L{layer}H{head}",
+                                     line=dict(width=3 if j in best else 1), opacity=1.0 if j in best else 0.35,
+                                     showlegend=False, hovertemplate=f"L{layer}H{head} %{{y:.3f}}<extra></extra>"),
+                          row=1, col=c)
+        fig.update_yaxes(range=[0, 1], row=1, col=c)
+    fig.add_trace(go.Scatter(x=steps, y=hot.icl_score, mode="lines+markers", name="ICL score", showlegend=False),
+                  row=1, col=3)
+    for c in (1, 2, 3):
+        fig.update_xaxes(title_text="training step", row=1, col=c)
+    fig.update_layout(height=320, margin=dict(l=40, r=20, t=50, b=40))
+    return fig
+
+
+def heads_heatmap(hot: HeadsOverTraining) -> go.Figure:
+    arr = np.asarray(hot.induction)
+    flat = arr.reshape(arr.shape[0], -1)
+    names = [f"L{j // arr.shape[2]}H{j % arr.shape[2]}" for j in range(flat.shape[1])]
+    fig = go.Figure(go.Heatmap(z=flat, x=names, y=[str(s) for s in hot.steps], zmin=0, zmax=1,
+                               colorscale="Viridis", colorbar=dict(title="induction")))
+    fig.update_layout(height=300, xaxis_title="head", yaxis_title="step", margin=dict(l=60, r=20, t=20, b=40))
+    return fig
+
+
+def live_figure(events: list[dict]) -> go.Figure:
+    fig = make_subplots(rows=1, cols=4, subplot_titles=["training loss", "ICL score", "top induction score",
+                                                        "recall accuracy"])
+    steps = [e["step"] for e in events]
+    for c, key in enumerate(("train_loss", "icl_score", "top_induction", "recall_accuracy"), start=1):
+        fig.add_trace(go.Scatter(x=steps, y=[e.get(key) for e in events], mode="lines+markers", showlegend=False),
+                      row=1, col=c)
+        fig.update_xaxes(title_text="step", row=1, col=c)
+    fig.update_layout(height=300, margin=dict(l=40, r=20, t=50, b=40))
+    return fig

@@ -226,6 +226,7 @@ def _finetune_args(p: argparse.ArgumentParser) -> None:
     src = p.add_mutually_exclusive_group()
     src.add_argument("--task", help="a built-in task (e.g. wordgroups, sentiment)")
     src.add_argument("--train", help="CSV/JSONL of training examples")
+    src.add_argument("--hub-dataset", help="a Hub dataset id with train and test splits (needs network)")
     src.add_argument("--spec", help="a FinetuneSpec as JSON (what the app writes)")
     src.add_argument("--resume", metavar="DIR", help="continue the run in DIR from its last checkpoint")
     p.add_argument("--eval", help="CSV/JSONL of held-out examples (default: a split of --train)")
@@ -272,9 +273,10 @@ def cmd_finetune(args: argparse.Namespace) -> object:
     if args.spec:
         spec = FinetuneSpec.from_dict(json.loads(Path(args.spec).read_text()))
     else:
-        if not args.task and not args.train:
-            raise UserError("Give the data: --task NAME, or --train FILE with --text-column and --label-column.")
-        data = DataSpec(task=args.task, train_path=args.train, eval_path=args.eval,
+        if not args.task and not args.train and not args.hub_dataset:
+            raise UserError("Give the data: --task NAME, or --train FILE (or --hub-dataset ID) with "
+                            "--text-column and --label-column.")
+        data = DataSpec(task=args.task, train_path=args.train, eval_path=args.eval, hub_dataset=args.hub_dataset,
                         text_column=args.text_column, label_column=args.label_column,
                         template=unescape(args.template))
         spec = FinetuneSpec(

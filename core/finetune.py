@@ -38,7 +38,8 @@ from core import devices
 from core.errors import UserError
 from core.finetune_types import FinetuneSpec, FinetuneStatus
 from core.scoring import encode, generate_greedy, score_continuations, split_context
-from core.tasks import Task, Template, load_builtin, read_table, split_table, task_from_tables
+from core.tasks import (Task, Template, load_builtin, load_hub_dataset, read_table, split_table,
+                        task_from_tables)
 
 KEEP_CHECKPOINTS = 2
 MAX_CHOICES = 50  # an uploaded label column with more distinct values is scored as generation
@@ -65,14 +66,17 @@ def load_task(spec: FinetuneSpec, offline: bool = False) -> Task:
     else:
         if not d.text_column or not d.label_column:
             raise UserError("Uploaded data needs a text column and a label column.")
-        train = read_table(d.train_path)
+        if d.hub_dataset:
+            train, test = load_hub_dataset(d.hub_dataset, offline=offline)
+        else:
+            train = read_table(d.train_path)
         for col in (d.text_column, d.label_column):
             if col not in train.columns:
                 raise UserError(f"The train file has no column {col!r} (columns: {', '.join(train.columns)}).")
         train = train[train[d.label_column].str.strip() != ""]
         if d.eval_path:
             test = read_table(d.eval_path)
-        else:
+        elif not d.hub_dataset:
             train, test = split_table(train, d.eval_fraction, spec.seed)
         labels = sorted(set(train[d.label_column]))
         as_choices = spec.objective == "classification" or (
@@ -82,7 +86,7 @@ def load_task(spec: FinetuneSpec, offline: bool = False) -> Task:
                             f"{len(labels)}.")
         template = Template(input=d.template or "{" + d.text_column + "}")
         task = task_from_tables(train, test, template, d.label_column, labels if as_choices else None,
-                                name=Path(d.train_path).stem)
+                                name=d.hub_dataset or Path(d.train_path).stem)
     if spec.objective == "classification" and task.generative:
         raise UserError(f"Task {task.name!r} is generative (no fixed labels); use the causal objective.")
     if d.max_eval:

@@ -17,6 +17,7 @@ class DataSpec:
     """Where the examples come from: a built-in task, or uploaded tables with a column mapping."""
 
     task: str | None = None          # built-in task name
+    hub_dataset: str | None = None   # a Hub dataset id (needs network): its train and test splits
     train_path: str | None = None    # CSV / JSONL
     eval_path: str | None = None     # None: a seeded split of the train table
     text_column: str | None = None   # the input column of uploaded tables
@@ -74,8 +75,8 @@ class FinetuneSpec:
             raise UserError(f"The learning rate must be between 0 and 1 (got {self.learning_rate}).")
         if not 0 <= self.warmup_ratio < 1 or not 0 <= self.lora_dropout < 1 or self.weight_decay < 0:
             raise UserError("Warm-up share and LoRA dropout must be in [0, 1) and weight decay at least 0.")
-        if self.data.task is None and self.data.train_path is None:
-            raise UserError("No training data: pick a built-in task or give a train file.")
+        if self.data.task is None and self.data.train_path is None and self.data.hub_dataset is None:
+            raise UserError("No training data: pick a built-in task, give a train file or a Hub dataset.")
         return self
 
     def to_dict(self) -> dict:

@@ -4,15 +4,15 @@ from gradio_client.exceptions import AppError
 
 # model, source, task, train file, eval file, text col, label col, template, objective, method, epochs, lr,
 # batch, grad accum, max length, warm-up, weight decay, r, alpha, dropout, targets, seed, eval every,
-# max steps, precision, gradient checkpointing
+# max steps, precision, gradient checkpointing, hub dataset id
 WIDGETS = ["el-2l-128", "built-in", "wordgroups", None, None, "text", "label", "", "classification", "lora",
-           8, "3e-3", 32, 1, 256, 0.06, 0.0, 8, 16, 0.05, "", 0, 0, 0, "auto", False]
+           8, "3e-3", 32, 1, 256, 0.06, 0.0, 8, 16, 0.05, "", 0, 0, 0, "auto", False, ""]
 
 
 def widgets(**changes):
     names = ["model", "source", "task", "train", "eval", "text_col", "label_col", "template", "objective",
              "method", "epochs", "lr", "batch", "grad_accum", "max_length", "warmup", "weight_decay", "r",
-             "alpha", "dropout", "targets", "seed", "eval_every", "max_steps", "precision", "grad_ckpt"]
+             "alpha", "dropout", "targets", "seed", "eval_every", "max_steps", "precision", "grad_ckpt", "hub_id"]
     values = dict(zip(names, WIDGETS))
     values.update(changes)
     return [values[n] for n in names]
@@ -48,8 +48,11 @@ def test_bad_input_is_a_message_and_the_tab_keeps_working(client, tmp_path):
     from gradio_client import handle_file
     with pytest.raises(AppError, match="no column 'text'"):
         client.predict(*widgets(source="upload", train=handle_file(str(bad))), api_name="/finetune_preview")
-    with pytest.raises(AppError, match="Pick a run"):
+    with pytest.raises(AppError, match="Pick the run to watch"):
         client.predict(None, api_name="/finetune_watch")
+    with pytest.raises(AppError, match="needs the network and the app runs offline"):
+        client.predict(*widgets(source="hub dataset", hub_id="stanfordnlp/sst2", text_col="sentence"),
+                       api_name="/finetune_preview")
     msg, _ = client.predict(*widgets(), api_name="/finetune_preview")
     assert "wordgroups" in msg
 

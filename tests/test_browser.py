@@ -81,3 +81,14 @@ def test_finetune_tab_trains_live_and_draws_the_curves(page, tmp_path):
     page.locator("#ft-curve .main-svg").first.wait_for(timeout=30_000)
     assert page.locator("#ft-curve .scatterlayer .trace").count() == 3  # train loss, eval loss, accuracy
     page.screenshot(path=str(tmp_path / "finetune-tab.png"), full_page=True)
+
+
+def test_emergence_tab_draws_scores_across_checkpoints(page, tmp_path):
+    page.get_by_role("tab", name="Emergence").click()
+    page.locator("#em-run").click()
+    page.locator("#em-scores .main-svg").first.wait_for(timeout=120_000)
+    assert page.locator("#em-scores .scatterlayer .trace").count() >= 2  # accuracy beside log p(gold)
+    assert "10 points" in page.locator("#em-status").inner_text()
+    page.locator("#em-heads").click()
+    page.locator("#em-heads-plot .main-svg").first.wait_for(timeout=120_000)
+    page.screenshot(path=str(tmp_path / "emergence-tab.png"), full_page=True)

@@ -165,3 +165,17 @@ def test_a_full_disk_fails_cleanly_and_keeps_saved_checkpoints(tmp_path, monkeyp
     ck = last_checkpoint(tmp_path / "run")
     assert ck is not None and ck.name == "step-000020"
     load_model(ModelSpec(model=str(ck)))  # still loadable
+
+
+@pytest.mark.gpu
+def test_lora_on_the_gpu_in_bf16(tmp_path):
+    import torch
+    spec = FinetuneSpec(model="default", data=DataSpec(task="wordgroups"), lr=3e-3, epochs=12, batch_size=32,
+                        device="cuda", precision="auto")
+    metrics = train_run(spec, tmp_path / "run")
+    assert metrics["eval_accuracy"] >= 0.9
+    events = [json.loads(x) for x in (tmp_path / "run" / "progress.jsonl").read_text().splitlines()]
+    start = next(e for e in events if e["event"] == "start")
+    assert start["device"].startswith("cuda")
+    assert start["precision"] == ("bfloat16" if torch.cuda.is_bf16_supported() else "float16")
+    assert any(e.get("gpu_memory_bytes") for e in events if e["event"] == "train")

@@ -37,11 +37,18 @@ def parse_float(text, name: str, default: float | None = None) -> float | None:
 
 def build_spec(model, source, task_name, train_file, eval_file, text_col, label_col, template, objective,
                method, epochs, lr, batch, grad_accum, max_length, warmup, weight_decay, lora_r, lora_alpha,
-               lora_dropout, targets, seed, eval_every, max_steps, precision, grad_ckpt) -> FinetuneSpec:
+               lora_dropout, targets, seed, eval_every, max_steps, precision, grad_ckpt, hub_id="") -> FinetuneSpec:
     if source == "built-in":
         if not task_name:
             raise UserError("Pick a built-in task, or upload your own data.")
         data = DataSpec(task=task_name, template=(template or "").strip() or None)
+    elif source == "hub dataset":
+        if not (hub_id or "").strip():
+            raise UserError("Type a Hub dataset id (with train and test splits), or pick a built-in task.")
+        if not (text_col or "").strip() or not (label_col or "").strip():
+            raise UserError("Name the text column and the label column of the dataset.")
+        data = DataSpec(hub_dataset=hub_id.strip(), text_column=text_col.strip(), label_column=label_col.strip(),
+                        template=(template or "").strip() or None)
     else:
         if not train_file:
             raise UserError("Upload a train file (CSV or JSONL), or pick a built-in task.")
@@ -68,7 +75,9 @@ def render(engine: Engine, active: gr.State, demo: gr.Blocks) -> None:
     with gr.Row():
         with gr.Column(scale=1):
             gr.Markdown("#### Data")
-            source = gr.Radio(["built-in", "upload"], value="built-in", label="Source")
+            source = gr.Radio(["built-in", "upload", "hub dataset"], value="built-in", label="Source")
+            hub_id = gr.Textbox(label="Hub dataset id (needs network)", placeholder="e.g. stanfordnlp/sst2",
+                                visible=False)
             task_name = gr.Dropdown(builtin_names(), value="wordgroups" if "wordgroups" in builtin_names() else None,
                                     label="Built-in task")
             train_file = gr.File(label="Train file (CSV/JSONL)", file_types=[".csv", ".jsonl", ".json"],
@@ -134,13 +143,14 @@ def render(engine: Engine, active: gr.State, demo: gr.Blocks) -> None:
 
     widgets = [model, source, task_name, train_file, eval_file, text_col, label_col, template, objective,
                method, epochs, lr, batch, grad_accum, max_length, warmup, weight_decay, lora_r, lora_alpha,
-               lora_dropout, targets, seed, eval_every, max_steps, precision, grad_ckpt]
+               lora_dropout, targets, seed, eval_every, max_steps, precision, grad_ckpt, hub_id]
 
     def toggle(src):
-        up = src == "upload"
-        return gr.update(visible=not up), gr.update(visible=up), gr.update(visible=up), gr.update(visible=up)
+        up, hub = src == "upload", src == "hub dataset"
+        return (gr.update(visible=src == "built-in"), gr.update(visible=up), gr.update(visible=up),
+                gr.update(visible=up or hub), gr.update(visible=hub))
 
-    source.change(toggle, source, [task_name, train_file, eval_file, cols], api_name=False, queue=False)
+    source.change(toggle, source, [task_name, train_file, eval_file, cols, hub_id], api_name=False, queue=False)
 
     @user_errors
     def do_preview(*values):
@@ -156,41 +166,36 @@ def render(engine: Engine, active: gr.State, demo: gr.Blocks) -> None:
 
     def snapshot(name):
         st = jobs.status(name) if name else None
-        chance = None
-        return tp.progress_html(st), tp.loss_figure(st, chance), tp.runs_table(jobs.runs())
+        return tp.progress_html(st), tp.loss_figure(st), tp.runs_table(jobs.runs())
 
     def stream(name):
-        """Yield the run's state every POLL_S seconds until it ends (the run goes on if the browser leaves)."""
+        """Yield (run name, status, curve, history) every POLL_S seconds until the run ends.
+
+        The run goes on if the browser leaves; the name is a plain value (the list refreshes on focus).
+        """
         while True:
-            st = jobs.status(name)
+            done = jobs.status(name).done
             yield name, *snapshot(name)
-            if st.done:
+            if done:
                 return
             time.sleep(POLL_S)
 
-    def runs_update(name):
-        return name  # a plain value (API clients get the name); the list refreshes on focus
+    def picked(name: str | None, what: str) -> str:
+        if not name:
+            raise UserError(f"Pick the run to {what} under Runs.")
+        return name
 
     @user_errors
     def start(*values):
-        name = jobs.submit(build_spec(*values))
-        for name_, *rest in stream(name):
-            yield runs_update(name_), *rest
+        yield from stream(jobs.submit(build_spec(*values)))
 
     @user_errors
     def watch(name):
-        if not name:
-            raise UserError("Pick a run to watch.")
-        for name_, *rest in stream(name):
-            yield runs_update(name_), *rest
+        yield from stream(picked(name, "watch"))
 
     @user_errors
     def resume(name):
-        if not name:
-            raise UserError("Pick the run to resume under Runs.")
-        jobs.resume(name)
-        for name_, *rest in stream(name):
-            yield runs_update(name_), *rest
+        yield from stream(jobs.resume(picked(name, "resume")))
 
     @user_errors
     def cancel(name):
@@ -210,9 +215,7 @@ def render(engine: Engine, active: gr.State, demo: gr.Blocks) -> None:
 
     @user_errors
     def compare(name, k, limit, progress=gr.Progress()):
-        if not name:
-            raise UserError("Pick a finished run under Runs.")
-        run_dir = jobs.run_dir(name)
+        run_dir = jobs.run_dir(picked(name, "compare"))
         st = jobs.status(name)
         if st.state != "finished" or not (run_dir / "model").exists():
             raise UserError(f"Run {name!r} has not finished ({st.state}); compare a finished run.")

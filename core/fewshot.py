@@ -163,7 +163,7 @@ def _classifier_run(handle: ModelHandle, task: Task, config: FewShotConfig,
             raise Cancelled("Scoring")
         texts = [prefix + q for q in queries[start:start + 32]]
         side = tok.padding_side
-        tok.padding_side = "left"
+        tok.padding_side = "right"  # as in training (core.finetune.collate): positions match the unpadded text
         enc = tok(texts, return_tensors="pt", padding=True)
         tok.padding_side = side
         with torch.no_grad():

@@ -136,16 +136,16 @@ def collate(enc: Encoded, index: list[int], pad_id: int, objective: str) -> dict
     n = max(len(r) for r in rows)
     ids = torch.full((len(rows), n), pad_id, dtype=torch.long)
     mask = torch.zeros((len(rows), n), dtype=torch.long)
-    for b, r in enumerate(rows):  # left padding: the last position is the last real token
-        ids[b, n - len(r):] = torch.tensor(r)
-        mask[b, n - len(r):] = 1
+    for b, r in enumerate(rows):  # right padding: positions match the unpadded text (absolute-position
+        ids[b, :len(r)] = torch.tensor(r)  # models) and classifier heads find the last real token
+        mask[b, :len(r)] = 1
     batch = {"input_ids": ids, "attention_mask": mask}
     if objective == "classification":
         batch["labels"] = torch.tensor([enc.labels[i] for i in index])
     else:
         lab = torch.full((len(rows), n), -100, dtype=torch.long)
         for b, i in enumerate(index):
-            lab[b, n - len(enc.labels[i]):] = torch.tensor(enc.labels[i])
+            lab[b, :len(enc.labels[i])] = torch.tensor(enc.labels[i])
         batch["labels"] = lab
     return batch
 

@@ -337,7 +337,8 @@ def cmd_emergence(args: argparse.Namespace) -> object:
                            device=args.device, offline=args.offline)
     return {"task": args.task, "k": args.k, "seeds": args.seeds,
             "points": [{"model": r.model if not r.revision else f"{r.model}@{r.revision}", "step": r.step,
-                        "n_params": r.n_params, "metrics": r.metrics, "std": r.std, "chance": r.chance}
+                        "n_params": r.n_params, "metrics": r.metrics, "std": r.std, "chance": r.chance,
+                        **({"error": r.error} if r.error else {})}
                        for r in results]}
 
 

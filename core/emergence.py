@@ -91,6 +91,7 @@ class PointResult:
     std: dict[str, float | None]             # std over seeds
     chance: float
     seeds: list[int] = field(default_factory=list)
+    error: str | None = None                 # this point could not be loaded or scored; the rest ran
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -151,7 +152,13 @@ def sweep_series(points: list[Point], task: Task, config: FewShotConfig, seeds: 
         keys = [Cache.key(point, task, config, s) for s in seeds]
         rows = [cache.get(k) for k in keys]
         if any(r is None for r in rows):
-            handle = load_model(ModelSpec(model=point.model, revision=point.revision, device=device), policy, offline)
+            try:
+                handle = load_model(ModelSpec(model=point.model, revision=point.revision, device=device),
+                                    policy, offline)
+            except UserError as err:  # a missing model or checkpoint: say which, go on with the rest
+                out.append(PointResult(point.model, point.revision, point.step, 0, dict.fromkeys(METRICS),
+                                       dict.fromkeys(METRICS), 0.0, list(seeds), error=str(err)))
+                continue
             try:
                 for i, (k, s) in enumerate(zip(keys, seeds)):
                     if rows[i] is None:
@@ -225,24 +232,29 @@ class HeadsOverTraining:
     induction: list            # step x layer x head
     previous_token: list
     icl_score: list[float]
+    errors: list[str] = field(default_factory=list)  # checkpoints that could not be loaded (skipped)
 
     def to_dict(self) -> dict:
         return {"steps": self.steps, "induction": self.induction, "previous_token": self.previous_token,
-                "icl_score": self.icl_score, "labels": self.labels}
+                "icl_score": self.icl_score, "labels": self.labels, "errors": self.errors}
 
 
 def heads_over_training(points: list[Point], device: str = "auto", text: str | None = None,
                         policy: PathPolicy = PathPolicy(), offline: bool = False,
                         progress: Progress | None = None,
                         should_stop: Callable[[], bool] = lambda: False) -> HeadsOverTraining:
-    steps, labels, ind, prev, icl = [], [], [], [], []
+    steps, labels, ind, prev, icl, errors = [], [], [], [], [], []
     for n, point in enumerate(points):
         if should_stop():
             raise Cancelled("Measuring the heads")
         if progress:
             progress(n / len(points), f"heads at {point.label}")
-        handle = load_model(ModelSpec(model=point.model, revision=point.revision, device=device,
-                                      attn_implementation="eager"), policy, offline)
+        try:
+            handle = load_model(ModelSpec(model=point.model, revision=point.revision, device=device,
+                                          attn_implementation="eager"), policy, offline)
+        except UserError as err:
+            errors.append(f"{point.label}: {err}")
+            continue
         try:
             scores = head_scores(handle)
             steps.append(point.step if point.step is not None else handle.info.step)
@@ -252,4 +264,6 @@ def heads_over_training(points: list[Point], device: str = "auto", text: str | N
             icl.append(round(icl_score(handle, icl_sequences(handle, text=text)), 5))
         finally:
             _free(handle)
-    return HeadsOverTraining(steps, labels, ind, prev, icl)
+    if not steps:
+        raise UserError("No checkpoint of the series could be loaded: " + " ".join(errors))
+    return HeadsOverTraining(steps, labels, ind, prev, icl, errors)

@@ -84,3 +84,16 @@ def test_live_series_from_a_training_folder(tmp_path):
     assert [p.step for p in pts] == [0, 60]
     hot = heads_over_training(pts)
     assert hot.steps == [0, 60]
+
+
+def test_models_with_other_tokenizers_and_a_missing_point(tmp_path, tiny_models):
+    """Each model scores the same text with its own tokenizer; a missing point is named and skipped."""
+    task = load_builtin("recall")
+    pts = series_points([str(tiny_models["gpt2"]), "el-2l-128", str(tmp_path / "nope")])
+    res = sweep_series(pts, task, FewShotConfig(k=4, selection="random", limit=12), [0])
+    assert res[0].error is None and res[1].error is None
+    assert res[0].n_params != res[1].n_params and res[0].metrics["accuracy"] is not None
+    assert "nope" in res[2].error and res[2].metrics["accuracy"] is None
+    missing = series_points(None, "default")[:2] + [series_points(None, "default")[0].__class__("el-2l-128", "step7")]
+    hot = heads_over_training(missing)
+    assert len(hot.steps) == 2 and "step7" in hot.errors[0]

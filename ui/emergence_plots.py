@@ -23,6 +23,7 @@ def _x(results: list[PointResult], axis: str) -> tuple[list, str]:
 
 
 def scores_figure(results: list[PointResult], axis: str = "step", metrics: list[str] | None = None) -> go.Figure:
+    results = [r for r in results if r.error is None]
     metrics = [m for m in (metrics or ["accuracy", "gold_logprob", "brier", "edit_distance"])
                if any(r.metrics.get(m) is not None for r in results)]
     fig = make_subplots(rows=1, cols=max(1, len(metrics)), subplot_titles=[METRIC_TITLES[m] for m in metrics])
@@ -45,7 +46,7 @@ def heads_figure(hot: HeadsOverTraining, top: int = 3) -> go.Figure:
     """Induction and previous-token score of every head over steps (top heads bold), and the ICL score."""
     steps = [s if s is not None else i for i, s in enumerate(hot.steps)]
     fig = make_subplots(rows=1, cols=3, subplot_titles=["induction score per head", "previous-token score per head",
-                                                        "in-context-learning score (late − early loss, nats)"])
+                                                        "ICL score: late − early loss (nats; lower = more in-context learning)"])
     for c, (name, data) in enumerate((("induction", hot.induction), ("previous_token", hot.previous_token)), start=1):
         arr = np.asarray(data)  # (steps, layers, heads)
         flat = arr.reshape(len(steps), -1)

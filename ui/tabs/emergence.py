@@ -37,7 +37,8 @@ PRESETS = {
 def results_table(results) -> pd.DataFrame:
     return pd.DataFrame([{"model": r.model + (f"@{r.revision}" if r.revision else ""), "step": r.step,
                           "parameters": r.n_params,
-                          **{m: None if v is None else round(v, 4) for m, v in r.metrics.items()}}
+                          **{m: None if v is None else round(v, 4) for m, v in r.metrics.items()},
+                          "error": r.error or ""}
                          for r in results])
 
 
@@ -116,7 +117,7 @@ def render(engine: Engine, active: gr.State, demo: gr.Blocks) -> None:
     heat = gr.Plot(label="Induction score: steps × heads")
     gr.Markdown("#### Live: train a tiny model from scratch and watch an ability appear")
     with gr.Row():
-        live_steps = gr.Number(1500, label="Steps", precision=0, minimum=50)
+        live_steps = gr.Number(3000, label="Steps", precision=0, minimum=50)
         live_btn = gr.Button("Train live", variant="primary", elem_id="em-live")
         live_stop = gr.Button("Stop", variant="stop")
     live_status = gr.Markdown(elem_id="em-live-status")
@@ -140,13 +141,18 @@ def render(engine: Engine, active: gr.State, demo: gr.Blocks) -> None:
         t0 = time.time()
         results = engine.emergence_sweep(points, load_builtin(task_name), config, list(range(int(seeds_))),
                                          job="emergence", progress=lambda f, m: progress(f, desc=m))
-        msg = f"{len(results)} points, k={int(k_)}, {int(seeds_)} seed(s), {time.time() - t0:.1f} s (cached points are free)."
+        ok = [r for r in results if r.error is None]
+        msg = f"{len(ok)} points, k={int(k_)}, {int(seeds_)} seed(s), {time.time() - t0:.1f} s (cached points are free)."
+        msg += "".join(f"\n- **skipped {r.model}{'@' + r.revision if r.revision else ''}**: {r.error}"
+                       for r in results if r.error)
         return msg, ep.scores_figure(results, axis_), results_table(results)
 
     @user_errors
     def heads(src, text, revs, progress=gr.Progress()):
         points = points_of(src, text, revs)
         hot = engine.heads_over_training(points, job="emergence", progress=lambda f, m: progress(f, desc=m))
+        for err in hot.errors:
+            gr.Warning(f"Skipped {err}")
         return ep.heads_figure(hot), ep.heads_heatmap(hot)
 
     run_btn.click(sweep, [source, series, revisions, task, k, seeds, limit, axis], [status, scores_plot, table],

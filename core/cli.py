@@ -325,6 +325,8 @@ def _emergence_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--task", required=True, help="a built-in task (python -m core tasks)")
     p.add_argument("--k", type=int, default=4)
     p.add_argument("--seeds", type=int, default=1, help="random demonstration sets per point")
+    p.add_argument("--selection", default="random", help="demonstration selection: random, first, balanced, "
+                                                          "nearest (per query, most similar first)")
     p.add_argument("--limit", type=int, help="score only the first N test rows")
 
 
@@ -332,7 +334,10 @@ def cmd_emergence(args: argparse.Namespace) -> object:
     from core.emergence import sweep_series
     from core.fewshot_types import FewShotConfig
     from core.tasks import load_builtin
-    config = FewShotConfig(k=args.k, selection="random" if args.k else "first", limit=args.limit)
+    from core.fewshot_types import SELECTIONS
+    if args.selection not in SELECTIONS or args.selection == "manual":
+        raise UserError(f"--selection must be one of {', '.join(s for s in SELECTIONS if s != 'manual')}.")
+    config = FewShotConfig(k=args.k, selection=args.selection if args.k else "first", limit=args.limit)
     results = sweep_series(_points(args), load_builtin(args.task), config, list(range(args.seeds)),
                            device=args.device, offline=args.offline)
     return {"task": args.task, "k": args.k, "seeds": args.seeds,

@@ -60,11 +60,14 @@ def test_bad_input_is_a_message_and_the_tab_keeps_working(client, tmp_path):
 def test_emergence_tab_sweeps_the_embedded_checkpoints(client):
     preset = client.predict("Embedded default model across training (offline)", api_name="/emergence_preset")
     assert preset[1] == "default" and preset[3] == "recall"
-    msg, plot, table = client.predict("checkpoints", "default", "", "recall", 8, 1, 24, "step",
+    assert preset[4:] == (4, "nearest") or list(preset[4:]) == [4, "nearest"]
+    msg, plot, table = client.predict("checkpoints", "default", "", "recall", 4, "nearest", 1, 0, "step",
                                       api_name="/emergence_sweep")
     assert "10 points" in msg and plot is not None
     assert [r[1] for r in table["data"]][:2] == [0, 250]
+    acc = [r[3] for r in table["data"]]
+    assert acc[0] < 0.2 and acc[-1] >= 0.9  # recall at k=4: chance at step 0, learnt by the end
     heads_plot, heat = client.predict("checkpoints", "default", "", api_name="/emergence_heads")
     assert heads_plot is not None and heat is not None
     with pytest.raises(AppError, match="Name the model"):
-        client.predict("models", "", "", "recall", 8, 1, 24, "step", api_name="/emergence_sweep")
+        client.predict("models", "", "", "recall", 4, "nearest", 1, 24, "step", api_name="/emergence_sweep")

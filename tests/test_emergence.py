@@ -97,3 +97,15 @@ def test_models_with_other_tokenizers_and_a_missing_point(tmp_path, tiny_models)
     missing = series_points(None, "default")[:2] + [series_points(None, "default")[0].__class__("el-2l-128", "step7")]
     hot = heads_over_training(missing)
     assert len(hot.steps) == 2 and "step7" in hot.errors[0]
+
+
+def test_recall_at_k4_goes_from_chance_to_learnt(tmp_path):
+    out = tmp_path / "em4.json"
+    res = cli("emergence", "--checkpoints", "default", "--task", "recall", "--k", "4", "--selection", "nearest",
+              "--out", str(out))
+    assert res.returncode == 0, res.stderr[-1500:]
+    points = json.loads(out.read_text())["points"]
+    chance = points[0]["chance"]
+    assert abs(points[0]["metrics"]["accuracy"] - chance) < 0.1 and points[-1]["metrics"]["accuracy"] >= 0.9
+    res = cli("emergence", "--checkpoints", "default", "--task", "recall", "--k", "4", "--selection", "manual")
+    assert res.returncode == 2 and "--selection must be one of" in res.stderr

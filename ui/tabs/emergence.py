@@ -25,12 +25,14 @@ from ui.errors import user_errors
 ROOT = Path(__file__).resolve().parent.parent.parent
 SOURCES = ["checkpoints", "models"]
 PRESETS = {
-    "Embedded default model across training (offline)": ("checkpoints", "default", "", "recall", 8),
-    "Embedded models, two sizes (offline)": ("models", "el-1l-64,el-2l-128", "", "recall", 8),
+    # (series kind, models, revisions, task, k, selection); nearest puts the queried binding among the k
+    "Embedded default model across training (offline)": ("checkpoints", "default", "", "recall", 4, "nearest"),
+    "Embedded models, two sizes (offline)": ("models", "el-1l-64,el-2l-128", "", "recall", 4, "nearest"),
     "Pythia 70m → 1.4b on two-digit addition (network)": (
-        "models", ",".join(f"EleutherAI/pythia-{s}" for s in PYTHIA_SIZES), "", "addition", 4),
+        "models", ",".join(f"EleutherAI/pythia-{s}" for s in PYTHIA_SIZES), "", "addition", 4, "random"),
     "Pythia-160m across its training checkpoints (network)": (
-        "checkpoints", "EleutherAI/pythia-160m", ",".join(f"step{s}" for s in PYTHIA_STEPS), "addition", 4),
+        "checkpoints", "EleutherAI/pythia-160m", ",".join(f"step{s}" for s in PYTHIA_STEPS), "addition", 4,
+        "random"),
 }
 
 
@@ -102,7 +104,9 @@ def render(engine: Engine, active: gr.State, demo: gr.Blocks) -> None:
         revisions = gr.Textbox("", label="Revisions (Hub checkpoints)", placeholder="step1000,step2000")
     with gr.Row():
         task = gr.Dropdown(builtin_names(), value="recall", label="Task")
-        k = gr.Number(8, label="Demonstrations k", precision=0, minimum=0)
+        k = gr.Number(4, label="Demonstrations k", precision=0, minimum=0)
+        selection = gr.Dropdown(["nearest", "random", "balanced", "first"], value="nearest", label="Selection",
+                                info="nearest: per query, the most similar training rows")
         seeds = gr.Number(2, label="Seeds", precision=0, minimum=1, maximum=10)
         limit = gr.Number(0, label="Test rows (0: all)", precision=0, minimum=0)
         axis = gr.Radio(["step", "params"], value="step", label="x axis")
@@ -123,7 +127,8 @@ def render(engine: Engine, active: gr.State, demo: gr.Blocks) -> None:
     live_status = gr.Markdown(elem_id="em-live-status")
     live_plot = gr.Plot(label="Live training", elem_id="em-live-plot")
 
-    preset_btn.click(lambda p: PRESETS[p], preset, [source, series, revisions, task, k], api_name="emergence_preset")
+    preset_btn.click(lambda p: PRESETS[p], preset, [source, series, revisions, task, k, selection],
+                     api_name="emergence_preset")
 
     def points_of(src, text, revs):
         names = [x.strip() for x in (text or "").split(",") if x.strip()]
@@ -135,9 +140,9 @@ def render(engine: Engine, active: gr.State, demo: gr.Blocks) -> None:
         return series_points(names)
 
     @user_errors
-    def sweep(src, text, revs, task_name, k_, seeds_, limit_, axis_, progress=gr.Progress()):
+    def sweep(src, text, revs, task_name, k_, selection_, seeds_, limit_, axis_, progress=gr.Progress()):
         points = points_of(src, text, revs)
-        config = FewShotConfig(k=int(k_), selection="random" if int(k_) else "first", limit=int(limit_) or None)
+        config = FewShotConfig(k=int(k_), selection=selection_ if int(k_) else "first", limit=int(limit_) or None)
         t0 = time.time()
         results = engine.emergence_sweep(points, load_builtin(task_name), config, list(range(int(seeds_))),
                                          job="emergence", progress=lambda f, m: progress(f, desc=m))
@@ -155,7 +160,7 @@ def render(engine: Engine, active: gr.State, demo: gr.Blocks) -> None:
             gr.Warning(f"Skipped {err}")
         return ep.heads_figure(hot), ep.heads_heatmap(hot)
 
-    run_btn.click(sweep, [source, series, revisions, task, k, seeds, limit, axis], [status, scores_plot, table],
+    run_btn.click(sweep, [source, series, revisions, task, k, selection, seeds, limit, axis], [status, scores_plot, table],
                   api_name="emergence_sweep", concurrency_id=GPU, concurrency_limit=1)
     heads_btn.click(heads, [source, series, revisions], [heads_plot, heat], api_name="emergence_heads",
                     concurrency_id=GPU, concurrency_limit=1)

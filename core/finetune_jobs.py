@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -53,6 +54,7 @@ class FinetuneJobs:
         if run_dir.exists():
             raise UserError(f"A run named {name!r} already exists.")
         run_dir.mkdir(parents=True)
+        spec = _keep_data(spec, run_dir)
         request = run_dir / "request.json"
         request.write_text(json.dumps(spec.to_dict(), indent=2))
         self._enqueue(name, ["--spec", str(request), "--out", str(run_dir)])
@@ -186,6 +188,21 @@ class FinetuneJobs:
         for p in procs:
             if p.poll() is None:
                 os.killpg(p.pid, signal.SIGTERM)
+
+
+def _keep_data(spec: FinetuneSpec, run_dir: Path) -> FinetuneSpec:
+    """Copy uploaded files into the run: a browser upload is a temporary file, the run must outlive it."""
+    changes = {}
+    for field_name in ("train_path", "eval_path"):
+        src = getattr(spec.data, field_name)
+        if src:
+            if not Path(src).is_file():
+                raise UserError(f"File not found: {src}")
+            (run_dir / "data").mkdir(exist_ok=True)
+            dst = run_dir / "data" / f"{field_name.split('_')[0]}{Path(src).suffix}"
+            shutil.copyfile(src, dst)
+            changes[field_name] = str(dst)
+    return replace(spec, data=replace(spec.data, **changes)) if changes else spec
 
 
 def _resume_hint(run_dir: Path) -> str:

@@ -179,3 +179,17 @@ def test_lora_on_the_gpu_in_bf16(tmp_path):
     assert start["device"].startswith("cuda")
     assert start["precision"] == ("bfloat16" if torch.cuda.is_bf16_supported() else "float16")
     assert any(e.get("gpu_memory_bytes") for e in events if e["event"] == "train")
+
+
+def test_uploaded_data_is_kept_with_the_run(tmp_path):
+    data = tmp_path / "upload.csv"
+    data.write_text("text,label\n" + "".join(f"w{i} w{i + 1},{'w0' if i % 2 else 'w1'}\n" for i in range(40)))
+    jobs = FinetuneJobs(tmp_path / "runs")
+    spec = FinetuneSpec(model="default", data=DataSpec(train_path=str(data), text_column="text", label_column="label"),
+                        epochs=1, batch_size=8)
+    name = jobs.submit(spec)
+    data.unlink()  # the browser's temporary upload goes away
+    st = jobs.wait(name, timeout=120)
+    assert st.state == "finished", st.message
+    kept = json.loads((tmp_path / "runs" / name / "spec.json").read_text())["data"]["train_path"]
+    assert Path(kept).is_file() and Path(kept).parent.name == "data"

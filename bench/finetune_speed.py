@@ -25,7 +25,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from core import devices  # noqa: E402
-from core.finetune import build_model, collate, encode_split, load_task, precision, train_run  # noqa: E402
+from core.finetune import build_model, precision, train_run  # noqa: E402
+from core.finetune_data import collate, encode_split, load_task  # noqa: E402
 from core.finetune_types import DataSpec, FinetuneSpec  # noqa: E402
 
 

@@ -27,7 +27,6 @@ import os
 import random
 import shutil
 import time
-from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable
 
@@ -36,13 +35,13 @@ import torch
 
 from core import devices
 from core.errors import UserError
-from core.finetune_types import FinetuneSpec, FinetuneStatus
-from core.scoring import encode, generate_greedy, score_continuations, split_context
-from core.tasks import (Task, Template, load_builtin, load_hub_dataset, read_table, split_table,
-                        task_from_tables)
+from core.finetune_data import Encoded, collate, encode_split, load_task, prompt_of
+from core.finetune_runs import last_checkpoint
+from core.finetune_types import FinetuneSpec
+from core.scoring import encode, generate_greedy, score_continuations
+from core.tasks import Task
 
 KEEP_CHECKPOINTS = 2
-MAX_CHOICES = 50  # an uploaded label column with more distinct values is scored as generation
 ATTENTION_TARGETS = {  # LoRA targets per architecture: every linear map of the attention block
     "gpt2": ["c_attn", "c_proj"], "gpt_neox": ["query_key_value", "dense"],
     "llama": ["q_proj", "k_proj", "v_proj", "o_proj"], "mistral": ["q_proj", "k_proj", "v_proj", "o_proj"],
@@ -52,102 +51,6 @@ ATTENTION_TARGETS = {  # LoRA targets per architecture: every linear map of the 
     "distilbert": ["q_lin", "k_lin", "v_lin", "out_lin"],
 }
 Events = Callable[[dict], None]
-
-
-# ---- data ----------------------------------------------------------------------------
-
-def load_task(spec: FinetuneSpec, offline: bool = False) -> Task:
-    """The examples as a ``Task`` (train split = training data, test split = held-out evaluation)."""
-    d = spec.data
-    if d.task:
-        task = load_builtin(d.task)
-        if d.template:
-            task = task.with_template(replace(task.template, input=d.template))
-    else:
-        if not d.text_column or not d.label_column:
-            raise UserError("Uploaded data needs a text column and a label column.")
-        if d.hub_dataset:
-            train, test = load_hub_dataset(d.hub_dataset, offline=offline)
-        else:
-            train = read_table(d.train_path)
-        for col in (d.text_column, d.label_column):
-            if col not in train.columns:
-                raise UserError(f"The train file has no column {col!r} (columns: {', '.join(train.columns)}).")
-        train = train[train[d.label_column].str.strip() != ""]
-        if d.eval_path:
-            test = read_table(d.eval_path)
-        elif not d.hub_dataset:
-            train, test = split_table(train, d.eval_fraction, spec.seed)
-        labels = sorted(set(train[d.label_column]))
-        as_choices = spec.objective == "classification" or (
-            len(labels) <= MAX_CHOICES and set(test.get(d.label_column, [])) <= set(labels))
-        if spec.objective == "classification" and len(labels) < 2:
-            raise UserError(f"Classification needs at least two labels; column {d.label_column!r} has "
-                            f"{len(labels)}.")
-        template = Template(input=d.template or "{" + d.text_column + "}")
-        task = task_from_tables(train, test, template, d.label_column, labels if as_choices else None,
-                                name=d.hub_dataset or Path(d.train_path).stem)
-    if spec.objective == "classification" and task.generative:
-        raise UserError(f"Task {task.name!r} is generative (no fixed labels); use the causal objective.")
-    if d.max_eval:
-        task = replace(task, test=task.test.iloc[: d.max_eval].reset_index(drop=True))
-    return task
-
-
-@dataclass
-class Encoded:
-    input_ids: list[list[int]]
-    labels: list            # classification: class index; causal: token targets (-100 = not scored)
-
-    def __len__(self) -> int:
-        return len(self.input_ids)
-
-
-def prompt_of(task: Task, row: dict) -> str:
-    t = task.template
-    return (t.instruction + t.fewshot_delimiter if t.instruction else "") + t.render(row)
-
-
-def encode_split(task: Task, split: str, tokenizer, objective: str, max_length: int) -> Encoded:
-    ids, labels = [], []
-    choices = list(task.choices or [])
-    eos = tokenizer.eos_token_id
-    for row in task.rows(split):
-        prompt, gold = prompt_of(task, row), task.gold(row)
-        if objective == "classification":
-            ids.append(encode(tokenizer, prompt)[-max_length:])
-            labels.append(choices.index(gold))
-            continue
-        ctx, cont = split_context(prompt, task.template.target_delimiter + gold)
-        ctx_ids = encode(tokenizer, ctx)
-        cont_ids = encode(tokenizer, ctx + cont)[len(ctx_ids):]
-        if task.generative and eos is not None:
-            cont_ids = cont_ids + [eos]  # teach it to stop
-        ctx_ids = ctx_ids[-max(1, max_length - len(cont_ids)):]  # cut the prompt from the left
-        ids.append(ctx_ids + cont_ids)
-        labels.append([-100] * len(ctx_ids) + cont_ids)
-    if not ids:
-        raise UserError(f"The {split} split has no examples.")
-    return Encoded(ids, labels)
-
-
-def collate(enc: Encoded, index: list[int], pad_id: int, objective: str) -> dict:
-    rows = [enc.input_ids[i] for i in index]
-    n = max(len(r) for r in rows)
-    ids = torch.full((len(rows), n), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(rows), n), dtype=torch.long)
-    for b, r in enumerate(rows):  # right padding: positions match the unpadded text (absolute-position
-        ids[b, :len(r)] = torch.tensor(r)  # models) and classifier heads find the last real token
-        mask[b, :len(r)] = 1
-    batch = {"input_ids": ids, "attention_mask": mask}
-    if objective == "classification":
-        batch["labels"] = torch.tensor([enc.labels[i] for i in index])
-    else:
-        lab = torch.full((len(rows), n), -100, dtype=torch.long)
-        for b, i in enumerate(index):
-            lab[b, :len(enc.labels[i])] = torch.tensor(enc.labels[i])
-        batch["labels"] = lab
-    return batch
 
 
 # ---- model -----------------------------------------------------------------------------
@@ -316,11 +219,6 @@ def save_checkpoint(run_dir: Path, step: int, model, tokenizer, optimizer, sched
     for old in sorted(root.glob("step-*"))[:-KEEP_CHECKPOINTS]:
         shutil.rmtree(old, ignore_errors=True)
     return final
-
-
-def last_checkpoint(run_dir: Path) -> Path | None:
-    found = sorted((Path(run_dir) / "checkpoints").glob("step-*"))
-    return found[-1] if found else None
 
 
 def _load_trainable(model, ckpt: Path, method: str) -> None:
@@ -543,81 +441,3 @@ def finish(spec: FinetuneSpec, run_dir: Path, model, tokenizer, state: dict) -> 
     }
     (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
     return metrics
-
-
-# ---- reading a run ---------------------------------------------------------------------------
-
-def read_status(run_dir: Path | str) -> FinetuneStatus:
-    """Fold ``progress.jsonl`` into a status (a torn last line, being written, is skipped)."""
-    run_dir = Path(run_dir)
-    st = FinetuneStatus(run_dir=str(run_dir))
-    path = run_dir / "progress.jsonl"
-    if not path.exists():
-        return st
-    for line in path.read_text().splitlines():
-        try:
-            ev = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        kind = ev.get("event")
-        st.step = ev.get("step", st.step)
-        if kind == "start":
-            st.state, st.total_steps = "running", ev["total_steps"]
-            st.started = st.started or ev["time"]
-            st.message = (f"Training {ev['trainable_params']:,} of {ev['total_params']:,} parameters on "
-                          f"{ev['device']} ({ev['precision']}): {ev['n_train']} examples, {ev['n_eval']} held out.")
-        elif kind == "train":
-            st.train_loss.append((ev["step"], ev["loss"]))
-            st.epoch, st.tokens_per_second, st.eta_s = ev["epoch"], ev["tokens_per_second"], ev["eta_s"]
-            st.gpu_memory_bytes = ev.get("gpu_memory_bytes")
-        elif kind == "eval":
-            st.evals.append({k: ev[k] for k in ("step", "eval_loss", "eval_accuracy")})
-        elif kind == "checkpoint":
-            st.checkpoints.append({"step": ev["step"], "path": ev["path"]})
-        elif kind == "resume":
-            st.train_loss = [(s, v) for s, v in st.train_loss if s <= ev["step"]]
-            st.evals = [e for e in st.evals if e["step"] <= ev["step"]]
-            st.message = f"Resumed from step {ev['step']}."
-        elif kind == "end":
-            st.state, st.message = ev["state"], ev.get("message", "")
-            st.metrics = ev.get("metrics")
-    return st
-
-
-@dataclass(frozen=True)
-class RunSummary:
-    name: str
-    path: str
-    model_path: str | None     # the loadable final model, when the run finished
-    state: str
-    base_model: str
-    objective: str
-    method: str
-    eval_accuracy: float | None
-    steps: int
-
-
-def list_runs(runs_dir: Path | str) -> list[RunSummary]:
-    """Every run under ``runs_dir``, newest first."""
-    out = []
-    root = Path(runs_dir)
-    if not root.exists():
-        return out
-    found = [p for p in root.iterdir() if (p / "spec.json").exists() or (p / "request.json").exists()]
-    for d in sorted(found, key=lambda p: p.stat().st_mtime, reverse=True):
-        try:
-            spec = json.loads((d / ("spec.json" if (d / "spec.json").exists() else "request.json")).read_text())
-        except (OSError, ValueError):
-            continue
-        st = read_status(d)
-        model_path = d / "model" if (d / "model" / "config.json").exists() else None
-        if model_path is None and st.checkpoints:
-            ck = last_checkpoint(d)
-            model_path = ck if ck else None
-        acc = (st.metrics or {}).get("eval_accuracy")
-        if acc is None and st.evals:
-            acc = st.evals[-1]["eval_accuracy"]
-        out.append(RunSummary(d.name, str(d), str(model_path) if model_path else None, st.state,
-                              spec.get("model", "?"), spec.get("objective", "?"), spec.get("method", "?"),
-                              acc, st.step))
-    return out

@@ -23,7 +23,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from core.errors import UserError
-from core.finetune import last_checkpoint, list_runs, read_status
+from core.finetune_runs import last_checkpoint, list_runs, read_status
 from core.finetune_types import FinetuneSpec, FinetuneStatus
 
 ROOT = Path(__file__).resolve().parent.parent

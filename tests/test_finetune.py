@@ -10,7 +10,8 @@ import pytest
 from core.errors import UserError
 from core.fewshot import run_fewshot
 from core.fewshot_types import FewShotConfig
-from core.finetune import last_checkpoint, list_runs, read_status, train_run
+from core.finetune import train_run
+from core.finetune_runs import last_checkpoint, list_runs, read_status
 from core.finetune_jobs import FinetuneJobs
 from core.finetune_types import DataSpec, FinetuneSpec
 from core.models import load_model

@@ -12,7 +12,6 @@ from pathlib import Path
 import gradio as gr
 import pandas as pd
 
-from core.embedded import list_embedded
 from core.emergence import PYTHIA_SIZES, PYTHIA_STEPS, series_points
 from core.engine import Engine
 from core.errors import UserError

@@ -3,13 +3,12 @@ from __future__ import annotations
 
 import json
 import time
-from pathlib import Path
 
 import gradio as gr
 
 from core.engine import Engine
 from core.errors import UserError
-from core.finetune import load_task, prompt_of
+from core.finetune_data import load_task, prompt_of
 from core.finetune_types import DEFAULT_LR, METHODS, OBJECTIVES, PRECISIONS, DataSpec, FinetuneSpec
 from core.fewshot_types import FewShotConfig
 from core.tasks import builtin_names

@@ -214,15 +214,18 @@ def _embedded_vocab_size() -> int:
 
 
 @torch.no_grad()
-def icl_score(handle, ids: torch.Tensor) -> float:
+def late_minus_early(model, ids: torch.Tensor) -> float:
     """Mean loss at late positions minus mean loss at early positions (nats; negative = ICL)."""
-    model = handle.model
     logits = model(ids.to(model.device)).logits.float()
     loss = torch.nn.functional.cross_entropy(logits[:, :-1].transpose(1, 2), ids[:, 1:].to(model.device),
                                              reduction="none")  # (batch, positions)
     n = loss.shape[1]
     late = (min(LATE[0], n - 8), min(LATE[1], n))
     return float(loss[:, late[0]:late[1]].mean() - loss[:, EARLY[0]:EARLY[1]].mean())
+
+
+def icl_score(handle, ids: torch.Tensor) -> float:
+    return late_minus_early(handle.model, ids)
 
 
 @dataclass

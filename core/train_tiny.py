@@ -104,18 +104,14 @@ _ICL_BATCH: torch.Tensor | None = None
 
 
 def icl_score(model) -> float:
-    """Olsson et al.'s in-context-learning score on a fixed batch of the training mixture:
-    loss at late positions minus loss at early ones (see ``core.emergence``)."""
+    """Olsson et al.'s in-context-learning score on a fixed batch of the training mixture
+    (``core.emergence.late_minus_early``)."""
     global _ICL_BATCH
-    from core.emergence import EARLY, LATE
+    from core.emergence import late_minus_early
     from core.synthetic import DEFAULT_MIX
     if _ICL_BATCH is None:
         _ICL_BATCH = torch.from_numpy(training_batch(np.random.default_rng(4321), 64, CONTEXT, DEFAULT_MIX))
-    with torch.no_grad():
-        logits = model(_ICL_BATCH.to(model.device)).logits.float()
-        loss = torch.nn.functional.cross_entropy(logits[:, :-1].transpose(1, 2),
-                                                 _ICL_BATCH[:, 1:].to(model.device), reduction="none")
-    return float(loss[:, LATE[0]:LATE[1]].mean() - loss[:, EARLY[0]:EARLY[1]].mean())
+    return late_minus_early(model, _ICL_BATCH)
 
 
 def evaluate(model, tokenizer) -> dict:

@@ -109,3 +109,18 @@ def test_recall_at_k4_goes_from_chance_to_learnt(tmp_path):
     assert abs(points[0]["metrics"]["accuracy"] - chance) < 0.1 and points[-1]["metrics"]["accuracy"] >= 0.9
     res = cli("emergence", "--checkpoints", "default", "--task", "recall", "--k", "4", "--selection", "manual")
     assert res.returncode == 2 and "--selection must be one of" in res.stderr
+
+
+def test_live_run_streams_and_stops(tmp_path):
+    from core.live_training import LiveRuns
+    live = LiveRuns(tmp_path)
+    live.start(steps=400)
+    deadline = time.time() + 120
+    while not live.events():  # the step-0 evaluation
+        assert time.time() < deadline and live.state() == "running", (live.state(), live.events())
+        time.sleep(0.5)
+    with pytest.raises(UserError, match="already training"):
+        live.start()
+    live.stop()
+    live.proc.wait(30)
+    assert live.state().startswith("stopped") and live.events()[0]["step"] == 0

@@ -1,18 +1,13 @@
 """Emergence lab: a task's score across a series of models or checkpoints, the heads behind it, live training."""
 from __future__ import annotations
 
-import json
-import os
-import signal
-import subprocess
-import sys
 import time
-from pathlib import Path
 
 import gradio as gr
 import pandas as pd
 
 from core.emergence import PYTHIA_SIZES, PYTHIA_STEPS, series_points
+from core.live_training import LiveRuns
 from core.engine import Engine
 from core.errors import UserError
 from core.fewshot_types import FewShotConfig
@@ -21,7 +16,6 @@ from ui import emergence_plots as ep
 from ui.common import GPU
 from ui.errors import user_errors
 
-ROOT = Path(__file__).resolve().parent.parent.parent
 SOURCES = ["checkpoints", "models"]
 PRESETS = {
     # (series kind, models, revisions, task, k, selection); nearest puts the queried binding among the k
@@ -41,52 +35,6 @@ def results_table(results) -> pd.DataFrame:
                           **{m: None if v is None else round(v, 4) for m, v in r.metrics.items()},
                           "error": r.error or ""}
                          for r in results])
-
-
-class LiveRuns:
-    """Tiny models trained from scratch in a subprocess (``python -m core train-tiny --preset live``)."""
-
-    def __init__(self, runs_dir: Path):
-        self.runs_dir = runs_dir
-        self.proc: subprocess.Popen | None = None
-        self.folder: Path | None = None
-
-    def start(self, steps: int | None = None) -> Path:
-        if self.proc is not None and self.proc.poll() is None:
-            raise UserError("A live run is already training; stop it first.")
-        parent = self.runs_dir / f"live-{time.strftime('%Y%m%d-%H%M%S')}"
-        parent.mkdir(parents=True, exist_ok=True)
-        cmd = [sys.executable, "-m", "core", "train-tiny", "--preset", "live", "--out", str(parent),
-               "--progress", str(parent / "progress.jsonl")] + (["--steps", str(steps)] if steps else [])
-        log = open(parent / "log.txt", "ab")
-        self.proc = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        log.close()
-        self.folder = parent / "live"
-        return parent
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-
-    def events(self) -> list[dict]:
-        if self.folder is None:
-            return []
-        path = self.folder.parent / "progress.jsonl"
-        if not path.exists():
-            return []
-        out = []
-        for line in path.read_text().splitlines():
-            try:
-                out.append(json.loads(line))
-            except ValueError:
-                pass
-        return out
-
-    def state(self) -> str:
-        if self.proc is None:
-            return "idle"
-        rc = self.proc.poll()
-        return "running" if rc is None else ("finished" if rc == 0 else f"stopped (exit status {rc})")
 
 
 def render(engine: Engine, active: gr.State, demo: gr.Blocks) -> None:

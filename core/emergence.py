@@ -32,11 +32,13 @@ from core.errors import Cancelled, UserError
 from core.fewshot import run_fewshot
 from core.fewshot_types import FewShotConfig
 from core.models import PathPolicy, load_model
+from core.presets import PYTHIA_STEPS
 from core.tasks import Task
 from core.types import ModelSpec
 
 Progress = Callable[[float, str], None]
-PYTHIA_STEPS = (0, 64, 512, 1000, 4000, 16000, 64000, 143000)  # log-spaced Pythia revisions
+SERIES_STEPS = (0, 64, 512, 1000, 4000, 16000, 64000, 143000)  # a log-spaced subset of Pythia's revisions
+assert set(SERIES_STEPS) <= set(PYTHIA_STEPS)
 PYTHIA_SIZES = ("70m", "160m", "410m", "1b", "1.4b")
 METRICS = ("accuracy", "gold_logprob", "edit_distance", "brier")
 
@@ -77,7 +79,7 @@ def series_points(models: list[str] | None = None, checkpoints: str | None = Non
     if revisions is None:
         if "pythia" not in name.lower():
             raise UserError(f"Name the revisions of {name} to use (e.g. step1000,step2000): only Pythia's are known.")
-        revisions = [f"step{s}" for s in PYTHIA_STEPS]
+        revisions = [f"step{s}" for s in SERIES_STEPS]
     return [Point(name, r, _step_of(r)) for r in revisions]
 
 

@@ -156,26 +156,23 @@ def _classifier_run(handle: ModelHandle, task: Task, config: FewShotConfig,
                         f"not the task's labels ({', '.join(choices)}).")
     prefix = template.instruction + template.fewshot_delimiter if template.instruction else ""
     queries = [template.render(r) for r in rows]
+    texts = [prefix + q for q in queries]
+    golds = [task.gold(r) for r in rows]
     tok, model = handle.tokenizer, handle.model
-    examples = []
+    examples, max_tokens = [], 0
     for start in range(0, len(rows), 32):
         if should_stop():
             raise Cancelled("Scoring")
-        texts = [prefix + q for q in queries[start:start + 32]]
         side = tok.padding_side
         tok.padding_side = "right"  # as in training (core.finetune.collate): positions match the unpadded text
-        enc = tok(texts, return_tensors="pt", padding=True)
+        enc = tok(texts[start:start + 32], return_tensors="pt", padding=True)
         tok.padding_side = side
+        max_tokens = max(max_tokens, int(enc["attention_mask"].sum(1).max()))
         with torch.no_grad():
             logits = model(**{k: v.to(model.device) for k, v in enc.items()}).logits.float().cpu()
         ll = torch.log_softmax(logits[:, ids], -1).numpy()
-        for n, row in enumerate(rows[start:start + 32]):
-            i = start + n
-            gold = task.gold(row)
-            ex = _choice_example(i, rows, queries, [gold] * len(rows), texts[n:n + 1] * len(rows), [],
-                                 choices, ll[n], None)
-            examples.append(ex)
-    max_tokens = max(len(encode(tok, prefix + q)) for q in queries)
+        examples += [_choice_example(i, rows, queries, golds, texts, [], choices, ll[i - start], None)
+                     for i in range(start, min(len(rows), start + 32))]
     return FewShotRun(task=task.name, model=handle.info.name, config=replace(config, k=0), choices=choices,
                       examples=examples, metrics=_metrics(examples, choices, []), demos=[],
                       max_prompt_tokens=max_tokens, shared_prefix_tokens=0, elapsed_s=round(time.time() - t0, 3))

@@ -21,12 +21,16 @@ def cli(*args):
                           timeout=600)
 
 
-def test_recall_appears_over_training_and_the_continuous_metric_moves_first(tmp_path):
+def emergence_points(tmp_path, *args) -> list[dict]:
+    """``python -m core emergence --checkpoints default --task recall ARGS``: its points."""
     out = tmp_path / "em.json"
-    res = cli("emergence", "--checkpoints", "default", "--task", "recall", "--k", "8", "--seeds", "2",
-              "--out", str(out))
+    res = cli("emergence", "--checkpoints", "default", "--task", "recall", *args, "--out", str(out))
     assert res.returncode == 0, res.stderr[-1500:]
-    points = json.loads(out.read_text())["points"]
+    return json.loads(out.read_text())["points"]
+
+
+def test_recall_appears_over_training_and_the_continuous_metric_moves_first(tmp_path):
+    points = emergence_points(tmp_path, "--k", "8", "--seeds", "2")
     steps = [p["step"] for p in points]
     assert steps == sorted(steps) and len(steps) >= 6 and steps[0] == 0
     assert {p["n_params"] for p in points} == {462976}
@@ -100,11 +104,7 @@ def test_models_with_other_tokenizers_and_a_missing_point(tmp_path, tiny_models)
 
 
 def test_recall_at_k4_goes_from_chance_to_learnt(tmp_path):
-    out = tmp_path / "em4.json"
-    res = cli("emergence", "--checkpoints", "default", "--task", "recall", "--k", "4", "--selection", "nearest",
-              "--out", str(out))
-    assert res.returncode == 0, res.stderr[-1500:]
-    points = json.loads(out.read_text())["points"]
+    points = emergence_points(tmp_path, "--k", "4", "--selection", "nearest")
     chance = points[0]["chance"]
     assert abs(points[0]["metrics"]["accuracy"] - chance) < 0.1 and points[-1]["metrics"]["accuracy"] >= 0.9
     res = cli("emergence", "--checkpoints", "default", "--task", "recall", "--k", "4", "--selection", "manual")

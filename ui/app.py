@@ -21,6 +21,9 @@ CSS = """
 .el-empty { color: var(--body-text-color-subdued); }
 """
 THEME = gr.themes.Soft(primary_hue="indigo")
+TABS = [("Model", "model", model_tab), ("Attention", "attention", attention_tab),
+        ("Attribution", "attribution", attribution_tab), ("Few-shot", "fewshot", fewshot_tab),
+        ("Fine-tune", "finetune", finetune_tab), ("Emergence", "emergence", emergence_tab)]
 
 
 def build_app(engine: Engine) -> gr.Blocks:
@@ -31,18 +34,9 @@ def build_app(engine: Engine) -> gr.Blocks:
         gr.Markdown("# Emergence Lab\nHow language models learn in context, and where their abilities come from.")
         active = gr.State(keys[-1] if keys else None)
         with gr.Tabs():
-            with gr.Tab("Model", id="model"):
-                model_tab.render(engine, active, demo)
-            with gr.Tab("Attention", id="attention"):
-                attention_tab.render(engine, active, demo)
-            with gr.Tab("Attribution", id="attribution"):
-                attribution_tab.render(engine, active, demo)
-            with gr.Tab("Few-shot", id="fewshot"):
-                fewshot_tab.render(engine, active, demo)
-            with gr.Tab("Fine-tune", id="finetune"):
-                finetune_tab.render(engine, active, demo)
-            with gr.Tab("Emergence", id="emergence"):
-                emergence_tab.render(engine, active, demo)
+            for label, tab_id, module in TABS:
+                with gr.Tab(label, id=tab_id):
+                    module.render(engine, active, demo)
     return demo
 
 

@@ -6,7 +6,7 @@ import time
 import gradio as gr
 import pandas as pd
 
-from core.emergence import PYTHIA_SIZES, PYTHIA_STEPS, series_points
+from core.emergence import PYTHIA_SIZES, SERIES_STEPS, series_points
 from core.live_training import LiveRuns
 from core.engine import Engine
 from core.errors import UserError
@@ -24,7 +24,7 @@ PRESETS = {
     "Pythia 70m → 1.4b on two-digit addition (network)": (
         "models", ",".join(f"EleutherAI/pythia-{s}" for s in PYTHIA_SIZES), "", "addition", 4, "random"),
     "Pythia-160m across its training checkpoints (network)": (
-        "checkpoints", "EleutherAI/pythia-160m", ",".join(f"step{s}" for s in PYTHIA_STEPS), "addition", 4,
+        "checkpoints", "EleutherAI/pythia-160m", ",".join(f"step{s}" for s in SERIES_STEPS), "addition", 4,
         "random"),
 }
 

@@ -19,12 +19,12 @@ row per target token (a target-tokens x segments matrix) and their sum.
 """
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
 
-from core.attribution_types import AttributionResult, Cancelled, method_info, options_for
+from core.attribution_types import KEEP_METHODS, AttributionResult, Cancelled, method_info, options_for
 from core.errors import UserError
 from core.types import ModelHandle
 
@@ -166,8 +166,12 @@ def _label_index(handle: ModelHandle, label: str | int | None) -> int:
 
 # ---- gradient family ---------------------------------------------------------------
 
-def _gradient_rows(handle, method, prompt_ids, n_special, rows, baseline_id, opts, should_stop):
-    """Per-row token attributions (rows x prompt tokens), f(x), f(baseline), delta for each row."""
+def _gradient_rows(handle, method, prompt_ids, n_special, rows, baseline_id, opts, should_stop,
+                   kept: np.ndarray | None = None):
+    """Per-row token attributions (rows x prompt tokens), f(x), f(baseline), delta for each row.
+
+    ``kept`` (bool per prompt token) marks tokens held at their input value in the baseline.
+    """
     from captum.attr import GradientShap, LayerGradientXActivation, LayerIntegratedGradients
 
     emb = handle.model.get_input_embeddings()
@@ -177,6 +181,9 @@ def _gradient_rows(handle, method, prompt_ids, n_special, rows, baseline_id, opt
         ids = torch.tensor([prompt_ids + cont], device=handle.device)
         base = ids.clone()
         base[0, n_special:P] = baseline_id
+        if kept is not None and kept.any():
+            keep_at = n_special + torch.from_numpy(np.flatnonzero(kept)).to(handle.device)
+            base[0, keep_at] = ids[0, keep_at]
 
         def f(x, forward=forward):
             if should_stop():
@@ -272,8 +279,16 @@ def _baseline_id(handle: ModelHandle) -> int:
 def attribute(handle: ModelHandle, prompt: str, target: str | None = None, method: str = "ig",
               granularity: str = "token", foil: str | None = None, segments: list[str] | None = None,
               generate: int = 0, label: str | int | None = None,
-              should_stop: Callable[[], bool] = lambda: False, **options) -> AttributionResult:
-    """Attribute the target's log-probability (or the contrast with ``foil``) to the prompt."""
+              should_stop: Callable[[], bool] = lambda: False, keep: Sequence[int] = (),
+              **options) -> AttributionResult:
+    """Attribute the target's log-probability (or the contrast with ``foil``) to the prompt.
+
+    ``keep``: indices of features (negative counts from the end) held at their input value in the
+    baseline of integrated gradients / GradientShap, so that the scores explain f(prompt) minus
+    f(prompt with only the *other* features at the baseline). Holding the query fixed asks "which
+    demonstration drove the answer, given the question" rather than "what made a question and
+    its answer appear at all"; the kept features score 0.
+    """
     kind = handle.info.kind
     m = method_info(method, kind)
     opts = options_for(m, options)
@@ -284,9 +299,10 @@ def attribute(handle: ModelHandle, prompt: str, target: str | None = None, metho
     prompt_ids, tspans, n_special = _token_spans(handle, anchor + prompt, len(anchor))
     shifted = [(a + len(anchor), b + len(anchor)) for a, b in fspans]
     groups = _group_matrix(tspans[n_special:], shifted)  # (prompt tokens, features)
+    kept = _kept_tokens(keep, features, groups, m)
     if kind == "seq_cls":
         return _attribute_classifier(handle, m, prompt_ids, n_special, features, groups, label, granularity,
-                                     opts, should_stop)
+                                     opts, should_stop, kept, keep)
     if kind != "causal_lm":
         raise UserError(f"Attribution needs a causal LM or a sequence classifier; this is a {kind} model.")
     cont = _target_ids(handle, prompt_ids, target, generate)
@@ -302,7 +318,7 @@ def attribute(handle: ModelHandle, prompt: str, target: str | None = None, metho
         if m.family == "gradient":
             fn_rows = _causal_rows(handle, len(prompt_ids), cont_ids, per_token)
             tok_attr, fx, fb, deltas = _gradient_rows(handle, method, prompt_ids, n_special, fn_rows,
-                                                      _baseline_id(handle), opts, should_stop)
+                                                      _baseline_id(handle), opts, should_stop, kept)
             return tok_attr @ groups, sum(fx), sum(fb), (sum(deltas) if deltas else None)
         mat = _perturbation(handle, method, anchor, prompt, features, granularity, cont_ids,
                             tok.convert_ids_to_tokens(_baseline_id(handle)), opts, should_stop)
@@ -318,7 +334,27 @@ def attribute(handle: ModelHandle, prompt: str, target: str | None = None, metho
         mat, fx, fb = mat - mat_f, fx - fx_f, fb - fb_f
         delta = None if delta is None else delta - delta_f
     return AttributionResult(features, np.asarray(mat, np.float64), rows, fx, fb, delta, method, granularity,
-                             foil=foil)
+                             foil=foil, kept=_kept_indices(keep, len(features)))
+
+
+def _kept_indices(keep: Sequence[int], n: int) -> tuple[int, ...]:
+    for k in keep:
+        if not -n <= int(k) < n:
+            raise UserError(f"Cannot keep feature {k}: the prompt has {n} features (0..{n - 1}, or -1 for the last).")
+    return tuple(sorted({int(k) % n for k in keep}))
+
+
+def _kept_tokens(keep: Sequence[int], features: list[str], groups: np.ndarray, m) -> np.ndarray | None:
+    """Bool per prompt token: inside a kept feature. Checks the indices and the method."""
+    if not keep:
+        return None
+    if m.name not in KEEP_METHODS:
+        raise UserError(f"Holding parts of the prompt fixed is offered for integrated gradients and "
+                        f"GradientShap (they compare with a baseline prompt); {m.label} has no baseline.")
+    idx = _kept_indices(keep, len(features))
+    if len(idx) == len(features):
+        raise UserError("Every feature is held fixed, so nothing is left to attribute.")
+    return groups[:, list(idx)].sum(1) > 0
 
 
 def _logprob_sum(handle: ModelHandle, prompt_ids: list[int], cont_ids: list[int]) -> float:
@@ -335,7 +371,7 @@ def _ablated_ids(handle: ModelHandle, prompt_ids: list[int], n_special: int, gra
 
 
 def _attribute_classifier(handle, m, prompt_ids, n_special, features, groups, label, granularity, opts,
-                          should_stop) -> AttributionResult:
+                          should_stop, kept=None, keep=()) -> AttributionResult:
     if m.family != "gradient":
         raise UserError(f"{m.label} is offered for causal LMs; for a classifier use a gradient method.")
     idx = _label_index(handle, label)
@@ -347,8 +383,11 @@ def _attribute_classifier(handle, m, prompt_ids, n_special, features, groups, la
         return torch.log_softmax(handle.model(**inp).logits.float(), -1)[:, idx]
 
     ids_tail = prompt_ids[len(body):]
+    if kept is not None:
+        kept = kept[: len(body) - n_special]
     tok_attr, fx, fb, deltas = _gradient_rows(handle, m.name, body, n_special, [(forward, ids_tail)],
-                                              _baseline_id(handle), opts, should_stop)
+                                              _baseline_id(handle), opts, should_stop, kept)
     name = handle.model.config.id2label.get(idx, str(idx))
     return AttributionResult(features, tok_attr @ groups[: tok_attr.shape[1]], [str(name)], fx[0], fb[0],
-                             deltas[0] if deltas else None, m.name, granularity)
+                             deltas[0] if deltas else None, m.name, granularity,
+                             kept=_kept_indices(keep, len(features)))

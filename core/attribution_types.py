@@ -44,6 +44,8 @@ METHODS: dict[str, MethodInfo] = {m.name: m for m in (
                (Option("n_samples", int, 64, "perturbed prompts"), _SEED), per_token_rows=False),
 )}
 
+KEEP_METHODS = ("ig", "gradient_shap")  # the methods that compare with a baseline prompt (can hold features fixed)
+
 
 def method_info(name: str, kind: str) -> MethodInfo:
     if name not in METHODS:
@@ -86,6 +88,7 @@ class AttributionResult:
     granularity: str
     foil: str | None = None
     kinds: list[str] = field(default_factory=list)  # per segment: instruction/demo/query where known
+    kept: tuple[int, ...] = ()    # features held at their input value in the baseline (score 0)
 
     @property
     def scores(self) -> np.ndarray:
@@ -93,7 +96,8 @@ class AttributionResult:
         return self.matrix.sum(0)
 
     def to_dict(self) -> dict:
-        return {"segments": self.segments, "scores": self.scores.astype(float).tolist(),
+        extra = {"kept": list(self.kept)} if self.kept else {}  # only when features were held fixed
+        return {**extra, "segments": self.segments, "scores": self.scores.astype(float).tolist(),
                 "matrix": self.matrix.astype(float).tolist(), "target_tokens": self.target_tokens,
                 "target_logprob": float(self.target_logprob),
                 "baseline_logprob": None if self.baseline_logprob is None else float(self.baseline_logprob),

@@ -122,6 +122,8 @@ def _attribute_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--granularity", choices=["token", "word", "segment"], default="token")
     p.add_argument("--segments", help="JSON list of strings whose concatenation is the prompt")
     p.add_argument("--n-steps", type=int, help="integration steps (integrated gradients)")
+    p.add_argument("--keep", help="comma-separated feature indices held at their input value in the baseline "
+                                  "(ig, gradient_shap); -1 is the last feature, e.g. the query")
     p.add_argument("--n-samples", type=int, help="samples (Shapley, LIME, KernelSHAP, GradientShap)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", help="write the JSON here instead of printing it")
@@ -140,8 +142,15 @@ def cmd_attribute(args: argparse.Namespace) -> object:
     res = attribute(load_from_args(args), unescape(args.prompt), unescape(args.target), args.method,
                     args.granularity, foil=unescape(args.foil), segments=segments,
                     generate=0 if args.target else args.generate, label=args.label,
-                    n_steps=args.n_steps, n_samples=args.n_samples, seed=args.seed)
+                    n_steps=args.n_steps, n_samples=args.n_samples, seed=args.seed, keep=_int_list(args.keep, "--keep"))
     return res.to_dict()
+
+
+def _int_list(text: str | None, flag: str) -> list[int]:
+    try:
+        return [int(x) for x in (text or "").split(",") if x.strip()]
+    except ValueError as exc:
+        raise UserError(f"{flag} takes comma-separated integers, e.g. -1 or 0,3; not {text!r}.") from exc
 
 
 cmd_attribute.arguments = _attribute_args  # type: ignore[attr-defined]

@@ -1,14 +1,16 @@
 """Synthetic in-context tasks for the embedded models, and their tokenizer.
 
-Three kinds of training sequence, all over a vocabulary of content words
+Four kinds of training sequence, all over a vocabulary of content words
 ``w0 .. w{N-1}`` plus the symbols ``=`` and ``;``:
 
+- **chain**: a walk through a successor table drawn for this sequence alone, so
+  the next word is predictable only from where the current word occurred
+  before. This is the data on which the induction head forms.
 - **repeat**: blocks of random words, a random segment, a gap, and the segment
   again. Segment lengths, gaps and offsets vary so that copying must match
   *content*, not a fixed distance (the shortcut a single repeat length teaches).
-- **pairs**: random text in which a few random bigrams "A B" recur at random
-  places; only "the word after an earlier A" predicts B. This is what forces
-  the canonical circuit (a previous-token head feeding an induction head).
+- **skip**: random text in which a word often fixes the word two places later
+  (one fixed permutation), which makes a previous-token head useful on its own.
 - **recall**: key -> value bindings ``w3 = w17 ; w8 = w42 ; ... ; w3 = w17``;
   later pairs repeat earlier keys with the same value, so a value is
   predictable only from the context.
@@ -16,8 +18,9 @@ Three kinds of training sequence, all over a vocabulary of content words
 Held-out settings for evaluation are deliberately outside training: repeat
 probes use segments longer than any repeated segment in training
 (``MAX_TRAIN_SEGMENT``), so no repeat block of training is that long or has its
-copy that far back (``MAX_TRAIN_DISTANCE``); only the bigrams of *pairs* recur at
-any distance, and matching them needs content, not position.
+copy that far back (``MAX_TRAIN_DISTANCE``); only the words of *chain* walks recur at
+any distance, and there no segment is repeated: following them needs content, not
+position.
 """
 from __future__ import annotations
 
@@ -101,16 +104,6 @@ def repeat_sequence(rng: np.random.Generator, v: Vocab, length: int) -> np.ndarr
     return np.concatenate(parts)[:length]
 
 
-def pairs_sequence(rng: np.random.Generator, v: Vocab, length: int) -> np.ndarray:
-    """Random text in which a few random bigrams recur at random places."""
-    seq = np.concatenate([[v.bos], _random_words(rng, v, length - 1)])
-    for _ in range(int(rng.integers(4, 9))):
-        a, b = _random_words(rng, v, 2)
-        for pos in rng.integers(1, length - 1, size=int(rng.integers(3, 7))):
-            seq[pos], seq[pos + 1] = a, b
-    return seq
-
-
 def recall_sequence(rng: np.random.Generator, v: Vocab, length: int) -> np.ndarray:
     """``k = v ;`` bindings, later ones repeating earlier keys with their values."""
     n_keys = int(rng.integers(3, 13))
@@ -149,26 +142,37 @@ def skip_sequence(rng: np.random.Generator, v: Vocab, length: int, p: float = 0.
     return np.concatenate([[v.bos], v.word(words)])
 
 
-def cycle_sequence(rng: np.random.Generator, v: Vocab, length: int) -> np.ndarray:
-    """A short random cycle of 3..16 words repeated to fill the sequence.
+def chain_sequence(rng: np.random.Generator, v: Vocab, length: int, p: float = 0.85) -> np.ndarray:
+    """A walk through a successor table drawn for this sequence alone.
 
-    Here even spread-out attention sees only a few distinct words, so copying a word
-    from the context pays at once. This bootstraps the copying (OV) circuit that an
-    induction head needs; with random text alone the right word is ~1% of what a
-    fresh head reads, and training sat on a plateau (measured here).
+    8..24 words are drawn, each given one successor (a random permutation of them); the walk
+    follows the table with probability ``p`` and otherwise jumps to a random word of the set.
+    Which word follows which holds only inside this sequence, and the same word recurs at
+    varying distances, so the one way to predict is to find where the current word occurred
+    before and copy what came next: an induction head. Because few words recur, copying
+    *any* word of the context pays at once, which grows the copying circuit the induction head
+    then reuses. With this data an induction head appears as a sudden phase change (measured:
+    see ``assets/models/README.md``); with repeated segments and recurring bigrams alone it never
+    formed at 512 words (the model learned to copy from fixed distances instead).
     """
-    period = int(rng.integers(3, 17))
-    seg = _random_words(rng, v, period)
-    return np.concatenate([[v.bos], np.tile(seg, length // period + 1)])[:length]
+    m = int(rng.integers(8, 25))
+    words = v.word(rng.choice(v.n_words, size=m, replace=False))
+    successor = rng.permutation(m)
+    follow = rng.random(length) < p
+    jumps = rng.integers(0, m, size=length)
+    out = np.empty(length, dtype=np.int64)
+    out[0] = v.bos
+    cur = int(rng.integers(0, m))
+    for t in range(1, length):
+        out[t] = words[cur]
+        cur = int(successor[cur]) if follow[t] else int(jumps[t])
+    return out
 
 
-GENERATORS = {"repeat": repeat_sequence, "pairs": pairs_sequence, "recall": recall_sequence,
-              "skip": skip_sequence, "cycle": cycle_sequence}
-EARLY_MIX = {"repeat": 0.3, "pairs": 0.25, "recall": 0.25, "skip": 0.2}
-DEFAULT_MIX = {"repeat": 0.25, "pairs": 0.2, "recall": 0.2, "skip": 0.15, "cycle": 0.2}
-# Curriculum: (from step, mix). Skip text first grows previous-token heads in layer 0; cycles
-# then grow copying. Together from the start they compete and neither circuit forms (measured).
-DEFAULT_SCHEDULE = ((0, EARLY_MIX), (600, DEFAULT_MIX))
+GENERATORS = {"repeat": repeat_sequence, "chain": chain_sequence, "recall": recall_sequence,
+              "skip": skip_sequence}
+DEFAULT_MIX = {"chain": 0.4, "repeat": 0.15, "skip": 0.15, "recall": 0.3}
+DEFAULT_SCHEDULE = ((0, DEFAULT_MIX),)  # (from step, mix), ...: a curriculum may change the mix
 
 
 def mix_at(schedule: tuple[tuple[int, dict], ...], step: int) -> dict:

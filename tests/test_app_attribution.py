@@ -8,9 +8,9 @@ PROMPT = "w3 = w17 ; w8 = w42 ; w11 = w5 ; w8 ="
 
 
 def attribute(client, prompt=PROMPT, target="w42", foil="", label="", granularity="segment", sep=" ; ",
-              generate=5, n_steps=16, n_samples=8, seed=0, method="ig", model="el-2l-128"):
+              generate=5, n_steps=16, n_samples=8, seed=0, method="ig", model="el-2l-128", hold=True):
     return client.predict(model, prompt, target, foil, label, granularity, sep, generate, n_steps, n_samples,
-                          seed, method, api_name="/attribute")
+                          seed, method, hold, api_name="/attribute")
 
 
 def test_attribute_segments_through_api(client):
@@ -21,10 +21,15 @@ def test_attribute_segments_through_api(client):
     data = json.load(open(json_path))
     assert len(data["segments"]) == 4 and data["segments"][-1] == "w8 ="
     assert open(csv_path).read().startswith("index,feature,score")
+    # the query is held fixed by default: it scores 0 and the demonstration holding its key wins
+    assert data["kept"] == [3] and data["scores"][3] == 0 and "blanked" in info
+    assert max(range(3), key=lambda i: data["scores"][i]) == 1
+    *_, json_free = attribute(client, hold=False)
+    assert "kept" not in json.load(open(json_free))
 
 
 def test_compare_and_contrast(client):
-    fig = client.predict("el-2l-128", PROMPT, "w42", "w5", "", "word", " ; ", 5, 16, 8, 0, "ig", "ablation",
+    fig = client.predict("el-2l-128", PROMPT, "w42", "w5", "", "word", " ; ", 5, 16, 8, 0, "ig", True, "ablation",
                          api_name="/attribute_compare")
     assert fig is not None
     info, *_ = attribute(client, foil="w5", method="ablation", granularity="word")

@@ -6,7 +6,7 @@ from gradio_client.exceptions import AppError
 # batch, grad accum, max length, warm-up, weight decay, r, alpha, dropout, targets, seed, eval every,
 # max steps, precision, gradient checkpointing, hub dataset id
 WIDGETS = ["el-2l-128", "built-in", "wordgroups", None, None, "text", "label", "", "classification", "lora",
-           8, "3e-3", 32, 1, 256, 0.06, 0.0, 8, 16, 0.05, "", 0, 0, 0, "auto", False, ""]
+           12, "3e-3", 32, 1, 256, 0.06, 0.0, 32, 64, 0.05, "", 0, 0, 0, "auto", False, ""]
 
 
 def widgets(**changes):
@@ -63,7 +63,9 @@ def test_emergence_tab_sweeps_the_embedded_checkpoints(client):
     assert preset[4:] == (4, "nearest") or list(preset[4:]) == [4, "nearest"]
     msg, plot, table = client.predict("checkpoints", "default", "", "recall", 4, "nearest", 1, 0, "step",
                                       api_name="/emergence_sweep")
-    assert "10 points" in msg and plot is not None
+    from core.embedded import find_embedded
+    n = len(find_embedded("default").checkpoints)
+    assert f"{n} points" in msg and plot is not None
     assert [r[1] for r in table["data"]][:2] == [0, 250]
     acc = [r[3] for r in table["data"]]
     assert acc[0] < 0.2 and acc[-1] >= 0.9  # recall at k=4: chance at step 0, learnt by the end

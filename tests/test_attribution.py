@@ -142,3 +142,20 @@ def test_should_stop_is_checked_by_perturbation_methods(handles):
     from core.attribution_types import Cancelled
     with pytest.raises(Cancelled):
         attribute(handles["gpt2"], PROMPT, " positive", "shapley", "word", should_stop=lambda: True)
+
+
+def test_kept_features_score_zero_and_ig_stays_complete(tiny_models):
+    """Holding a feature at its input value: it scores 0 and IG still sums to f(x) - f(partial baseline)."""
+    handle = load_model(ModelSpec(str(tiny_models["neox"])))
+    segs = ["w1 w2 ; ", "w3 w4 ; ", "w5"]
+    r = attribute(handle, "".join(segs), "w6", "ig", "segment", segments=segs, n_steps=64, keep=[-1])
+    assert r.kept == (2,) and r.scores[2] == 0 and r.to_dict()["kept"] == [2]
+    assert abs(r.scores.sum() - (r.target_logprob - r.baseline_logprob)) < 0.05 * abs(r.target_logprob - r.baseline_logprob) + 1e-3
+    full = attribute(handle, "".join(segs), "w6", "ig", "segment", segments=segs, n_steps=64)
+    assert full.baseline_logprob != r.baseline_logprob  # the query is in the baseline prompt now
+    with pytest.raises(UserError, match="no baseline"):
+        attribute(handle, "".join(segs), "w6", "ablation", "segment", segments=segs, keep=[-1])
+    with pytest.raises(UserError, match="Cannot keep feature 5"):
+        attribute(handle, "".join(segs), "w6", "ig", "segment", segments=segs, keep=[5])
+    with pytest.raises(UserError, match="nothing is left"):
+        attribute(handle, "".join(segs), "w6", "ig", "segment", segments=segs, keep=[0, 1, 2])

@@ -88,7 +88,8 @@ def test_emergence_tab_draws_scores_across_checkpoints(page, tmp_path):
     page.locator("#em-run").click()
     page.locator("#em-scores .main-svg").first.wait_for(timeout=120_000)
     assert page.locator("#em-scores .scatterlayer .trace").count() >= 2  # accuracy beside log p(gold)
-    assert "10 points" in page.locator("#em-status").inner_text()
+    from core.embedded import find_embedded
+    assert f"{len(find_embedded('default').checkpoints)} points" in page.locator("#em-status").inner_text()
     page.locator("#em-heads").click()
     page.locator("#em-heads-plot .main-svg").first.wait_for(timeout=120_000)
     page.screenshot(path=str(tmp_path / "emergence-tab.png"), full_page=True)

@@ -50,10 +50,6 @@ def default_first_and_last():
     return _load(m.checkpoints[0].path), _load(m.checkpoints[-1].path)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "The shipped default model learns in-context key->value recall (chance -> 100%) but no head "
-    "reaches an induction score of 0.5 on held-out repeated random tokens; issue 2 stays open "
-    "until a retrained model does (see assets/models/README.md for what was measured)."))
 def test_induction_head_forms_during_training(default_first_and_last):
     (first, _), (last, _) = default_first_and_last
     assert top_induction(first) < 0.2

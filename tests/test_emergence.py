@@ -42,7 +42,7 @@ def test_recall_appears_over_training_and_the_continuous_metric_moves_first(tmp_
     assert lp[jump] > lp[0] + 0.5        # ... gold log-prob had already been rising before it
 
 
-def test_heads_over_training_shapes_and_the_icl_score(tmp_path):
+def test_heads_over_training_shows_the_induction_head_forming(tmp_path):
     out = tmp_path / "hot.json"
     res = cli("heads-over-training", "--checkpoints", "default", "--out", str(out))
     assert res.returncode == 0, res.stderr[-1500:]
@@ -51,6 +51,10 @@ def test_heads_over_training_shapes_and_the_icl_score(tmp_path):
     assert np.asarray(d["previous_token"]).shape == np.asarray(d["induction"]).shape
     assert d["icl_score"][-1] < d["icl_score"][0] - 1.0  # late tokens far easier than early ones by the end
     assert max(map(np.max, d["previous_token"][1:])) > 0.5  # a previous-token head forms
+    top = [float(np.max(a)) for a in d["induction"]]
+    assert top[0] < 0.2 and top[-1] >= 0.5  # ... and an induction head: none at step 0, one at the end
+    jump = next(i for i, t in enumerate(top) if t >= 0.5)
+    assert 0 < jump < len(top) - 1  # it appears mid-training, so the curve shows the change
 
 
 def test_tasks_cli_and_series_errors():

@@ -38,7 +38,8 @@ def lora_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("runs") / "wordgroups-lora"
     t0 = time.time()
     res = cli("finetune", "--model", "default", "--task", "wordgroups", "--objective", "classification",
-              "--method", "lora", "--epochs", "12", "--lr", "3e-3", "--batch-size", "32", "--out", str(out))
+              "--method", "lora", "--epochs", "12", "--lr", "3e-3", "--batch-size", "32", "--lora-r", "32",
+              "--lora-alpha", "64", "--out", str(out))
     elapsed = time.time() - t0
     assert res.returncode == 0, res.stderr[-2000:]
     return out, elapsed
@@ -65,7 +66,7 @@ def test_lora_from_the_cli_learns_a_task_the_base_model_cannot(lora_run):
 @pytest.mark.slow
 def test_causal_lora_learns_to_write_the_label(tmp_path):
     spec = FinetuneSpec(model="default", data=DataSpec(task="wordgroups"), objective="causal", method="lora",
-                        lr=3e-3, epochs=4, batch_size=32)
+                        lr=3e-3, epochs=4, batch_size=32, lora_r=32, lora_alpha=64)
     metrics = train_run(spec, tmp_path / "run")
     assert metrics["eval_accuracy"] > 0.7  # from ~0.5
     # the Few-shot tab's scorer gives the same number on the saved model

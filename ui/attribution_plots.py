@@ -60,7 +60,9 @@ def summary(result: AttributionResult) -> str:
              f"- explained value: {result.target_logprob:.4f}"]
     if result.baseline_logprob is not None:
         gap = result.target_logprob - result.baseline_logprob
-        lines.append(f"- at the baseline (every feature removed or blanked): {result.baseline_logprob:.4f} "
+        held = (f"every feature but {', '.join(repr(result.segments[i]) for i in result.kept)} blanked"
+                if result.kept else "every feature removed or blanked")
+        lines.append(f"- at the baseline ({held}): {result.baseline_logprob:.4f} "
                      f"(difference {gap:+.4f}; the scores sum to {result.scores.sum():+.4f})")
     if result.convergence_delta is not None:
         lines.append(f"- integrated-gradients convergence delta: {result.convergence_delta:+.2e} "

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import gradio as gr
 
-from core.attribution_types import METHODS
+from core.attribution_types import KEEP_METHODS, METHODS
 from core.engine import Engine
 from core.errors import UserError
 from ui import attribution_plots as bp
@@ -52,6 +52,10 @@ def render(engine: Engine, active: gr.State, demo: gr.Blocks) -> None:
                                   minimum=1)
             seed = gr.Number(0, label="Seed", precision=0)
             method_b = gr.Dropdown(METHOD_CHOICES, value="ablation", label="Second method (compare)")
+        hold = gr.Checkbox(True, label="Hold the last feature (the query) fixed — integrated gradients, GradientShap",
+                           info="the baseline blanks only the other features, so the scores say which "
+                                "demonstration drove the answer *given the question*; otherwise much of the credit "
+                                "goes to the query for making any answer likely")
     with gr.Row():
         run_btn = gr.Button("Attribute", variant="primary", elem_id="attr-run")
         cmp_btn = gr.Button("Compare with the second method")
@@ -71,17 +75,18 @@ def render(engine: Engine, active: gr.State, demo: gr.Blocks) -> None:
     def _segments(p, g, s):
         return split_segments(p, s) if g == "segment" else None
 
-    def _run(key, p, t, f, lb, g, s, gen, steps, samples, sd, meth, request: gr.Request | None):
+    def _run(key, p, t, f, lb, g, s, gen, steps, samples, sd, meth, hold_query, request: gr.Request | None):
         key = resolve_key(engine, key)
         job = request.session_hash if request else ""
+        keep = [-1] if hold_query and meth in KEEP_METHODS else []  # the others have no baseline to hold it in
         return engine.attribute(key, p, t if (t or "").strip() else None, meth, g, job=job,
                                 foil=f if (f or "").strip() else None, segments=_segments(p, g, s),
                                 generate=int(gen or 5), label=lb or None, n_steps=steps, n_samples=samples,
-                                seed=int(sd or 0))
+                                seed=int(sd or 0), keep=keep)
 
     @user_errors
-    def run(key, p, t, f, lb, g, s, gen, steps, samples, sd, meth, request: gr.Request):
-        res = _run(key, p, t, f, lb, g, s, gen, steps, samples, sd, meth, request)
+    def run(key, p, t, f, lb, g, s, gen, steps, samples, sd, meth, hold_query, request: gr.Request):
+        res = _run(key, p, t, f, lb, g, s, gen, steps, samples, sd, meth, hold_query, request)
         labels = bp.segment_labels(res)
         rows = [("sum over target tokens", -1)] + [(f"target token {t!r}", i) for i, t in enumerate(res.target_tokens)]
         csv = tmpdir / f"attribution_{res.method}.csv"
@@ -96,16 +101,17 @@ def render(engine: Engine, active: gr.State, demo: gr.Blocks) -> None:
         return bp.colored_text(res, r) if res is not None else ""
 
     @user_errors
-    def run_compare(key, p, t, f, lb, g, s, gen, steps, samples, sd, meth, meth_b, request: gr.Request):
-        a = _run(key, p, t, f, lb, g, s, gen, steps, samples, sd, meth, request)
-        b = _run(key, p, t, f, lb, g, s, gen, steps, samples, sd, meth_b, request)
+    def run_compare(key, p, t, f, lb, g, s, gen, steps, samples, sd, meth, hold_query, meth_b,
+                    request: gr.Request):
+        a = _run(key, p, t, f, lb, g, s, gen, steps, samples, sd, meth, hold_query, request)
+        b = _run(key, p, t, f, lb, g, s, gen, steps, samples, sd, meth_b, hold_query, request)
         return bp.compare_figure(a, b, bp.segment_labels(a))
 
     def cancel(request: gr.Request):
         engine.cancel(request.session_hash if request else "")
         return "Cancelling… the run stops at its next model call."
 
-    ins = [model, prompt, target, foil, label, granularity, sep, generate, n_steps, n_samples, seed, method]
+    ins = [model, prompt, target, foil, label, granularity, sep, generate, n_steps, n_samples, seed, method, hold]
     gpu = dict(concurrency_id=GPU, concurrency_limit=1)
     run_btn.click(run, ins, [info, text_view, row, bars, heat, csv_file, json_file, last],
                   api_name="attribute", **gpu)

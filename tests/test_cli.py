@@ -92,6 +92,13 @@ def test_attribute_segments_json(tmp_path, tiny_models):
     assert isinstance(d["convergence_delta"], float) and isinstance(d["baseline_logprob"], float)
     gap = d["target_logprob"] - d["baseline_logprob"]
     assert abs(sum(d["scores"]) - gap) <= 0.05 * abs(gap)
+    run("attribute", "--model", str(tiny_models["llama"]), "--prompt", "".join(segs), "--target", " positive",
+        "--method", "ig", "--granularity", "segment", "--segments", json.dumps(segs), "--keep", "-1",
+        "--n-steps", "32", "--out", str(out))
+    held = json.loads(out.read_text())
+    assert held["kept"] == [1] and held["scores"][1] == 0
+    proc = run("attribute", "--model", str(tiny_models["llama"]), "--prompt", "a b", "--keep", "last", ok=False)
+    assert proc.returncode == 2 and "--keep takes comma-separated integers" in proc.stderr
 
 
 def test_attribute_newlines_and_bad_segments(tmp_path, tiny_models):

@@ -213,6 +213,15 @@ def summary(name: str, n_layers: int, rows: list[CheckpointScores]) -> str:
     if last_before is not None:
         text += (f"The induction head appears between step {last_before.step} ({last_before.induction.max():.2f}) "
                  f"and {ind}, and recall reaches 90% at {rec}: a phase change.")
+        formed = next((i for i, r in enumerate(rows) if r.previous_token.max() >= 0.5), None)
+        jump = rows.index(last_before) + 1
+        if formed is not None and formed < jump:
+            low = min(rows[formed:jump], key=lambda r: r.previous_token.max())
+            text += (f" The previous-token head formed first ({rows[formed].previous_token.max():.2f} at step "
+                     f"{rows[formed].step}); it weakens to {low.previous_token.max():.2f} at step {low.step}, just "
+                     f"before the induction head appears, and comes back with it "
+                     f"({rows[jump].previous_token.max():.2f} at step {rows[jump].step}, "
+                     f"{final.previous_token.max():.2f} at the end).")
     else:
         text += ("No induction head forms: prefix matching needs one layer to write each token's "
                  "predecessor and a later layer to match on it, so one layer cannot do it.")

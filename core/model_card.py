@@ -96,6 +96,10 @@ def model_section(m: EmbeddedModel) -> tuple[str, list[CheckpointScores]]:
     final = rows[-1]
     heads = [f"L{li}.H{hi} ({final.induction[li, hi]:.2f})"
              for li, hi in zip(*np.nonzero(final.induction >= 0.5))]
+    stack = np.stack([r.induction for r in rows])  # (checkpoints, layers, heads)
+    faded = [f"L{li}.H{hi} (peak {stack[:, li, hi].max():.2f} at step {rows[int(stack[:, li, hi].argmax())].step}, "
+             f"{final.induction[li, hi]:.2f} at the end)"
+             for li, hi in zip(*np.nonzero((stack.max(0) >= 0.5) & (final.induction < 0.5)))]
     prev = [f"L{li}.H{hi} ({final.previous_token[li, hi]:.2f})"
             for li, hi in zip(*np.nonzero(final.previous_token >= 0.5))]
     lookup = [f"L{li}.H{hi} ({final.lookup[li, hi]:.2f})" for li, hi in zip(*np.nonzero(final.lookup >= 0.5))]
@@ -121,6 +125,7 @@ the last fifth), weight decay
 {table}
 
 - Induction heads at the final checkpoint (score >= 0.5): {', '.join(heads) or 'none'}.
+- Induction heads that passed 0.5 during training but not at the end: {', '.join(faded) or 'none'}.
 - Previous-token heads at the final checkpoint (score >= 0.5): {', '.join(prev) or 'none'}.
 - Lookup heads at the final checkpoint (score >= 0.5): {', '.join(lookup) or 'none'}.
 - First checkpoint with an induction head (>= 0.5): {_first(rows, lambda r: r.induction.max() >= 0.5)};

@@ -2,7 +2,7 @@
 
     python -m core.train_tiny --preset default --out assets/models
 
-Each preset is a GPT-2-shaped causal LM trained from scratch on the synthetic
+Each preset is a small GPT-style causal LM (GPT-NeoX, or GPT-2 with `arch="gpt2"`) trained from scratch on the synthetic
 mixture of ``core.synthetic``. Checkpoints are ordinary transformers folders
 (config, tokenizer, fp16 safetensors) named ``step-NNNNN``; a ``training.json``
 beside them records the loss curve and the probe scores at every checkpoint.

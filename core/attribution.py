@@ -299,10 +299,11 @@ def attribute(handle: ModelHandle, prompt: str, target: str | None = None, metho
     prompt_ids, tspans, n_special = _token_spans(handle, anchor + prompt, len(anchor))
     shifted = [(a + len(anchor), b + len(anchor)) for a, b in fspans]
     groups = _group_matrix(tspans[n_special:], shifted)  # (prompt tokens, features)
-    kept = _kept_tokens(keep, features, groups, m)
+    kept_idx = _kept_indices(keep, len(features))
+    kept = _kept_tokens(kept_idx, groups, m)
     if kind == "seq_cls":
         return _attribute_classifier(handle, m, prompt_ids, n_special, features, groups, label, granularity,
-                                     opts, should_stop, kept, keep)
+                                     opts, should_stop, kept, kept_idx)
     if kind != "causal_lm":
         raise UserError(f"Attribution needs a causal LM or a sequence classifier; this is a {kind} model.")
     cont = _target_ids(handle, prompt_ids, target, generate)
@@ -334,7 +335,7 @@ def attribute(handle: ModelHandle, prompt: str, target: str | None = None, metho
         mat, fx, fb = mat - mat_f, fx - fx_f, fb - fb_f
         delta = None if delta is None else delta - delta_f
     return AttributionResult(features, np.asarray(mat, np.float64), rows, fx, fb, delta, method, granularity,
-                             foil=foil, kept=_kept_indices(keep, len(features)))
+                             foil=foil, kept=kept_idx)
 
 
 def _kept_indices(keep: Sequence[int], n: int) -> tuple[int, ...]:
@@ -344,17 +345,16 @@ def _kept_indices(keep: Sequence[int], n: int) -> tuple[int, ...]:
     return tuple(sorted({int(k) % n for k in keep}))
 
 
-def _kept_tokens(keep: Sequence[int], features: list[str], groups: np.ndarray, m) -> np.ndarray | None:
-    """Bool per prompt token: inside a kept feature. Checks the indices and the method."""
-    if not keep:
+def _kept_tokens(kept_idx: tuple[int, ...], groups: np.ndarray, m) -> np.ndarray | None:
+    """Bool per prompt token: inside a kept feature (``groups``: prompt tokens x features)."""
+    if not kept_idx:
         return None
     if m.name not in KEEP_METHODS:
         raise UserError(f"Holding parts of the prompt fixed is offered for integrated gradients and "
                         f"GradientShap (they compare with a baseline prompt); {m.label} has no baseline.")
-    idx = _kept_indices(keep, len(features))
-    if len(idx) == len(features):
+    if len(kept_idx) == groups.shape[1]:
         raise UserError("Every feature is held fixed, so nothing is left to attribute.")
-    return groups[:, list(idx)].sum(1) > 0
+    return groups[:, list(kept_idx)].sum(1) > 0
 
 
 def _logprob_sum(handle: ModelHandle, prompt_ids: list[int], cont_ids: list[int]) -> float:
@@ -371,7 +371,7 @@ def _ablated_ids(handle: ModelHandle, prompt_ids: list[int], n_special: int, gra
 
 
 def _attribute_classifier(handle, m, prompt_ids, n_special, features, groups, label, granularity, opts,
-                          should_stop, kept=None, keep=()) -> AttributionResult:
+                          should_stop, kept=None, kept_idx=()) -> AttributionResult:
     if m.family != "gradient":
         raise UserError(f"{m.label} is offered for causal LMs; for a classifier use a gradient method.")
     idx = _label_index(handle, label)
@@ -389,5 +389,4 @@ def _attribute_classifier(handle, m, prompt_ids, n_special, features, groups, la
                                               _baseline_id(handle), opts, should_stop, kept)
     name = handle.model.config.id2label.get(idx, str(idx))
     return AttributionResult(features, tok_attr @ groups[: tok_attr.shape[1]], [str(name)], fx[0], fb[0],
-                             deltas[0] if deltas else None, m.name, granularity,
-                             kept=_kept_indices(keep, len(features)))
+                             deltas[0] if deltas else None, m.name, granularity, kept=kept_idx)

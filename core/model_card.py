@@ -210,8 +210,8 @@ def summary(name: str, n_layers: int, rows: list[CheckpointScores]) -> str:
     final = rows[-1]
     ind = _first(rows, lambda r: r.induction.max() >= 0.5)
     rec = _first(rows, lambda r: r.recall >= 0.9)
-    before = [r for r in rows if r.induction.max() < 0.5]
-    last_before = before[-1] if before and ind != "not reached" else None
+    first = next((i for i, r in enumerate(rows) if r.induction.max() >= 0.5), None)
+    last_before = rows[first - 1] if first else None  # the checkpoint just before the head appears
     text = (f"- **{name}** ({n_layers} layer{'s' if n_layers > 1 else ''}): top induction score "
             f"{rows[0].induction.max():.2f} at step {rows[0].step} and {final.induction.max():.2f} at step "
             f"{final.step}; recall {rows[0].recall:.2f} -> {final.recall:.2f} (chance {final.recall_chance:.2f}). ")
@@ -219,7 +219,7 @@ def summary(name: str, n_layers: int, rows: list[CheckpointScores]) -> str:
         text += (f"The induction head appears between step {last_before.step} ({last_before.induction.max():.2f}) "
                  f"and {ind}, and recall reaches 90% at {rec}: a phase change.")
         formed = next((i for i, r in enumerate(rows) if r.previous_token.max() >= 0.5), None)
-        jump = rows.index(last_before) + 1
+        jump = first
         if formed is not None and formed < jump:
             low = min(rows[formed:jump], key=lambda r: r.previous_token.max())
             text += (f" The previous-token head formed first ({rows[formed].previous_token.max():.2f} at step "

@@ -88,7 +88,8 @@ def _first(rows: list[CheckpointScores], ok) -> str:
     return f"step {hit}" if hit is not None else "not reached"
 
 
-def model_section(m: EmbeddedModel) -> tuple[str, list[CheckpointScores]]:
+def model_section(m: EmbeddedModel) -> tuple[str, str]:
+    """The model's section of the card and its bullet for the summary."""
     log = json.loads((m.path.parent / "training.json").read_text())
     spec = log["spec"]
     rows = [measure(c.path, c.step) for c in m.checkpoints]
@@ -133,7 +134,7 @@ the last fifth), weight decay
   first with a lookup head (>= 0.5): {_first(rows, lambda r: r.lookup.max() >= 0.5)}.
   Recall chance level (one of the {RECALL_PAIRS} values shown): {final.recall_chance:.3f}.
 """
-    return text, rows
+    return text, summary(m.name, spec["n_layer"], rows)
 
 
 def _param_shapes(path: Path):
@@ -208,7 +209,6 @@ Each checkpoint is a normal transformers folder (config, tokenizer, fp16 safeten
 def summary(name: str, n_layers: int, rows: list[CheckpointScores]) -> str:
     """One measured bullet per model: when (if ever) each ability appeared."""
     final = rows[-1]
-    ind = _first(rows, lambda r: r.induction.max() >= 0.5)
     rec = _first(rows, lambda r: r.recall >= 0.9)
     first = next((i for i, r in enumerate(rows) if r.induction.max() >= 0.5), None)
     last_before = rows[first - 1] if first else None  # the checkpoint just before the head appears
@@ -217,15 +217,14 @@ def summary(name: str, n_layers: int, rows: list[CheckpointScores]) -> str:
             f"{final.step}; recall {rows[0].recall:.2f} -> {final.recall:.2f} (chance {final.recall_chance:.2f}). ")
     if last_before is not None:
         text += (f"The induction head appears between step {last_before.step} ({last_before.induction.max():.2f}) "
-                 f"and {ind}, and recall reaches 90% at {rec}: a phase change.")
+                 f"and step {rows[first].step}, and recall reaches 90% at {rec}: a phase change.")
         formed = next((i for i, r in enumerate(rows) if r.previous_token.max() >= 0.5), None)
-        jump = first
-        if formed is not None and formed < jump:
-            low = min(rows[formed:jump], key=lambda r: r.previous_token.max())
+        if formed is not None and formed < first:
+            low = min(rows[formed:first], key=lambda r: r.previous_token.max())
             text += (f" The previous-token head formed first ({rows[formed].previous_token.max():.2f} at step "
                      f"{rows[formed].step}); it weakens to {low.previous_token.max():.2f} at step {low.step}, just "
                      f"before the induction head appears, and comes back with it "
-                     f"({rows[jump].previous_token.max():.2f} at step {rows[jump].step}, "
+                     f"({rows[first].previous_token.max():.2f} at step {rows[first].step}, "
                      f"{final.previous_token.max():.2f} at the end).")
     else:
         text += ("No induction head forms: prefix matching needs one layer to write each token's "
@@ -236,10 +235,9 @@ def summary(name: str, n_layers: int, rows: list[CheckpointScores]) -> str:
 def main() -> None:
     sections, bullets = [], []
     for m in list_embedded():
-        text, rows = model_section(m)
+        text, bullet = model_section(m)
         sections.append(text)
-        n_layers = json.loads((m.path / "config.json").read_text())["num_hidden_layers"]
-        bullets.append(summary(m.name, n_layers, rows))
+        bullets.append(bullet)
     (MODELS_DIR / "README.md").write_text("\n".join([HEADER.replace("{summary}", "\n".join(bullets)), *sections]))
     print((MODELS_DIR / "README.md").read_text())
 

@@ -203,8 +203,8 @@ def icl_sequences(handle, n: int = 64, seed: int = 0, text: str | None = None) -
                             f"so it needs more than {LATE[1]}.")
         return ids
     if handle.info.vocab_size == _embedded_vocab_size() and handle.tokenizer.convert_tokens_to_ids("w0") == 5:
-        from core.synthetic import CONTEXT, DEFAULT_MIX, training_batch
-        return torch.from_numpy(training_batch(np.random.default_rng(seed), n, CONTEXT, DEFAULT_MIX))
+        from core.synthetic import mixture_sample
+        return torch.from_numpy(mixture_sample(n, seed))
     from core.attention import repeated_probe
     ids, _ = repeated_probe(handle, 32, n, seed)
     return ids

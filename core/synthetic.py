@@ -186,6 +186,11 @@ def training_batch(rng: np.random.Generator, batch: int, length: int,
     return np.stack([GENERATORS[k](rng, v, length) for k in kinds]).astype(np.int64)
 
 
+def mixture_sample(n: int, seed: int) -> np.ndarray:
+    """(n, CONTEXT) seeded sequences of the training mixture: the ICL score's fixed evaluation batch."""
+    return training_batch(np.random.default_rng(seed), n, CONTEXT, DEFAULT_MIX)
+
+
 # ---- evaluation probes (held-out settings) ---------------------------------
 
 def repeated_random_probe(rng: np.random.Generator, v: Vocab, seg_len: int,

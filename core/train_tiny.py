@@ -109,9 +109,9 @@ def icl_score(model) -> float:
     (``core.emergence.late_minus_early``)."""
     global _ICL_BATCH
     from core.emergence import late_minus_early
-    from core.synthetic import DEFAULT_MIX
+    from core.synthetic import mixture_sample
     if _ICL_BATCH is None:
-        _ICL_BATCH = torch.from_numpy(training_batch(np.random.default_rng(4321), 64, CONTEXT, DEFAULT_MIX))
+        _ICL_BATCH = torch.from_numpy(mixture_sample(64, 4321))
     return late_minus_early(model, _ICL_BATCH)
 
 

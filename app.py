@@ -7,7 +7,7 @@ import os
 import sys
 from pathlib import Path
 
-from core.types import DEVICES, DTYPES, AppConfig
+from core.models.types import DEVICES, DTYPES, AppConfig
 
 
 def parse_args(argv: list[str] | None = None) -> AppConfig:

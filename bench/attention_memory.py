@@ -31,8 +31,8 @@ import json, sys, time, torch
 sys.path.insert(0, {root!r})
 mode, folder, T, layer = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
 torch.manual_seed(0)
-from core.models import load_model
-from core.types import ModelSpec
+from core.models.loading import load_model
+from core.models.types import ModelSpec
 handle = load_model(ModelSpec(folder))
 def status_kb(field):
     for line in open("/proc/self/status"):
@@ -43,7 +43,7 @@ base = status_kb("VmRSS")
 ids = torch.randint(0, handle.info.vocab_size, (1, T))
 t0 = time.perf_counter()
 if mode == "ours":
-    from core.attention import compute_attention, _capture
+    from core.attention.capture import compute_attention, _capture
     keep = {{}}
     def take(i, w):
         keep[i] = w[0, 0].float().cpu().numpy()  # one head: (q, k)
@@ -77,7 +77,7 @@ def main() -> None:
         cfg = GPT2Config(n_positions=args.tokens, n_embd=width, n_layer=n_layer, n_head=heads)
         GPT2LMHeadModel(cfg).save_pretrained(tmp)
         sys.path.insert(0, str(ROOT))
-        from core.synthetic import build_tokenizer
+        from core.build.synthetic import build_tokenizer
         build_tokenizer().save_pretrained(tmp)  # loading needs one; the worker feeds ids directly
         code = WORKER.format(root=str(ROOT))
         results = {}

@@ -35,10 +35,10 @@ def main() -> None:
     args = ap.parse_args()
     from transformers import GPT2Config, GPT2LMHeadModel
 
-    from core.attribution import attribute, internal_batch_size
-    from core.models import load_model
-    from core.synthetic import build_tokenizer
-    from core.types import ModelSpec
+    from core.attribution.attribute import attribute, internal_batch_size
+    from core.models.loading import load_model
+    from core.build.synthetic import build_tokenizer
+    from core.models.types import ModelSpec
 
     with tempfile.TemporaryDirectory() as tmp:
         torch.manual_seed(0)

@@ -28,7 +28,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 
 def write_task(folder: Path, n_train: int, n_test: int) -> tuple[Path, Path]:
-    from core.builtin_tasks import BAD, BAD_TAIL, GOOD, GOOD_TAIL, SUBJECTS
+    from core.build.builtin_tasks import BAD, BAD_TAIL, GOOD, GOOD_TAIL, SUBJECTS
     rng = random.Random(0)
     rows = [{"text": f"{s} was {a} {t}", "label": lab} for s in SUBJECTS
             for lab, adjs, tails in (("positive", GOOD, GOOD_TAIL), ("negative", BAD, BAD_TAIL))
@@ -82,11 +82,11 @@ metric_list: [{{metric: acc}}]
 
 
 def run_ours(model_dir, train, test, k, device) -> tuple[float, np.ndarray, float, int]:
-    from core.fewshot import run_fewshot
-    from core.fewshot_types import FewShotConfig
-    from core.models import load_model
+    from core.fewshot.run import run_fewshot
+    from core.fewshot.types import FewShotConfig
+    from core.models.loading import load_model
     from core.tasks import Template, read_table, task_from_tables
-    from core.types import ModelSpec
+    from core.models.types import ModelSpec
     handle = load_model(ModelSpec(str(model_dir), device=device, dtype="float32"))
     task = task_from_tables(read_table(train), read_table(test), Template("Review: {text}\nSentiment:"),
                             "label", ["positive", "negative"])

@@ -1,4 +1,4 @@
-"""Training throughput of ``core.finetune`` against a plain transformers ``Trainer``, same run.
+"""Training throughput of ``core.finetune.train`` against a plain transformers ``Trainer``, same run.
 
     python bench/finetune_speed.py [--method lora|full] [--epochs 2] [--threads 2]
 
@@ -24,15 +24,15 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from core import devices  # noqa: E402
-from core.finetune import build_model, precision, train_run  # noqa: E402
-from core.finetune_data import collate, encode_split, load_task  # noqa: E402
-from core.finetune_types import DataSpec, FinetuneSpec  # noqa: E402
+from core.models import devices  # noqa: E402
+from core.finetune.train import build_model, precision, train_run  # noqa: E402
+from core.finetune.data import collate, encode_split, load_task  # noqa: E402
+from core.finetune.types import DataSpec, FinetuneSpec  # noqa: E402
 
 
 def gpt2_shape(folder: Path) -> str:
     from transformers import GPT2Config, GPT2LMHeadModel
-    from core.synthetic import Vocab, build_tokenizer
+    from core.build.synthetic import Vocab, build_tokenizer
     v = Vocab()
     torch.manual_seed(0)
     GPT2LMHeadModel(GPT2Config(vocab_size=v.size, n_positions=128, n_embd=384, n_layer=6, n_head=6,

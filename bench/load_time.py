@@ -62,9 +62,9 @@ def main() -> None:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from core.embedded import find_embedded
-    from core.models import load_model
-    from core.types import ModelSpec
+    from core.models.embedded import find_embedded
+    from core.models.loading import load_model
+    from core.models.types import ModelSpec
 
     path = find_embedded("default").path
     plain = _median_time(lambda: (AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32),

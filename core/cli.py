@@ -38,15 +38,15 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
 
 
 def load_from_args(args: argparse.Namespace, **overrides):
-    from core.models import load_model
-    from core.types import ModelSpec
+    from core.models.loading import load_model
+    from core.models.types import ModelSpec
     spec = ModelSpec(model=args.model, revision=args.revision, device=args.device, dtype=args.dtype,
                      kind=args.kind, trust_remote_code=args.trust_remote_code, **overrides)
     return load_model(spec)
 
 
 def cmd_models(args: argparse.Namespace) -> object:
-    from core.embedded import list_embedded
+    from core.models.embedded import list_embedded
     return [m.to_dict() for m in list_embedded()]
 
 
@@ -58,7 +58,7 @@ cmd_info.arguments = add_model_args  # type: ignore[attr-defined]
 
 
 def _train_tiny_args(p: argparse.ArgumentParser) -> None:
-    from core.train_tiny import PRESETS
+    from core.build.train_tiny import PRESETS
     p.add_argument("--preset", choices=sorted(PRESETS), default="default")
     p.add_argument("--out", default="assets/models")
     p.add_argument("--steps", type=int)
@@ -67,7 +67,7 @@ def _train_tiny_args(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_train_tiny(args: argparse.Namespace) -> object:
-    from core import train_tiny
+    from core.build import train_tiny
     argv = ["--preset", args.preset, "--out", args.out] + (["--steps", str(args.steps)] if args.steps else []) \
         + (["--progress", args.progress] if args.progress else []) + ["--threads", str(args.threads)]
     train_tiny.main(argv)
@@ -76,16 +76,26 @@ def cmd_train_tiny(args: argparse.Namespace) -> object:
 
 cmd_train_tiny.arguments = _train_tiny_args  # type: ignore[attr-defined]
 
+def _engine(args: argparse.Namespace):
+    """An engine for one CLI call, with the model the flags name loaded: (engine, its registry key)."""
+    from core.engine import Engine
+    from core.models.requests import LoadRequest
+    from core.models.types import AppConfig
+    engine = Engine(AppConfig(model=None, max_models=1))
+    return engine, engine.load(LoadRequest.from_args(args)).key
+
+
 def _heads_args(p: argparse.ArgumentParser) -> None:
+    from core.attention.requests import HeadRolesRequest
     add_model_args(p)
-    p.add_argument("--seq-len", type=int, help="length of the random segment repeated twice")
-    p.add_argument("--seed", type=int, default=0)
+    HeadRolesRequest.add_arguments(p, skip=("model",))
     p.add_argument("--out", help="write the JSON here instead of printing it")
 
 
 def cmd_heads(args: argparse.Namespace) -> object:
-    from core.attention import head_scores
-    scores = head_scores(load_from_args(args), args.seq_len, args.seed).to_dict()
+    from core.attention.requests import HeadRolesRequest
+    engine, key = _engine(args)
+    scores = engine.head_scores(HeadRolesRequest.from_args(args, model=key)).to_dict()
     scores.pop("source")
     return scores
 
@@ -94,44 +104,33 @@ cmd_heads.arguments = _heads_args  # type: ignore[attr-defined]
 
 
 def _attention_args(p: argparse.ArgumentParser) -> None:
+    from core.attention.requests import AttentionRequest
     add_model_args(p)
-    p.add_argument("--text", required=True)
-    p.add_argument("--text-pair", help="second segment, for encoders such as BERT")
-    p.add_argument("--layer", type=int, required=True)
-    p.add_argument("--head", type=int, required=True)
+    AttentionRequest.add_arguments(p, skip=("model",))  # the same fields the Attention tab fills
     p.add_argument("--out", help="write the JSON here instead of printing it")
 
 
 def cmd_attention(args: argparse.Namespace) -> object:
-    from core.attention import compute_attention
-    res = compute_attention(load_from_args(args), args.text, [args.layer], [args.head], args.text_pair)
-    return {"tokens": res.tokens, "attention": res.head(args.layer, args.head).astype(float).tolist()}
+    from core.attention.requests import AttentionRequest
+    engine, key = _engine(args)
+    req = AttentionRequest.from_args(args, model=key, all_heads=False)
+    res = engine.attention(req)
+    return {"tokens": res.tokens, "attention": res.head(req.layer, req.head).astype(float).tolist()}
 
 
 cmd_attention.arguments = _attention_args  # type: ignore[attr-defined]
 
 def _attribute_args(p: argparse.ArgumentParser) -> None:
-    from core.attribution_types import METHODS
+    from core.attribution.requests import AttributionRequest
     add_model_args(p)
-    p.add_argument("--prompt", required=True)
-    p.add_argument("--target", help="the continuation to explain (default: the model's greedy one)")
-    p.add_argument("--foil", help="explain log p(target) - log p(foil)")
-    p.add_argument("--label", help="class label, for sequence classifiers")
-    p.add_argument("--generate", type=int, default=5, help="tokens to generate when no target is given")
-    p.add_argument("--method", choices=sorted(METHODS), default="ig")
-    p.add_argument("--granularity", choices=["token", "word", "segment"], default="token")
+    AttributionRequest.add_arguments(p, skip=("model",))  # the same fields the Attribution tab fills
     p.add_argument("--segments", help="JSON list of strings whose concatenation is the prompt")
-    p.add_argument("--n-steps", type=int, help="integration steps (integrated gradients)")
-    p.add_argument("--keep", help="comma-separated feature indices held at their input value in the baseline "
-                                  "(ig, gradient_shap); -1 is the last feature, e.g. the query")
-    p.add_argument("--n-samples", type=int, help="samples (Shapley, LIME, KernelSHAP, GradientShap)")
-    p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", help="write the JSON here instead of printing it")
 
 
 def cmd_attribute(args: argparse.Namespace) -> object:
-    from core.attribution import attribute
-    segments = None
+    from core.attribution.requests import AttributionRequest
+    segments = ()
     if args.segments:
         try:
             segments = [unescape(x) for x in json.loads(args.segments)]
@@ -139,24 +138,17 @@ def cmd_attribute(args: argparse.Namespace) -> object:
             raise UserError(f"--segments is not valid JSON: {exc}") from exc
         if not isinstance(segments, list) or not all(isinstance(x, str) for x in segments):
             raise UserError("--segments must be a JSON list of strings.")
-    res = attribute(load_from_args(args), unescape(args.prompt), unescape(args.target), args.method,
-                    args.granularity, foil=unescape(args.foil), segments=segments,
-                    generate=0 if args.target else args.generate, label=args.label,
-                    n_steps=args.n_steps, n_samples=args.n_samples, seed=args.seed, keep=_int_list(args.keep, "--keep"))
-    return res.to_dict()
-
-
-def _int_list(text: str | None, flag: str) -> list[int]:
-    try:
-        return [int(x) for x in (text or "").split(",") if x.strip()]
-    except ValueError as exc:
-        raise UserError(f"{flag} takes comma-separated integers, e.g. -1 or 0,3; not {text!r}.") from exc
+    engine, key = _engine(args)
+    values = {k: unescape(v) if isinstance(v, str) else v for k, v in vars(args).items() if v is not None}
+    req = AttributionRequest.from_mapping(values, model=key, segments=tuple(segments))
+    return engine.attribute(req).to_dict()
 
 
 cmd_attribute.arguments = _attribute_args  # type: ignore[attr-defined]
 
+
 def _fewshot_args(p: argparse.ArgumentParser) -> None:
-    from core.fewshot_types import ORDERS, SELECTIONS
+    from core.fewshot.types import ORDERS, SELECTIONS
     add_model_args(p)
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--task", help="a built-in task: sentiment, topic, antonyms, addition, recall")
@@ -202,8 +194,8 @@ def _fewshot_task(args: argparse.Namespace):
 
 def cmd_fewshot(args: argparse.Namespace) -> object:
     from dataclasses import asdict
-    from core.fewshot import run_fewshot
-    from core.fewshot_types import FewShotConfig
+    from core.fewshot.run import run_fewshot
+    from core.fewshot.types import FewShotConfig
     perturb, flip = args.perturb, 0.0
     if perturb.startswith("flip"):
         try:
@@ -229,7 +221,7 @@ def cmd_fewshot(args: argparse.Namespace) -> object:
 cmd_fewshot.arguments = _fewshot_args  # type: ignore[attr-defined]
 
 def _finetune_args(p: argparse.ArgumentParser) -> None:
-    from core.finetune_types import METHODS, OBJECTIVES, PRECISIONS
+    from core.finetune.types import METHODS, OBJECTIVES, PRECISIONS
     p.add_argument("--model", default="default", help="Hub id, local folder, 'default' or an embedded model")
     p.add_argument("--revision")
     src = p.add_mutually_exclusive_group()
@@ -269,8 +261,8 @@ def _finetune_args(p: argparse.ArgumentParser) -> None:
 def cmd_finetune(args: argparse.Namespace) -> object:
     import signal
     import torch
-    from core.finetune import train_run
-    from core.finetune_types import DataSpec, FinetuneSpec
+    from core.finetune.train import train_run
+    from core.finetune.types import DataSpec, FinetuneSpec
     if args.threads:
         torch.set_num_threads(args.threads)
     stop = {"flag": False}
@@ -323,7 +315,7 @@ def _series_args(p: argparse.ArgumentParser) -> None:
 
 
 def _points(args: argparse.Namespace):
-    from core.emergence import series_points
+    from core.emergence.series import series_points
     models = [m for m in args.models.split(",")] if args.models else None
     revisions = [r.strip() for r in args.revisions.split(",")] if args.revisions else None
     return series_points(models, args.checkpoints, revisions)
@@ -340,15 +332,16 @@ def _emergence_args(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_emergence(args: argparse.Namespace) -> object:
-    from core.emergence import sweep_series
-    from core.fewshot_types import FewShotConfig
+    from core.emergence.series import sweep_series
+    from core.fewshot.types import FewShotConfig
     from core.tasks import load_builtin
-    from core.fewshot_types import SELECTIONS
+    from core.fewshot.types import SELECTIONS
     if args.selection not in SELECTIONS or args.selection == "manual":
         raise UserError(f"--selection must be one of {', '.join(s for s in SELECTIONS if s != 'manual')}.")
     config = FewShotConfig(k=args.k, selection=args.selection if args.k else "first", limit=args.limit)
+    from core.emergence.series import standalone_borrow
     results = sweep_series(_points(args), load_builtin(args.task), config, list(range(args.seeds)),
-                           device=args.device, offline=args.offline)
+                           device=args.device, borrow=standalone_borrow(offline=args.offline))
     return {"task": args.task, "k": args.k, "seeds": args.seeds,
             "points": [{"model": r.model if not r.revision else f"{r.model}@{r.revision}", "step": r.step,
                         "n_params": r.n_params, "metrics": r.metrics, "std": r.std, "chance": r.chance,
@@ -362,9 +355,9 @@ def _heads_training_args(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_heads_over_training(args: argparse.Namespace) -> object:
-    from core.emergence import heads_over_training
+    from core.emergence.series import heads_over_training, standalone_borrow
     return heads_over_training(_points(args), device=args.device, text=unescape(args.text),
-                               offline=args.offline).to_dict()
+                               borrow=standalone_borrow(offline=args.offline)).to_dict()
 
 
 cmd_emergence.arguments = _emergence_args  # type: ignore[attr-defined]

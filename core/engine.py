@@ -1,36 +1,101 @@
-"""The engine: what the UI (and notebooks) call. It knows nothing of the UI."""
+"""The engine: the one way in for the UI, the CLI and notebooks. It knows nothing of the UI.
+
+Every action is a request dataclass handed to one method with a ``JobContext`` (session,
+unique job id, progress, cancel). The engine owns the jobs and their cancel, the path policy
+(every path any request names passes ``check_path``), the model registry (every load, series
+sweeps included) and the per-session export folders.
+"""
 from __future__ import annotations
 
+import contextlib
+import json
 from collections import OrderedDict
 from dataclasses import replace
+from pathlib import Path
+from typing import Iterator
 
-import threading
-
-from core import attention, attribution, devices, fewshot
-from core.embedded import MODELS_DIR, list_embedded
-from core.finetune_jobs import FinetuneJobs
-from core.models import ModelRegistry, PathPolicy, Progress
-from core.presets import HUB_PRESETS
-from core.fewshot_types import FewShotConfig, FewShotRun
+from core.attention import capture as attention
+from core.attention.requests import AttentionRequest, CompareAttentionRequest, HeadRolesRequest, RolloutRequest
+from core.attribution import attribute as attribution
+from core.attribution.requests import AttributionRequest, CompareMethodsRequest
+from core.emergence.requests import HeadsRequest, LiveTrainingRequest, SeriesRequest, SweepSeriesRequest
+from core.errors import UserError
+from core.exports import Exports
+from core.fewshot import run as fewshot
+from core.fewshot.requests import FewShotRequest, SweepRequest, TaskRequest, task_of
+from core.fewshot.types import FewShotConfig, FewShotRun
+from core.finetune.jobs import FinetuneJobs
+from core.finetune.requests import CompareRequest, FinetuneRequest
+from core.jobs import JobContext, Jobs, Progress
+from core.models import devices
+from core.models.embedded import MODELS_DIR, find_embedded, list_embedded
+from core.models.loading import ModelRegistry, PathPolicy
+from core.models.presets import HUB_PRESETS
+from core.models.requests import LoadRequest
+from core.models.types import AppConfig, ModelHandle, ModelInfo, ModelSpec
 from core.tasks import Task
-from core.types import AppConfig, ModelHandle, ModelInfo, ModelSpec
 
 
 class Engine:
-    """Owns the model registry; every analysis goes through a handle it lends."""
+    """Owns the registry, the jobs, the path policy and the exports; every analysis goes through it."""
 
     def __init__(self, config: AppConfig = AppConfig()):
         self.config = config
-        policy = PathPolicy(allow_any=not config.exposed,
-                            folders=(MODELS_DIR, config.runs_dir, *config.model_dirs))
+        self.policy = PathPolicy(allow_any=not config.exposed,
+                                 folders=(MODELS_DIR, Path(config.runs_dir), *config.model_dirs))
         budget = int(config.memory_budget_gb * 2**30) if config.memory_budget_gb else None
-        self.registry = ModelRegistry(budget, config.max_models, policy, config.offline)
+        self.registry = ModelRegistry(budget, config.max_models, self.policy, config.offline)
+        self.jobs = Jobs()
+        self.exports = Exports()
+        self._finetune = FinetuneJobs(config.runs_dir)
+        self._live: dict[str, object] = {}
         self._head_cache: OrderedDict[tuple, attention.HeadScores] = OrderedDict()
-        self._cancel: dict[str, threading.Event] = {}
-        self.finetune = FinetuneJobs(config.runs_dir)
         self._emergence_cache = None
 
-    # ---- models -----------------------------------------------------------
+    # ---- jobs and sessions --------------------------------------------------------------
+    def submit(self, session: str, tab: str) -> str:
+        """Register a run about to wait in the queue, so that a Cancel pressed meanwhile is honoured."""
+        return self.jobs.submit(session, tab)
+
+    @contextlib.contextmanager
+    def job(self, session: str = "", tab: str = "", progress: Progress | None = None) -> Iterator[JobContext]:
+        ctx = self.jobs.start(session, tab, progress)
+        try:
+            yield ctx
+        finally:
+            self.jobs.finish(ctx)
+
+    def cancel(self, session: str, tab: str) -> int:
+        """Stop the session's queued and running jobs of one tab; other sessions and tabs go on."""
+        return self.jobs.cancel(session, tab)
+
+    def end_session(self, session: str) -> None:
+        """A browser left: stop its jobs, remove its export files (its fine-tuning runs go on)."""
+        for ctx in self.jobs.active(session):
+            ctx.cancelled.set()
+        self.exports.drop(session)
+        live = self._live.pop(session, None)
+        if live is not None:
+            live.stop()
+
+    def export(self, session: str, name: str, text: str) -> str:
+        return str(self.exports.write(session, name, text))
+
+    @staticmethod
+    def _ctx(job: JobContext | None) -> JobContext:
+        return job if job is not None else JobContext()
+
+    # ---- paths ----------------------------------------------------------------------------
+    def allow_uploads_from(self, folder: Path | str) -> None:
+        """Data files the web server received from a browser live here (allowed even when exposed)."""
+        self.policy.add_upload_folder(folder)
+
+    def check_path(self, path: str | Path | None, what: str = "model") -> None:
+        """Refuse a local path outside the allowed folders (on an exposed server). Hub ids pass."""
+        if path and _looks_local(str(path)):
+            self.policy.check(Path(str(path)), what)
+
+    # ---- models ---------------------------------------------------------------------------
     def spec(self, model: str, revision: str | None = None, **kw) -> ModelSpec:
         """A spec with the app's device/dtype defaults where the caller says auto."""
         kw.setdefault("device", "auto")
@@ -41,18 +106,36 @@ class Engine:
             kw["dtype"] = self.config.dtype
         return ModelSpec(model=model.strip(), revision=(revision or "").strip() or None, **kw)
 
-    def load(self, spec: ModelSpec, progress: Progress | None = None) -> ModelInfo:
-        handle = self.registry.load(spec, progress)
+    def load(self, req: LoadRequest | ModelSpec, job: JobContext | None = None) -> ModelInfo:
+        spec = req if isinstance(req, ModelSpec) else self.spec(
+            req.model, req.revision, device=req.device, dtype=req.dtype, kind=req.kind,
+            trust_remote_code=req.trust_remote_code)
+        self.check_path(spec.model)
+        handle = self.registry.load(spec, self._ctx(job).progress)
         return replace(handle.info, attn_implementation=handle.attn_implementation)
+
+    def load_default(self) -> ModelInfo | None:
+        return self.load(self.spec(self.config.model)) if self.config.model else None
 
     def unload(self, key: str) -> bool:
         return self.registry.unload(key)
 
-    def handle(self, key: str) -> ModelHandle:
-        return self.registry.get(key)
-
     def loaded(self) -> list[ModelInfo]:
         return self.registry.infos()
+
+    def loaded_keys(self) -> list[str]:
+        """Loaded models, least recently used first."""
+        return self.registry.keys()
+
+    def resolve_key(self, key: str | None) -> str:
+        """The chosen loaded model, else the most recently used one."""
+        keys = self.registry.keys()
+        if not keys:
+            raise UserError("No model is loaded. Load one in the Model tab first.")
+        return key if key in keys else keys[-1]
+
+    def info(self, key: str) -> ModelInfo:
+        return self._handle(key).info
 
     def memory(self) -> dict:
         report = devices.memory_report()
@@ -61,98 +144,253 @@ class Engine:
         return report
 
     def model_choices(self) -> list[tuple[str, str]]:
-        """(label, value) pairs for a model picker: embedded models first, then Hub presets."""
+        """(label, value) pairs for a model picker: embedded models, finished runs, Hub presets."""
         out = [(f"{m.name} (embedded{', default' if m.default else ''}, "
                 f"{len(m.checkpoints)} checkpoints)", m.name) for m in list_embedded()]
         out += [(f"{r.name} (fine-tuned {r.base_model}, {r.method}, {r.objective}"
                  + (f", accuracy {r.eval_accuracy:.2f}" if r.eval_accuracy is not None else "") + ")", r.model_path)
-                for r in self.finetune.runs() if r.state == "finished" and r.model_path]
+                for r in self._finetune.runs() if r.state == "finished" and r.model_path]
         out += [(f"{p.model} — {p.note}", p.model) for p in HUB_PRESETS]
         return out
 
-    def load_default(self) -> ModelInfo | None:
-        if not self.config.model:
-            return None
-        return self.load(self.spec(self.config.model))
+    @staticmethod
+    def revision_choices(model: str) -> list[str]:
+        from core.models.presets import PYTHIA_STEPS
+        emb = find_embedded(model or "")
+        if emb is not None:
+            return [""] + [f"step{c.step}" for c in emb.checkpoints]
+        if "pythia" in (model or "").lower():
+            return [""] + [f"step{s}" for s in PYTHIA_STEPS if s in (0, 64, 512) or s % 13000 == 0 or s == 143000]
+        return [""]
 
-    # ---- attention ----------------------------------------------------------
-    def attention(self, key: str, text: str, layers: list[int] | None = None,
-                  heads: list[int] | None = None, text_pair: str | None = None,
-                  window: tuple[int, int] | None = None) -> attention.AttentionResult:
-        return attention.compute_attention(self.handle(key), text, layers, heads, text_pair, window)
+    def _handle(self, key: str) -> ModelHandle:
+        return self.registry.get(self.resolve_key(key))
 
-    def head_scores(self, key: str, seq_len: int | None = None, seed: int = 0) -> attention.HeadScores:
+    # ---- attention --------------------------------------------------------------------------
+    def attention(self, req: AttentionRequest, job: JobContext | None = None) -> attention.AttentionResult:
+        heads = None if req.all_heads else [req.head]
+        return attention.compute_attention(self._handle(req.model), req.text, [req.layer], heads, req.text_pair,
+                                           req.window)
+
+    def attention_views(self, req: AttentionRequest, window: tuple[int, int] | None = None,
+                        job: JobContext | None = None) -> attention.AttentionResult:
+        """Every layer (bertviz's views), over ``window``."""
+        return attention.compute_attention(self._handle(req.model), req.text, None, None, req.text_pair,
+                                           window or req.window)
+
+    def compare_attention(self, req: CompareAttentionRequest, job: JobContext | None = None):
+        a = replace(req.first, all_heads=False)
+        first = self.attention(a, job)
+        if (req.text_b or "").strip():
+            second = self.attention(replace(a, text=req.text_b, text_pair=None), job)
+            names = (f"text A on {first.model_key}", f"text B on {first.model_key}")
+        else:
+            b = replace(a, model=self.resolve_key(req.model_b))
+            second = self.attention(b, job)
+            names = (a.model, b.model)
+        return first, second, names
+
+    def head_scores(self, req: HeadRolesRequest, job: JobContext | None = None) -> attention.HeadScores:
         """Head roles on seeded probes; cached per model, length and seed (they are deterministic)."""
-        handle = self.handle(key)
-        cache_key = (key, seq_len, seed)
+        handle = self._handle(req.model)
+        cache_key = (handle.info.key, req.seq_len, req.seed)
         if cache_key not in self._head_cache:
-            self._head_cache[cache_key] = attention.head_scores(handle, seq_len, seed)
+            self._head_cache[cache_key] = attention.head_scores(handle, req.seq_len, req.seed)
             while len(self._head_cache) > 32:
                 self._head_cache.popitem(last=False)
         return self._head_cache[cache_key]
 
-    def rollout(self, key: str, text: str, text_pair: str | None = None):
-        return attention.rollout(self.handle(key), text, text_pair)
+    def rollout(self, req: RolloutRequest, job: JobContext | None = None):
+        return attention.rollout(self._handle(req.model), req.text, req.text_pair)
 
-    # ---- attribution ----------------------------------------------------------
-    def cancel(self, job: str) -> None:
-        """Ask the running job ``job`` (e.g. a browser session) to stop at its next model call."""
-        self._cancel.setdefault(job, threading.Event()).set()
+    # ---- attribution ------------------------------------------------------------------------
+    def attribute(self, req: AttributionRequest, job: JobContext | None = None) -> attribution.AttributionResult:
+        ctx = self._ctx(job)
+        handle = self._handle(req.model)
+        if (req.label or "").strip() and handle.info.kind != "seq_cls":
+            raise UserError(f"A class label is for sequence classifiers; {handle.info.name} is a "
+                            f"{handle.info.kind.replace('_', ' ')}. Give a target (and a foil) instead.")
+        res = attribution.attribute(
+            handle, req.prompt, req.target if (req.target or "").strip() else None, req.method, req.granularity,
+            should_stop=ctx.should_stop, foil=req.foil if (req.foil or "").strip() else None,
+            segments=req.feature_segments(), generate=0 if (req.target or "").strip() else req.generate,
+            label=req.label or None, n_steps=req.n_steps, n_samples=req.n_samples, seed=req.seed, keep=req.kept)
+        return replace(res, model_key=handle.info.key)
 
-    def _job(self, job: str) -> threading.Event:
-        """The cancel flag of ``job``, cleared: a new run starts uncancelled."""
-        flag = self._cancel.setdefault(job, threading.Event())
-        flag.clear()
-        return flag
+    def attribute_compare(self, req: CompareMethodsRequest, job: JobContext | None = None):
+        a = self.attribute(req.first, job)
+        b = self.attribute(replace(req.first, method=req.method_b), job)
+        return a, b
 
-    def attribute(self, key: str, prompt: str, target: str | None, method: str, granularity: str,
-                  job: str = "", **kwargs) -> attribution.AttributionResult:
-        flag = self._job(job)
-        return attribution.attribute(self.handle(key), prompt, target, method, granularity,
-                                     should_stop=flag.is_set, **kwargs)
+    # ---- few-shot ---------------------------------------------------------------------------
+    def task(self, req: TaskRequest) -> Task:
+        for path in req.paths:
+            self.check_path(path, "data")
+        return task_of(req, self.config.offline)
 
-    # ---- few-shot -----------------------------------------------------------------
-    def fewshot(self, key: str, task: Task, config: FewShotConfig, job: str = "",
-                progress=None) -> FewShotRun:
-        return fewshot.run_fewshot(self.handle(key), task, config, progress, self._job(job).is_set)
+    def _configs(self, req: FewShotRequest, task: Task) -> list[tuple[str, FewShotConfig]]:
+        return [(self.resolve_key(c.model), req.few_shot_config(letter, c, task.template)) for letter, c in req.used()]
 
-    def fewshot_compare(self, runs: list[tuple[str, FewShotConfig]], task: Task, job: str = "",
-                        progress=None) -> list[FewShotRun]:
-        """Several (model, configuration) pairs on the same test examples, one after another."""
-        flag = self._job(job)
+    def fewshot(self, req: FewShotRequest, job: JobContext | None = None) -> list[FewShotRun]:
+        """Every ticked configuration on the same test examples, one after another."""
+        ctx = self._ctx(job)
+        task = self.task(req.task)
+        pairs = self._configs(req, task)
         out = []
-        for n, (key, config) in enumerate(runs):
-            sub = None if progress is None else (
-                lambda f, m, n=n: progress((n + f) / len(runs), f"configuration {n + 1}/{len(runs)}: {m}"))
-            out.append(fewshot.run_fewshot(self.handle(key), task, config, sub, flag.is_set))
+        for n, (key, config) in enumerate(pairs):
+            sub = ctx.sub(n / len(pairs), (n + 1) / len(pairs), f"configuration {n + 1}/{len(pairs)}: ")
+            out.append(fewshot.run_fewshot(self.registry.get(key), task, config, sub, ctx.should_stop))
         return out
 
-    def fewshot_sweep(self, runs: list[tuple[str, FewShotConfig]], task: Task, values: list,
-                      seeds: list[int], axis: str = "k", job: str = "", progress=None) -> list[list[FewShotRun]]:
-        """Every configuration at every value of ``axis`` x seed: one list of runs per configuration."""
-        flag = self._job(job)
+    def fewshot_sweep(self, req: SweepRequest, job: JobContext | None = None) -> list[tuple[str, list[FewShotRun]]]:
+        """Every configuration at every value of the axis x seed: (name, runs) per configuration."""
+        ctx = self._ctx(job)
+        task = self.task(req.run.task)
+        pairs = self._configs(req.run, task)
         out = []
-        for n, (key, config) in enumerate(runs):
-            sub = None if progress is None else (
-                lambda f, m, n=n: progress((n + f) / len(runs), f"configuration {n + 1}/{len(runs)}, {m}"))
-            out.append(fewshot.sweep(self.handle(key), task, config, values, seeds, axis, sub, flag.is_set))
+        for n, (key, config) in enumerate(pairs):
+            sub = ctx.sub(n / len(pairs), (n + 1) / len(pairs), f"configuration {n + 1}/{len(pairs)}, ")
+            runs = fewshot.sweep(self.registry.get(key), task, config, req.axis_values, list(req.seeds), req.axis,
+                                 sub, ctx.should_stop)
+            out.append((config.name, runs))
         return out
 
-    # ---- emergence ----------------------------------------------------------------
-    def emergence_sweep(self, points, task: Task, config: FewShotConfig, seeds: list[int], job: str = "",
-                        progress=None):
-        """Few-shot scores at every point of a series; one model in memory at a time, results cached."""
-        from core import emergence
+    def fewshot_preview(self, req: FewShotRequest) -> tuple[str, list[str], int | None]:
+        """The first configuration's prompt for the first test row: (prompt, its tokens, the context length)."""
+        from core.fewshot.demos import build_prompt, demonstrations, template_of
+        task = self.task(req.task)
+        key, config = self._configs(req, task)[0]
+        tpl = template_of(task, config)
+        row = task.rows("test")[0]
+        prompt = build_prompt(tpl, demonstrations(task, config, row, 0), tpl.render(row))
+        handle = self.registry.get(key)
+        ids = handle.tokenizer(prompt)["input_ids"]
+        return prompt, [handle.tokenizer.decode([i]) for i in ids], handle.info.context_length
+
+    def attribute_example(self, run: FewShotRun, index: int, job: JobContext | None = None):
+        """Which demonstrations drove one example's answer: feature ablation over the prompt's own pieces."""
+        ex = next((e for e in run.examples if e.index == int(index or 0)), None)
+        if ex is None:
+            raise UserError(f"Example {index} is not among the scored test rows.")
+        if not ex.demos:
+            raise UserError(f"{run.config.name or 'This configuration'} shows no demonstrations (k = 0): "
+                            "nothing to attribute.")
+        if run.model_key not in self.registry.keys():
+            raise UserError(f"The model of this run ({run.model_key}) is no longer loaded. Load it again in the "
+                            "Model tab, then press the button again.")
+        delim = (run.config.template.target_delimiter if run.config.template else None)
+        if delim is None:
+            raise UserError("This run does not record its template.")
+        req = AttributionRequest(model=run.model_key, prompt=ex.prompt, target=delim + ex.prediction,
+                                 method="ablation", granularity="segment", segments=tuple(ex.segments)).check()
+        return self.attribute(req, job)
+
+    # ---- fine-tuning ------------------------------------------------------------------------
+    def finetune_preview(self, req: FinetuneRequest) -> tuple[Task, list[tuple[str, str]]]:
+        from core.finetune.data import load_task, prompt_of
+        self._check_finetune_paths(req)
+        task = load_task(req.to_spec(), self.config.offline)
+        return task, [(prompt_of(task, r), task.gold(r)) for r in task.rows("train")[:8]]
+
+    def _check_finetune_paths(self, req: FinetuneRequest) -> None:
+        self.check_path(req.model)
+        for path in req.paths:
+            self.check_path(path, "data")
+
+    def finetune_start(self, req: FinetuneRequest, session: str = "") -> str:
+        self._check_finetune_paths(req)
+        return self._finetune.submit(req.to_spec(), session=session)
+
+    def finetune_resume(self, name: str, session: str = "") -> str:
+        return self._finetune.resume(name, session)
+
+    def finetune_status(self, name: str):
+        return self._finetune.status(name)
+
+    def finetune_runs(self):
+        return self._finetune.runs()
+
+    def finetune_cancel(self, name: str, session: str = "") -> str:
+        owner = self._finetune.owner(name)
+        if owner not in (None, "", session):
+            raise UserError("This run was started from another browser session; only that session can cancel it.")
+        return self._finetune.cancel(name)
+
+    def finetune_compare(self, req: CompareRequest, job: JobContext | None = None) -> list[FewShotRun]:
+        """Base k=0, base k-shot and the fine-tuned model on the same held-out examples."""
+        from core.finetune.data import load_task
+        from core.finetune.types import FinetuneSpec
+        ctx = self._ctx(job)
+        run_dir = self._finetune.run_dir(req.run)
+        st = self._finetune.status(req.run)
+        if st.state != "finished" or not (run_dir / "model").exists():
+            raise UserError(f"Run {req.run!r} has not finished ({st.state}); compare a finished run.")
+        spec = FinetuneSpec.from_dict(json.loads((run_dir / "spec.json").read_text()))
+        task = load_task(spec, self.config.offline)
+        if task.generative and spec.objective == "classification":
+            raise UserError("This run's task is generative.")
+        ctx.report(0.05, "loading the base and the fine-tuned model")
+        base = self.load(self.spec(spec.model, spec.revision)).key
+        tuned = self.load(self.spec(str(run_dir / "model"))).key
+        configs = [(tuned, FewShotConfig(k=0, limit=req.limit, name="C: fine-tuned, k=0"))]
+        if self.registry.get(base).info.kind == "causal_lm":  # prompting needs a language model
+            configs = [(base, FewShotConfig(k=0, limit=req.limit, name="A: base, k=0")),
+                       (base, FewShotConfig(k=req.k, selection="random", limit=req.limit,
+                                            name=f"B: base, k={req.k}"))] + configs
+        out = []
+        for n, (key, config) in enumerate(configs):
+            sub = ctx.sub(0.1 + 0.9 * n / len(configs), 0.1 + 0.9 * (n + 1) / len(configs), f"{config.name}: ")
+            out.append(fewshot.run_fewshot(self.registry.get(key), task, config, sub, ctx.should_stop))
+        return out
+
+    # ---- emergence --------------------------------------------------------------------------
+    def series_points(self, req: SeriesRequest):
+        from core.emergence.series import series_points
+        for name in req.names:
+            self.check_path(name)
+        if req.source == "checkpoints":
+            return series_points(None, req.names[0], req.revision_list)
+        return series_points(req.names)
+
+    def emergence_sweep(self, req: SweepSeriesRequest, job: JobContext | None = None):
+        """Few-shot scores at every point of a series; points borrowed from the registry, results cached."""
+        from core.emergence import series as emergence
+        from core.tasks import load_builtin
+        ctx = self._ctx(job)
         if self._emergence_cache is None:
-            self._emergence_cache = emergence.Cache(self.config.runs_dir / "emergence-cache.json")
-        return emergence.sweep_series(points, task, config, seeds, device=self.config.device,
-                                      policy=self.registry.policy, offline=self.config.offline,
-                                      cache=self._emergence_cache, progress=progress,
-                                      should_stop=self._job(job).is_set)
+            self._emergence_cache = emergence.Cache(Path(self.config.runs_dir) / "emergence-cache.json")
+        config = FewShotConfig(k=req.k, selection=req.selection if req.k else "first", limit=req.limit)
+        return emergence.sweep_series(self.series_points(req), load_builtin(req.task), config,
+                                      list(range(req.seeds)), device=self.config.device,
+                                      borrow=self.registry.borrow, cache=self._emergence_cache,
+                                      progress=ctx.progress, should_stop=ctx.should_stop)
 
-    def heads_over_training(self, points, text: str | None = None, job: str = "", progress=None):
-        from core import emergence
-        return emergence.heads_over_training(points, device=self.config.device, text=text,
-                                             policy=self.registry.policy, offline=self.config.offline,
-                                             progress=progress, should_stop=self._job(job).is_set)
+    def heads_over_training(self, req: HeadsRequest, job: JobContext | None = None):
+        from core.emergence import series as emergence
+        ctx = self._ctx(job)
+        return emergence.heads_over_training(self.series_points(req), device=self.config.device,
+                                             text=req.text or None, borrow=self.registry.borrow,
+                                             progress=ctx.progress, should_stop=ctx.should_stop)
 
+    def _live_runs(self, session: str):
+        from core.emergence.live import LiveRuns
+        return self._live.setdefault(session, LiveRuns(Path(self.config.runs_dir)))
+
+    def live_start(self, req: LiveTrainingRequest, session: str = "") -> Path:
+        return self._live_runs(session).start(req.steps)
+
+    def live_status(self, session: str = "") -> tuple[str, list[dict], Path | None]:
+        """(state, events so far, the checkpoint folder) of this session's live run."""
+        live = self._live_runs(session)
+        return live.state(), live.events(), live.folder
+
+    def live_stop(self, session: str = "") -> str:
+        return self._live_runs(session).stop()
+
+
+def _looks_local(name: str) -> bool:
+    """A folder or file path rather than a Hub id or an embedded model's name."""
+    import os
+    if find_embedded(name) is not None or name == "default":
+        return False
+    return Path(name).expanduser().exists() or name.startswith((".", "/", "~")) or os.sep + os.sep in name

@@ -43,7 +43,7 @@ def _free_port() -> int:
 def app_server(tmp_path_factory):
     """The real app on a free localhost port, with the embedded default model loaded."""
     from core.engine import Engine
-    from core.types import AppConfig
+    from core.models.types import AppConfig
     from ui.app import build_app, launch_kwargs
 
     engine = Engine(AppConfig(port=_free_port(), offline=True, runs_dir=tmp_path_factory.mktemp("runs")))

@@ -45,6 +45,7 @@ def test_head_roles_rollout_bertviz_compare(client):
     assert client.predict("el-2l-128", TEXT, "", api_name="/attention_rollout") is not None
     head_html, model_html = client.predict("el-2l-128", TEXT, "", api_name="/bertviz")
     assert "<iframe" in head_html and "srcdoc" in model_html and "cdnjs" not in head_html
-    fig = client.predict("el-2l-128", None, 1, 0, TEXT, "w1 w2 w1 w2", "", 0, 256,
+    fig = client.predict(None, "w1 w2 w1 w2", "el-2l-128", 1, 0, TEXT, "", 0, 256,
                          api_name="/compare_attention")
-    assert fig is not None
+    titles = [a["text"] for a in fig["plot"] and __import__("json").loads(fig["plot"])["layout"]["annotations"]]
+    assert titles[0].startswith("text A on el-2l-128") and titles[1].startswith("text B on el-2l-128")

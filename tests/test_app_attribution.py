@@ -15,7 +15,8 @@ def attribute(client, prompt=PROMPT, target="w42", foil="", label="", granularit
 
 def test_attribute_segments_through_api(client):
     client.predict("default", "", "auto", "auto", "auto", False, api_name="/load_model")
-    info, text_html, rows, bars, heat, csv_path, json_path = attribute(client)
+    info, text_html, rows, bars, heat, cmp, csv_path, json_path = attribute(client)
+    assert cmp is None  # a new run clears the previous comparison
     assert "Integrated gradients" in info and "convergence delta" in info
     assert "el-attr-text" in text_html and "w42" in text_html
     data = json.load(open(json_path))
@@ -29,9 +30,12 @@ def test_attribute_segments_through_api(client):
 
 
 def test_compare_and_contrast(client):
-    fig = client.predict("el-2l-128", PROMPT, "w42", "w5", "", "word", " ; ", 5, 16, 8, 0, "ig", True, "ablation",
+    fig = client.predict("ablation", "el-2l-128", PROMPT, "w42", "w5", "", "word", " ; ", 5, 16, 8, 0, "ig", True,
                          api_name="/attribute_compare")
     assert fig is not None
+    with pytest.raises(AppError, match="pick a different second method"):
+        client.predict("ig", "el-2l-128", PROMPT, "w42", "", "", "word", " ; ", 5, 16, 8, 0, "ig", True,
+                       api_name="/attribute_compare")
     info, *_ = attribute(client, foil="w5", method="ablation", granularity="word")
     assert "log p(target) − log p(foil)" in info
 
@@ -43,6 +47,8 @@ def test_bad_inputs_are_clear(client):
         attribute(client, sep=" | ")
     with pytest.raises(AppError, match="prompt is empty"):
         attribute(client, prompt="")
+    with pytest.raises(AppError, match="class label is for sequence classifiers"):
+        attribute(client, label="positive")
     info, *_ = attribute(client, method="saliency")  # still working
     assert "Saliency" in info
 

@@ -63,7 +63,7 @@ def test_emergence_tab_sweeps_the_embedded_checkpoints(client):
     assert preset[4:] == (4, "nearest") or list(preset[4:]) == [4, "nearest"]
     msg, plot, table = client.predict("checkpoints", "default", "", "recall", 4, "nearest", 1, 0, "step",
                                       api_name="/emergence_sweep")
-    from core.embedded import find_embedded
+    from core.models.embedded import find_embedded
     n = len(find_embedded("default").checkpoints)
     assert f"{n} points" in msg and plot is not None
     assert [r[1] for r in table["data"]][:2] == [0, 250]

@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from core.attention import attention_modules, compute_attention, head_scores, rollout
+from core.attention.capture import attention_modules, compute_attention, head_scores, rollout
 from core.errors import UserError
-from core.models import load_model
-from core.types import ModelSpec
+from core.models.loading import load_model
+from core.models.types import ModelSpec
 
 TEXT = "the good movie is w3 w4 w5 the good movie was bad"
 
@@ -140,7 +140,7 @@ def test_head_scores_shapes_and_determinism(tiny_models):
 
 def test_head_roles_find_planted_heads():
     """Hand-made attention: the scores pick out exactly the head built for each role."""
-    from core import head_roles
+    from core.attention import head_roles
     T, L = 21, 10  # BOS + a 10-token segment twice
     att = torch.zeros(3, T, T)
     for q in range(T):
@@ -164,7 +164,7 @@ def test_default_model_has_the_induction_head_its_card_names():
     """The model card lists the induction heads; the head-role grid must mark the same ones."""
     import re
 
-    from core.embedded import MODELS_DIR
+    from core.models.embedded import MODELS_DIR
     card = (MODELS_DIR / "README.md").read_text()
     section = card.split("## el-2l-128")[1].split("\n## ")[0]
     line = next(ln for ln in section.splitlines() if ln.startswith("- Induction heads"))

@@ -1,13 +1,15 @@
 """Attribution engine: completeness, ablation exactness, contrast, rows, and clear errors."""
 import numpy as np
+from dataclasses import replace
+
 import pytest
 import torch
 
-from core.attribution import _causal_logprobs, anchor_text, attribute
-from core.attribution_types import METHODS
+from core.attribution.attribute import _causal_logprobs, anchor_text, attribute
+from core.attribution.types import METHODS
 from core.errors import UserError
-from core.models import load_model
-from core.types import ModelSpec
+from core.models.loading import load_model
+from core.models.types import ModelSpec
 
 PROMPT = "Review : the good movie\nSentiment : positive\n\nReview : the bad movie\nSentiment :"
 SEGMENTS = ["Review : the good movie\nSentiment : positive\n\n", "Review : the bad movie\nSentiment :"]
@@ -105,41 +107,46 @@ def test_bad_inputs(handles):
     with pytest.raises(UserError, match="reads at most 64"):
         attribute(h, " ".join(["the"] * 80), " positive", "ig")
     with pytest.raises(UserError, match="GB per integration step"):
-        from core.attribution import internal_batch_size
+        from core.attribution.attribute import internal_batch_size
         internal_batch_size(h, 64, 64, budget_bytes=1000)
 
 
 def test_cancel_stops_a_running_attribution(tiny_models):
-    """engine.cancel(job) during a run stops it at the next model call, long before it would end.
+    """engine.cancel(session, tab) during a run stops it at the next model call, long before it would end.
 
     The cancel is sent from inside the first model call (a forward hook), so the test needs no
     threads and cannot race.
     """
-    from core.attribution_types import Cancelled
+    from core.attribution.types import Cancelled
     from core.engine import Engine
-    from core.types import AppConfig
+    from core.models.types import AppConfig
 
     engine = Engine(AppConfig(model=None))
     key = engine.load(ModelSpec(str(tiny_models["llama"]))).key
     calls = []
+    from core.attribution.requests import AttributionRequest
+    req = AttributionRequest(model=key, prompt=PROMPT, target=" positive", method="ig", n_steps=20000).check()
 
     def cancel_on_first_call(_module, _args, _out):
         calls.append(1)
-        engine.cancel("session-1")
+        engine.cancel("session-1", "attribution")
+        engine.cancel("session-2", "attribution")  # another session's cancel is not this run's
 
-    hook = engine.handle(key).model.register_forward_hook(cancel_on_first_call)
+    hook = engine.registry.get(key).model.register_forward_hook(cancel_on_first_call)
     try:
         with pytest.raises(Cancelled, match="cancelled"):
-            engine.attribute(key, PROMPT, " positive", "ig", "token", job="session-1", n_steps=20000)
+            with engine.job("session-1", "attribution") as job:
+                engine.attribute(req, job)
     finally:
         hook.remove()
     assert len(calls) <= 2  # 20,000 steps at <= 64 per call would have been >= 313 calls
-    r = engine.attribute(key, PROMPT, " positive", "ig", "token", job="session-1", n_steps=8)
+    with engine.job("session-1", "attribution") as job:  # a new run of the same session starts uncancelled
+        r = engine.attribute(replace(req, n_steps=8), job)
     assert r.matrix.shape[0] == 1  # a new run on the same job starts uncancelled
 
 
 def test_should_stop_is_checked_by_perturbation_methods(handles):
-    from core.attribution_types import Cancelled
+    from core.attribution.types import Cancelled
     with pytest.raises(Cancelled):
         attribute(handles["gpt2"], PROMPT, " positive", "shapley", "word", should_stop=lambda: True)
 

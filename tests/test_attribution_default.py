@@ -2,11 +2,11 @@
 import numpy as np
 import pytest
 
-from core.attribution import attribute
-from core.models import load_model
-from core.synthetic import recall_items
-from core.types import ModelSpec
-from ui.tabs.attribution import split_segments
+from core.attribution.attribute import attribute
+from core.models.loading import load_model
+from core.build.synthetic import recall_items
+from core.models.types import ModelSpec
+from core.attribution.requests import split_segments
 
 
 @pytest.fixture(scope="module")

@@ -88,7 +88,7 @@ def test_emergence_tab_draws_scores_across_checkpoints(page, tmp_path):
     page.locator("#em-run").click()
     page.locator("#em-scores .main-svg").first.wait_for(timeout=120_000)
     assert page.locator("#em-scores .scatterlayer .trace").count() >= 2  # accuracy beside log p(gold)
-    from core.embedded import find_embedded
+    from core.models.embedded import find_embedded
     assert f"{len(find_embedded('default').checkpoints)} points" in page.locator("#em-status").inner_text()
     page.locator("#em-heads").click()
     page.locator("#em-heads-plot .main-svg").first.wait_for(timeout=120_000)

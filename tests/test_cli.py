@@ -98,7 +98,7 @@ def test_attribute_segments_json(tmp_path, tiny_models):
     held = json.loads(out.read_text())
     assert held["kept"] == [1] and held["scores"][1] == 0
     proc = run("attribute", "--model", str(tiny_models["llama"]), "--prompt", "a b", "--keep", "last", ok=False)
-    assert proc.returncode == 2 and "--keep takes comma-separated integers" in proc.stderr
+    assert proc.returncode == 2 and "keep: 'last' is not a comma-separated list of whole numbers" in proc.stderr
 
 
 def test_attribute_newlines_and_bad_segments(tmp_path, tiny_models):

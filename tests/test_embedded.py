@@ -7,9 +7,9 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from core.embedded import DEFAULT_MODEL, MODELS_DIR, find_embedded, list_embedded
-from core.probes import probe_scores, recall_accuracy
-from core.synthetic import MAX_TRAIN_DISTANCE, recall_items
+from core.models.embedded import DEFAULT_MODEL, MODELS_DIR, find_embedded, list_embedded
+from core.attention.probes import probe_scores, recall_accuracy
+from core.build.synthetic import MAX_TRAIN_DISTANCE, recall_items
 
 HELD_OUT = [(24, 8), (28, 4), (30, 2)]  # (segment length, offset of the first copy)
 assert all(s > MAX_TRAIN_DISTANCE for s, _ in HELD_OUT)  # longer than any repeat block in training

@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from core.emergence import Cache, heads_over_training, series_points, sweep_series
+from core.emergence.series import Cache, heads_over_training, series_points, sweep_series
 from core.errors import UserError
-from core.fewshot_types import FewShotConfig
+from core.fewshot.types import FewShotConfig
 from core.tasks import load_builtin
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -116,7 +116,7 @@ def test_recall_at_k4_goes_from_chance_to_learnt(tmp_path):
 
 
 def test_live_run_streams_and_stops(tmp_path):
-    from core.live_training import LiveRuns
+    from core.emergence.live import LiveRuns
     live = LiveRuns(tmp_path)
     live.start(steps=400)
     deadline = time.time() + 120

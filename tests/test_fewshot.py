@@ -7,13 +7,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from core.demos import build_prompt, demonstrations
+from core.fewshot.demos import build_prompt, demonstrations
 from core.errors import UserError
-from core.fewshot import edit_distance, run_fewshot, summarise, sweep
-from core.fewshot_types import FewShotConfig
-from core.models import load_model
+from core.fewshot.run import edit_distance, run_fewshot, summarise, sweep
+from core.fewshot.types import FewShotConfig
+from core.models.loading import load_model
 from core.tasks import Template, builtin_names, load_builtin, read_table, task_from_tables
-from core.types import ModelSpec
+from core.models.types import ModelSpec
 
 ROOT = __import__("pathlib").Path(__file__).resolve().parent.parent
 

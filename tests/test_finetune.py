@@ -8,15 +8,15 @@ from pathlib import Path
 import pytest
 
 from core.errors import UserError
-from core.fewshot import run_fewshot
-from core.fewshot_types import FewShotConfig
-from core.finetune import train_run
-from core.finetune_runs import last_checkpoint, list_runs, read_status
-from core.finetune_jobs import FinetuneJobs
-from core.finetune_types import DataSpec, FinetuneSpec
-from core.models import load_model
+from core.fewshot.run import run_fewshot
+from core.fewshot.types import FewShotConfig
+from core.finetune.train import train_run
+from core.finetune.runs import last_checkpoint, list_runs, read_status
+from core.finetune.jobs import FinetuneJobs
+from core.finetune.types import DataSpec, FinetuneSpec
+from core.models.loading import load_model
 from core.tasks import load_builtin
-from core.types import ModelSpec
+from core.models.types import ModelSpec
 
 ROOT = Path(__file__).resolve().parent.parent
 WORDGROUPS = load_builtin("wordgroups")
@@ -149,7 +149,7 @@ def test_bad_input_gives_a_clear_message(tmp_path, tiny_models):
 def test_a_full_disk_fails_cleanly_and_keeps_saved_checkpoints(tmp_path, monkeypatch):
     import shutil
     from collections import namedtuple
-    import core.finetune as ft
+    import core.finetune.train as ft
     spec = FinetuneSpec(model="default", data=DataSpec(task="wordgroups"), epochs=1, batch_size=32, eval_every=10)
     real = shutil.disk_usage
     calls = {"n": 0}

@@ -6,11 +6,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from core.fewshot import run_fewshot
-from core.fewshot_types import FewShotConfig
-from core.models import load_model
+from core.fewshot.run import run_fewshot
+from core.fewshot.types import FewShotConfig
+from core.models.loading import load_model
 from core.tasks import Template, load_builtin, task_from_tables
-from core.types import ModelSpec
+from core.models.types import ModelSpec
 
 INSTRUCTION = "Classify the review."
 

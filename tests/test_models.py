@@ -4,10 +4,10 @@ import time
 import pytest
 import torch
 
-from core import devices
+from core.models import devices
 from core.errors import ModelLoadError, PathNotAllowedError
-from core.models import ModelRegistry, PathPolicy, attention_implementation, load_model
-from core.types import AppConfig, ModelSpec
+from core.models.loading import ModelRegistry, PathPolicy, attention_implementation, load_model
+from core.models.types import AppConfig, ModelSpec
 
 EXPECTED = {  # name -> (kind, architecture, layers, heads, kv heads)
     "gpt2": ("causal_lm", "GPT2LMHeadModel", 2, 4, 4),

@@ -4,9 +4,9 @@ import pytest
 import torch
 
 from core.errors import UserError
-from core.models import load_model
-from core.scoring import encode, generate_greedy, score_continuations, split_context
-from core.types import ModelSpec
+from core.models.loading import load_model
+from core.fewshot.scoring import encode, generate_greedy, score_continuations, split_context
+from core.models.types import ModelSpec
 
 
 def naive_logprob(model, tokenizer, context: str, continuation: str) -> float:

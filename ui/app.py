@@ -5,6 +5,7 @@ import gradio as gr
 
 from core.engine import Engine
 from ui.bertviz_view import VENDOR
+from ui.common import session
 from ui.tabs import attention as attention_tab
 from ui.tabs import attribution as attribution_tab
 from ui.tabs import fewshot as fewshot_tab
@@ -29,7 +30,9 @@ TABS = [("Model", "model", model_tab), ("Attention", "attention", attention_tab)
 def build_app(engine: Engine) -> gr.Blocks:
     """The whole UI. Models live in the engine; session state holds only the active model's key."""
     gr.set_static_paths([VENDOR])  # bertviz's d3 and jQuery, served by the app itself
-    keys = engine.registry.keys()
+    from gradio.utils import get_upload_folder
+    engine.allow_uploads_from(get_upload_folder())  # files a browser uploaded may be read as data, even exposed
+    keys = engine.loaded_keys()
     with gr.Blocks(title="Emergence Lab") as demo:
         gr.Markdown("# Emergence Lab\nHow language models learn in context, and where their abilities come from.")
         active = gr.State(keys[-1] if keys else None)
@@ -37,6 +40,9 @@ def build_app(engine: Engine) -> gr.Blocks:
             for label, tab_id, module in TABS:
                 with gr.Tab(label, id=tab_id):
                     module.render(engine, active, demo)
+        def leave(request: gr.Request):  # the browser closed: its jobs stop, its export files go
+            engine.end_session(session(request))
+        demo.unload(leave)
     return demo
 
 

@@ -7,7 +7,7 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from core.attention import AttentionResult, HeadScores
+from core.attention.capture import AttentionResult, HeadScores
 
 SCALE = "Blues"
 ROLE_TITLES = {"induction": "Induction (prefix matching)", "previous_token": "Previous token",
@@ -90,10 +90,11 @@ def rollout_figure(matrix: np.ndarray, tokens: list[str]) -> go.Figure:
     return heatmap(matrix, tokens, "Attention rollout across all layers (Abnar & Zuidema 2020)")
 
 
-def side_by_side(a: go.Figure, b: go.Figure) -> go.Figure:
-    """Two heatmaps in one figure, each keeping its own axes."""
-    fig = make_subplots(rows=1, cols=2, subplot_titles=[a.layout.title.text, b.layout.title.text],
-                        horizontal_spacing=0.12)
+def side_by_side(a: go.Figure, b: go.Figure, name_a: str | None = None, name_b: str | None = None) -> go.Figure:
+    """Two heatmaps in one figure, each keeping its own axes; titles say which text or model each shows."""
+    titles = [f"{name}: {f.layout.title.text}" if name else f.layout.title.text
+              for name, f in ((name_a, a), (name_b, b))]
+    fig = make_subplots(rows=1, cols=2, subplot_titles=titles, horizontal_spacing=0.12)
     for col, src in ((1, a), (2, b)):
         for tr in src.data:
             tr.showscale = col == 2

@@ -10,7 +10,7 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from core.attribution_types import METHODS, AttributionResult
+from core.attribution.types import METHODS, AttributionResult
 
 
 def segment_labels(result: AttributionResult, demo_sep: str | None = None) -> list[str]:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from core.attention import AttentionResult
+from core.attention.capture import AttentionResult
 
 VENDOR = Path(__file__).resolve().parent.parent / "assets" / "vendor"
 SCRIPTS = ("d3.v5.min.js", "jquery.min.js")

@@ -1,25 +1,55 @@
-"""What every tab shares: the GPU concurrency group and the loaded-model picker."""
+"""What every tab shares: named forms, the session's jobs, the GPU concurrency group, the model picker."""
 from __future__ import annotations
+
+from typing import Callable
 
 import gradio as gr
 
 from core.engine import Engine
-from core.errors import UserError
 
 GPU = "gpu"  # concurrency_id shared by every listener that runs a model
+GPU_QUEUE = dict(concurrency_id=GPU, concurrency_limit=1)
+POLLER = dict(concurrency_limit=None)  # cheap listeners that only read files: never wait behind model work
+
+
+class Form:
+    """Components bound by name: ``inputs`` for a listener, ``values(args)`` back as a name -> value dict."""
+
+    def __init__(self, **components: gr.components.Component):
+        self.components = components
+
+    @property
+    def inputs(self) -> list[gr.components.Component]:
+        return list(self.components.values())
+
+    def values(self, args) -> dict:
+        return dict(zip(self.components, args))
+
+    def __getitem__(self, name: str) -> gr.components.Component:
+        return self.components[name]
+
+
+def session(request: gr.Request | None) -> str:
+    """The browser session's id (the API client's own, for gradio_client)."""
+    return (request.session_hash or "") if request is not None else ""
+
+
+def progress_of(progress: gr.Progress | None) -> Callable[[float, str], None] | None:
+    return None if progress is None else (lambda f, m: progress(f, desc=m))
+
+
+def on_run(engine: Engine, trigger, tab: str, fn, inputs, outputs, api_name: str, **kw):
+    """``trigger`` runs ``fn`` in the GPU queue after registering a job, so Cancel works while it waits."""
+    def submit(request: gr.Request):
+        engine.submit(session(request), tab)
+
+    return trigger(submit, None, None, queue=False, api_name=False).then(
+        fn, inputs, outputs, api_name=api_name, **{**GPU_QUEUE, **kw})
 
 
 def model_choices(engine: Engine) -> list[str]:
     """Loaded models, most recently used first."""
-    return list(reversed(engine.registry.keys()))
-
-
-def resolve_key(engine: Engine, key: str | None) -> str:
-    """The chosen loaded model, else the most recently used one."""
-    keys = engine.registry.keys()
-    if not keys:
-        raise UserError("No model is loaded. Load one in the Model tab first.")
-    return key if key in keys else keys[-1]
+    return list(reversed(engine.loaded_keys()))
 
 
 def model_picker(engine: Engine, active: gr.State, demo: gr.Blocks, *pickers: gr.Dropdown) -> None:

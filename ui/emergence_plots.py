@@ -5,7 +5,7 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from core.emergence import HeadsOverTraining, PointResult
+from core.emergence.series import HeadsOverTraining, PointResult
 
 METRIC_TITLES = {"accuracy": "accuracy / exact match (discontinuous)", "gold_logprob": "log p(gold) (continuous)",
                  "edit_distance": "token edit distance (continuous)", "brier": "Brier score (continuous)"}
@@ -46,7 +46,7 @@ def heads_figure(hot: HeadsOverTraining, top: int = 3) -> go.Figure:
     """Induction and previous-token score of every head over steps (top heads bold), and the ICL score."""
     steps = [s if s is not None else i for i, s in enumerate(hot.steps)]
     fig = make_subplots(rows=1, cols=3, subplot_titles=["induction score per head", "previous-token score per head",
-                                                        "ICL score: late − early loss (nats; lower = more in-context learning)"])
+                                                        "ICL score (nats)<br><sub>late − early loss; lower = more in-context learning</sub>"])
     for c, (name, data) in enumerate((("induction", hot.induction), ("previous_token", hot.previous_token)), start=1):
         arr = np.asarray(data)  # (steps, layers, heads)
         flat = arr.reshape(len(steps), -1)
@@ -57,12 +57,15 @@ def heads_figure(hot: HeadsOverTraining, top: int = 3) -> go.Figure:
                                      line=dict(width=3 if j in best else 1), opacity=1.0 if j in best else 0.35,
                                      showlegend=False, hovertemplate=f"L{layer}H{head} %{{y:.3f}}<extra></extra>"),
                           row=1, col=c)
+            if j in best:  # the top heads are labelled where their lines end
+                fig.add_annotation(x=steps[-1], y=float(flat[-1, j]), text=f"L{layer}H{head}", showarrow=False,
+                                   xanchor="left", font=dict(size=10), row=1, col=c)
         fig.update_yaxes(range=[0, 1], row=1, col=c)
     fig.add_trace(go.Scatter(x=steps, y=hot.icl_score, mode="lines+markers", name="ICL score", showlegend=False),
                   row=1, col=3)
     for c in (1, 2, 3):
         fig.update_xaxes(title_text="training step", row=1, col=c)
-    fig.update_layout(height=320, margin=dict(l=40, r=20, t=50, b=40))
+    fig.update_layout(height=340, margin=dict(l=40, r=50, t=70, b=40))
     return fig
 
 
@@ -70,19 +73,49 @@ def heads_heatmap(hot: HeadsOverTraining) -> go.Figure:
     arr = np.asarray(hot.induction)
     flat = arr.reshape(arr.shape[0], -1)
     names = [f"L{j // arr.shape[2]}H{j % arr.shape[2]}" for j in range(flat.shape[1])]
-    fig = go.Figure(go.Heatmap(z=flat, x=names, y=[str(s) for s in hot.steps], zmin=0, zmax=1,
+    rows = [f"step {s}" if s is not None else label for s, label in zip(hot.steps, hot.labels)]
+    fig = go.Figure(go.Heatmap(z=flat, x=names, y=rows, zmin=0, zmax=1,
                                colorscale="Viridis", colorbar=dict(title="induction")))
-    fig.update_layout(height=300, xaxis_title="head", yaxis_title="step", margin=dict(l=60, r=20, t=20, b=40))
+    fig.update_yaxes(type="category", tickmode="array", tickvals=rows, ticktext=rows)  # every row labelled
+    fig.update_layout(height=max(300, 22 * len(rows) + 80), xaxis_title="head", yaxis_title="checkpoint",
+                      margin=dict(l=90, r=20, t=20, b=40))
     return fig
+
+
+LIVE = (("train_loss", "training loss (nats)", None), ("icl_score", "ICL score (nats)", None),
+        ("top_induction", "top induction score", (0, 1)), ("recall_accuracy", "recall accuracy", (0, 1)))
 
 
 def live_figure(events: list[dict]) -> go.Figure:
-    fig = make_subplots(rows=1, cols=4, subplot_titles=["training loss", "ICL score", "top induction score",
-                                                        "recall accuracy"])
-    steps = [e["step"] for e in events]
-    for c, key in enumerate(("train_loss", "icl_score", "top_induction", "recall_accuracy"), start=1):
-        fig.add_trace(go.Scatter(x=steps, y=[e.get(key) for e in events], mode="lines+markers", showlegend=False),
-                      row=1, col=c)
+    """The live run's four curves; scores on their fixed 0-1 scale, missing values left out (never 'nan')."""
+    fig = make_subplots(rows=1, cols=4, subplot_titles=[t for _, t, _ in LIVE])
+    for c, (key, _title, rng) in enumerate(LIVE, start=1):
+        pts = [(e["step"], e[key]) for e in events if _finite(e.get(key))]
+        fig.add_trace(go.Scatter(x=[p[0] for p in pts], y=[p[1] for p in pts], mode="lines+markers",
+                                 showlegend=False), row=1, col=c)
         fig.update_xaxes(title_text="step", row=1, col=c)
+        if rng:
+            fig.update_yaxes(range=[rng[0], rng[1] * 1.02], row=1, col=c)
     fig.update_layout(height=300, margin=dict(l=40, r=20, t=50, b=40))
     return fig
+
+
+def _finite(v) -> bool:
+    return isinstance(v, (int, float)) and np.isfinite(v)
+
+
+def live_status(state: str, events: list[dict], name: str, folder) -> str:
+    """One line a person can read: state, step, and the latest numbers that exist."""
+    last = events[-1] if events else None
+    msg = f"**{state}** — {name}"
+    if last:
+        bits = [f"step {last['step']}", f"{last.get('elapsed_s', 0):.0f} s"]
+        bits += [f"{label} {last[k]:{fmt}}" for k, label, fmt in (
+            ("train_loss", "loss", ".3f"), ("icl_score", "ICL score", ".3f"),
+            ("top_induction", "top induction", ".3f"), ("recall_accuracy", "recall", ".2f")) if _finite(last.get(k))]
+        msg += ": " + ", ".join(bits)
+    elif state == "running":
+        msg += ": starting..."
+    if state != "running" and folder is not None:
+        msg += f". Its checkpoints form a series: type `{folder}` above and sweep it."
+    return msg

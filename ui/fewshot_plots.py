@@ -8,8 +8,8 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from core.fewshot import summarise
-from core.fewshot_types import FewShotRun
+from core.fewshot.run import summarise
+from core.fewshot.types import FewShotRun
 
 METRIC_LABELS = {"accuracy": "accuracy (exact match)", "accuracy_norm": "accuracy (length-normalised)",
                  "accuracy_calibrated": "accuracy (calibrated)", "brier": "Brier score",
@@ -89,7 +89,7 @@ def prompts_html(runs: list[FewShotRun], index: int) -> str:
         verdict = "correct" if e.correct else "wrong"
         probs = "".join(f"<li>{html.escape(c)}: {p:.3f}</li>" for c, p in zip(r.choices or [], e.probs))
         cols.append(
-            f"<div class='el-card' style='flex:1;min-width:260px'><h3>{chr(65 + n)}: {html.escape(r.config.label())}</h3>"
+            f"<div class='el-card' style='flex:1;min-width:260px'><h3>{html.escape(r.config.label())}</h3>"
             f"<div><b>{html.escape(r.model)}</b> · gold <code>{html.escape(e.gold)}</code> · predicted "
             f"<code>{html.escape(e.prediction)}</code> ({verdict})</div>"
             f"<ul style='margin:4px 0'>{probs}</ul>"
@@ -135,7 +135,7 @@ def runs_csv(runs: list[FewShotRun]) -> str:
     rows = []
     for n, r in enumerate(runs):
         for e in r.examples:
-            rows.append({"configuration": f"{chr(65 + n)}: {r.config.label()}", "model": r.model,
+            rows.append({"configuration": r.config.label(), "model": r.model,
                          "index": e.index, "query": e.query, "gold": e.gold, "prediction": e.prediction,
                          "correct": e.correct, "choice_logprobs": json.dumps(e.choice_logprobs),
                          "gold_logprob": e.gold_logprob, "prediction_calibrated": e.prediction_calibrated,

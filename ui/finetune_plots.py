@@ -7,8 +7,8 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from core.finetune_runs import RunSummary
-from core.finetune_types import FinetuneStatus
+from core.finetune.runs import RunSummary
+from core.finetune.types import FinetuneStatus
 from ui.plots import human_bytes
 
 STATE_COLOURS = {"queued": "#888", "running": "#4f46e5", "finished": "#16a34a", "failed": "#dc2626",

@@ -5,7 +5,7 @@ import html
 
 import pandas as pd
 
-from core.types import ModelInfo
+from core.models.types import ModelInfo
 
 
 def human_bytes(n: float | None) -> str:

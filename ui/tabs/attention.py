@@ -1,32 +1,26 @@
 """Attention tab: one head, a layer's heads, the mean, rollout, bertviz, head roles, comparison."""
 from __future__ import annotations
 
-import tempfile
-from pathlib import Path
+from dataclasses import replace
 
 import gradio as gr
 import pandas as pd
 
+from core.attention.requests import (VIEW_CAP, AttentionRequest, CompareAttentionRequest, HeadRolesRequest,
+                                     RolloutRequest)
 from core.engine import Engine
 from core.errors import UserError
 from ui import attention_plots as ap
 from ui import bertviz_view
 from ui.errors import user_errors
-from ui.common import GPU, model_choices, model_picker, resolve_key
+from ui.common import Form, model_choices, model_picker, on_run, session
 
-VIEW_CAP = 256       # tokens drawn at once in the heatmaps
 BERTVIZ_CAP = 96     # bertviz draws every layer and head: keep it small
 EXAMPLES = [
     "w5 w9 w2 w71 w33 w8 w60 w14 w5 w9 w2 w71 w33 w8 w60 w14",
     "w3 = w17 ; w8 = w42 ; w11 = w5 ; w8 = w42 ; w3 = w17",
     "The cat sat on the mat. The dog ran to the park. The cat sat on the mat.",
 ]
-
-
-def _write(tmpdir: Path, name: str, text: str) -> str:
-    path = tmpdir / name
-    path.write_text(text)
-    return str(path)
 
 
 def _roles_table(scores, role: str) -> pd.io.formats.style.Styler:
@@ -39,7 +33,6 @@ def _roles_table(scores, role: str) -> pd.io.formats.style.Styler:
 
 
 def render(engine: Engine, active: gr.State, demo: gr.Blocks) -> None:
-    tmpdir = Path(tempfile.mkdtemp(prefix="emergence-attn-"))
     with gr.Row():
         model = gr.Dropdown(model_choices(engine), label="Model", scale=3,
                             info="any loaded model (load more in the Model tab)")
@@ -99,42 +92,51 @@ def render(engine: Engine, active: gr.State, demo: gr.Blocks) -> None:
                 html_file = gr.File(label="Head figure (interactive HTML)")
                 roles_file = gr.File(label="Head roles (CSV)")
 
-    def _window(s, n):
-        s = int(s or 0)
-        return (s, s + int(n or VIEW_CAP))
+    form = Form(model=model, layer=layer, head=head, text=text, text_pair=pair, window_start=start,
+                window_size=size)
+
+    def request_of(values) -> AttentionRequest:
+        return AttentionRequest.from_mapping(form.values(values))
 
     @user_errors
-    def run(key, li, hi, txt, pr, s, n):
-        key = resolve_key(engine, key)
-        li, hi = int(li or 0), int(hi or 0)
-        res = engine.attention(key, txt, layers=[li], text_pair=pr or None, window=_window(s, n))
+    def run(*values, request: gr.Request = None):
+        req = request_of(values)
+        req = replace(req, model=engine.resolve_key(req.model))
+        with engine.job(session(request), "attention") as job:
+            res = engine.attention(req, job)
+        li, hi = req.layer, req.head
         fig = ap.head_figure(res, li, hi)
-        fig_html = fig.to_html(include_plotlyjs=True, full_html=True)
-        return (ap.notice(res, int(n or VIEW_CAP)), fig, ap.layer_grid(res, li), ap.mean_figure(res, li),
-                _write(tmpdir, f"attention_L{li}H{hi}.csv", ap.attention_csv(res, li, hi)),
-                _write(tmpdir, f"attention_L{li}H{hi}.html", fig_html), gr.update(value=key))
+        sid = session(request)
+        return (ap.notice(res, req.window_size), fig, ap.layer_grid(res, li), ap.mean_figure(res, li),
+                engine.export(sid, f"attention_L{li}H{hi}.csv", ap.attention_csv(res, li, hi)),
+                engine.export(sid, f"attention_L{li}H{hi}.html", fig.to_html(include_plotlyjs=True, full_html=True)),
+                gr.update(value=req.model))
 
     @user_errors
-    def run_rollout(key, txt, pr):
-        matrix, tokens = engine.rollout(resolve_key(engine, key), txt, pr or None)
+    def run_rollout(key, txt, pr, request: gr.Request = None):
+        req = RolloutRequest.from_mapping(dict(model=engine.resolve_key(key), text=txt, text_pair=pr))
+        with engine.job(session(request), "attention") as job:
+            matrix, tokens = engine.rollout(req, job)
         if len(tokens) > 512:
             raise UserError(f"Rollout draws the whole input: {len(tokens)} tokens is too many to draw "
                             "(at most 512). Shorten the text.")
         return ap.rollout_figure(matrix, tokens)
 
     @user_errors
-    def run_bertviz(key, txt, pr):
-        key = resolve_key(engine, key)
-        res = engine.attention(key, txt, text_pair=pr or None, window=(0, BERTVIZ_CAP))
+    def run_bertviz(key, txt, pr, request: gr.Request = None):
+        req = AttentionRequest.from_mapping(dict(model=engine.resolve_key(key), text=txt, text_pair=pr))
+        with engine.job(session(request), "attention") as job:
+            res = engine.attention_views(req, (0, BERTVIZ_CAP), job)
         note = (f"\n\n*Showing the first {BERTVIZ_CAP} of {res.n_tokens} tokens.*" if res.truncated else "")
         return bertviz_view.iframe(res, "head") + note, bertviz_view.iframe(res, "model") + note
 
     @user_errors
-    def run_roles(key, length, sd, rl):
-        key = resolve_key(engine, key)
-        scores = engine.head_scores(key, int(length) or None, int(sd or 0))
+    def run_roles(key, length, sd, rl, request: gr.Request = None):
+        req = HeadRolesRequest.from_mapping(dict(model=engine.resolve_key(key), seq_len=length, seed=sd))
+        with engine.job(session(request), "attention") as job:
+            scores = engine.head_scores(req, job)
         return (ap.role_grid(scores, rl), _roles_table(scores, rl),
-                _write(tmpdir, "head_roles.csv", ap.scores_csv(scores)))
+                engine.export(session(request), "head_roles.csv", ap.scores_csv(scores)))
 
     def pick(evt: gr.SelectData):
         row, col = evt.index
@@ -143,33 +145,25 @@ def render(engine: Engine, active: gr.State, demo: gr.Blocks) -> None:
         return row, col - 1, gr.Tabs(selected="head")
 
     @user_errors
-    def run_compare(key, key_b, li, hi, txt, txt_b, pr, s, n):
-        key = resolve_key(engine, key)
-        li, hi = int(li or 0), int(hi or 0)
-        win = _window(s, n)
-        a = engine.attention(key, txt, layers=[li], heads=[hi], text_pair=pr or None, window=win)
-        if (txt_b or "").strip():
-            b = engine.attention(key, txt_b, layers=[li], heads=[hi], window=win)
-        else:
-            if not key_b:
-                raise UserError("Give a second text, or pick a second model to compare with.")
-            b = engine.attention(resolve_key(engine, key_b), txt, layers=[li], heads=[hi], text_pair=pr or None,
-                                 window=win)
-        return ap.side_by_side(ap.head_figure(a, li, hi), ap.head_figure(b, li, hi))
+    def run_compare(key_b, txt_b, *values, request: gr.Request = None):
+        first = request_of(values)
+        req = CompareAttentionRequest(first=replace(first, model=engine.resolve_key(first.model)),
+                                      text_b=txt_b or "", model_b=key_b or "").check()
+        with engine.job(session(request), "attention") as job:
+            a, b, (name_a, name_b) = engine.compare_attention(req, job)
+        li, hi = first.layer, first.head
+        return ap.side_by_side(ap.head_figure(a, li, hi), ap.head_figure(b, li, hi), name_a, name_b)
 
-    gpu = dict(concurrency_id=GPU, concurrency_limit=1)
-    inputs = [model, layer, head, text, pair, start, size]
     outs = [notice, head_plot, grid_plot, mean_plot, csv_file, html_file, model]
-    show.click(run, inputs, outs, api_name="attention", **gpu)
-    text.submit(run, inputs, outs, api_name=False, **gpu)
-    roll_btn.click(run_rollout, [model, text, pair], roll_plot, api_name="attention_rollout", **gpu)
-    bv_btn.click(run_bertviz, [model, text, pair], [bv_head, bv_model], api_name="bertviz", **gpu)
-    roles_btn.click(run_roles, [model, probe_len, seed, role], [roles_plot, roles_table, roles_file],
-                    api_name="head_roles", **gpu)
-    role.change(run_roles, [model, probe_len, seed, role], [roles_plot, roles_table, roles_file],
-                api_name=False, **gpu)
+    on_run(engine, show.click, "attention", run, form.inputs, outs, "attention")
+    on_run(engine, text.submit, "attention", run, form.inputs, outs, False)
+    on_run(engine, roll_btn.click, "attention", run_rollout, [model, text, pair], roll_plot, "attention_rollout")
+    on_run(engine, bv_btn.click, "attention", run_bertviz, [model, text, pair], [bv_head, bv_model], "bertviz")
+    roles_ins, roles_outs = [model, probe_len, seed, role], [roles_plot, roles_table, roles_file]
+    on_run(engine, roles_btn.click, "attention", run_roles, roles_ins, roles_outs, "head_roles")
+    on_run(engine, role.change, "attention", run_roles, roles_ins, roles_outs, False)
     roles_table.select(pick, None, [layer, head, views], api_name=False).then(
-        run, inputs, outs, api_name=False, **gpu)
-    cmp_btn.click(run_compare, [model, model_b, layer, head, text, text_b, pair, start, size], cmp_plot,
-                  api_name="compare_attention", **gpu)
+        run, form.inputs, outs, api_name=False, concurrency_id="gpu", concurrency_limit=1)
+    on_run(engine, cmp_btn.click, "attention", run_compare, [model_b, text_b, *form.inputs], cmp_plot,
+           "compare_attention")
     model_picker(engine, active, demo, model, model_b)

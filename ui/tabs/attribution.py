@@ -1,36 +1,22 @@
 """Attribution tab: which tokens, words or demonstrations drove the output (Captum)."""
 from __future__ import annotations
 
-import tempfile
-from pathlib import Path
+from dataclasses import replace
 
 import gradio as gr
 
-from core.attribution_types import KEEP_METHODS, METHODS
+from core.attribution.requests import AttributionRequest, CompareMethodsRequest
+from core.attribution.types import METHODS
 from core.engine import Engine
-from core.errors import UserError
 from ui import attribution_plots as bp
 from ui.errors import user_errors
-from ui.common import GPU, model_choices, model_picker, resolve_key
+from ui.common import Form, model_choices, model_picker, on_run, session
 
 EXAMPLE = "w3 = w17 ; w8 = w42 ; w11 = w5 ; w20 = w9 ; w8 ="
 METHOD_CHOICES = [(m.label, m.name) for m in METHODS.values()]
 
 
-def split_segments(prompt: str, sep: str) -> list[str]:
-    """Pieces whose concatenation is the prompt, each demonstration keeping its separator."""
-    sep = sep.replace("\\n", "\n")
-    if not (prompt or "").strip():
-        raise UserError("The prompt is empty. Type the text whose parts you want to score.")
-    if not sep or sep not in prompt:
-        raise UserError(f"The separator {sep!r} does not occur in the prompt, so it cannot be split into "
-                        "demonstrations. Set the separator that ends each demonstration.")
-    parts = prompt.split(sep)
-    return [p + sep for p in parts[:-1]] + ([parts[-1]] if parts[-1] else [])
-
-
 def render(engine: Engine, active: gr.State, demo: gr.Blocks) -> None:
-    tmpdir = Path(tempfile.mkdtemp(prefix="emergence-attr-"))
     with gr.Row():
         model = gr.Dropdown(model_choices(engine), label="Model", scale=3)
         method = gr.Dropdown(METHOD_CHOICES, value="ig", label="Method", scale=2)
@@ -72,50 +58,45 @@ def render(engine: Engine, active: gr.State, demo: gr.Blocks) -> None:
         json_file = gr.File(label="Result (JSON)")
     last = gr.State(None)  # the last result: small (features x target tokens)
 
-    def _segments(p, g, s):
-        return split_segments(p, s) if g == "segment" else None
+    form = Form(model=model, prompt=prompt, target=target, foil=foil, label=label, granularity=granularity,
+                separator=sep, generate=generate, n_steps=n_steps, n_samples=n_samples, seed=seed, method=method,
+                hold_query=hold)
 
-    def _run(key, p, t, f, lb, g, s, gen, steps, samples, sd, meth, hold_query, request: gr.Request | None):
-        key = resolve_key(engine, key)
-        job = request.session_hash if request else ""
-        keep = [-1] if hold_query and meth in KEEP_METHODS else []  # the others have no baseline to hold it in
-        return engine.attribute(key, p, t if (t or "").strip() else None, meth, g, job=job,
-                                foil=f if (f or "").strip() else None, segments=_segments(p, g, s),
-                                generate=int(gen or 5), label=lb or None, n_steps=steps, n_samples=samples,
-                                seed=int(sd or 0), keep=keep)
+    def request_of(values) -> AttributionRequest:
+        req = AttributionRequest.from_mapping(form.values(values))
+        return replace(req, model=engine.resolve_key(req.model))
 
     @user_errors
-    def run(key, p, t, f, lb, g, s, gen, steps, samples, sd, meth, hold_query, request: gr.Request):
-        res = _run(key, p, t, f, lb, g, s, gen, steps, samples, sd, meth, hold_query, request)
+    def run(*values, request: gr.Request = None):
+        req = request_of(values)
+        with engine.job(session(request), "attribution") as job:
+            res = engine.attribute(req, job)
         labels = bp.segment_labels(res)
         rows = [("sum over target tokens", -1)] + [(f"target token {t!r}", i) for i, t in enumerate(res.target_tokens)]
-        csv = tmpdir / f"attribution_{res.method}.csv"
-        csv.write_text(bp.to_csv(res))
-        js = tmpdir / f"attribution_{res.method}.json"
-        js.write_text(bp.to_json(res))
+        sid = session(request)
         return (bp.summary(res), bp.colored_text(res), gr.update(choices=rows, value=-1),
-                bp.bar_figure(res, labels), bp.matrix_figure(res, labels), str(csv), str(js), res)
+                bp.bar_figure(res, labels), bp.matrix_figure(res, labels), None,
+                engine.export(sid, f"attribution_{res.method}.csv", bp.to_csv(res)),
+                engine.export(sid, f"attribution_{res.method}.json", bp.to_json(res)), res)
 
     @user_errors
     def recolor(res, r):
         return bp.colored_text(res, r) if res is not None else ""
 
     @user_errors
-    def run_compare(key, p, t, f, lb, g, s, gen, steps, samples, sd, meth, hold_query, meth_b,
-                    request: gr.Request):
-        a = _run(key, p, t, f, lb, g, s, gen, steps, samples, sd, meth, hold_query, request)
-        b = _run(key, p, t, f, lb, g, s, gen, steps, samples, sd, meth_b, hold_query, request)
+    def run_compare(meth_b, *values, request: gr.Request = None):
+        req = CompareMethodsRequest(first=request_of(values), method_b=meth_b).check()
+        with engine.job(session(request), "attribution") as job:
+            a, b = engine.attribute_compare(req, job)
         return bp.compare_figure(a, b, bp.segment_labels(a))
 
     def cancel(request: gr.Request):
-        engine.cancel(request.session_hash if request else "")
+        engine.cancel(session(request), "attribution")
         return "Cancelling… the run stops at its next model call."
 
-    ins = [model, prompt, target, foil, label, granularity, sep, generate, n_steps, n_samples, seed, method, hold]
-    gpu = dict(concurrency_id=GPU, concurrency_limit=1)
-    run_btn.click(run, ins, [info, text_view, row, bars, heat, csv_file, json_file, last],
-                  api_name="attribute", **gpu)
-    cmp_btn.click(run_compare, ins + [method_b], compare, api_name="attribute_compare", **gpu)
+    outs = [info, text_view, row, bars, heat, compare, csv_file, json_file, last]  # a rerun clears the comparison
+    on_run(engine, run_btn.click, "attribution", run, form.inputs, outs, "attribute")
+    on_run(engine, cmp_btn.click, "attribution", run_compare, [method_b, *form.inputs], compare, "attribute_compare")
     stop_btn.click(cancel, None, info, api_name="cancel_attribution", queue=False)
     row.change(recolor, [last, row], text_view, api_name=False)
     model_picker(engine, active, demo, model)

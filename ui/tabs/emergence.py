@@ -6,14 +6,12 @@ import time
 import gradio as gr
 import pandas as pd
 
-from core.emergence import PYTHIA_SIZES, SERIES_STEPS, series_points
-from core.live_training import LiveRuns
+from core.emergence.requests import HeadsRequest, LiveTrainingRequest, SweepSeriesRequest
+from core.emergence.series import PYTHIA_SIZES, SERIES_STEPS
 from core.engine import Engine
-from core.errors import UserError
-from core.fewshot_types import FewShotConfig
-from core.tasks import builtin_names, load_builtin
+from core.tasks import builtin_names
 from ui import emergence_plots as ep
-from ui.common import GPU
+from ui.common import Form, POLLER, on_run, progress_of, session
 from ui.errors import user_errors
 
 SOURCES = ["checkpoints", "models"]
@@ -38,7 +36,6 @@ def results_table(results) -> pd.DataFrame:
 
 
 def render(engine: Engine, active: gr.State, demo: gr.Blocks) -> None:
-    live = LiveRuns(engine.config.runs_dir)
     gr.Markdown(ep.EXPLAIN)
     with gr.Row():
         preset = gr.Dropdown(list(PRESETS), value=list(PRESETS)[0], label="Preset")
@@ -76,60 +73,54 @@ def render(engine: Engine, active: gr.State, demo: gr.Blocks) -> None:
 
     preset_btn.click(lambda p: PRESETS[p], preset, [source, series, revisions, task, k, selection],
                      api_name="emergence_preset")
-
-    def points_of(src, text, revs):
-        names = [x.strip() for x in (text or "").split(",") if x.strip()]
-        if not names:
-            raise UserError("Name the model whose checkpoints to use, or a comma-separated list of models.")
-        revs = [r.strip() for r in (revs or "").split(",") if r.strip()] or None
-        if src == "checkpoints":
-            return series_points(None, names[0], revs)
-        return series_points(names)
+    form = Form(source=source, models=series, revisions=revisions, task=task, k=k, selection=selection,
+                seeds=seeds, limit=limit, axis=axis)
 
     @user_errors
-    def sweep(src, text, revs, task_name, k_, selection_, seeds_, limit_, axis_, progress=gr.Progress()):
-        points = points_of(src, text, revs)
-        config = FewShotConfig(k=int(k_), selection=selection_ if int(k_) else "first", limit=int(limit_) or None)
+    def sweep(*values, progress=gr.Progress(), request: gr.Request = None):
+        v = form.values(values)
+        req = SweepSeriesRequest.from_mapping(v)
         t0 = time.time()
-        results = engine.emergence_sweep(points, load_builtin(task_name), config, list(range(int(seeds_))),
-                                         job="emergence", progress=lambda f, m: progress(f, desc=m))
+        with engine.job(session(request), "emergence", progress_of(progress)) as job:
+            results = engine.emergence_sweep(req, job)
         ok = [r for r in results if r.error is None]
-        msg = f"{len(ok)} points, k={int(k_)}, {int(seeds_)} seed(s), {time.time() - t0:.1f} s (cached points are free)."
+        msg = f"{len(ok)} points, k={req.k}, {req.seeds} seed(s), {time.time() - t0:.1f} s (cached points are free)."
         msg += "".join(f"\n- **skipped {r.model}{'@' + r.revision if r.revision else ''}**: {r.error}"
                        for r in results if r.error)
-        return msg, ep.scores_figure(results, axis_), results_table(results)
+        return msg, ep.scores_figure(results, v["axis"]), results_table(results)
 
     @user_errors
-    def heads(src, text, revs, progress=gr.Progress()):
-        points = points_of(src, text, revs)
-        hot = engine.heads_over_training(points, job="emergence", progress=lambda f, m: progress(f, desc=m))
+    def heads(src, text, revs, progress=gr.Progress(), request: gr.Request = None):
+        req = HeadsRequest.from_mapping(dict(source=src, models=text, revisions=revs))
+        with engine.job(session(request), "emergence", progress_of(progress)) as job:
+            hot = engine.heads_over_training(req, job)
         for err in hot.errors:
             gr.Warning(f"Skipped {err}")
         return ep.heads_figure(hot), ep.heads_heatmap(hot)
 
-    run_btn.click(sweep, [source, series, revisions, task, k, selection, seeds, limit, axis], [status, scores_plot, table],
-                  api_name="emergence_sweep", concurrency_id=GPU, concurrency_limit=1)
-    heads_btn.click(heads, [source, series, revisions], [heads_plot, heat], api_name="emergence_heads",
-                    concurrency_id=GPU, concurrency_limit=1)
-    cancel_btn.click(lambda: engine.cancel("emergence"), None, None, api_name="cancel_emergence", queue=False)
+    on_run(engine, run_btn.click, "emergence", sweep, form.inputs, [status, scores_plot, table],
+           "emergence_sweep")
+    on_run(engine, heads_btn.click, "emergence", heads, [source, series, revisions], [heads_plot, heat],
+           "emergence_heads")
+    def cancel(request: gr.Request):
+        engine.cancel(session(request), "emergence")
+
+    cancel_btn.click(cancel, None, None, api_name="cancel_emergence", queue=False)
 
     @user_errors
-    def train_live(steps):
-        parent = live.start(int(steps) or None)
+    def train_live(steps, request: gr.Request = None):
+        sid = session(request)
+        parent = engine.live_start(LiveTrainingRequest.from_mapping(dict(steps=steps)), sid)
         while True:
-            events = live.events()
-            state = live.state()
-            last = events[-1] if events else None
-            msg = f"**{state}** — {parent.name}" + (
-                f": step {last['step']}, {last['elapsed_s']:.0f} s, loss {last['train_loss'] or float('nan'):.3f}, "
-                f"ICL score {last['icl_score']:.3f}, top induction {last['top_induction']:.3f}, "
-                f"recall {last['recall_accuracy']:.2f}" if last else ": starting...")
-            if state != "running":
-                msg += f". Its checkpoints form a series: type `{live.folder}` above and sweep it."
-            yield msg, ep.live_figure(events)
+            state, events, folder = engine.live_status(sid)
+            yield ep.live_status(state, events, parent.name, folder), ep.live_figure(events)
             if state != "running":
                 return
             time.sleep(1.0)
 
-    live_btn.click(train_live, live_steps, [live_status, live_plot], api_name="emergence_live")
-    live_stop.click(live.stop, None, None, api_name="emergence_live_stop", queue=False)
+    # a live run trains in its own process; watching it only reads its progress file
+    live_btn.click(train_live, live_steps, [live_status, live_plot], api_name="emergence_live", **POLLER)
+    def stop_live(request: gr.Request):
+        gr.Info(engine.live_stop(session(request)))
+
+    live_stop.click(stop_live, None, None, api_name="emergence_live_stop", queue=False)

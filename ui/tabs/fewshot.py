@@ -1,25 +1,22 @@
 """Few-shot lab: one task, up to four prompt configurations side by side, sweeps and presets."""
 from __future__ import annotations
 
-import tempfile
-from dataclasses import replace
-from pathlib import Path
-
 import gradio as gr
 
 from core.engine import Engine
 from core.errors import UserError
-from core.fewshot_presets import PRESETS, task_for
-from core.fewshot_types import ORDERS, PERTURBATIONS, SELECTIONS, FewShotConfig
-from core.tasks import (Template, unescape, builtin_names, load_builtin, load_hub_dataset, read_table, split_table,
-                        task_from_tables)
+from core.fewshot.presets import PRESETS, task_for
+from core.fewshot.requests import FewShotRequest, SweepRequest
+from core.fewshot.types import ORDERS, PERTURBATIONS, SELECTIONS
+from core.tasks import builtin_names, load_builtin
 from ui import fewshot_plots as fp
-from ui.common import GPU, model_choices, model_picker, resolve_key
+from ui.common import Form, GPU_QUEUE, model_choices, model_picker, on_run, progress_of, session
 from ui.errors import user_errors
-from ui.tabs.attribution import split_segments
 
 N_CONFIGS = 4
 FIELDS = ["use", "model", "k", "selection", "seed", "order", "perturb", "flip", "calibrate", "per_query", "variant"]
+TASK_FIELDS = ["source", "name", "train_file", "test_file", "label_column", "choices", "instruction",
+               "input_template", "target_delimiter", "fewshot_delimiter", "hub_id"]
 DEFAULTS = [dict(k=4), dict(k=4, perturb="random"), dict(k=0), dict(k=8)]
 
 
@@ -27,46 +24,15 @@ def escape(s: str) -> str:
     return s.replace("\n", "\\n").replace("\t", "\\t")
 
 
-def parse_list(text: str, cast=int) -> list:
-    try:
-        return [cast(x) for x in str(text).replace(";", ",").split(",") if x.strip()]
-    except ValueError:
-        raise UserError(f"{text!r} is not a comma-separated list of numbers.") from None
-
-
-def build_task(source, name, train_file, test_file, label_col, choices, instruction, input_tpl, td, fd,
-               hub_id="", offline=False):
-    """The task the widgets describe, with the template from the template boxes."""
-    if source == "built-in":
-        task = load_builtin(name)
-        base = task.template
-    elif source == "hub dataset":
-        if not (hub_id or "").strip():
-            raise UserError("Type a Hub dataset id (e.g. 'sst2'), or choose a built-in task.")
-        if not (label_col or "").strip():
-            raise UserError("Name the label column of the dataset.")
-        base, task = None, load_hub_dataset(hub_id.strip(), offline=offline)
-    else:
-        if not train_file:
-            raise UserError("Upload a train file (CSV or JSONL), or choose a built-in task.")
-        train = read_table(train_file, Path(train_file).name)
-        test = read_table(test_file, Path(test_file).name) if test_file else None
-        if test is None:
-            train, test = split_table(train)
-        if not (label_col or "").strip():
-            raise UserError("Name the label column of the uploaded file.")
-        base, task = None, (train, test)
-    if not (input_tpl or "").strip():
-        raise UserError("The demonstration template is empty. Write one with {column} fields, e.g. 'Review: {text}'.")
-    template = Template(*(unescape(x or "") for x in (input_tpl, instruction, td, fd)))
-    if base is not None:
-        return task.with_template(template)
-    return task_from_tables(task[0], task[1], template, label_col.strip(),
-                            [c.strip() for c in (choices or "").split(",")], name="upload")
+def request_of(values: dict) -> FewShotRequest:
+    """The named form values (task fields, c<N>_<field> per column, manual, limit) as one request."""
+    return FewShotRequest.from_mapping({
+        "task": {f: values[f] for f in TASK_FIELDS},
+        "configs": [{f: values[f"c{n}_{f}"] for f in FIELDS} for n in range(N_CONFIGS)],
+        "manual": values["manual"], "limit": values["limit"]})
 
 
 def render(engine: Engine, active: gr.State, demo: gr.Blocks) -> None:
-    tmpdir = Path(tempfile.mkdtemp(prefix="emergence-fewshot-"))
     gr.Markdown("Build a prompt with *k* demonstrations and see how the answers change with *k*, with the "
                 "choice, order and labels of the demonstrations, the wording, and the model — up to four "
                 "configurations on the same test examples. Scoring follows lm-evaluation-harness exactly.")
@@ -148,39 +114,21 @@ def render(engine: Engine, active: gr.State, demo: gr.Blocks) -> None:
         json_file = gr.File(label="Runs (JSON)")
     runs_state = gr.State([])
 
-    task_inputs = [source, task_name, train_file, test_file, label_col, choices_box, instruction, input_tpl, td, fd,
-                   hub_id]
+    fields = dict(source=source, name=task_name, train_file=train_file, test_file=test_file, label_column=label_col,
+                  choices=choices_box, instruction=instruction, input_template=input_tpl, target_delimiter=td,
+                  fewshot_delimiter=fd, hub_id=hub_id)
+    for n, widgets in enumerate(cfg):
+        fields.update({f"c{n}_{f}": w for f, w in zip(FIELDS, widgets)})
+    form = Form(**fields, manual=manual, limit=limit)
+    sweep_form = Form(**form.components, axis=axis, values=values, seeds=seeds, metrics=metrics)
     cfg_inputs = [w for widgets in cfg for w in widgets]
 
-    def configs(task, args, manual_rows, lim) -> list[tuple[str, FewShotConfig]]:
-        out = []
-        for n in range(N_CONFIGS):
-            v = dict(zip(FIELDS, args[n * len(FIELDS): (n + 1) * len(FIELDS)]))
-            if not v["use"]:
-                continue
-            template = replace(task.template, input=unescape(v["variant"])) if (v["variant"] or "").strip() else None
-            config = FewShotConfig(
-                k=int(v["k"] or 0), selection=v["selection"], seed=int(v["seed"] or 0),
-                manual=tuple(parse_list(manual_rows)) if v["selection"] == "manual" else (),
-                per_query=bool(v["per_query"]), order=v["order"], perturb=v["perturb"],
-                flip_fraction=float(v["flip"]), calibrate=bool(v["calibrate"]), template=template,
-                limit=int(lim) if lim else None, name=f"{chr(65 + n)}")
-            out.append((resolve_key(engine, v["model"]), replace(config, name=f"{chr(65 + n)}: {config.label()}")))
-        if not out:
-            raise UserError("Tick at least one configuration.")
-        return out
-
-    def outputs(runs, shown="all"):
-        csv = tmpdir / "fewshot_examples.csv"
-        csv.write_text(fp.runs_csv(runs))
-        js = tmpdir / "fewshot_runs.json"
-        js.write_text(fp.runs_json(runs))
+    def outputs(runs, sid, shown="all"):
         first = runs[0].examples[0].index
         return (fp.summary_table(runs), fp.bias_markdown(runs), fp.examples_table(runs, shown),
-                fp.prompts_html(runs, first), gr.update(value=first), str(csv), str(js), runs)
-
-    def job(request):
-        return request.session_hash if request else ""
+                fp.prompts_html(runs, first), gr.update(value=first),
+                engine.export(sid, "fewshot_examples.csv", fp.runs_csv(runs)),
+                engine.export(sid, "fewshot_runs.json", fp.runs_json(runs)), runs)
 
     @user_errors
     def on_task(src, name):
@@ -196,48 +144,36 @@ def render(engine: Engine, active: gr.State, demo: gr.Blocks) -> None:
 
     @user_errors
     def do_preview(*args):
-        task = build_task(*args[: len(task_inputs)], offline=engine.config.offline)
-        rest = args[len(task_inputs):]
-        key, config = configs(task, rest[:-2], rest[-2], rest[-1])[0]
-        from core.demos import build_prompt, demonstrations, template_of
-        tpl = template_of(task, config)
-        row = task.rows("test")[0]
-        prompt = build_prompt(tpl, demonstrations(task, config, row, 0), tpl.render(row))
-        handle = engine.handle(key)
-        ids = handle.tokenizer(prompt)["input_ids"]
-        tokens = [handle.tokenizer.decode([i]) for i in ids]
-        return prompt, fp.tokens_html(tokens, handle.info.context_length)
+        prompt, tokens, context = engine.fewshot_preview(request_of(form.values(args)))
+        return prompt, fp.tokens_html(tokens, context)
 
     @user_errors
     def do_run(*args, progress=gr.Progress(), request: gr.Request = None):
-        task = build_task(*args[: len(task_inputs)], offline=engine.config.offline)
-        rest = args[len(task_inputs):]
-        pairs = configs(task, rest[:-2], rest[-2], rest[-1])
-        runs = engine.fewshot_compare(pairs, task, job=job(request),
-                                      progress=lambda f, m: progress(f, desc=m))
-        note = f"Ran {len(runs)} configuration(s) on {runs[0].metrics.n} examples of **{task.name}**."
-        return (note, None, *outputs(runs))
+        req = request_of(form.values(args))
+        with engine.job(session(request), "fewshot", progress_of(progress)) as job:
+            runs = engine.fewshot(req, job)
+        note = f"Ran {len(runs)} configuration(s) on {runs[0].metrics.n} examples of **{runs[0].task}**."
+        return (note, None, *outputs(runs, session(request)))
 
     @user_errors
     def do_sweep(*args, progress=gr.Progress(), request: gr.Request = None):
-        task = build_task(*args[: len(task_inputs)], offline=engine.config.offline)
-        rest = args[len(task_inputs):]
-        ax, vals, sds, mets = rest[-4:]
-        pairs = configs(task, rest[:-6], rest[-6], rest[-5])
-        cast = float if ax == "flip_fraction" else int
-        series = engine.fewshot_sweep(pairs, task, parse_list(vals, cast), parse_list(sds), ax, job=job(request),
-                                      progress=lambda f, m: progress(f, desc=m))
-        fig = fp.sweep_figure([(c.name, runs) for (_, c), runs in zip(pairs, series)], ax, list(mets) or ["accuracy"])
-        last = [runs[-1] for runs in series]
-        note = (f"Swept {ax} over {vals} with seeds {sds}: {sum(len(s) for s in series)} runs on "
-                f"{last[0].metrics.n} examples. The table shows each configuration at {ax} = {vals.split(',')[-1]}.")
-        return (note, fig, *outputs(last))
+        v = sweep_form.values(args)
+        req = SweepRequest.from_mapping(dict(axis=v["axis"], values=v["values"], seeds=v["seeds"]),
+                                        run=request_of(v))
+        with engine.job(session(request), "fewshot", progress_of(progress)) as job:
+            series = engine.fewshot_sweep(req, job)
+        fig = fp.sweep_figure(series, req.axis, list(v["metrics"]) or ["accuracy"])
+        last = [runs[-1] for _, runs in series]
+        note = (f"Swept {req.axis} over {v['values']} with seeds {v['seeds']}: {sum(len(s) for _, s in series)} "
+                f"runs on {last[0].metrics.n} examples. The table shows each configuration at {req.axis} = "
+                f"{req.axis_values[-1]}.")
+        return (note, fig, *outputs(last, session(request)))
 
     @user_errors
     def pick_preset(name, model_key):
         p = PRESETS[name]
-        key = resolve_key(engine, model_key)
-        embedded = engine.handle(key).info.source == "embedded"
+        key = engine.resolve_key(model_key)
+        embedded = engine.info(key).source == "embedded"
         tname = task_for(p, embedded)
         updates = []
         for n in range(N_CONFIGS):
@@ -257,49 +193,37 @@ def render(engine: Engine, active: gr.State, demo: gr.Blocks) -> None:
 
     @user_errors
     def show_example(runs, idx):
-        if not runs:
-            return ""
-        return fp.prompts_html(runs, int(idx or 0))
+        return fp.prompts_html(runs, int(idx or 0)) if runs else ""
 
     @user_errors
-    def attribute_example(runs, idx, fd_text, td_text, request: gr.Request = None):
+    def attribute_example(runs, idx, request: gr.Request = None):
         if not runs:
             raise UserError("Run a configuration first.")
-        run = runs[0]
-        ex = next((e for e in run.examples if e.index == int(idx or 0)), None)
-        if ex is None:
-            raise UserError(f"Example {idx} is not among the scored test rows.")
-        if not ex.demos:
-            raise UserError("Configuration A shows no demonstrations (k = 0): nothing to attribute.")
-        key = next(k for k in engine.registry.keys() if engine.handle(k).info.name == run.model)
-        segs = split_segments(ex.prompt, escape(unescape(fd_text or "")))
-        res = engine.attribute(key, ex.prompt, unescape(td_text or "") + ex.prediction, "ablation", "segment",
-                               job=job(request), segments=segs)
+        with engine.job(session(request), "fewshot") as job:
+            res = engine.attribute_example(runs[0], int(idx or 0), job)
         from ui import attribution_plots as bp
         return bp.bar_figure(res, bp.segment_labels(res))
 
     def cancel(request: gr.Request):
-        engine.cancel(job(request))
+        engine.cancel(session(request), "fewshot")
         return "Cancelling… the run stops after its current batch."
 
-    gpu = dict(concurrency_id=GPU, concurrency_limit=1)
     result_outs = [summary, bias, table, prompts, example, csv_file, json_file, runs_state]
-    source.change(on_task, [source, task_name], [upload_row, task_info, instruction, input_tpl, td, fd], api_name=False)
-    task_name.change(on_task, [source, task_name], [upload_row, task_info, instruction, input_tpl, td, fd],
-                     api_name=False)
-    demo.load(on_task, [source, task_name], [upload_row, task_info, instruction, input_tpl, td, fd], api_name=False)
-    run_inputs = task_inputs + cfg_inputs + [manual, limit]
-    preview_btn.click(do_preview, run_inputs, [preview, preview_tokens], api_name="fewshot_preview")
-    run_btn.click(do_run, run_inputs, [status, plot, *result_outs], api_name="fewshot_run", **gpu)
-    sweep_inputs = run_inputs + [axis, values, seeds, metrics]
-    sweep_btn.click(do_sweep, sweep_inputs, [status, plot, *result_outs], api_name="fewshot_sweep", **gpu)
+    task_outs = [upload_row, task_info, instruction, input_tpl, td, fd]
+    source.change(on_task, [source, task_name], task_outs, api_name=False)
+    task_name.change(on_task, [source, task_name], task_outs, api_name=False)
+    demo.load(on_task, [source, task_name], task_outs, api_name=False)
+    preview_btn.click(do_preview, form.inputs, [preview, preview_tokens], api_name="fewshot_preview")
+    on_run(engine, run_btn.click, "fewshot", do_run, form.inputs, [status, plot, *result_outs], "fewshot_run")
+    on_run(engine, sweep_btn.click, "fewshot", do_sweep, sweep_form.inputs, [status, plot, *result_outs],
+           "fewshot_sweep")
     preset.change(lambda n: PRESETS[n].explanation, preset, preset_md, api_name=False)
-    preset_btn.click(pick_preset, [preset, cfg[0][1]],
-                     [preset_md, source, task_name, *cfg_inputs, axis, values, seeds, metrics],
-                     api_name="fewshot_preset").then(
-        do_sweep, sweep_inputs, [status, plot, *result_outs], api_name=False, **gpu)
+    on_run(engine, preset_btn.click, "fewshot", pick_preset, [preset, cfg[0][1]],
+           [preset_md, source, task_name, *cfg_inputs, axis, values, seeds, metrics], "fewshot_preset").then(
+        do_sweep, sweep_form.inputs, [status, plot, *result_outs], api_name=False, **GPU_QUEUE)
     stop_btn.click(cancel, None, status, api_name="cancel_fewshot", queue=False)
     show.change(filter_table, [runs_state, show], table, api_name=False)
     example.change(show_example, [runs_state, example], prompts, api_name=False)
-    attr_btn.click(attribute_example, [runs_state, example, fd, td], attr_plot, api_name="fewshot_attribute", **gpu)
+    on_run(engine, attr_btn.click, "fewshot", attribute_example, [runs_state, example], attr_plot,
+           "fewshot_attribute")
     model_picker(engine, active, demo, *[w[1] for w in cfg])

@@ -1,20 +1,18 @@
 """Fine-tune lab: train full or LoRA in a subprocess, watch it live, compare with prompting."""
 from __future__ import annotations
 
-import json
 import time
 
 import gradio as gr
 
 from core.engine import Engine
 from core.errors import UserError
-from core.finetune_data import load_task, prompt_of
-from core.finetune_types import DEFAULT_LR, METHODS, OBJECTIVES, PRECISIONS, DataSpec, FinetuneSpec
-from core.fewshot_types import FewShotConfig
+from core.finetune.requests import CompareRequest, FinetuneRequest
+from core.finetune.types import DEFAULT_LR, METHODS, OBJECTIVES, PRECISIONS
 from core.tasks import builtin_names
 from ui import fewshot_plots as fp
 from ui import finetune_plots as tp
-from ui.common import GPU
+from ui.common import Form, POLLER, on_run, progress_of, session
 from ui.errors import user_errors
 
 POLL_S = 1.0
@@ -24,52 +22,7 @@ appears in the Model tab's list, so every tab can open it. *Compare* scores the 
 without demonstrations and the fine-tuned model on the same held-out examples."""
 
 
-def parse_float(text, name: str, default: float | None = None) -> float | None:
-    text = str(text if text is not None else "").strip()
-    if not text:
-        return default
-    try:
-        return float(text)
-    except ValueError:
-        raise UserError(f"The {name} {text!r} is not a number (e.g. 3e-4).") from None
-
-
-def build_spec(model, source, task_name, train_file, eval_file, text_col, label_col, template, objective,
-               method, epochs, lr, batch, grad_accum, max_length, warmup, weight_decay, lora_r, lora_alpha,
-               lora_dropout, targets, seed, eval_every, max_steps, precision, grad_ckpt, hub_id="") -> FinetuneSpec:
-    if source == "built-in":
-        if not task_name:
-            raise UserError("Pick a built-in task, or upload your own data.")
-        data = DataSpec(task=task_name, template=(template or "").strip() or None)
-    elif source == "hub dataset":
-        if not (hub_id or "").strip():
-            raise UserError("Type a Hub dataset id (with train and test splits), or pick a built-in task.")
-        if not (text_col or "").strip() or not (label_col or "").strip():
-            raise UserError("Name the text column and the label column of the dataset.")
-        data = DataSpec(hub_dataset=hub_id.strip(), text_column=text_col.strip(), label_column=label_col.strip(),
-                        template=(template or "").strip() or None)
-    else:
-        if not train_file:
-            raise UserError("Upload a train file (CSV or JSONL), or pick a built-in task.")
-        if not (text_col or "").strip() or not (label_col or "").strip():
-            raise UserError("Name the text column and the label column of the uploaded file.")
-        data = DataSpec(train_path=str(train_file), eval_path=str(eval_file) if eval_file else None,
-                        text_column=text_col.strip(), label_column=label_col.strip(),
-                        template=(template or "").strip() or None)
-    if not (model or "").strip():
-        raise UserError("Pick a model to fine-tune.")
-    return FinetuneSpec(
-        model=model.strip(), data=data, objective=objective, method=method, epochs=float(epochs),
-        lr=parse_float(lr, "learning rate"), batch_size=int(batch), grad_accum=int(grad_accum),
-        max_length=int(max_length), warmup_ratio=float(warmup), weight_decay=float(weight_decay),
-        lora_r=int(lora_r), lora_alpha=int(lora_alpha), lora_dropout=float(lora_dropout),
-        target_modules=tuple(t.strip() for t in targets.split(",") if t.strip()) or None if targets else None,
-        seed=int(seed), eval_every=int(eval_every), max_steps=int(max_steps) or None,
-        precision=precision, gradient_checkpointing=bool(grad_ckpt)).check()
-
-
 def render(engine: Engine, active: gr.State, demo: gr.Blocks) -> None:
-    jobs = engine.finetune
     gr.Markdown(INTRO)
     with gr.Row():
         with gr.Column(scale=1):
@@ -126,11 +79,11 @@ def render(engine: Engine, active: gr.State, demo: gr.Blocks) -> None:
                 resume_btn = gr.Button("Resume")
     gr.Markdown("#### Run")
     with gr.Row():
-        run_pick = gr.Dropdown([r.name for r in jobs.runs()], label="Runs", allow_custom_value=True, scale=3)
+        run_pick = gr.Dropdown([r.name for r in engine.finetune_runs()], label="Runs", allow_custom_value=True, scale=3)
         watch_btn = gr.Button("Watch", scale=1)
     status = gr.HTML(tp.progress_html(None), elem_id="ft-status")
     curve = gr.Plot(tp.loss_figure(None), label="Loss and held-out accuracy", elem_id="ft-curve")
-    history = gr.Dataframe(tp.runs_table(jobs.runs()), label="Run history", interactive=False)
+    history = gr.Dataframe(tp.runs_table(engine.finetune_runs()), label="Run history", interactive=False)
     gr.Markdown("#### Base vs fine-tuned vs few-shot, on the same held-out examples")
     with gr.Row():
         cmp_k = gr.Number(6, label="Demonstrations for the few-shot column", precision=0, minimum=1)
@@ -140,9 +93,12 @@ def render(engine: Engine, active: gr.State, demo: gr.Blocks) -> None:
     cmp_examples = gr.Dataframe(label="Per example (A: base k=0, B: base few-shot, C: fine-tuned)",
                                 interactive=False, wrap=True)
 
-    widgets = [model, source, task_name, train_file, eval_file, text_col, label_col, template, objective,
-               method, epochs, lr, batch, grad_accum, max_length, warmup, weight_decay, lora_r, lora_alpha,
-               lora_dropout, targets, seed, eval_every, max_steps, precision, grad_ckpt, hub_id]
+    form = Form(model=model, source=source, task=task_name, train_file=train_file, eval_file=eval_file,
+                text_column=text_col, label_column=label_col, template=template, objective=objective,
+                method=method, epochs=epochs, lr=lr, batch_size=batch, grad_accum=grad_accum, max_length=max_length,
+                warmup_ratio=warmup, weight_decay=weight_decay, lora_r=lora_r, lora_alpha=lora_alpha,
+                lora_dropout=lora_dropout, target_modules=targets, seed=seed, eval_every=eval_every,
+                max_steps=max_steps, precision=precision, gradient_checkpointing=grad_ckpt, hub_id=hub_id)
 
     def toggle(src):
         up, hub = src == "upload", src == "hub dataset"
@@ -153,19 +109,17 @@ def render(engine: Engine, active: gr.State, demo: gr.Blocks) -> None:
 
     @user_errors
     def do_preview(*values):
-        spec = build_spec(*values)
-        task = load_task(spec, engine.config.offline)
-        rows = [(prompt_of(task, r), task.gold(r)) for r in task.rows("train")[:8]]
+        task, rows = engine.finetune_preview(FinetuneRequest.from_mapping(form.values(values)))
         labels = ", ".join(task.choices) if task.choices else "free text (generative)"
         chance = f"; chance {1 / len(task.choices):.2f}" if task.choices else ""
         msg = f"**{task.name}**: {len(task.train)} training and {len(task.test)} held-out examples; labels: {labels}{chance}."
         return msg, tp.preview_table(rows)
 
-    preview_btn.click(do_preview, widgets, [preview_md, preview], api_name="finetune_preview")
+    preview_btn.click(do_preview, form.inputs, [preview_md, preview], api_name="finetune_preview")
 
     def snapshot(name):
-        st = jobs.status(name) if name else None
-        return tp.progress_html(st), tp.loss_figure(st), tp.runs_table(jobs.runs())
+        st = engine.finetune_status(name) if name else None
+        return tp.progress_html(st), tp.loss_figure(st), tp.runs_table(engine.finetune_runs())
 
     def stream(name):
         """Yield (run name, status, curve, history) every POLL_S seconds until the run ends.
@@ -173,7 +127,7 @@ def render(engine: Engine, active: gr.State, demo: gr.Blocks) -> None:
         The run goes on if the browser leaves; the name is a plain value (the list refreshes on focus).
         """
         while True:
-            done = jobs.status(name).done
+            done = engine.finetune_status(name).done
             yield name, *snapshot(name)
             if done:
                 return
@@ -185,62 +139,47 @@ def render(engine: Engine, active: gr.State, demo: gr.Blocks) -> None:
         return name
 
     @user_errors
-    def start(*values):
-        yield from stream(jobs.submit(build_spec(*values)))
+    def start(*values, request: gr.Request = None):
+        yield from stream(engine.finetune_start(FinetuneRequest.from_mapping(form.values(values)), session(request)))
 
     @user_errors
     def watch(name):
         yield from stream(picked(name, "watch"))
 
     @user_errors
-    def resume(name):
-        yield from stream(jobs.resume(picked(name, "resume")))
+    def resume(name, request: gr.Request = None):
+        yield from stream(engine.finetune_resume(picked(name, "resume"), session(request)))
 
     @user_errors
-    def cancel(name):
+    def cancel(name, request: gr.Request = None):
         if not name:
             raise UserError("No run is selected.")
-        gr.Info(jobs.cancel(name))
-        return tp.progress_html(jobs.status(name))
+        gr.Info(engine.finetune_cancel(name, session(request)))
+        return tp.progress_html(engine.finetune_status(name))
 
+    # starting, watching and resuming only read the run's files: they never wait behind model work
     outs = [run_pick, status, curve, history]
-    start_btn.click(start, widgets, outs, api_name="finetune_start")
-    watch_btn.click(watch, run_pick, outs, api_name="finetune_watch")
-    resume_btn.click(resume, run_pick, outs, api_name="finetune_resume")
+    start_btn.click(start, form.inputs, outs, api_name="finetune_start", **POLLER)
+    watch_btn.click(watch, run_pick, outs, api_name="finetune_watch", **POLLER)
+    resume_btn.click(resume, run_pick, outs, api_name="finetune_resume", **POLLER)
     cancel_btn.click(cancel, run_pick, status, api_name="finetune_cancel", queue=False)
     run_pick.input(lambda n: snapshot(n) if n else (tp.progress_html(None), tp.loss_figure(None),
-                                                     tp.runs_table(jobs.runs())),
-                   run_pick, [status, curve, history], api_name=False)
+                                                     tp.runs_table(engine.finetune_runs())),
+                   run_pick, [status, curve, history], api_name=False, **POLLER)
 
     @user_errors
-    def compare(name, k, limit, progress=gr.Progress()):
-        run_dir = jobs.run_dir(picked(name, "compare"))
-        st = jobs.status(name)
-        if st.state != "finished" or not (run_dir / "model").exists():
-            raise UserError(f"Run {name!r} has not finished ({st.state}); compare a finished run.")
-        spec = FinetuneSpec.from_dict(json.loads((run_dir / "spec.json").read_text()))
-        task = load_task(spec, engine.config.offline)
-        if task.generative and spec.objective == "classification":
-            raise UserError("This run's task is generative.")
-        progress(0.05, desc="loading the base and the fine-tuned model")
-        base = engine.load(engine.spec(spec.model, spec.revision)).key
-        tuned = engine.load(engine.spec(str(run_dir / "model"))).key
-        limit = int(limit) or None
-        configs = [(tuned, FewShotConfig(k=0, limit=limit, name="C: fine-tuned, k=0"))]
-        if engine.handle(base).info.kind == "causal_lm":  # prompting needs a language model
-            configs = [(base, FewShotConfig(k=0, limit=limit, name="A: base, k=0")),
-                       (base, FewShotConfig(k=int(k), selection="random", limit=limit,
-                                            name=f"B: base, k={int(k)}"))] + configs
-        else:
-            gr.Info(f"{spec.model} is not a causal language model, so it cannot be prompted; "
+    def compare(name, k, limit, progress=gr.Progress(), request: gr.Request = None):
+        req = CompareRequest.from_mapping(dict(run=name, k=k, limit=limit))
+        with engine.job(session(request), "finetune", progress_of(progress)) as job:
+            runs = engine.finetune_compare(req, job)
+        if len(runs) == 1:
+            gr.Info("The base model is not a causal language model, so it cannot be prompted; "
                     "showing the fine-tuned model alone.")
-        runs = engine.fewshot_compare(configs, task, job="finetune-compare",
-                                      progress=lambda f, m: progress(0.1 + 0.9 * f, desc=m))
         return fp.summary_table(runs), fp.examples_table(runs)
 
-    cmp_btn.click(compare, [run_pick, cmp_k, cmp_limit], [cmp_summary, cmp_examples],
-                  api_name="finetune_compare", concurrency_id=GPU, concurrency_limit=1)
-    run_pick.focus(lambda: gr.update(choices=[r.name for r in jobs.runs()]), None, run_pick, api_name=False,
-                   queue=False)
-    demo.load(lambda: (gr.update(choices=[r.name for r in jobs.runs()]), tp.runs_table(jobs.runs())),
-              None, [run_pick, history], api_name=False)
+    on_run(engine, cmp_btn.click, "finetune", compare, [run_pick, cmp_k, cmp_limit], [cmp_summary, cmp_examples],
+           "finetune_compare")
+    run_pick.focus(lambda: gr.update(choices=[r.name for r in engine.finetune_runs()]), None, run_pick,
+                   api_name=False, queue=False)
+    demo.load(lambda: (gr.update(choices=[r.name for r in engine.finetune_runs()]),
+                       tp.runs_table(engine.finetune_runs())), None, [run_pick, history], api_name=False)

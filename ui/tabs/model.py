@@ -3,23 +3,13 @@ from __future__ import annotations
 
 import gradio as gr
 
-from core.embedded import find_embedded
 from core.engine import Engine
-from core.presets import PYTHIA_STEPS
-from core.types import DEVICES, DTYPES, KINDS
+from core.models.embedded import find_embedded
+from core.models.requests import LoadRequest
+from core.models.types import DEVICES, DTYPES, KINDS
 from ui import plots
-from ui.common import GPU
+from ui.common import GPU, Form, POLLER, progress_of, session
 from ui.errors import user_errors
-
-
-def revision_choices(model: str) -> list[str]:
-    """Checkpoints to offer for a model: embedded steps, Pythia's steps, else none."""
-    emb = find_embedded(model or "")
-    if emb is not None:
-        return [""] + [f"step{c.step}" for c in emb.checkpoints]
-    if "pythia" in (model or "").lower():
-        return [""] + [f"step{s}" for s in PYTHIA_STEPS if s in (0, 64, 512) or s % 13000 == 0 or s == 143000]
-    return [""]
 
 
 def render(engine: Engine, active: gr.State, demo: gr.Blocks) -> None:
@@ -32,7 +22,7 @@ def render(engine: Engine, active: gr.State, demo: gr.Blocks) -> None:
                                 allow_custom_value=True, label="Model",
                                 info="An embedded model, a Hub preset, a Hub id or a local folder")
             with gr.Row():
-                revision = gr.Dropdown(revision_choices(default), value="", allow_custom_value=True,
+                revision = gr.Dropdown(engine.revision_choices(default), value="", allow_custom_value=True,
                                        label="Revision / checkpoint", info="empty = final (main)")
                 device = gr.Dropdown(list(DEVICES), value="auto", label="Device")
                 dtype = gr.Dropdown(list(DTYPES), value="auto", label="Dtype")
@@ -59,30 +49,31 @@ def render(engine: Engine, active: gr.State, demo: gr.Blocks) -> None:
 
     outputs = [card, details, loaded, memory, active]
 
+    form = Form(model=model, revision=revision, device=device, dtype=dtype, kind=kind, trust_remote_code=trust)
+
     @user_errors
-    def load(name, rev, dev, dt, kd, trust_code, progress=gr.Progress()):
-        spec = engine.spec(name or "", rev, device=dev, dtype=dt, kind=kd, trust_remote_code=trust_code)
-        info = engine.load(spec, lambda f, msg: progress(f, desc=msg))
-        return snapshot(info.key)
+    def load(*values, progress=gr.Progress(), request: gr.Request = None):
+        req = LoadRequest.from_mapping(form.values(values))
+        with engine.job(session(request), "model", progress_of(progress)) as job:
+            return snapshot(engine.load(req, job).key)
 
     @user_errors
     def unload(key):
         if not key:
             raise gr.Error("No active model to unload.")
         engine.unload(key)
-        keys = engine.registry.keys()
+        keys = engine.loaded_keys()
         return snapshot(keys[-1] if keys else None)
 
     @user_errors
     def refresh(key):
-        keys = engine.registry.keys()
+        keys = engine.loaded_keys()
         return snapshot(key if key in keys else (keys[-1] if keys else None))
 
-    load_btn.click(load, [model, revision, device, dtype, kind, trust], outputs,
-                   api_name="load_model", concurrency_id=GPU, concurrency_limit=1)
+    load_btn.click(load, form.inputs, outputs, api_name="load_model", concurrency_id=GPU, concurrency_limit=1)
     unload_btn.click(unload, [active], outputs, api_name="unload_model", concurrency_id=GPU)
-    model.change(lambda m: gr.update(choices=revision_choices(m), value=""), model, revision,
+    model.change(lambda m: gr.update(choices=engine.revision_choices(m), value=""), model, revision,
                  api_name="revision_choices", queue=False)
-    demo.load(refresh, [active], outputs, api_name="model_status")
+    demo.load(refresh, [active], outputs, api_name="model_status", **POLLER)
     # finished fine-tuning runs join the list: refresh it whenever the list is opened
     model.focus(lambda: gr.update(choices=engine.model_choices()), None, model, api_name=False, queue=False)

@@ -15,10 +15,10 @@ from typing import Callable
 import numpy as np
 import torch
 
-from core import head_roles
+from core.attention import head_roles
 from core.errors import UserError
-from core.models import attention_implementation
-from core.types import ModelHandle
+from core.models.loading import attention_implementation
+from core.models.types import ModelHandle
 
 Consumer = Callable[[int, torch.Tensor], None]  # (layer, weights (batch, heads, q, k))
 

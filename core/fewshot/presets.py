@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from core.fewshot_types import FewShotConfig
+from core.fewshot.types import FewShotConfig
 
 
 @dataclass(frozen=True)

@@ -66,6 +66,7 @@ class Example:
     generated: str = ""             # generative tasks: the greedy answer
     edit_distance: int = 0          # generative tasks: token edit distance to the gold answer
     gold_tokens: int = 0
+    segments: list[str] = field(default_factory=list)  # [instruction] + demonstrations + query; joined = prompt
 
 
 @dataclass
@@ -98,6 +99,7 @@ class FewShotRun:
     max_prompt_tokens: int
     shared_prefix_tokens: int
     elapsed_s: float
+    model_key: str = ""             # the registry key of the model that produced it (never a display name)
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -89,6 +89,7 @@ class AttributionResult:
     foil: str | None = None
     kinds: list[str] = field(default_factory=list)  # per segment: instruction/demo/query where known
     kept: tuple[int, ...] = ()    # features held at their input value in the baseline (score 0)
+    model_key: str = ""           # the registry key of the model that produced it
 
     @property
     def scores(self) -> np.ndarray:

@@ -2,7 +2,7 @@
 
 Each job is ``python -m core finetune --spec REQUEST --out RUN_DIR`` in its own
 process group. The app never imports the training state: it polls the run's
-``progress.jsonl`` (``core.finetune.read_status``). A job that dies without
+``progress.jsonl`` (``core.finetune.train.read_status``). A job that dies without
 writing its ``end`` event (killed, crashed, out of memory in native code) is
 reported as failed with its exit status and the tail of its log; its last
 checkpoint stays loadable and the run can be resumed.
@@ -23,10 +23,10 @@ from dataclasses import replace
 from pathlib import Path
 
 from core.errors import UserError
-from core.finetune_runs import last_checkpoint, list_runs, read_status
-from core.finetune_types import FinetuneSpec, FinetuneStatus
+from core.finetune.runs import PID_FILE, Process, last_checkpoint, list_runs, run_state, write_end
+from core.finetune.types import FinetuneSpec, FinetuneStatus
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 KILL_AFTER_S = 15.0  # a cancelled job gets this long to save its checkpoint before SIGKILL
 
 
@@ -44,9 +44,10 @@ class FinetuneJobs:
         self._procs: dict[str, subprocess.Popen] = {}
         self._lock = threading.Lock()
         self._cancelled: set[str] = set()
+        self._owners: dict[str, str] = {}  # run name -> the session that started it (this app's runs)
 
     # ---- submitting -----------------------------------------------------------------
-    def submit(self, spec: FinetuneSpec, name: str | None = None) -> str:
+    def submit(self, spec: FinetuneSpec, name: str | None = None, session: str = "") -> str:
         spec.check()
         self.runs_dir.mkdir(parents=True, exist_ok=True)
         name = name or f"{time.strftime('%Y%m%d-%H%M%S')}-{_slug(spec.model)}-{spec.data.task or 'upload'}-{spec.method}"
@@ -57,10 +58,15 @@ class FinetuneJobs:
         spec = _keep_data(spec, run_dir)
         request = run_dir / "request.json"
         request.write_text(json.dumps(spec.to_dict(), indent=2))
+        self._owners[name] = session
         self._enqueue(name, ["--spec", str(request), "--out", str(run_dir)])
         return name
 
-    def resume(self, name: str) -> str:
+    def owner(self, name: str) -> str | None:
+        """The session that started the run in this app, or None (started elsewhere or before a restart)."""
+        return self._owners.get(name)
+
+    def resume(self, name: str, session: str = "") -> str:
         run_dir = self.run_dir(name)
         if self.is_active(name):
             raise UserError(f"Run {name!r} is already queued or running.")
@@ -68,6 +74,7 @@ class FinetuneJobs:
             raise UserError(f"Run {name!r} has already finished.")
         if last_checkpoint(run_dir) is None:
             raise UserError(f"Run {name!r} has no checkpoint to resume from; start it again instead.")
+        self._owners[name] = session
         self._enqueue(name, ["--resume", str(run_dir)])
         return name
 
@@ -91,6 +98,7 @@ class FinetuneJobs:
             self._procs[name] = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
                                                  start_new_session=True)
             log.close()
+            (run_dir / PID_FILE).write_text(str(self._procs[name].pid))
 
     # ---- watching ---------------------------------------------------------------------
     def run_dir(self, name: str) -> Path:
@@ -111,32 +119,20 @@ class FinetuneJobs:
             return running + [n for n, _ in self._queue]
 
     def status(self, name: str) -> FinetuneStatus:
+        """The run's true state, from its progress file and its process (``core.finetune.runs.run_state``)."""
         self._pump()
         run_dir = self.run_dir(name)
-        st = read_status(run_dir)
         with self._lock:
             queued = [n for n, _ in self._queue]
             proc = self._procs.get(name)
-        if name in queued:
             running = sum(p.poll() is None for p in self._procs.values())
-            return replace(st, state="queued", message=f"Queued: {queued.index(name) + running} job(s) ahead of it.")
-        if st.done:
-            return st
-        if proc is None:
-            if st.state == "queued":
-                return st
-            return replace(st, state="failed", message="Interrupted: its training process is gone. " + _resume_hint(run_dir))
-        rc = proc.poll()
-        if rc is None:
-            if st.state == "queued":
-                st = replace(st, state="running", message="Starting: loading the model and data...")
-            return st
-        if name in self._cancelled:  # cancelled before it could save (e.g. while still loading)
-            return replace(st, state="cancelled", message="Cancelled. " + _resume_hint(run_dir))
-        how = f"killed by signal {-rc}" if rc < 0 else f"exit status {rc}"
-        tail = _log_tail(run_dir)
-        return replace(st, state="failed", message=f"The training process ended unexpectedly ({how}). "
-                       + _resume_hint(run_dir) + (f"\nLast output: {tail}" if tail else ""))
+        if name in queued:
+            process = Process(queued_ahead=queued.index(name) + running)
+        elif proc is not None:
+            process = Process(known=True, exit_code=proc.poll(), stopped_by_user=name in self._cancelled)
+        else:
+            process = Process(known=False, alive=_pid_alive(run_dir))
+        return run_state(run_dir, process)
 
     def cancel(self, name: str) -> str:
         """Queued: dropped. Running: SIGTERM (it saves a checkpoint and stops), SIGKILL if it hangs."""
@@ -144,8 +140,7 @@ class FinetuneJobs:
             for i, (n, _) in enumerate(self._queue):
                 if n == name:
                     del self._queue[i]
-                    with (self.runs_dir / name / "progress.jsonl").open("a") as f:
-                        f.write(json.dumps({"event": "end", "state": "cancelled", "message": "Cancelled before it started."}) + "\n")
+                    write_end(self.runs_dir / name, "cancelled", "Cancelled before it started.")
                     return "Cancelled before it started."
             proc = self._procs.get(name)
         if proc is None or proc.poll() is not None:
@@ -179,7 +174,15 @@ class FinetuneJobs:
         raise TimeoutError(f"run {name} still running after {timeout} s")
 
     def runs(self):
-        return list_runs(self.runs_dir)
+        """Every run, each in the state ``status`` derives (the same in every view)."""
+        out = []
+        for r in list_runs(self.runs_dir):
+            try:
+                st = self.status(r.name)
+            except UserError:
+                continue
+            out.append(replace(r, state=st.state))
+        return out
 
     def shutdown(self) -> None:
         with self._lock:
@@ -205,17 +208,14 @@ def _keep_data(spec: FinetuneSpec, run_dir: Path) -> FinetuneSpec:
     return replace(spec, data=replace(spec.data, **changes)) if changes else spec
 
 
-def _resume_hint(run_dir: Path) -> str:
-    ck = last_checkpoint(run_dir)
-    if ck is None:
-        return "No checkpoint was saved yet."
-    return f"The last checkpoint ({ck.name}) is kept and loadable; resume to continue from it."
-
-
-def _log_tail(run_dir: Path, n: int = 300) -> str:
+def _pid_alive(run_dir: Path) -> bool:
+    """Whether the process recorded for a run (by this or an earlier app) still runs."""
     try:
-        text = (run_dir / "log.txt").read_text(errors="replace").strip()
+        pid = int((run_dir / PID_FILE).read_text())
+        os.kill(pid, 0)
+    except (OSError, ValueError):
+        return False
+    try:  # a zombie (exited, not yet reaped) is not running
+        return Path(f"/proc/{pid}/stat").read_text().split(") ")[-1][:1] != "Z"
     except OSError:
-        return ""
-    lines = [ln for ln in text.splitlines() if ln.strip() and "Loading weights" not in ln]
-    return lines[-1][-n:] if lines else ""
+        return True

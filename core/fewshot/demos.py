@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from core.errors import UserError
-from core.fewshot_types import Demo, FewShotConfig
+from core.fewshot.types import Demo, FewShotConfig
 from core.tasks import Task, Template
 
 UNRELATED_DEFAULT = ("foo", "bar", "baz", "qux", "quux", "corge", "grault", "garply")
@@ -132,11 +132,16 @@ def demonstrations(task: Task, config: FewShotConfig, query_row: dict | None = N
     return relabel(task, config, order(task, config, picked, q), q)
 
 
-def build_prompt(template: Template, demos: list[Demo], query: str) -> str:
-    """instruction + k x (input + target_delimiter + label + fewshot_delimiter) + query."""
+def prompt_segments(template: Template, demos: list[Demo], query: str) -> list[str]:
+    """The prompt's pieces: [instruction] + one per demonstration (with its separator) + the query."""
     parts = [template.instruction + template.fewshot_delimiter] if template.instruction else []
     parts += [d.text + template.target_delimiter + d.shown + template.fewshot_delimiter for d in demos]
-    return "".join(parts) + query
+    return parts + [query]
+
+
+def build_prompt(template: Template, demos: list[Demo], query: str) -> str:
+    """instruction + k x (input + target_delimiter + label + fewshot_delimiter) + query."""
+    return "".join(prompt_segments(template, demos, query))
 
 
 def content_free_query(template: Template, text: str) -> str:

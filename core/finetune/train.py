@@ -8,15 +8,15 @@ run is into ``run_dir``:
                       which the app polls and ``read_status`` folds into a ``FinetuneStatus``;
 - ``checkpoints/step-N/`` weights (the LoRA adapter alone, or the full model, as safetensors),
                       tokenizer and ``trainer_state.pt`` (optimizer, schedule, RNG, step);
-                      every checkpoint loads as a model (``core.models`` merges an adapter
+                      every checkpoint loads as a model (``core.models.loading`` merges an adapter
                       into its base on load). The last two are kept;
 - ``model/``          the final model (LoRA: merged into the base) — a plain transformers folder;
 - ``adapter/``        LoRA only: the adapter on its own, mergeable into the base;
 - ``metrics.json``    ``{eval_accuracy, train_loss, eval_loss, steps, tokens_per_second, ...}``.
 
-The app runs it in a subprocess (``core.finetune_jobs``) so that a crash or an
+The app runs it in a subprocess (``core.finetune.jobs``) so that a crash or an
 out-of-memory error in training is reported and never takes the app down.
-Evaluation uses the few-shot scorer (``core.scoring``) at k = 0, so a causal
+Evaluation uses the few-shot scorer (``core.fewshot.scoring``) at k = 0, so a causal
 model's held-out accuracy here is exactly what the Few-shot tab reports for it.
 """
 from __future__ import annotations
@@ -33,12 +33,12 @@ from typing import Callable
 import numpy as np
 import torch
 
-from core import devices
+from core.models import devices
 from core.errors import UserError
-from core.finetune_data import Encoded, collate, encode_split, load_task, prompt_of
-from core.finetune_runs import last_checkpoint
-from core.finetune_types import FinetuneSpec
-from core.scoring import encode, generate_greedy, score_continuations
+from core.finetune.data import Encoded, collate, encode_split, load_task, prompt_of
+from core.finetune.runs import last_checkpoint
+from core.finetune.types import FinetuneSpec
+from core.fewshot.scoring import encode, generate_greedy, score_continuations
 from core.tasks import Task
 
 KEEP_CHECKPOINTS = 2
@@ -56,8 +56,8 @@ Events = Callable[[dict], None]
 # ---- model -----------------------------------------------------------------------------
 
 def _resolve_base(spec: FinetuneSpec, offline: bool):
-    from core.models import resolve
-    from core.types import ModelSpec
+    from core.models.loading import resolve
+    from core.models.types import ModelSpec
     return resolve(ModelSpec(model=spec.model, revision=spec.revision), offline=offline)
 
 
@@ -66,7 +66,7 @@ def build_model(spec: FinetuneSpec, task: Task, device: torch.device, offline: b
     from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
     from transformers.models.auto.modeling_auto import (MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
                                                         MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES)
-    from core.models import detect_kind
+    from core.models.loading import detect_kind
 
     res = _resolve_base(spec, offline)
     common = dict(revision=res.revision, local_files_only=res.local_files_only)
@@ -180,7 +180,7 @@ def causal_accuracy(model, tokenizer, task: Task) -> float:
 # ---- checkpoints ---------------------------------------------------------------------------
 
 def _save_weights(model, tokenizer, path: Path) -> None:
-    from core.models import BASE_CONFIG
+    from core.models.loading import BASE_CONFIG
     path.mkdir(parents=True, exist_ok=True)
     if hasattr(model, "peft_config"):  # embeddings are not trained: do not look the base up online
         model.save_pretrained(path, safe_serialization=True, save_embedding_layers=False)

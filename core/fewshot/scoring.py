@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from core.errors import Cancelled, UserError
-from core.models import context_length
+from core.models.loading import context_length
 
 BATCH_TOKENS = 8192  # padded tokens per batch on CPU; GPUs take more
 
@@ -100,7 +100,7 @@ def _run_prefix(model, prefix: list[int]):
         return None
     with torch.no_grad():
         out = model(torch.tensor([prefix], device=model.device), use_cache=True)
-    return out.past_key_values
+    return out.cache  # transformers' current name (past_key_values is deprecated, removed in 5.40)
 
 
 def _forward_rows(model, cache, rows: list[list[int]], pad_id: int,
@@ -118,7 +118,7 @@ def _forward_rows(model, cache, rows: list[list[int]], pad_id: int,
     if cache is not None:
         batch_cache = copy.deepcopy(cache)
         batch_cache.batch_repeat_interleave(len(rows))
-        kwargs["past_key_values"] = batch_cache
+        kwargs["cache"] = batch_cache
     positions = sorted(set(keep))
     with torch.no_grad():
         try:
@@ -253,8 +253,8 @@ def _greedy_batch(model, tokenizer, cache, n_prefix, rows, max_new_tokens, stop,
     finished: list[Generation | None] = [None] * len(rows)
     with torch.no_grad():
         for _ in range(max_new_tokens):
-            out = model(ids, past_key_values=past, use_cache=True)
-            past = out.past_key_values
+            out = model(ids, cache=past, use_cache=True)
+            past = out.cache
             nxt = out.logits[:, -1].argmax(-1)  # (batch,)
             for b, t in enumerate(nxt.tolist()):
                 if finished[b] is None:

@@ -1,6 +1,6 @@
 """Write the built-in few-shot tasks into ``assets/tasks/`` (written by the project).
 
-    python -m core.builtin_tasks
+    python -m core.build.builtin_tasks
 
 Every sentence is composed here from word lists with a seeded generator, so the
 data is the project's own and can be regenerated. Each task gets ``task.json``

@@ -10,13 +10,12 @@
   so a series of large models fits on one GPU; results are cached by
   (point, task, configuration, seed), so re-plotting costs nothing.
 - ``heads_over_training``: at every checkpoint, the head-role scores of
-  ``core.attention`` and the in-context-learning score of Olsson et al. 2022
+  ``core.attention.capture`` and the in-context-learning score of Olsson et al. 2022
   (loss on late tokens minus loss on early tokens of the same sequences;
   negative = the context helps).
 """
 from __future__ import annotations
 
-import gc
 import json
 import re
 from dataclasses import asdict, dataclass, field, replace
@@ -26,15 +25,15 @@ from typing import Callable
 import numpy as np
 import torch
 
-from core.attention import head_scores
-from core.embedded import find_embedded, DEFAULT_MODEL
-from core.errors import Cancelled, UserError
-from core.fewshot import run_fewshot
-from core.fewshot_types import FewShotConfig
-from core.models import PathPolicy, load_model
-from core.presets import PYTHIA_STEPS
+from core.attention.capture import head_scores
+from core.models.embedded import find_embedded, DEFAULT_MODEL
+from core.errors import Cancelled, ModelLoadError, UserError
+from core.fewshot.run import run_fewshot
+from core.fewshot.types import FewShotConfig
+from core.models.loading import Borrow, ModelRegistry, PathPolicy
+from core.models.presets import PYTHIA_STEPS
 from core.tasks import Task
-from core.types import ModelSpec
+from core.models.types import ModelSpec
 
 Progress = Callable[[float, str], None]
 SERIES_STEPS = (0, 64, 512, 1000, 4000, 16000, 64000, 143000)  # a log-spaced subset of Pythia's revisions
@@ -105,11 +104,9 @@ def _metric_values(run) -> dict[str, float | None]:
             "edit_distance": m.mean_edit_distance, "brier": m.brier}
 
 
-def _free(handle) -> None:
-    del handle
-    gc.collect()
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
+def standalone_borrow(policy: PathPolicy = PathPolicy(), offline: bool = False) -> Borrow:
+    """Loads for a series outside the app (CLI, notebooks): a one-model registry, freed after each point."""
+    return ModelRegistry(max_models=1, policy=policy, offline=offline).borrow
 
 
 class Cache:
@@ -140,11 +137,16 @@ class Cache:
 
 
 def sweep_series(points: list[Point], task: Task, config: FewShotConfig, seeds: list[int] = (0,),
-                 device: str = "auto", policy: PathPolicy = PathPolicy(), offline: bool = False,
+                 device: str = "auto", borrow: Borrow | None = None,
                  cache: Cache | None = None, progress: Progress | None = None,
                  should_stop: Callable[[], bool] = lambda: False) -> list[PointResult]:
-    """Run ``config`` on ``task`` at every point (and seed); one model in memory at a time."""
+    """Run ``config`` on ``task`` at every point (and seed).
+
+    Models come from ``borrow`` (the app's registry: a point not already loaded is loaded under the
+    registry's budget and freed after), so one model of the series is in memory at a time.
+    """
     cache = cache or Cache()
+    borrow = borrow or standalone_borrow()
     out = []
     for n, point in enumerate(points):
         if should_stop():
@@ -155,21 +157,17 @@ def sweep_series(points: list[Point], task: Task, config: FewShotConfig, seeds: 
         rows = [cache.get(k) for k in keys]
         if any(r is None for r in rows):
             try:
-                handle = load_model(ModelSpec(model=point.model, revision=point.revision, device=device),
-                                    policy, offline)
-            except UserError as err:  # a missing model or checkpoint: say which, go on with the rest
+                with borrow(ModelSpec(model=point.model, revision=point.revision, device=device)) as handle:
+                    for i, (k, s) in enumerate(zip(keys, seeds)):
+                        if rows[i] is None:
+                            run = run_fewshot(handle, task, replace(config, seed=s), should_stop=should_stop)
+                            rows[i] = {"metrics": _metric_values(run), "chance": run.metrics.chance,
+                                       "n_params": handle.info.n_params, "step": handle.info.step}
+                            cache.put(k, rows[i])
+            except ModelLoadError as err:  # a missing model or checkpoint: say which, go on with the rest
                 out.append(PointResult(point.model, point.revision, point.step, 0, dict.fromkeys(METRICS),
                                        dict.fromkeys(METRICS), 0.0, list(seeds), error=str(err)))
                 continue
-            try:
-                for i, (k, s) in enumerate(zip(keys, seeds)):
-                    if rows[i] is None:
-                        run = run_fewshot(handle, task, replace(config, seed=s), should_stop=should_stop)
-                        rows[i] = {"metrics": _metric_values(run), "chance": run.metrics.chance,
-                                   "n_params": handle.info.n_params, "step": handle.info.step}
-                        cache.put(k, rows[i])
-            finally:
-                _free(handle)
         mean, std = {}, {}
         for m in METRICS:
             vals = [r["metrics"][m] for r in rows if r["metrics"][m] is not None]
@@ -203,15 +201,15 @@ def icl_sequences(handle, n: int = 64, seed: int = 0, text: str | None = None) -
                             f"so it needs more than {LATE[1]}.")
         return ids
     if handle.info.vocab_size == _embedded_vocab_size() and handle.tokenizer.convert_tokens_to_ids("w0") == 5:
-        from core.synthetic import mixture_sample
+        from core.build.synthetic import mixture_sample
         return torch.from_numpy(mixture_sample(n, seed))
-    from core.attention import repeated_probe
+    from core.attention.capture import repeated_probe
     ids, _ = repeated_probe(handle, 32, n, seed)
     return ids
 
 
 def _embedded_vocab_size() -> int:
-    from core.synthetic import Vocab
+    from core.build.synthetic import Vocab
     return Vocab().size
 
 
@@ -245,30 +243,26 @@ class HeadsOverTraining:
 
 
 def heads_over_training(points: list[Point], device: str = "auto", text: str | None = None,
-                        policy: PathPolicy = PathPolicy(), offline: bool = False,
-                        progress: Progress | None = None,
+                        borrow: Borrow | None = None, progress: Progress | None = None,
                         should_stop: Callable[[], bool] = lambda: False) -> HeadsOverTraining:
+    borrow = borrow or standalone_borrow()
     steps, labels, ind, prev, icl, errors = [], [], [], [], [], []
     for n, point in enumerate(points):
         if should_stop():
             raise Cancelled("Measuring the heads")
         if progress:
             progress(n / len(points), f"heads at {point.label}")
-        try:
-            handle = load_model(ModelSpec(model=point.model, revision=point.revision, device=device,
-                                          attn_implementation="eager"), policy, offline)
-        except UserError as err:
+        try:  # head_scores switches the model to eager attention for its one capture
+            with borrow(ModelSpec(model=point.model, revision=point.revision, device=device)) as handle:
+                scores = head_scores(handle)
+                steps.append(point.step if point.step is not None else handle.info.step)
+                labels.append(point.label)
+                ind.append(np.round(scores.induction, 5).tolist())
+                prev.append(np.round(scores.previous_token, 5).tolist())
+                icl.append(round(icl_score(handle, icl_sequences(handle, text=text)), 5))
+        except ModelLoadError as err:
             errors.append(f"{point.label}: {err}")
             continue
-        try:
-            scores = head_scores(handle)
-            steps.append(point.step if point.step is not None else handle.info.step)
-            labels.append(point.label)
-            ind.append(np.round(scores.induction, 5).tolist())
-            prev.append(np.round(scores.previous_token, 5).tolist())
-            icl.append(round(icl_score(handle, icl_sequences(handle, text=text)), 5))
-        finally:
-            _free(handle)
     if not steps:
         raise UserError("No checkpoint of the series could be loaded: " + " ".join(errors))
     return HeadsOverTraining(steps, labels, ind, prev, icl, errors)

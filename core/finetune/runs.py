@@ -6,10 +6,86 @@ another process (or before the app restarted) reads the same.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, replace
 from pathlib import Path
 
-from core.finetune_types import FinetuneStatus
+from core.finetune.types import FinetuneStatus
+
+
+PID_FILE = "pid"
+
+
+@dataclass(frozen=True)
+class Process:
+    """What is known of a run's process: queued here, a child of this app, or only a pid on disk."""
+
+    queued_ahead: int | None = None     # in this app's queue, behind this many jobs
+    known: bool = False                 # a child of this app (exit_code is then meaningful)
+    exit_code: int | None = None        # None while it runs
+    stopped_by_user: bool = False       # this app sent it SIGTERM
+    alive: bool = False                 # not a child of this app: its recorded pid still runs
+
+
+def write_end(run_dir: Path, state: str, message: str) -> None:
+    """Append the ``end`` event, so every reader of the folder (tab, CLI, a restarted app) agrees."""
+    with (Path(run_dir) / "progress.jsonl").open("a") as f:
+        f.write(json.dumps({"event": "end", "state": state, "message": message}) + "\n")
+
+
+def run_state(run_dir: Path, process: Process) -> FinetuneStatus:
+    """The one place a run's state is decided: queued, running, cancelled, failed (how), finished.
+
+    A process that ended without writing its ``end`` event gets one written here.
+    """
+    st = read_status(run_dir)
+    if process.queued_ahead is not None:
+        return replace(st, state="queued", message=f"Queued: {process.queued_ahead} job(s) ahead of it.")
+    if st.done:
+        return st
+    running = process.exit_code is None if process.known else process.alive
+    if running:
+        if st.state == "queued":
+            st = replace(st, state="running", message="Starting: loading the model and data...")
+        return st
+    if process.known and (process.stopped_by_user or process.exit_code == -15):
+        state, message = "cancelled", "Stopped by you before it could save. " + resume_hint(run_dir)
+    elif process.known:
+        code = process.exit_code
+        how = {-9: "killed by signal 9 (out of memory, or killed by the system or a person)"}.get(
+            code, f"killed by signal {-code}" if code < 0 else f"exited with status {code}")
+        tail = log_tail(run_dir)
+        state = "failed"
+        message = (f"The training process ended unexpectedly: {how}. " + resume_hint(run_dir)
+                   + (f"\nLast error: {tail}" if tail else ""))
+    elif st.state == "queued":
+        state, message = "cancelled", "Never started: the app that queued it stopped first."
+    else:
+        state, message = "failed", "Interrupted: its training process is gone. " + resume_hint(run_dir)
+    write_end(run_dir, state, message)
+    return replace(st, state=state, message=message)
+
+
+def resume_hint(run_dir: Path) -> str:
+    ck = last_checkpoint(run_dir)
+    if ck is None:
+        return "No checkpoint was saved yet."
+    return f"The last checkpoint ({ck.name}) is kept and loadable; resume to continue from it."
+
+
+_NOISE = re.compile(r"^\s*(warnings\.warn\(|File \"|\^+$|~+$)|Loading weights|Warning:|warn\(")
+
+
+def log_tail(run_dir: Path, n: int = 300) -> str:
+    """The last meaningful line of a run's log: the error of a traceback, not the code around it."""
+    try:
+        text = (Path(run_dir) / "log.txt").read_text(errors="replace").strip()
+    except OSError:
+        return ""
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip() and not _NOISE.search(ln)]
+    errors = [ln for ln in lines if re.match(r"^[\w.]*(Error|Exception|Interrupt)\b", ln)]
+    pick = errors[-1] if errors else (lines[-1] if lines else "")
+    return pick[-n:]
 
 
 def last_checkpoint(run_dir: Path) -> Path | None:
@@ -48,6 +124,7 @@ def read_status(run_dir: Path | str) -> FinetuneStatus:
             st.train_loss = [(s, v) for s, v in st.train_loss if s <= ev["step"]]
             st.evals = [e for e in st.evals if e["step"] <= ev["step"]]
             st.message = f"Resumed from step {ev['step']}."
+            st.state, st.metrics = "running", None  # an earlier end (killed, cancelled) no longer holds
         elif kind == "end":
             st.state, st.message = ev["state"], ev.get("message", "")
             st.metrics = ev.get("metrics")

@@ -12,7 +12,7 @@ and metrics:
   ability looks sudden).
 
 Queries that share a demonstration set are scored together, so the prefix is
-computed once (``core.scoring``).
+computed once (``core.fewshot.scoring``).
 """
 from __future__ import annotations
 
@@ -22,13 +22,13 @@ from typing import Callable
 
 import numpy as np
 
-from core.demos import (build_prompt, content_free_query, demonstrations, label_map, nearest_similarity,
-                        scored_choices, template_of)
+from core.fewshot.demos import (build_prompt, content_free_query, demonstrations, label_map, nearest_similarity,
+                                prompt_segments, scored_choices, template_of)
 from core.errors import Cancelled, UserError
-from core.fewshot_types import CONTENT_FREE, Demo, Example, FewShotConfig, FewShotRun, Metrics
-from core.scoring import encode, generate_greedy, score_continuations, split_context
+from core.fewshot.types import CONTENT_FREE, Demo, Example, FewShotConfig, FewShotRun, Metrics
+from core.fewshot.scoring import encode, generate_greedy, score_continuations, split_context
 from core.tasks import Task
-from core.types import ModelHandle
+from core.models.types import ModelHandle
 
 Progress = Callable[[float, str], None]
 
@@ -76,7 +76,8 @@ def run_fewshot(handle: ModelHandle, task: Task, config: FewShotConfig, progress
     groups: dict[tuple, list[int]] = {}
     for i, d in enumerate(demos):
         groups.setdefault(tuple((x.index, x.shown) for x in d), []).append(i)
-    prompts = [build_prompt(template, d, q) for d, q in zip(demos, queries)]
+    segments = [prompt_segments(template, d, q) for d, q in zip(demos, queries)]
+    prompts = ["".join(s) for s in segments]
     model, tok = handle.model, handle.tokenizer
     n_total = len(rows) * (1 + (task.generative))
     examples: list[Example | None] = [None] * len(rows)
@@ -124,7 +125,9 @@ def run_fewshot(handle: ModelHandle, task: Task, config: FewShotConfig, progress
             gold_ids = encode(tok, ctx + cont)[len(encode(tok, ctx)):]
             e.edit_distance = edit_distance(gen.token_ids, gold_ids)
         step(1.0, "generated")
-    return FewShotRun(task=task.name, model=handle.info.name, config=config, choices=choices,
+    for e in examples:
+        e.segments = segments[e.index]
+    return FewShotRun(task=task.name, model=handle.info.name, model_key=handle.info.key, config=config, choices=choices,
                       examples=examples, metrics=_metrics(examples, choices, shared),
                       demos=shared, max_prompt_tokens=max_tokens, shared_prefix_tokens=shared_prefix,
                       elapsed_s=round(time.time() - t0, 3))
@@ -163,17 +166,16 @@ def _classifier_run(handle: ModelHandle, task: Task, config: FewShotConfig,
     for start in range(0, len(rows), 32):
         if should_stop():
             raise Cancelled("Scoring")
-        side = tok.padding_side
-        tok.padding_side = "right"  # as in training (core.finetune.collate): positions match the unpadded text
-        enc = tok(texts[start:start + 32], return_tensors="pt", padding=True)
-        tok.padding_side = side
+        # padded on the right, as in training (core.finetune.train.collate): positions match the unpadded text;
+        # passed per call, so the shared tokenizer is never changed
+        enc = tok(texts[start:start + 32], return_tensors="pt", padding=True, padding_side="right")
         max_tokens = max(max_tokens, int(enc["attention_mask"].sum(1).max()))
         with torch.no_grad():
             logits = model(**{k: v.to(model.device) for k, v in enc.items()}).logits.float().cpu()
         ll = torch.log_softmax(logits[:, ids], -1).numpy()
         examples += [_choice_example(i, rows, queries, golds, texts, [], choices, ll[i - start], None)
                      for i in range(start, min(len(rows), start + 32))]
-    return FewShotRun(task=task.name, model=handle.info.name, config=replace(config, k=0), choices=choices,
+    return FewShotRun(task=task.name, model=handle.info.name, model_key=handle.info.key, config=replace(config, k=0), choices=choices,
                       examples=examples, metrics=_metrics(examples, choices, []), demos=[],
                       max_prompt_tokens=max_tokens, shared_prefix_tokens=0, elapsed_s=round(time.time() - t0, 3))
 

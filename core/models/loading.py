@@ -19,32 +19,48 @@ from typing import Callable, Iterator
 
 import torch
 
-from core import devices
-from core.embedded import DEFAULT_MODEL, MODELS_DIR, find_embedded
+from core.models import devices
+from core.models.embedded import DEFAULT_MODEL, MODELS_DIR, find_embedded
 from core.errors import ModelLoadError, PathNotAllowedError
-from core.types import KINDS, ModelHandle, ModelInfo, ModelSpec
+from core.models.types import KINDS, ModelHandle, ModelInfo, ModelSpec
 
 Progress = Callable[[float, str], None]
+Borrow = Callable[[ModelSpec], "contextlib.AbstractContextManager[ModelHandle]"]
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*(/[\w.\-]+)?$")
 _ENCODERS = {"bert", "roberta", "distilbert", "albert", "electra", "deberta", "deberta-v2",
              "xlm-roberta", "camembert", "mpnet", "modernbert"}
 
 
-@dataclass(frozen=True)
+@dataclass
 class PathPolicy:
-    """Which local folders may be loaded. Exposed servers only read configured folders."""
+    """Which local paths a request may name. Exposed servers only read configured folders.
+
+    Models, checkpoint series and run folders must lie in ``folders`` (the embedded models, the runs
+    folder, ``--model-dir``); data files may also lie in ``upload_folders`` (where the web server keeps
+    what a browser uploaded).
+    """
 
     allow_any: bool = True
     folders: tuple[Path, ...] = field(default_factory=lambda: (MODELS_DIR,))
+    upload_folders: tuple[Path, ...] = ()
 
-    def check(self, path: Path) -> None:
+    def allows(self, path: Path | str, what: str = "model") -> bool:
         if self.allow_any:
-            return
-        real = path.resolve()
-        if not any(real.is_relative_to(f.resolve()) for f in self.folders):
+            return True
+        real = Path(path).expanduser().resolve()
+        roots = self.folders + (self.upload_folders if what == "data" else ())
+        return any(real.is_relative_to(f.resolve()) for f in roots)
+
+    def check(self, path: Path | str, what: str = "model") -> None:
+        if not self.allows(path, what):
+            where = "models inside its configured folders (--model-dir)" if what == "model" else \
+                "files uploaded through the page or inside its configured folders (--model-dir)"
             raise PathNotAllowedError(
-                f"Loading '{path}' is not allowed: this server is reachable from other machines, so it "
-                "only loads Hub ids and models inside its configured folders (--model-dir).")
+                f"Reading '{path}' is not allowed: this server is reachable from other machines, so it "
+                f"only reads Hub ids and {where}.")
+
+    def add_upload_folder(self, folder: Path | str) -> None:
+        self.upload_folders = (*self.upload_folders, Path(folder))
 
 
 @dataclass(frozen=True)
@@ -74,7 +90,7 @@ def resolve(spec: ModelSpec, policy: PathPolicy = PathPolicy(), offline: bool = 
         return Resolved("embedded", str(ck.path), None, embedded.name, ck.step)
     if name == "default":
         raise ModelLoadError(f"The embedded default model is missing from {MODELS_DIR}. Restore the "
-                             "assets folder, or rebuild it with `python -m core.train_tiny`.")
+                             "assets folder, or rebuild it with `python -m core.build.train_tiny`.")
     path = Path(name).expanduser()
     if path.exists() or name.startswith((".", "/", "~")) or os.sep + os.sep in name:
         if path.is_dir() and (path / "adapter_config.json").exists() and not (path / "config.json").exists():
@@ -310,8 +326,7 @@ class ModelRegistry:
 
     def load(self, spec: ModelSpec, progress: Progress | None = None) -> ModelHandle:
         """The loaded handle for ``spec``, loading it (and evicting others) if needed."""
-        if spec.model.strip() == "default":  # one name, one entry
-            spec = replace(spec, model=DEFAULT_MODEL)
+        spec = self._canonical(spec)  # one name, one entry
         with self._lock:
             if spec.key in self._handles:
                 self._handles.move_to_end(spec.key)
@@ -327,6 +342,23 @@ class ModelRegistry:
             if progress:
                 progress(1.0, f"loaded {spec.model}")
             return handle
+
+    @contextlib.contextmanager
+    def borrow(self, spec: ModelSpec, progress: Progress | None = None) -> Iterator[ModelHandle]:
+        """A handle for one call: loaded under the budget if it was not loaded, and unloaded again after."""
+        spec = self._canonical(spec)
+        with self._lock:
+            was_loaded = spec.key in self._handles
+        handle = self.load(spec, progress)
+        try:
+            yield handle
+        finally:
+            if not was_loaded:
+                self.unload(spec.key)
+
+    @staticmethod
+    def _canonical(spec: ModelSpec) -> ModelSpec:
+        return replace(spec, model=DEFAULT_MODEL) if spec.model.strip() == "default" else spec
 
     def get(self, key: str) -> ModelHandle:
         with self._lock:

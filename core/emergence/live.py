@@ -2,7 +2,7 @@
 
 ``python -m core train-tiny --preset live`` writes one JSON line per evaluation
 (step, training loss, ICL score, top induction score, recall accuracy) and
-checkpoints under ``RUN/live/step-N``, which ``core.emergence.series_points``
+checkpoints under ``RUN/live/step-N``, which ``core.emergence.series.series_points``
 reads as a series. A crash or a stop ends the subprocess, never the app.
 """
 from __future__ import annotations
@@ -17,7 +17,7 @@ from pathlib import Path
 
 from core.errors import UserError
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 class LiveRuns:
@@ -27,12 +27,14 @@ class LiveRuns:
         self.runs_dir = runs_dir
         self.proc: subprocess.Popen | None = None
         self.folder: Path | None = None
+        self.stopped = False
 
     def start(self, steps: int | None = None) -> Path:
         if self.proc is not None and self.proc.poll() is None:
             raise UserError("A live run is already training; stop it first.")
-        parent = self.runs_dir / f"live-{time.strftime('%Y%m%d-%H%M%S')}"
+        parent = self.runs_dir / f"live-{time.strftime('%Y%m%d-%H%M%S')}-{os.urandom(2).hex()}"
         parent.mkdir(parents=True, exist_ok=True)
+        self.stopped = False
         cmd = [sys.executable, "-m", "core", "train-tiny", "--preset", "live", "--out", str(parent),
                "--progress", str(parent / "progress.jsonl")] + (["--steps", str(steps)] if steps else [])
         log = open(parent / "log.txt", "ab")
@@ -41,9 +43,12 @@ class LiveRuns:
         self.folder = parent / "live"
         return parent
 
-    def stop(self) -> None:
+    def stop(self) -> str:
         if self.proc is not None and self.proc.poll() is None:
+            self.stopped = True
             os.killpg(self.proc.pid, signal.SIGTERM)
+            return "Stopping the live run."
+        return "No live run is training."
 
     def events(self) -> list[dict]:
         if self.folder is None:
@@ -60,7 +65,17 @@ class LiveRuns:
         return out
 
     def state(self) -> str:
+        """idle, running, finished, stopped by you, or failed with the last line of its error."""
         if self.proc is None:
             return "idle"
         rc = self.proc.poll()
-        return "running" if rc is None else ("finished" if rc == 0 else f"stopped (exit status {rc})")
+        if rc is None:
+            return "running"
+        if rc == 0:
+            return "finished"
+        if self.stopped:
+            return "stopped by you"
+        from core.finetune.runs import log_tail
+        tail = log_tail(self.folder.parent) if self.folder else ""
+        return "failed" + (f" ({'killed by signal ' + str(-rc) if rc < 0 else 'exit status ' + str(rc)})") \
+            + (f": {tail}" if tail else "")

@@ -1,9 +1,9 @@
 """Train the tiny GPT-style models that ship in ``assets/models/``.
 
-    python -m core.train_tiny --preset default --out assets/models
+    python -m core.build.train_tiny --preset default --out assets/models
 
 Each preset is a small GPT-style causal LM (GPT-NeoX, or GPT-2 with `arch="gpt2"`) trained from scratch on the synthetic
-mixture of ``core.synthetic``. Checkpoints are ordinary transformers folders
+mixture of ``core.build.synthetic``. Checkpoints are ordinary transformers folders
 (config, tokenizer, fp16 safetensors) named ``step-NNNNN``; a ``training.json``
 beside them records the loss curve and the probe scores at every checkpoint.
 The same loop drives live training in the app (progress callback, cancel).
@@ -21,8 +21,8 @@ from typing import Callable
 import numpy as np
 import torch
 
-from core.probes import probe_scores, recall_accuracy
-from core.synthetic import CONTEXT, DEFAULT_SCHEDULE, Vocab, build_tokenizer, mix_at, recall_items, training_batch
+from core.attention.probes import probe_scores, recall_accuracy
+from core.build.synthetic import CONTEXT, DEFAULT_SCHEDULE, Vocab, build_tokenizer, mix_at, recall_items, training_batch
 
 Progress = Callable[[float, str], None]
 
@@ -106,10 +106,10 @@ _ICL_BATCH: torch.Tensor | None = None
 
 def icl_score(model) -> float:
     """Olsson et al.'s in-context-learning score on a fixed batch of the training mixture
-    (``core.emergence.late_minus_early``)."""
+    (``core.emergence.series.late_minus_early``)."""
     global _ICL_BATCH
-    from core.emergence import late_minus_early
-    from core.synthetic import mixture_sample
+    from core.emergence.series import late_minus_early
+    from core.build.synthetic import mixture_sample
     if _ICL_BATCH is None:
         _ICL_BATCH = torch.from_numpy(mixture_sample(64, 4321))
     return late_minus_early(model, _ICL_BATCH)

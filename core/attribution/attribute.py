@@ -24,9 +24,9 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
-from core.attribution_types import KEEP_METHODS, AttributionResult, Cancelled, method_info, options_for
+from core.attribution.types import KEEP_METHODS, AttributionResult, Cancelled, method_info, options_for
 from core.errors import UserError
-from core.types import ModelHandle
+from core.models.types import ModelHandle
 
 GRANULARITIES = ("token", "word", "segment")
 MAX_STEPS_PER_BATCH = 64  # bounds how long one model call runs, and so how soon cancel takes effect

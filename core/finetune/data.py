@@ -11,8 +11,8 @@ from pathlib import Path
 import torch
 
 from core.errors import UserError
-from core.finetune_types import FinetuneSpec
-from core.scoring import encode, split_context
+from core.finetune.types import FinetuneSpec
+from core.fewshot.scoring import encode, split_context
 from core.tasks import (Task, Template, load_builtin, load_hub_dataset, read_table, split_table,
                         task_from_tables)
 

@@ -16,9 +16,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from core.head_roles import induction_score, previous_token_score
-from core.models import model_attention_implementation
-from core.synthetic import RecallItem, Vocab, repeated_random_probe
+from core.attention.head_roles import induction_score, previous_token_score
+from core.models.loading import model_attention_implementation
+from core.build.synthetic import RecallItem, Vocab, repeated_random_probe
 
 
 @dataclass(frozen=True)

@@ -98,7 +98,7 @@ class AppConfig:
     model_dirs: tuple[Path, ...] = field(default_factory=tuple)
     memory_budget_gb: float | None = None
     max_models: int = 3
-    runs_dir: Path = field(default_factory=lambda: Path(__file__).resolve().parent.parent / "runs")
+    runs_dir: Path = field(default_factory=lambda: Path(__file__).resolve().parents[2] / "runs")
 
     @property
     def exposed(self) -> bool:

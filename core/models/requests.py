@@ -1,0 +1,27 @@
+"""Loading a model, as a person asks for it."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from core.request import Request, field
+from core.models.types import DEVICES, DTYPES, KINDS
+from core.errors import UserError
+
+
+@dataclass(frozen=True)
+class LoadRequest(Request):
+    model: str = field("", help="Hub id, local folder, 'default' or an embedded model's name")
+    revision: str | None = field(None, help="Hub revision or embedded checkpoint (e.g. step1000)")
+    device: str = field("auto", help="auto, cpu, cuda or mps")
+    dtype: str = field("auto", help="auto, float32, bfloat16 or float16")
+    kind: str = field("auto", help="auto, causal_lm, masked_lm or seq_cls")
+    trust_remote_code: bool = field(False, help="run code from the model's repository (only for authors you trust)")
+
+    def check(self):
+        if not (self.model or "").strip():
+            raise UserError("No model given. Pick a preset, or type a Hub id or a local folder.")
+        for name, value, allowed in (("device", self.device, DEVICES), ("dtype", self.dtype, DTYPES),
+                                     ("kind", self.kind, ("auto", *KINDS))):
+            if value not in allowed:
+                raise UserError(f"Unknown {name} {value!r}: use {', '.join(allowed)}.")
+        return self

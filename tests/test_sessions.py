@@ -1,0 +1,159 @@
+"""Several people on one server: jobs, cancel and exports belong to one session and one tab."""
+import json
+import threading
+import time
+
+import pytest
+from gradio_client import Client
+from gradio_client.exceptions import AppError
+
+from core.engine import Engine
+from core.errors import Cancelled
+from core.models.types import AppConfig
+
+TASK = ["built-in", "recall", None, None, "", "", "", "{key} =", " ", " ; ", ""]
+CONFIG = dict(use=True, model="el-2l-128", k=4, selection="nearest", seed=0, order="as_chosen",
+              perturb="gold", flip=0.5, calibrate=False, per_query=True, variant="")
+
+
+def configs(*overrides):
+    out = []
+    for n in range(4):
+        c = dict(CONFIG, use=n < len(overrides), **(overrides[n] if n < len(overrides) else {}))
+        out += list(c.values())
+    return out
+
+
+def long_sweep(client):
+    """A few-shot sweep with a prefix per query: long enough to be cancelled while it runs."""
+    return client.submit(*TASK, *configs(dict()), "", 0, "k", ",".join(map(str, range(0, 13))),
+                         ",".join(map(str, range(8))), ["accuracy"], api_name="/fewshot_sweep")
+
+
+def wait_until(cond, what: str, ceiling: float = 300.0):
+    """Wait on a condition (no timing is asserted; the ceiling only stops a hung test)."""
+    end = time.monotonic() + ceiling
+    while not cond():
+        if time.monotonic() > end:
+            pytest.fail(f"gave up waiting for {what}")
+        time.sleep(0.05)
+
+
+@pytest.fixture(scope="module")
+def two(app_server):
+    engine, url = app_server
+    a, b = Client(url, verbose=False), Client(url, verbose=False)
+    a.predict("default", "", "auto", "auto", "auto", False, api_name="/load_model")
+    return engine, a, b
+
+
+def test_cancel_in_one_session_leaves_the_other_running(two):
+    engine, a, b = two
+    job = long_sweep(a)
+    wait_until(lambda: engine.jobs.active(a.session_hash), "A's sweep to start")
+    b.predict(api_name="/cancel_fewshot")             # B's Cancel: not A's run
+    a.predict(api_name="/cancel_attribution")         # A's Cancel in another tab: not this run either
+    assert not [j for j in engine.jobs.active(a.session_hash) if j.should_stop()]
+    a.predict(api_name="/cancel_fewshot")             # A's own Cancel in this tab stops it
+    with pytest.raises(AppError, match="cancelled"):
+        job.result()
+    wait_until(lambda: not engine.jobs.active(a.session_hash), "A's job to be dropped")
+
+
+def test_a_session_is_served_while_another_watches_a_training_run(two):
+    engine, a, b = two
+    from test_app_finetune import widgets
+    watch = a.submit(*widgets(epochs=60), api_name="/finetune_start")  # streams until the run ends
+    wait_until(lambda: len(watch.outputs()) >= 1, "the first streamed update")
+    name = watch.outputs()[-1][0]
+    other = b.submit(name, api_name="/finetune_watch")  # a second watcher does not wait for the first
+    wait_until(lambda: len(other.outputs()) >= 1, "B's first update")
+    out = b.predict("el-2l-128", 0, 0, "w1 w2 w3 w1 w2 w3", "", 0, 256, api_name="/attention")
+    assert "head" in json.dumps(out[1]).lower() and not watch.done()  # served while A's run is being watched
+    with pytest.raises(AppError, match="another browser session"):
+        b.predict(name, api_name="/finetune_cancel")  # B cannot stop A's run
+    a.predict(name, api_name="/finetune_cancel")
+    wait_until(watch.done, "the watched run to end")
+    assert engine.finetune_status(name).state == "cancelled"
+
+
+def test_each_session_gets_its_own_export_files(two):
+    engine, a, b = two
+    b.predict("default", "", "auto", "auto", "auto", False, api_name="/load_model")
+    out_a = a.predict("el-2l-128", 0, 1, "w1 w2 w3 w1 w2 w3", "", 0, 256, api_name="/attention")
+    out_b = b.predict("el-2l-128", 0, 1, "w4 w5 w6 w4 w5 w6", "", 0, 256, api_name="/attention")
+    csv_a, csv_b = out_a[4], out_b[4]
+    assert csv_a != csv_b and "w1" in open(csv_a).read() and "w4" in open(csv_b).read()
+    folder_a = engine.exports.folder(a.session_hash)
+    engine.end_session(a.session_hash)  # the browser left: its files go, the other session's stay
+    assert not folder_a.exists() and engine.exports.folder(b.session_hash).exists()
+
+
+def test_configuration_labels_are_said_once(two):
+    _, a, _ = two
+    note, _plot, summary, bias, table, prompts, *_ = a.predict(
+        *TASK, *configs(dict(k=2, selection="first", per_query=False), dict(k=0, selection="first",
+                                                                           per_query=False)),
+        "", 6, api_name="/fewshot_run")
+    names = [r[0] for r in summary["data"]]
+    assert names == ["A: k=2, first", "B: k=0, first"], names
+    assert "A: A" not in prompts and "<h3>A: k=2, first</h3>" in prompts
+
+
+def test_demonstration_attribution_uses_the_run_s_own_checkpoint(two):
+    engine, a, _ = two
+    a.predict("el-2l-128", "step0", "auto", "auto", "auto", False, api_name="/load_model")
+    a.predict("default", "", "auto", "auto", "auto", False, api_name="/load_model")  # step0 is not the latest
+    a.predict(*TASK, *configs(dict(model="el-2l-128@step0", k=3, selection="first", per_query=False)),
+              "", 4, api_name="/fewshot_run")
+    fig = a.predict(0, api_name="/fewshot_attribute")
+    got = json.loads(fig["plot"])["data"][0]["x"]
+    runs = engine.fewshot(_request(dict(model="el-2l-128@step0", k=3, selection="first", per_query=False), 4))
+    ref = engine.attribute_example(runs[0], 0)
+    assert runs[0].model_key == "el-2l-128@step0"
+    assert got == pytest.approx(ref.scores.tolist(), abs=1e-6)
+    engine.unload("el-2l-128@step0")
+    with pytest.raises(AppError, match="no longer loaded"):
+        a.predict(0, api_name="/fewshot_attribute")
+
+
+def _request(config: dict, limit: int):
+    from core.fewshot.requests import FewShotRequest
+    fields = ["source", "name", "train_file", "test_file", "label_column", "choices", "instruction",
+              "input_template", "target_delimiter", "fewshot_delimiter", "hub_id"]
+    return FewShotRequest.from_mapping({"task": dict(zip(fields, TASK)), "configs": [dict(CONFIG, **config)],
+                                        "limit": limit})
+
+
+# ---- the engine's jobs, without a server ------------------------------------------------
+
+def test_a_cancel_pressed_while_queued_is_honoured(tmp_path):
+    engine = Engine(AppConfig(runs_dir=tmp_path, model=None))
+    engine.submit("s1", "fewshot")          # the button was pressed; the call waits in the queue
+    engine.submit("s2", "fewshot")          # another person's run waits too
+    assert engine.cancel("s1", "fewshot") == 1
+    with pytest.raises(Cancelled):
+        with engine.job("s1", "fewshot"):
+            pass
+    with engine.job("s2", "fewshot") as job:  # not theirs
+        assert not job.should_stop()
+    with engine.job("s1", "fewshot") as job:  # the next run of s1 starts clean; finished jobs are dropped
+        assert not job.should_stop() and job.job_id
+    assert engine.jobs.active() == []
+
+
+def test_job_ids_are_unique_per_call(tmp_path):
+    engine = Engine(AppConfig(runs_dir=tmp_path, model=None))
+    ids = set()
+    barrier = threading.Barrier(4)
+
+    def one():
+        barrier.wait()
+        with engine.job("s", "attention") as job:
+            ids.add(job.job_id)
+    threads = [threading.Thread(target=one) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(ids) == 4

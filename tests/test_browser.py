@@ -30,7 +30,7 @@ def test_load_default_model_by_clicking(page, tmp_path):
     page.get_by_role("tab", name="Model").click()
     page.locator("#load-model").click()
     card = page.locator("#model-info-card .el-card h3")
-    card.wait_for(timeout=60_000)
+    card.wait_for(timeout=300_000)
     assert card.inner_text() == "el-2l-128"
     assert "Layers" in page.locator("#model-info-card").inner_text()
     page.screenshot(path=str(tmp_path / "model-tab.png"), full_page=True)
@@ -39,16 +39,16 @@ def test_load_default_model_by_clicking(page, tmp_path):
 def test_attention_tab_draws_heatmap_and_bertviz_offline(page, tmp_path):
     page.get_by_role("tab", name="Attention").click()
     page.locator("#attn-show").click()
-    page.locator("#attn-head-plot .main-svg").first.wait_for(timeout=60_000)
+    page.locator("#attn-head-plot .main-svg").first.wait_for(timeout=300_000)
     assert page.locator("#attn-head-plot .heatmaplayer, #attn-head-plot .hm").count() > 0
     page.get_by_role("tab", name="bertviz").click()
     page.locator("#bertviz-draw").click()
     head = page.frame_locator("#bertviz-head iframe")
-    head.locator("svg text").first.wait_for(timeout=60_000)   # tokens drawn by d3
+    head.locator("svg text").first.wait_for(timeout=300_000)   # tokens drawn by d3
     assert head.locator("svg").count() >= 1
     page.get_by_role("tab", name="Model view").click()
     model = page.frame_locator("#bertviz-model iframe")
-    model.locator("svg").first.wait_for(timeout=60_000)
+    model.locator("svg").first.wait_for(timeout=300_000)
     assert model.locator("svg").count() >= 1
     page.screenshot(path=str(tmp_path / "attention-tab.png"), full_page=True)
 
@@ -56,16 +56,16 @@ def test_attention_tab_draws_heatmap_and_bertviz_offline(page, tmp_path):
 def test_attribution_tab_colours_the_prompt(page, tmp_path):
     page.get_by_role("tab", name="Attribution").click()
     page.locator("#attr-run").click()
-    page.locator("#attr-text .el-attr-text span").first.wait_for(timeout=60_000)
+    page.locator("#attr-text .el-attr-text span").first.wait_for(timeout=300_000)
     assert page.locator("#attr-text .el-attr-text span").count() == 5  # 4 demonstrations + the query
-    page.locator("#attr-bars .main-svg").first.wait_for(timeout=60_000)
+    page.locator("#attr-bars .main-svg").first.wait_for(timeout=300_000)
     page.screenshot(path=str(tmp_path / "attribution-tab.png"), full_page=True)
 
 
 def test_fewshot_tab_sweeps_and_draws_the_curve(page, tmp_path):
     page.get_by_role("tab", name="Few-shot").click()
     page.locator("#fewshot-sweep").click()
-    page.locator("#fewshot-plot .main-svg").first.wait_for(timeout=120_000)
+    page.locator("#fewshot-plot .main-svg").first.wait_for(timeout=600_000)
     assert page.locator("#fewshot-plot .scatterlayer .trace").count() >= 2  # configurations A and B
     page.locator("#fewshot-table table").first.wait_for(timeout=30_000)
     assert "Swept k" in page.locator("#fewshot-status").inner_text()
@@ -75,8 +75,8 @@ def test_fewshot_tab_sweeps_and_draws_the_curve(page, tmp_path):
 def test_finetune_tab_trains_live_and_draws_the_curves(page, tmp_path):
     page.get_by_role("tab", name="Fine-tune").click()
     page.locator("#ft-start").click()
-    page.locator("#ft-status [data-state='running']").first.wait_for(timeout=60_000)  # streamed while training
-    page.locator("#ft-status [data-state='finished']").first.wait_for(timeout=180_000)
+    page.locator("#ft-status [data-state='running']").first.wait_for(timeout=300_000)  # streamed while training
+    page.locator("#ft-status [data-state='finished']").first.wait_for(timeout=600_000)
     assert "held-out accuracy" in page.locator("#ft-status").inner_text()
     page.locator("#ft-curve .main-svg").first.wait_for(timeout=30_000)
     assert page.locator("#ft-curve .scatterlayer .trace").count() == 3  # train loss, eval loss, accuracy
@@ -86,10 +86,10 @@ def test_finetune_tab_trains_live_and_draws_the_curves(page, tmp_path):
 def test_emergence_tab_draws_scores_across_checkpoints(page, tmp_path):
     page.get_by_role("tab", name="Emergence").click()
     page.locator("#em-run").click()
-    page.locator("#em-scores .main-svg").first.wait_for(timeout=120_000)
+    page.locator("#em-scores .main-svg").first.wait_for(timeout=600_000)
     assert page.locator("#em-scores .scatterlayer .trace").count() >= 2  # accuracy beside log p(gold)
     from core.models.embedded import find_embedded
     assert f"{len(find_embedded('default').checkpoints)} points" in page.locator("#em-status").inner_text()
     page.locator("#em-heads").click()
-    page.locator("#em-heads-plot .main-svg").first.wait_for(timeout=120_000)
+    page.locator("#em-heads-plot .main-svg").first.wait_for(timeout=600_000)
     page.screenshot(path=str(tmp_path / "emergence-tab.png"), full_page=True)

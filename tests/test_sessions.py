@@ -107,7 +107,7 @@ def test_demonstration_attribution_uses_the_run_s_own_checkpoint(two):
     a.predict(*TASK, *configs(dict(model="el-2l-128@step0", k=3, selection="first", per_query=False)),
               "", 4, api_name="/fewshot_run")
     fig = a.predict(0, api_name="/fewshot_attribute")
-    got = json.loads(fig["plot"])["data"][0]["x"]
+    got = _values(json.loads(fig["plot"])["data"][0]["y"])
     runs = engine.fewshot(_request(dict(model="el-2l-128@step0", k=3, selection="first", per_query=False), 4))
     ref = engine.attribute_example(runs[0], 0)
     assert runs[0].model_key == "el-2l-128@step0"
@@ -115,6 +115,15 @@ def test_demonstration_attribution_uses_the_run_s_own_checkpoint(two):
     engine.unload("el-2l-128@step0")
     with pytest.raises(AppError, match="no longer loaded"):
         a.predict(0, api_name="/fewshot_attribute")
+
+
+def _values(arr):
+    """A plotly array as numbers (plotly may send it as base64 with a dtype)."""
+    if isinstance(arr, dict):
+        import base64
+        import numpy as np
+        return np.frombuffer(base64.b64decode(arr["bdata"]), dtype=arr["dtype"]).tolist()
+    return arr
 
 
 def _request(config: dict, limit: int):

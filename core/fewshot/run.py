@@ -127,7 +127,8 @@ def run_fewshot(handle: ModelHandle, task: Task, config: FewShotConfig, progress
         step(1.0, "generated")
     for e in examples:
         e.segments = segments[e.index]
-    return FewShotRun(task=task.name, model=handle.info.name, model_key=handle.info.key, config=config, choices=choices,
+    return FewShotRun(task=task.name, model=handle.info.name, model_key=handle.info.key,
+                      config=replace(config, template=template), choices=choices,
                       examples=examples, metrics=_metrics(examples, choices, shared),
                       demos=shared, max_prompt_tokens=max_tokens, shared_prefix_tokens=shared_prefix,
                       elapsed_s=round(time.time() - t0, 3))
@@ -175,7 +176,8 @@ def _classifier_run(handle: ModelHandle, task: Task, config: FewShotConfig,
         ll = torch.log_softmax(logits[:, ids], -1).numpy()
         examples += [_choice_example(i, rows, queries, golds, texts, [], choices, ll[i - start], None)
                      for i in range(start, min(len(rows), start + 32))]
-    return FewShotRun(task=task.name, model=handle.info.name, model_key=handle.info.key, config=replace(config, k=0), choices=choices,
+    return FewShotRun(task=task.name, model=handle.info.name, model_key=handle.info.key,
+                      config=replace(config, k=0, template=template), choices=choices,
                       examples=examples, metrics=_metrics(examples, choices, []), demos=[],
                       max_prompt_tokens=max_tokens, shared_prefix_tokens=0, elapsed_s=round(time.time() - t0, 3))
 

@@ -99,7 +99,7 @@ def render(engine: Engine, active: gr.State, demo: gr.Blocks) -> None:
         return AttentionRequest.from_mapping(form.values(values))
 
     @user_errors
-    def run(*values, request: gr.Request = None):
+    def run(request: gr.Request, *values):  # gradio passes special arguments only before *values
         req = request_of(values)
         req = replace(req, model=engine.resolve_key(req.model))
         with engine.job(session(request), "attention") as job:
@@ -145,7 +145,7 @@ def render(engine: Engine, active: gr.State, demo: gr.Blocks) -> None:
         return row, col - 1, gr.Tabs(selected="head")
 
     @user_errors
-    def run_compare(key_b, txt_b, *values, request: gr.Request = None):
+    def run_compare(request: gr.Request, key_b, txt_b, *values):
         first = request_of(values)
         req = CompareAttentionRequest(first=replace(first, model=engine.resolve_key(first.model)),
                                       text_b=txt_b or "", model_b=key_b or "").check()

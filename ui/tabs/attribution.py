@@ -67,7 +67,7 @@ def render(engine: Engine, active: gr.State, demo: gr.Blocks) -> None:
         return replace(req, model=engine.resolve_key(req.model))
 
     @user_errors
-    def run(*values, request: gr.Request = None):
+    def run(request: gr.Request, *values):  # gradio passes special arguments only before *values
         req = request_of(values)
         with engine.job(session(request), "attribution") as job:
             res = engine.attribute(req, job)
@@ -84,7 +84,7 @@ def render(engine: Engine, active: gr.State, demo: gr.Blocks) -> None:
         return bp.colored_text(res, r) if res is not None else ""
 
     @user_errors
-    def run_compare(meth_b, *values, request: gr.Request = None):
+    def run_compare(request: gr.Request, meth_b, *values):
         req = CompareMethodsRequest(first=request_of(values), method_b=meth_b).check()
         with engine.job(session(request), "attribution") as job:
             a, b = engine.attribute_compare(req, job)

@@ -77,7 +77,7 @@ def render(engine: Engine, active: gr.State, demo: gr.Blocks) -> None:
                 seeds=seeds, limit=limit, axis=axis)
 
     @user_errors
-    def sweep(*values, progress=gr.Progress(), request: gr.Request = None):
+    def sweep(request: gr.Request, progress=gr.Progress(), *values):  # special arguments come first
         v = form.values(values)
         req = SweepSeriesRequest.from_mapping(v)
         t0 = time.time()

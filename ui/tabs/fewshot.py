@@ -70,7 +70,7 @@ def render(engine: Engine, active: gr.State, demo: gr.Blocks) -> None:
             with gr.Column(min_width=220):
                 widgets = [
                     gr.Checkbox(n < 2, label=f"Configuration {chr(65 + n)}"),
-                    gr.Dropdown(model_choices(engine), label="Model"),
+                    gr.Dropdown(model_choices(engine), label="Model", allow_custom_value=True),
                     gr.Number(d.get("k", 4), label="k (demonstrations)", precision=0, minimum=0),
                     gr.Dropdown(list(SELECTIONS), value="first", label="Selection"),
                     gr.Number(0, label="Seed", precision=0),
@@ -148,7 +148,7 @@ def render(engine: Engine, active: gr.State, demo: gr.Blocks) -> None:
         return prompt, fp.tokens_html(tokens, context)
 
     @user_errors
-    def do_run(*args, progress=gr.Progress(), request: gr.Request = None):
+    def do_run(request: gr.Request, progress=gr.Progress(), *args):  # special arguments come first
         req = request_of(form.values(args))
         with engine.job(session(request), "fewshot", progress_of(progress)) as job:
             runs = engine.fewshot(req, job)
@@ -156,7 +156,7 @@ def render(engine: Engine, active: gr.State, demo: gr.Blocks) -> None:
         return (note, None, *outputs(runs, session(request)))
 
     @user_errors
-    def do_sweep(*args, progress=gr.Progress(), request: gr.Request = None):
+    def do_sweep(request: gr.Request, progress=gr.Progress(), *args):  # special arguments come first
         v = sweep_form.values(args)
         req = SweepRequest.from_mapping(dict(axis=v["axis"], values=v["values"], seeds=v["seeds"]),
                                         run=request_of(v))

@@ -139,7 +139,7 @@ def render(engine: Engine, active: gr.State, demo: gr.Blocks) -> None:
         return name
 
     @user_errors
-    def start(*values, request: gr.Request = None):
+    def start(request: gr.Request, *values):  # gradio passes special arguments only before *values
         yield from stream(engine.finetune_start(FinetuneRequest.from_mapping(form.values(values)), session(request)))
 
     @user_errors

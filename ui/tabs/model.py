@@ -52,7 +52,7 @@ def render(engine: Engine, active: gr.State, demo: gr.Blocks) -> None:
     form = Form(model=model, revision=revision, device=device, dtype=dtype, kind=kind, trust_remote_code=trust)
 
     @user_errors
-    def load(*values, progress=gr.Progress(), request: gr.Request = None):
+    def load(request: gr.Request, progress=gr.Progress(), *values):  # special arguments come first
         req = LoadRequest.from_mapping(form.values(values))
         with engine.job(session(request), "model", progress_of(progress)) as job:
             return snapshot(engine.load(req, job).key)

@@ -154,6 +154,22 @@ class Engine:
         return out
 
     @staticmethod
+    def default_model_name(name: str | None) -> str | None:
+        """The embedded model a name stands for ('default' -> its real name), else None."""
+        emb = find_embedded(name or "")
+        return emb.name if emb else None
+
+    @staticmethod
+    def task_names() -> list[str]:
+        from core.tasks import builtin_names
+        return builtin_names()
+
+    @staticmethod
+    def builtin_task(name: str) -> Task:
+        from core.tasks import load_builtin
+        return load_builtin(name)
+
+    @staticmethod
     def revision_choices(model: str) -> list[str]:
         from core.models.presets import PYTHIA_STEPS
         emb = find_embedded(model or "")
@@ -342,6 +358,42 @@ class Engine:
             sub = ctx.sub(0.1 + 0.9 * n / len(configs), 0.1 + 0.9 * (n + 1) / len(configs), f"{config.name}: ")
             out.append(fewshot.run_fewshot(self.registry.get(key), task, config, sub, ctx.should_stop))
         return out
+
+    # ---- interventions ----------------------------------------------------------------------
+    def _ablation_setup(self, req):
+        from core.interventions.hooks import parse_heads
+        handle = self._handle(req.model)
+        if handle.info.kind != "causal_lm":
+            raise UserError("Head ablation on a few-shot task needs a causal language model.")
+        config = FewShotConfig(k=req.k, selection=req.selection if req.k else "first", seed=req.seed,
+                               limit=req.limit)
+        heads = parse_heads(req.ablate_heads, handle.info.n_layers, handle.info.n_heads)
+        return handle, self.builtin_task(req.task), config, heads
+
+    def ablate(self, req, job: JobContext | None = None) -> tuple[FewShotRun, FewShotRun]:
+        """The task with and without the chosen heads: (plain run, ablated run)."""
+        from core.interventions.ablation import run_ablated
+        ctx = self._ctx(job)
+        handle, task, config, heads = self._ablation_setup(req)
+        if not heads:
+            raise UserError("Name the heads to ablate, layer.head, e.g. 1.3 (click one in the head-role grid).")
+        plain = fewshot.run_fewshot(handle, task, config, ctx.sub(0, 0.5), ctx.should_stop)
+        return plain, run_ablated(handle, task, config, heads, req.ablation, ctx.sub(0.5, 1.0), ctx.should_stop)
+
+    def ablation_scan(self, req, job: JobContext | None = None):
+        """Every head ablated one at a time on the task: a layers x heads grid of accuracy and log p(gold)."""
+        from core.interventions.ablation import scan
+        ctx = self._ctx(job)
+        handle, task, config, _ = self._ablation_setup(req)
+        return scan(handle, task, config, req.ablation, ctx.progress, ctx.should_stop)
+
+    def patch(self, req, job: JobContext | None = None):
+        from core.interventions.patching import patch
+        return patch(self._handle(req.model), req.clean, req.corrupt, req.target, self._ctx(job).should_stop)
+
+    def logit_lens(self, req, job: JobContext | None = None):
+        from core.interventions.patching import logit_lens
+        return logit_lens(self._handle(req.model), req.text, req.target, req.k)
 
     # ---- emergence --------------------------------------------------------------------------
     def series_points(self, req: SeriesRequest):

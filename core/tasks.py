@@ -109,8 +109,17 @@ class Task:
         return getattr(self, split).to_dict("records")
 
 
-def validate(task: Task) -> Task:
-    """Raise ``UserError`` naming the first problem; return the task when it is usable."""
+def validate(task: Task, source_rows: dict[str, list[int]] | None = None, origin: dict[str, str] | None = None) -> Task:
+    """Raise ``UserError`` naming the first problem; return the task when it is usable.
+
+    ``source_rows[split][i]``: the 0-based data row of the user's file that row ``i`` of the split came
+    from (a shuffled split moves rows), and ``origin[split]`` names that file, so messages point at it.
+    """
+    def where(split: str, i: int) -> str:
+        if source_rows is None:
+            return f"Row {i + 1} of the {split} split"
+        return f"Row {source_rows[split][i] + 1} of {origin[split]} (counting data rows after the header)"
+
     for split in ("train", "test"):
         df = getattr(task, split)
         if len(df) == 0:
@@ -121,12 +130,12 @@ def validate(task: Task) -> Task:
                                 f"(columns: {', '.join(map(str, df.columns))}).")
         if df[task.label_column].isna().any():
             bad = int(df[task.label_column].isna().to_numpy().argmax())
-            raise UserError(f"Row {bad + 1} of the {split} split has no label.")
+            raise UserError(f"{where(split, bad)} has no label.")
         for i, row in enumerate(df.to_dict("records")):
             try:
                 task.gold(row)
             except UserError as err:
-                raise UserError(f"Row {i + 1} of the {split} split: {err}") from None
+                raise UserError(f"{where(split, i)}: {err}") from None
     if task.choices is not None and len(set(task.choices)) < 2:
         raise UserError("A multiple-choice task needs at least two distinct choices.")
     return task
@@ -192,18 +201,23 @@ def task_from_tables(train: pd.DataFrame, test: pd.DataFrame, template: Template
                      label_column: str, choices: list[str] | None, name: str = "custom") -> Task:
     """A task from user tables; ``choices`` empty or None makes it generative."""
     choices = [c for c in (choices or []) if c != ""]
+    rows = {"train": list(train.index), "test": list(test.index)}  # the file's rows (split_table keeps them)
+    one_file = bool(train.attrs.get("split_from_one_file"))
+    origin = {s: "the uploaded file" if one_file else f"the {s} file" for s in rows}
     return validate(Task(name=name, train=train.reset_index(drop=True), test=test.reset_index(drop=True),
                          template=template, label_column=label_column,
-                         choices=tuple(choices) if choices else None))
+                         choices=tuple(choices) if choices else None), rows, origin)
 
 
 def split_table(df: pd.DataFrame, test_fraction: float = 0.5, seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame]:
     """One uploaded table as (train, test): a seeded shuffle, then a cut."""
     if len(df) < 2:
         raise UserError("A single table needs at least two rows to split into train and test.")
-    shuffled = df.sample(frac=1.0, random_state=seed).reset_index(drop=True)
+    shuffled = df.sample(frac=1.0, random_state=seed)  # the index stays the row of the file it came from
     n_test = min(len(df) - 1, max(1, round(len(df) * test_fraction)))
-    return shuffled.iloc[n_test:].reset_index(drop=True), shuffled.iloc[:n_test].reset_index(drop=True)
+    train, test = shuffled.iloc[n_test:].copy(), shuffled.iloc[:n_test].copy()
+    train.attrs["split_from_one_file"] = test.attrs["split_from_one_file"] = True
+    return train, test
 
 
 def load_hub_dataset(dataset_id: str, train_split: str = "train", test_split: str = "test",

@@ -146,3 +146,15 @@ def test_cli_writes_the_documented_json(tmp_path):
     bad = subprocess.run([sys.executable, "-m", "core", "fewshot", "--task", "sentiment", "--template", "{nope}",
                           "--k", "2"], cwd=ROOT, capture_output=True, text=True)
     assert bad.returncode == 2 and "no column 'nope'" in bad.stderr
+
+
+def test_a_bad_label_names_the_row_of_the_users_file_not_of_the_shuffled_split(tmp_path):
+    from core.errors import UserError
+    from core.tasks import Template, read_table, split_table, task_from_tables
+    rows = [f"w{i} w{i + 1},{'pos' if i % 2 else 'neg'}" for i in range(20)]
+    rows[13] = "w13 w14,maybe"  # the 14th data row of the file
+    path = tmp_path / "data.csv"
+    path.write_text("text,label\n" + "\n".join(rows) + "\n")
+    train, test = split_table(read_table(path))
+    with pytest.raises(UserError, match=r"Row 14 of the uploaded file .*'maybe'"):
+        task_from_tables(train, test, Template("{text}"), "label", ["pos", "neg"])

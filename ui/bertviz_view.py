@@ -55,15 +55,18 @@ def page(result: AttentionResult, view: str = "head") -> str:
     if "cdnjs" in body or "require.config" in body:
         raise RuntimeError("bertviz's HTML changed: a CDN reference is left in the page")
     scripts = "".join(f'<script src="{static_url(VENDOR / s)}"></script>' for s in SCRIPTS)
+    loading = ("<p id='el-loading' style='font:14px sans-serif;color:#555'>Drawing the attention of every layer"
+               " and head…</p><script>window.addEventListener('load', () => setTimeout(() => "
+               "{const n = document.getElementById('el-loading'); if (n) n.remove();}, 50));</script>")
     return (f"<!doctype html><html><head><meta charset='utf-8'>{scripts}{SHIM}</head>"
-            f"<body style='margin:0;background:white;color:black'>{body}</body></html>")
+            f"<body style='margin:0;background:white;color:black'>{loading}{body}</body></html>")
 
 
 def iframe(result: AttentionResult, view: str = "head", height: int | None = None) -> str:
     """The view in an iframe whose scripts run inside gr.HTML."""
     n = len(result.display)
     height = height or (max(500, min(2400, 22 * n + 120)) if view == "head"
-                        else max(600, 110 * result.n_layers + 120))
+                        else max(600, 150 * result.n_layers + 200))  # every layer's row of thumbnails
     doc = html.escape(page(result, view), quote=True)
     return (f'<iframe class="el-bertviz" data-view="{view}" srcdoc="{doc}" '
             f'style="width:100%;height:{height}px;border:0" sandbox="allow-scripts"></iframe>')

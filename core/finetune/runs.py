@@ -41,12 +41,13 @@ def run_state(run_dir: Path, process: Process) -> FinetuneStatus:
     st = read_status(run_dir)
     if process.queued_ahead is not None:
         return replace(st, state="queued", message=f"Queued: {process.queued_ahead} job(s) ahead of it.")
+    if process.known and process.exit_code is None:  # our child runs: an earlier end (before a resume) is stale
+        if st.done or st.state == "queued":
+            st = replace(st, state="running", message="Starting: loading the model and data...")
+        return st
     if st.done:
         return st
-    running = process.exit_code is None if process.known else process.alive
-    if running:
-        if st.state == "queued":
-            st = replace(st, state="running", message="Starting: loading the model and data...")
+    if not process.known and process.alive:  # started by an earlier app, still training
         return st
     if process.known and (process.stopped_by_user or process.exit_code == -15):
         state, message = "cancelled", "Stopped by you before it could save. " + resume_hint(run_dir)
@@ -54,7 +55,7 @@ def run_state(run_dir: Path, process: Process) -> FinetuneStatus:
         code = process.exit_code
         how = {-9: "killed by signal 9 (out of memory, or killed by the system or a person)"}.get(
             code, f"killed by signal {-code}" if code < 0 else f"exited with status {code}")
-        tail = log_tail(run_dir)
+        tail = log_tail(run_dir) if code > 0 else ""  # a signal leaves no error of its own in the log
         state = "failed"
         message = (f"The training process ended unexpectedly: {how}. " + resume_hint(run_dir)
                    + (f"\nLast error: {tail}" if tail else ""))

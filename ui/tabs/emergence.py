@@ -9,7 +9,6 @@ import pandas as pd
 from core.emergence.requests import HeadsRequest, LiveTrainingRequest, SweepSeriesRequest
 from core.emergence.series import PYTHIA_SIZES, SERIES_STEPS
 from core.engine import Engine
-from core.tasks import builtin_names
 from ui import emergence_plots as ep
 from ui.common import Form, POLLER, on_run, progress_of, session
 from ui.errors import user_errors
@@ -47,7 +46,7 @@ def render(engine: Engine, active: gr.State, demo: gr.Blocks) -> None:
                             info="'default', an embedded name, a Hub id, a live run's folder; or M1,M2,...")
         revisions = gr.Textbox("", label="Revisions (Hub checkpoints)", placeholder="step1000,step2000")
     with gr.Row():
-        task = gr.Dropdown(builtin_names(), value="recall", label="Task")
+        task = gr.Dropdown(engine.task_names(), value="recall", label="Task")
         k = gr.Number(4, label="Demonstrations k", precision=0, minimum=0)
         selection = gr.Dropdown(["nearest", "random", "balanced", "first"], value="nearest", label="Selection",
                                 info="nearest: per query, the most similar training rows")

@@ -8,7 +8,6 @@ from core.errors import UserError
 from core.fewshot.presets import PRESETS, task_for
 from core.fewshot.requests import FewShotRequest, SweepRequest
 from core.fewshot.types import ORDERS, PERTURBATIONS, SELECTIONS
-from core.tasks import builtin_names, load_builtin
 from ui import fewshot_plots as fp
 from ui.common import Form, GPU_QUEUE, model_choices, model_picker, on_run, progress_of, session
 from ui.errors import user_errors
@@ -38,7 +37,7 @@ def render(engine: Engine, active: gr.State, demo: gr.Blocks) -> None:
                 "configurations on the same test examples. Scoring follows lm-evaluation-harness exactly.")
     with gr.Row():
         source = gr.Radio(["built-in", "upload", "hub dataset"], value="built-in", label="Task source", scale=1)
-        task_name = gr.Dropdown(builtin_names(), value="recall", label="Built-in task", scale=1)
+        task_name = gr.Dropdown(engine.task_names(), value="recall", label="Built-in task", scale=1)
         task_info = gr.Markdown(elem_classes="el-empty")
     with gr.Row(visible=False) as upload_row:
         train_file = gr.File(label="Train split: demonstrations (CSV/JSONL)", type="filepath",
@@ -135,7 +134,7 @@ def render(engine: Engine, active: gr.State, demo: gr.Blocks) -> None:
         if src != "built-in":
             hint = "Upload your data" if src == "upload" else "Name a Hub dataset (train and test splits)"
             return gr.update(visible=True), hint + ", map its columns and write the template.", *[gr.update()] * 4
-        task = load_builtin(name)
+        task = engine.builtin_task(name)
         t = task.template
         desc = (f"**{name}** — {task.description} {len(task.train)} demonstrations, {len(task.test)} queries; "
                 + (f"choices: {', '.join(task.choices)}." if task.choices else "generative (exact match)."))

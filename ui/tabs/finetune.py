@@ -9,7 +9,6 @@ from core.engine import Engine
 from core.errors import UserError
 from core.finetune.requests import CompareRequest, FinetuneRequest
 from core.finetune.types import DEFAULT_LR, METHODS, OBJECTIVES, PRECISIONS
-from core.tasks import builtin_names
 from ui import fewshot_plots as fp
 from ui import finetune_plots as tp
 from ui.common import Form, POLLER, on_run, progress_of, session
@@ -30,7 +29,7 @@ def render(engine: Engine, active: gr.State, demo: gr.Blocks) -> None:
             source = gr.Radio(["built-in", "upload", "hub dataset"], value="built-in", label="Source")
             hub_id = gr.Textbox(label="Hub dataset id (needs network)", placeholder="e.g. stanfordnlp/sst2",
                                 visible=False)
-            task_name = gr.Dropdown(builtin_names(), value="wordgroups" if "wordgroups" in builtin_names() else None,
+            task_name = gr.Dropdown(engine.task_names(), value="wordgroups" if "wordgroups" in engine.task_names() else None,
                                     label="Built-in task")
             train_file = gr.File(label="Train file (CSV/JSONL)", file_types=[".csv", ".jsonl", ".json"],
                                  type="filepath", visible=False)

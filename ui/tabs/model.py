@@ -4,7 +4,6 @@ from __future__ import annotations
 import gradio as gr
 
 from core.engine import Engine
-from core.models.embedded import find_embedded
 from core.models.requests import LoadRequest
 from core.models.types import DEVICES, DTYPES, KINDS
 from ui import plots
@@ -14,8 +13,8 @@ from ui.errors import user_errors
 
 def render(engine: Engine, active: gr.State, demo: gr.Blocks) -> None:
     """Build the tab. ``active`` holds this session's current model key, shared with other tabs."""
-    emb = find_embedded(engine.config.model or "")
-    default = emb.name if emb else (engine.config.model or "")
+    emb = engine.default_model_name(engine.config.model)
+    default = emb or (engine.config.model or "")
     with gr.Row():
         with gr.Column(scale=2):
             model = gr.Dropdown(engine.model_choices(), value=default if emb else None,

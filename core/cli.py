@@ -168,6 +168,8 @@ def _fewshot_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--perturb", default="gold", help="gold, random, flip:P (fraction P flipped) or unrelated")
     p.add_argument("--calibrate", action="store_true", help="contextual calibration (Zhao et al. 2021)")
     p.add_argument("--limit", type=int, help="score only the first N test rows")
+    p.add_argument("--ablate-heads", default="", help="heads ablated while scoring, layer.head, e.g. 1.3,0.2")
+    p.add_argument("--ablation", default="zero", help="zero, or mean (each head's mean output on the task's prompts)")
     p.add_argument("--out", help="write the JSON here instead of printing it")
 
 
@@ -206,7 +208,14 @@ def cmd_fewshot(args: argparse.Namespace) -> object:
     config = FewShotConfig(k=args.k, selection=args.selection, seed=args.seed, order=args.order,
                            per_query=args.per_query, perturb=perturb, flip_fraction=flip,
                            calibrate=args.calibrate, limit=args.limit)
-    run = run_fewshot(load_from_args(args), task, config)
+    handle = load_from_args(args)
+    if args.ablate_heads:
+        from core.interventions.ablation import run_ablated
+        from core.interventions.hooks import parse_heads
+        heads = parse_heads(args.ablate_heads, handle.info.n_layers, handle.info.n_heads)
+        run = run_ablated(handle, task, config, heads, args.ablation)
+    else:
+        run = run_fewshot(handle, task, config)
     return {"accuracy": run.metrics.accuracy, "metrics": asdict(run.metrics),
             "model": run.model, "task": run.task, "choices": run.choices,
             "demonstrations": [asdict(d) for d in run.demos],
@@ -363,7 +372,60 @@ def cmd_heads_over_training(args: argparse.Namespace) -> object:
 cmd_emergence.arguments = _emergence_args  # type: ignore[attr-defined]
 cmd_heads_over_training.arguments = _heads_training_args  # type: ignore[attr-defined]
 
+def _ablation_args(p: argparse.ArgumentParser) -> None:
+    from core.interventions.requests import AblationRequest
+    add_model_args(p)
+    AblationRequest.add_arguments(p, skip=("model", "ablate_heads"))
+    p.add_argument("--out", help="write the JSON here instead of printing it")
+
+
+def cmd_ablation_scan(args: argparse.Namespace) -> object:
+    from core.interventions.requests import AblationRequest
+    engine, key = _engine(args)
+    return engine.ablation_scan(AblationRequest.from_args(args, model=key)).to_dict()
+
+
+cmd_ablation_scan.arguments = _ablation_args  # type: ignore[attr-defined]
+
+
+def _patch_args(p: argparse.ArgumentParser) -> None:
+    from core.interventions.requests import PatchRequest
+    add_model_args(p)
+    PatchRequest.add_arguments(p, skip=("model",))
+    p.add_argument("--out", help="write the JSON here instead of printing it")
+
+
+def cmd_patch(args: argparse.Namespace) -> object:
+    from core.interventions.requests import PatchRequest
+    engine, key = _engine(args)
+    values = {k: unescape(v) if isinstance(v, str) else v for k, v in vars(args).items() if v is not None}
+    return engine.patch(PatchRequest.from_mapping(values, model=key)).to_dict()
+
+
+cmd_patch.arguments = _patch_args  # type: ignore[attr-defined]
+
+
+def _lens_args(p: argparse.ArgumentParser) -> None:
+    from core.interventions.requests import LensRequest
+    add_model_args(p)
+    LensRequest.add_arguments(p, skip=("model",))
+    p.add_argument("--out", help="write the JSON here instead of printing it")
+
+
+def cmd_logit_lens(args: argparse.Namespace) -> object:
+    from core.interventions.requests import LensRequest
+    engine, key = _engine(args)
+    values = {k: unescape(v) if isinstance(v, str) else v for k, v in vars(args).items() if v is not None}
+    return engine.logit_lens(LensRequest.from_mapping(values, model=key)).to_dict()
+
+
+cmd_logit_lens.arguments = _lens_args  # type: ignore[attr-defined]
+
 command("tasks", "the built-in tasks (JSON)")(cmd_tasks)
+command("ablation-scan", "every head ablated one at a time on a task: accuracy and log p(gold) per head")(
+    cmd_ablation_scan)
+command("patch", "activation patching from a clean into a corrupted prompt: restored fraction per layer")(cmd_patch)
+command("logit-lens", "each layer's residual stream read through the unembedding")(cmd_logit_lens)
 command("emergence", "a task's scores across a series of models or checkpoints")(cmd_emergence)
 command("heads-over-training", "head roles and the in-context-learning score at every checkpoint")(
     cmd_heads_over_training)

@@ -62,6 +62,18 @@ def test_attribution_tab_colours_the_prompt(page, tmp_path):
     page.screenshot(path=str(tmp_path / "attribution-tab.png"), full_page=True)
 
 
+def test_interventions_tab_ablates_a_head(page, tmp_path):
+    page.get_by_role("tab", name="Interventions").click()
+    page.locator("#iv-ablate").click()
+    status = page.locator("#iv-status")
+    status.get_by_text("accuracy").first.wait_for(timeout=300_000)
+    assert "→" in status.inner_text() and "1.3" in status.inner_text()
+    page.locator("#iv-scan").click()
+    page.locator("#iv-scan-plot .main-svg").first.wait_for(timeout=300_000)
+    assert page.locator("#iv-scan-plot .heatmaplayer, #iv-scan-plot .hm").count() > 0
+    page.screenshot(path=str(tmp_path / "interventions-tab.png"), full_page=True)
+
+
 def test_fewshot_tab_sweeps_and_draws_the_curve(page, tmp_path):
     page.get_by_role("tab", name="Few-shot").click()
     page.locator("#fewshot-sweep").click()

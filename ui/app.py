@@ -9,6 +9,7 @@ from ui.common import session
 from ui.tabs import attention as attention_tab
 from ui.tabs import attribution as attribution_tab
 from ui.tabs import fewshot as fewshot_tab
+from ui.tabs import interventions as interventions_tab
 from ui.tabs import emergence as emergence_tab
 from ui.tabs import finetune as finetune_tab
 from ui.tabs import model as model_tab
@@ -23,7 +24,8 @@ CSS = """
 """
 THEME = gr.themes.Soft(primary_hue="indigo")
 TABS = [("Model", "model", model_tab), ("Attention", "attention", attention_tab),
-        ("Attribution", "attribution", attribution_tab), ("Few-shot", "fewshot", fewshot_tab),
+        ("Attribution", "attribution", attribution_tab),
+        ("Interventions", "interventions", interventions_tab), ("Few-shot", "fewshot", fewshot_tab),
         ("Fine-tune", "finetune", finetune_tab), ("Emergence", "emergence", emergence_tab)]
 
 

@@ -1,0 +1,197 @@
+"""Activation patching (causal tracing, Meng et al. 2022) and the logit lens (nostalgebraist 2020).
+
+Patching: run a clean and a corrupted prompt of equal length in tokens, copy one activation of the
+clean run into the corrupted one, and report the restored fraction of the target's log-probability,
+(lp_patched - lp_corrupt) / (lp_clean - lp_corrupt): 1 when the patch brings the clean answer back,
+0 when it changes nothing. Two families of patches: the residual stream after each layer at each
+position, and each head's output (all positions) at each layer.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+import torch
+
+from core.errors import Cancelled, UserError
+from core.fewshot.scoring import encode, split_context
+from core.interventions.hooks import decoder_layers, final_norm, head_dim, out_projections
+from core.models.types import ModelHandle
+
+
+@dataclass
+class PatchResult:
+    model_key: str
+    tokens: list[str]              # the corrupted prompt's tokens (positions of the residual grid)
+    clean_tokens: list[str]
+    target: str
+    logprob_clean: float
+    logprob_corrupt: float
+    residual: np.ndarray           # (layers, positions) restored fraction
+    heads: np.ndarray              # (layers, heads) restored fraction
+
+    def to_dict(self) -> dict:
+        return {"model": self.model_key, "tokens": self.tokens, "clean_tokens": self.clean_tokens,
+                "target": self.target, "logprob_clean": self.logprob_clean, "logprob_corrupt": self.logprob_corrupt,
+                "residual": self.residual.round(6).tolist(), "heads": self.heads.round(6).tolist()}
+
+
+def _pair(tok, prompt: str, target: str) -> tuple[list[int], list[int]]:
+    ctx, cont = split_context(prompt, target)
+    whole = encode(tok, ctx + cont)
+    n = len(encode(tok, ctx))
+    return whole, whole[n:]
+
+
+def _target_logprob(logits: torch.Tensor, ids: torch.Tensor, n_target: int) -> torch.Tensor:
+    """(batch,) summed log p of the last ``n_target`` tokens of ``ids`` (batch, seq)."""
+    lp = torch.log_softmax(logits[:, -n_target - 1:-1].float(), -1)  # (batch, n_target, vocab)
+    return lp.gather(-1, ids[:, -n_target:, None]).squeeze(-1).sum(-1)
+
+
+def _set_output(output, hidden):
+    return (hidden, *output[1:]) if isinstance(output, tuple) else hidden
+
+
+def _hidden(output) -> torch.Tensor:
+    return output[0] if isinstance(output, tuple) else output
+
+
+@torch.no_grad()
+def patch(handle: ModelHandle, clean: str, corrupt: str, target: str,
+          should_stop: Callable[[], bool] = lambda: False) -> PatchResult:
+    if handle.info.kind != "causal_lm":
+        raise UserError("Activation patching needs a causal language model.")
+    if not (clean or "").strip() or not (corrupt or "").strip() or not target:
+        raise UserError("Give a clean prompt, a corrupted prompt and a target.")
+    model, tok = handle.model, handle.tokenizer
+    clean_ids, t_clean = _pair(tok, clean, target)
+    corrupt_ids, t_corrupt = _pair(tok, corrupt, target)
+    if len(clean_ids) != len(corrupt_ids) or t_clean != t_corrupt:
+        raise UserError(f"The clean and corrupted prompts must have the same length in tokens "
+                        f"({len(clean_ids) - len(t_clean)} vs {len(corrupt_ids) - len(t_corrupt)}) and the same "
+                        "target tokens: change a word for a word of the same length (swap a label or a key).")
+    n_t = len(t_clean)
+    dev = model.device
+    x_clean = torch.tensor([clean_ids], device=dev)
+    x_corrupt = torch.tensor([corrupt_ids], device=dev)
+    layers, projs, d = decoder_layers(model), out_projections(model), head_dim(model)
+    n_heads = handle.info.n_heads
+
+    resid, heads_in = {}, {}
+
+    def rec_layer(i):
+        def hook(_m, _a, out):
+            resid[i] = _hidden(out).detach().clone()  # (1, seq, hidden)
+        return hook
+
+    def rec_proj(i):
+        def pre(_m, args):
+            heads_in[i] = args[0].detach().clone()  # (1, seq, heads * head_dim)
+        return pre
+
+    hs = [m.register_forward_hook(rec_layer(i)) for i, m in enumerate(layers)]
+    hs += [m.register_forward_pre_hook(rec_proj(i)) for i, m in enumerate(projs)]
+    try:
+        lp_clean = float(_target_logprob(model(x_clean).logits, x_clean, n_t)[0])
+    finally:
+        for h in hs:
+            h.remove()
+    lp_corrupt = float(_target_logprob(model(x_corrupt).logits, x_corrupt, n_t)[0])
+    gap = lp_clean - lp_corrupt
+    if abs(gap) < 1e-6:
+        raise UserError("The clean and corrupted prompts give the target the same probability: there is "
+                        "nothing for a patch to restore. Corrupt the part the answer depends on.")
+
+    seq = len(corrupt_ids)
+    positions = seq - n_t  # the prompt's positions; the target tokens follow
+    residual = np.zeros((len(layers), positions))
+    for i, layer in enumerate(layers):
+        if should_stop():
+            raise Cancelled("Patching")
+        batch = x_corrupt.repeat(positions, 1)  # row p patches position p
+
+        def hook(_m, _a, out, i=i):
+            h = _hidden(out).clone()  # (positions, seq, hidden)
+            rows = torch.arange(positions, device=h.device)
+            h[rows, rows] = resid[i][0, :positions].to(h.dtype)
+            return _set_output(out, h)
+
+        handle_ = layer.register_forward_hook(hook)
+        try:
+            residual[i] = ((_target_logprob(model(batch).logits, batch, n_t) - lp_corrupt) / gap).cpu().numpy()
+        finally:
+            handle_.remove()
+
+    heads = np.zeros((len(projs), n_heads))
+    for i, proj in enumerate(projs):
+        if should_stop():
+            raise Cancelled("Patching")
+        batch = x_corrupt.repeat(n_heads, 1)  # row h patches head h at every position
+
+        def pre(_m, args, i=i):
+            x = args[0].clone()  # (heads, seq, heads * head_dim)
+            for h in range(n_heads):
+                x[h, :, h * d:(h + 1) * d] = heads_in[i][0, :, h * d:(h + 1) * d].to(x.dtype)
+            return (x, *args[1:])
+
+        handle_ = proj.register_forward_pre_hook(pre)
+        try:
+            heads[i] = ((_target_logprob(model(batch).logits, batch, n_t) - lp_corrupt) / gap).cpu().numpy()
+        finally:
+            handle_.remove()
+    show = lambda ids: [tok.decode([t]) for t in ids[:positions]]  # noqa: E731
+    return PatchResult(handle.info.key, show(corrupt_ids), show(clean_ids), target, lp_clean, lp_corrupt,
+                       residual, heads)
+
+
+@dataclass
+class LensResult:
+    model_key: str
+    tokens: list[str]
+    top_tokens: list[list[list[tuple[str, float]]]]  # [layer][position] -> top-k (token, prob)
+    target: str | None
+    target_prob: np.ndarray | None                    # (layers, positions): p(target's first token)
+    final: np.ndarray                                 # (positions, vocab) the last layer's distribution
+
+    def to_dict(self) -> dict:
+        return {"model": self.model_key, "tokens": self.tokens, "target": self.target,
+                "top": [[[[t, round(p, 6)] for t, p in pos] for pos in layer] for layer in self.top_tokens],
+                "target_prob": None if self.target_prob is None else self.target_prob.round(6).tolist()}
+
+
+@torch.no_grad()
+def logit_lens(handle: ModelHandle, text: str, target: str | None = None, k: int = 5) -> LensResult:
+    """Each layer's residual stream through the final norm and the unembedding (the last = the model's own)."""
+    if handle.info.kind != "causal_lm":
+        raise UserError("The logit lens needs a causal language model.")
+    if not (text or "").strip():
+        raise UserError("The text is empty.")
+    model, tok = handle.model, handle.tokenizer
+    ids = torch.tensor([encode(tok, text)], device=model.device)
+    layers, norm, unembed = decoder_layers(model), final_norm(model), model.get_output_embeddings()
+    target_id = None
+    if target:
+        t_ids = _pair(tok, text, target)[1]
+        if not t_ids:
+            raise UserError(f"The target {target!r} has no tokens.")
+        target_id = t_ids[0]
+    resid = {}
+    hs = [m.register_forward_hook(lambda _m, _a, out, i=i: resid.__setitem__(i, _hidden(out).detach()))
+          for i, m in enumerate(layers)]
+    try:
+        model(ids)
+    finally:
+        for h in hs:
+            h.remove()
+    top, probs, final = [], [], None
+    for i in range(len(layers)):
+        p = torch.softmax(unembed(norm(resid[i][0])).float(), -1)  # (positions, vocab)
+        vals, idx = p.topk(min(k, p.shape[-1]), -1)
+        top.append([[(tok.decode([int(t)]), float(v)) for v, t in zip(vr, ir)] for vr, ir in zip(vals, idx)])
+        if target_id is not None:
+            probs.append(p[:, target_id].cpu().numpy())
+        final = p.cpu().numpy()
+    return LensResult(handle.info.key, [tok.decode([int(t)]) for t in ids[0]], top, target,
+                      np.stack(probs) if probs else None, final)

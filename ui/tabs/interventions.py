@@ -1,0 +1,124 @@
+"""Interventions: ablate heads on a few-shot task, scan every head, patch activations, read the logit lens."""
+from __future__ import annotations
+
+from dataclasses import replace
+
+import gradio as gr
+
+from core.attention.requests import HeadRolesRequest
+from core.engine import Engine
+from core.interventions.requests import AblationRequest, LensRequest, PatchRequest
+from ui import interventions_plots as ip
+from ui.common import Form, model_choices, model_picker, on_run, progress_of, session
+from ui.errors import user_errors
+
+CLEAN = "w3 = w17 ; w8 = w42 ; w11 = w5 ; w8 ="
+CORRUPT = "w3 = w17 ; w8 = w40 ; w11 = w5 ; w8 ="
+
+
+def render(engine: Engine, active: gr.State, demo: gr.Blocks) -> None:
+    gr.Markdown(ip.EXPLAIN)
+    with gr.Row():
+        model = gr.Dropdown(model_choices(engine), label="Model", scale=3, allow_custom_value=True)
+        task = gr.Dropdown(engine.task_names(), value="recall", label="Task", scale=2)
+        k = gr.Number(4, label="Demonstrations k", precision=0, minimum=0, scale=1)
+        selection = gr.Dropdown(["nearest", "random", "balanced", "first"], value="nearest", label="Selection",
+                                scale=1)
+        limit = gr.Number(0, label="Test rows (0: all)", precision=0, minimum=0, scale=1)
+    with gr.Row():
+        heads = gr.Textbox("1.3", label="Heads to ablate (layer.head, comma-separated)", scale=2,
+                           elem_id="iv-heads", info="or click a cell of the scan table")
+        ablation = gr.Radio(["zero", "mean"], value="zero", label="Ablation", scale=1,
+                            info="mean: the head's mean output over the task's prompts")
+        ablate_btn = gr.Button("Ablate", variant="primary", elem_id="iv-ablate", scale=1)
+        scan_btn = gr.Button("Scan every head", elem_id="iv-scan", scale=1)
+        preset_btn = gr.Button("Preset: which heads does recall need?", scale=2)
+        cancel_btn = gr.Button("Cancel", variant="stop", scale=1)
+    status = gr.Markdown(elem_id="iv-status")
+    scan_plot = gr.Plot(label="Ablation scan beside the head-role grid", elem_id="iv-scan-plot")
+    scan_tbl = gr.Dataframe(label="Δ accuracy / Δ log p(gold) per removed head (click a cell to pick it)",
+                            interactive=False)
+    with gr.Accordion("Activation patching", open=True):
+        with gr.Row():
+            clean = gr.Textbox(CLEAN, label="Clean prompt", scale=3)
+            corrupt = gr.Textbox(CORRUPT, label="Corrupted prompt (same length in tokens)", scale=3,
+                                 info="swap a demonstration's label or a key")
+            target = gr.Textbox(" w42", label="Target (the clean answer)", scale=1)
+            patch_btn = gr.Button("Patch", elem_id="iv-patch", scale=1)
+        patch_plot = gr.Plot(elem_id="iv-patch-plot")
+    with gr.Accordion("Logit lens", open=True):
+        with gr.Row():
+            lens_text = gr.Textbox(CLEAN, label="Text", scale=4)
+            lens_target = gr.Textbox(" w42", label="Token to follow (optional)", scale=1)
+            lens_btn = gr.Button("Read the layers", elem_id="iv-lens", scale=1)
+        lens_plot = gr.Plot(elem_id="iv-lens-plot")
+        lens_tbl = gr.Dataframe(label="Last position: top tokens after each layer", interactive=False)
+    with gr.Row():
+        csv_file = gr.File(label="Scan (CSV)")
+        json_file = gr.File(label="Last result (JSON)")
+
+    form = Form(model=model, task=task, k=k, selection=selection, limit=limit, ablate_heads=heads,
+                ablation=ablation)
+
+    def request_of(values) -> AblationRequest:
+        req = AblationRequest.from_mapping(form.values(values))
+        return replace(req, model=engine.resolve_key(req.model))
+
+    @user_errors
+    def do_ablate(request: gr.Request, progress=gr.Progress(), *values):
+        req = request_of(values)
+        with engine.job(session(request), "interventions", progress_of(progress)) as job:
+            plain, ablated = engine.ablate(req, job)
+        return ip.ablate_summary(plain, ablated, req.ablate_heads, req.ablation)
+
+    @user_errors
+    def do_scan(request: gr.Request, progress=gr.Progress(), *values):
+        req = request_of(values)
+        with engine.job(session(request), "interventions", progress_of(progress)) as job:
+            res = engine.ablation_scan(req, job)
+            roles = engine.head_scores(HeadRolesRequest(model=req.model), job)
+        sid = session(request)
+        return (ip.scan_summary(res), ip.scan_figure(res, roles), ip.scan_table(res),
+                engine.export(sid, "ablation_scan.csv", ip.scan_csv(res)),
+                engine.export(sid, "ablation_scan.json", ip.to_json(res)))
+
+    @user_errors
+    def do_patch(request: gr.Request, key, c, x, t):
+        req = PatchRequest.from_mapping(dict(model=engine.resolve_key(key), clean=c, corrupt=x, target=t))
+        with engine.job(session(request), "interventions") as job:
+            res = engine.patch(req, job)
+        return ip.patch_figure(res), engine.export(session(request), "patching.json", ip.to_json(res))
+
+    @user_errors
+    def do_lens(request: gr.Request, key, text, tgt):
+        req = LensRequest.from_mapping(dict(model=engine.resolve_key(key), text=text, target=tgt))
+        with engine.job(session(request), "interventions") as job:
+            res = engine.logit_lens(req, job)
+        return ip.lens_figure(res), ip.lens_table(res), engine.export(session(request), "logit_lens.json",
+                                                                       ip.to_json(res))
+
+    def pick(evt: gr.SelectData):
+        row, col = evt.index
+        return gr.update() if col == 0 else f"{row}.{col - 1}"
+
+    def preset(key):
+        return (gr.update(value=engine.resolve_key(key) if engine.loaded_keys() else key), "recall", 4, "nearest", 0,
+                ip.PRESET)
+
+    def cancel(request: gr.Request):
+        engine.cancel(session(request), "interventions")
+        return "Cancelling… the run stops after its current batch."
+
+    scan_outs = [status, scan_plot, scan_tbl, csv_file, json_file]
+    on_run(engine, ablate_btn.click, "interventions", do_ablate, form.inputs, status, "ablate_heads")
+    on_run(engine, scan_btn.click, "interventions", do_scan, form.inputs, scan_outs, "ablation_scan")
+    preset_btn.click(preset, model, [model, task, k, selection, limit, status], api_name="interventions_preset",
+                     queue=False).then(do_scan, form.inputs, scan_outs, api_name=False, concurrency_id="gpu",
+                                       concurrency_limit=1)
+    on_run(engine, patch_btn.click, "interventions", do_patch, [model, clean, corrupt, target],
+           [patch_plot, json_file], "patch")
+    on_run(engine, lens_btn.click, "interventions", do_lens, [model, lens_text, lens_target],
+           [lens_plot, lens_tbl, json_file], "logit_lens")
+    scan_tbl.select(pick, None, heads, api_name=False)
+    cancel_btn.click(cancel, None, status, api_name="cancel_interventions", queue=False)
+    model_picker(engine, active, demo, model)

@@ -21,6 +21,9 @@ CSS = """
 .el-card th { text-align: left; font-weight: 600; padding: 2px 12px 2px 0; white-space: nowrap; width: 35%; }
 .el-card td { padding: 2px 0; word-break: break-all; }
 .el-empty { color: var(--body-text-color-subdued); }
+/* no empty placeholders before a run: an output block with nothing in it and no job running is hidden */
+.block:has(> [aria-label="Empty value"]):has(> [data-testid="status-tracker"].hide),
+.block:has(> .table-container.no-rows):has(> [data-testid="status-tracker"].hide) { display: none; }
 """
 THEME = gr.themes.Soft(primary_hue="indigo")
 TABS = [("Model", "model", model_tab), ("Attention", "attention", attention_tab),

@@ -183,16 +183,30 @@ class Engine:
         return self.registry.get(self.resolve_key(key))
 
     # ---- attention --------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def _ablation(self, handle: ModelHandle, heads_text: str, mode: str, reference: list[str]):
+        """The request's heads ablated for the call (zero, or the mean over ``reference``), undone after."""
+        from core.interventions.ablation import MODES, means_for
+        from core.interventions.hooks import ablated, parse_heads
+        heads = parse_heads(heads_text, handle.info.n_layers, handle.info.n_heads)
+        if mode not in MODES:
+            raise UserError(f"Ablation is one of {', '.join(MODES)}.")
+        means = means_for(handle, reference, heads) if heads and mode == "mean" else None
+        with ablated(handle.model, heads, means):
+            yield
+
     def attention(self, req: AttentionRequest, job: JobContext | None = None) -> attention.AttentionResult:
         heads = None if req.all_heads else [req.head]
-        return attention.compute_attention(self._handle(req.model), req.text, [req.layer], heads, req.text_pair,
-                                           req.window)
+        handle = self._handle(req.model)
+        with self._ablation(handle, req.ablate_heads, req.ablation, [req.text]):
+            return attention.compute_attention(handle, req.text, [req.layer], heads, req.text_pair, req.window)
 
     def attention_views(self, req: AttentionRequest, window: tuple[int, int] | None = None,
                         job: JobContext | None = None) -> attention.AttentionResult:
         """Every layer (bertviz's views), over ``window``."""
-        return attention.compute_attention(self._handle(req.model), req.text, None, None, req.text_pair,
-                                           window or req.window)
+        handle = self._handle(req.model)
+        with self._ablation(handle, req.ablate_heads, req.ablation, [req.text]):
+            return attention.compute_attention(handle, req.text, None, None, req.text_pair, window or req.window)
 
     def compare_attention(self, req: CompareAttentionRequest, job: JobContext | None = None):
         a = replace(req.first, all_heads=False)
@@ -226,11 +240,14 @@ class Engine:
         if (req.label or "").strip() and handle.info.kind != "seq_cls":
             raise UserError(f"A class label is for sequence classifiers; {handle.info.name} is a "
                             f"{handle.info.kind.replace('_', ' ')}. Give a target (and a foil) instead.")
-        res = attribution.attribute(
-            handle, req.prompt, req.target if (req.target or "").strip() else None, req.method, req.granularity,
-            should_stop=ctx.should_stop, foil=req.foil if (req.foil or "").strip() else None,
-            segments=req.feature_segments(), generate=0 if (req.target or "").strip() else req.generate,
-            label=req.label or None, n_steps=req.n_steps, n_samples=req.n_samples, seed=req.seed, keep=req.kept)
+        with self._ablation(handle, req.ablate_heads, req.ablation, [req.prompt]):
+            res = attribution.attribute(
+                    handle, req.prompt, req.target if (req.target or "").strip() else None, req.method,
+                req.granularity,
+                should_stop=ctx.should_stop, foil=req.foil if (req.foil or "").strip() else None,
+                segments=req.feature_segments(), generate=0 if (req.target or "").strip() else req.generate,
+                label=req.label or None, n_steps=req.n_steps, n_samples=req.n_samples, seed=req.seed,
+                keep=req.kept)
         return replace(res, model_key=handle.info.key)
 
     def attribute_compare(self, req: CompareMethodsRequest, job: JobContext | None = None):
@@ -415,14 +432,16 @@ class Engine:
         return emergence.sweep_series(self.series_points(req), load_builtin(req.task), config,
                                       list(range(req.seeds)), device=self.config.device,
                                       borrow=self.registry.borrow, cache=self._emergence_cache,
-                                      progress=ctx.progress, should_stop=ctx.should_stop)
+                                      progress=ctx.progress, should_stop=ctx.should_stop,
+                                      ablate=req.ablate_heads)
 
     def heads_over_training(self, req: HeadsRequest, job: JobContext | None = None):
         from core.emergence import series as emergence
         ctx = self._ctx(job)
         return emergence.heads_over_training(self.series_points(req), device=self.config.device,
                                              text=req.text or None, borrow=self.registry.borrow,
-                                             progress=ctx.progress, should_stop=ctx.should_stop)
+                                             progress=ctx.progress, should_stop=ctx.should_stop,
+                                             ablate=req.ablate_heads)
 
     def _live_runs(self, session: str):
         from core.emergence.live import LiveRuns

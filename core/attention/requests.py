@@ -20,6 +20,9 @@ class AttentionRequest(Request):
     window_size: int = field(VIEW_CAP, help="tokens drawn", cli=False)
     all_heads: bool = field(True, help="capture every head of the layer (else only --head)", cli=False)
 
+    ablate_heads: str = field("", help="heads ablated during the call, layer.head, e.g. 1.3,0.2")
+    ablation: str = field("zero", help="zero, or mean (each head's mean output over this input)")
+
     def check(self):
         if not (self.text or "").strip():
             raise UserError("The text is empty. Type a sentence (or pick an example) to see its attention.")

@@ -40,6 +40,9 @@ class AttributionRequest(Request):
     hold_query: bool = field(False, help="hold the last feature (the query) fixed, where the method has a "
                                          "baseline", cli=False)
 
+    ablate_heads: str = field("", help="heads ablated during the call, layer.head, e.g. 1.3,0.2")
+    ablation: str = field("zero", help="zero, or mean (each head's mean output over this input)")
+
     def check(self):
         if not (self.prompt or "").strip():
             raise UserError("The prompt is empty. Type the text whose parts you want to score.")

@@ -16,6 +16,8 @@ class SeriesRequest(Request):
     models: str = field("default", help="the model (checkpoints) or comma-separated models")
     revisions: str = field("", help="comma-separated Hub revisions (e.g. step1000,step2000)")
 
+    ablate_heads: str = field("", help="heads zero-ablated at every point, layer.head, e.g. 1.3")
+
     def check(self):
         if self.source not in SERIES:
             raise UserError(f"A series is one of {', '.join(SERIES)}.")

@@ -139,11 +139,12 @@ class Cache:
 def sweep_series(points: list[Point], task: Task, config: FewShotConfig, seeds: list[int] = (0,),
                  device: str = "auto", borrow: Borrow | None = None,
                  cache: Cache | None = None, progress: Progress | None = None,
-                 should_stop: Callable[[], bool] = lambda: False) -> list[PointResult]:
+                 should_stop: Callable[[], bool] = lambda: False, ablate: str = "") -> list[PointResult]:
     """Run ``config`` on ``task`` at every point (and seed).
 
     Models come from ``borrow`` (the app's registry: a point not already loaded is loaded under the
     registry's budget and freed after), so one model of the series is in memory at a time.
+    ``ablate``: heads (``layer.head,...``) zero-ablated at every point.
     """
     cache = cache or Cache()
     borrow = borrow or standalone_borrow()
@@ -153,11 +154,12 @@ def sweep_series(points: list[Point], task: Task, config: FewShotConfig, seeds: 
             raise Cancelled("The sweep")
         if progress:
             progress(n / len(points), f"{point.label} ({n + 1}/{len(points)})")
-        keys = [Cache.key(point, task, config, s) for s in seeds]
+        keys = [Cache.key(point, task, config, s) + (f"|ablate {ablate}" if ablate else "") for s in seeds]
         rows = [cache.get(k) for k in keys]
         if any(r is None for r in rows):
             try:
-                with borrow(ModelSpec(model=point.model, revision=point.revision, device=device)) as handle:
+                with borrow(ModelSpec(model=point.model, revision=point.revision, device=device)) as handle, \
+                        _zero_ablated(handle, ablate):
                     for i, (k, s) in enumerate(zip(keys, seeds)):
                         if rows[i] is None:
                             run = run_fewshot(handle, task, replace(config, seed=s), should_stop=should_stop)
@@ -242,9 +244,15 @@ class HeadsOverTraining:
                 "icl_score": self.icl_score, "labels": self.labels, "errors": self.errors}
 
 
+def _zero_ablated(handle, heads_text: str):
+    from core.interventions.hooks import ablated, parse_heads
+    return ablated(handle.model, parse_heads(heads_text, handle.info.n_layers, handle.info.n_heads))
+
+
 def heads_over_training(points: list[Point], device: str = "auto", text: str | None = None,
                         borrow: Borrow | None = None, progress: Progress | None = None,
-                        should_stop: Callable[[], bool] = lambda: False) -> HeadsOverTraining:
+                        should_stop: Callable[[], bool] = lambda: False, ablate: str = "") -> HeadsOverTraining:
+    """Head roles and the ICL score at every point; ``ablate``'d heads are zeroed for the ICL score."""
     borrow = borrow or standalone_borrow()
     steps, labels, ind, prev, icl, errors = [], [], [], [], [], []
     for n, point in enumerate(points):
@@ -259,7 +267,8 @@ def heads_over_training(points: list[Point], device: str = "auto", text: str | N
                 labels.append(point.label)
                 ind.append(np.round(scores.induction, 5).tolist())
                 prev.append(np.round(scores.previous_token, 5).tolist())
-                icl.append(round(icl_score(handle, icl_sequences(handle, text=text)), 5))
+                with _zero_ablated(handle, ablate):
+                    icl.append(round(icl_score(handle, icl_sequences(handle, text=text)), 5))
         except ModelLoadError as err:
             errors.append(f"{point.label}: {err}")
             continue

@@ -44,6 +44,8 @@ def render(engine: Engine, active: gr.State, demo: gr.Blocks) -> None:
         with gr.Row():
             start = gr.Number(0, label="Window start (token position)", precision=0, minimum=0)
             size = gr.Slider(8, 512, value=VIEW_CAP, step=8, label="Window size (tokens drawn)")
+        ablate = gr.Textbox("", label="Heads ablated while drawing (layer.head, e.g. 1.3; empty: none)",
+                            info="zero ablation: see how the other heads' attention changes without them")
     gr.Examples([[e] for e in EXAMPLES], [text], label="Examples")
     show = gr.Button("Show attention", variant="primary", elem_id="attn-show")
     notice = gr.Markdown()
@@ -93,7 +95,7 @@ def render(engine: Engine, active: gr.State, demo: gr.Blocks) -> None:
                 roles_file = gr.File(label="Head roles (CSV)")
 
     form = Form(model=model, layer=layer, head=head, text=text, text_pair=pair, window_start=start,
-                window_size=size)
+                window_size=size, ablate_heads=ablate)
 
     def request_of(values) -> AttentionRequest:
         return AttentionRequest.from_mapping(form.values(values))

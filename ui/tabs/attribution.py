@@ -38,6 +38,7 @@ def render(engine: Engine, active: gr.State, demo: gr.Blocks) -> None:
                                   minimum=1)
             seed = gr.Number(0, label="Seed", precision=0)
             method_b = gr.Dropdown(METHOD_CHOICES, value="ablation", label="Second method (compare)")
+        ablate = gr.Textbox("", label="Heads ablated during attribution (layer.head, e.g. 1.3; empty: none)")
         hold = gr.Checkbox(True, label="Hold the last feature (the query) fixed — integrated gradients, GradientShap",
                            info="the baseline blanks only the other features, so the scores say which "
                                 "demonstration drove the answer *given the question*; otherwise much of the credit "
@@ -60,7 +61,7 @@ def render(engine: Engine, active: gr.State, demo: gr.Blocks) -> None:
 
     form = Form(model=model, prompt=prompt, target=target, foil=foil, label=label, granularity=granularity,
                 separator=sep, generate=generate, n_steps=n_steps, n_samples=n_samples, seed=seed, method=method,
-                hold_query=hold)
+                hold_query=hold, ablate_heads=ablate)
 
     def request_of(values) -> AttributionRequest:
         req = AttributionRequest.from_mapping(form.values(values))

@@ -45,6 +45,7 @@ def render(engine: Engine, active: gr.State, demo: gr.Blocks) -> None:
         series = gr.Textbox("default", label="Model (checkpoints) or models (comma-separated)",
                             info="'default', an embedded name, a Hub id, a live run's folder; or M1,M2,...")
         revisions = gr.Textbox("", label="Revisions (Hub checkpoints)", placeholder="step1000,step2000")
+        ablate = gr.Textbox("", label="Heads zero-ablated at every point (layer.head; empty: none)")
     with gr.Row():
         task = gr.Dropdown(engine.task_names(), value="recall", label="Task")
         k = gr.Number(4, label="Demonstrations k", precision=0, minimum=0)
@@ -73,7 +74,7 @@ def render(engine: Engine, active: gr.State, demo: gr.Blocks) -> None:
     preset_btn.click(lambda p: PRESETS[p], preset, [source, series, revisions, task, k, selection],
                      api_name="emergence_preset")
     form = Form(source=source, models=series, revisions=revisions, task=task, k=k, selection=selection,
-                seeds=seeds, limit=limit, axis=axis)
+                seeds=seeds, limit=limit, axis=axis, ablate_heads=ablate)
 
     @user_errors
     def sweep(request: gr.Request, progress=gr.Progress(), *values):  # special arguments come first

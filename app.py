@@ -42,20 +42,29 @@ def main(argv: list[str] | None = None) -> None:
         os.environ["HF_HUB_OFFLINE"] = "1"
         os.environ["HF_DATASETS_OFFLINE"] = "1"
     from core.engine import Engine
-    from core.errors import UserError
     from ui.app import build_app, launch_kwargs
 
     engine = Engine(cfg)
-    try:
-        info = engine.load_default()
-        if info:
-            logging.info("loaded %s (%s params) on %s", info.key, info.n_params, info.device)
-    except UserError as exc:  # start anyway; the Model tab can load another
-        logging.warning("could not load %s: %s", cfg.model, exc)
+    engine.expect_default()  # the Model tab says "loading…" until it is in
     if cfg.exposed:
         logging.warning("serving beyond localhost: local model paths are limited to %s",
                         ", ".join(map(str, ("assets/models", *cfg.model_dirs))))
-    build_app(engine).queue().launch(**launch_kwargs(engine))
+    demo = build_app(engine).queue()
+    demo.launch(prevent_thread_lock=True, **launch_kwargs(engine))
+    engine.load_default_in_background()  # after the page answers: loading beside the build slowed both
+    _report_default(engine)
+    demo.block_thread()
+
+
+def _report_default(engine) -> None:
+    """Log when the default model is in (or why not): the page was answering meanwhile."""
+    import time
+    while engine.default_status() and engine.default_status().startswith("Loading"):
+        time.sleep(0.1)
+    if engine.default_error:
+        logging.warning("could not load %s: %s", engine.config.model, engine.default_error)
+    for info in engine.loaded():
+        logging.info("loaded %s (%s params) on %s", info.key, info.n_params, info.device)
 
 
 if __name__ == "__main__":

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Callable
 
 from core.errors import UserError
-from core.tasks import unescape
+from core.request import unescape
 
 Command = Callable[[argparse.Namespace], object]
 _COMMANDS: dict[str, tuple[Command, Callable[[argparse.ArgumentParser], None], str]] = {}
@@ -439,18 +439,21 @@ command("finetune", "fine-tune a model (full or LoRA) on a task; writes a run fo
 command("train-tiny", "train an embedded-style tiny model from scratch")(cmd_train_tiny)
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
+    """Every subcommand, with the flags of the one ``argv`` names (the others' flags import heavy modules)."""
     ap = argparse.ArgumentParser(prog="python -m core", description="Emergence Lab engine.")
     sub = ap.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    chosen = next((a for a in (argv if argv is not None else sys.argv[1:]) if not a.startswith("-")), None)
     for name, (fn, add_args, help_text) in _COMMANDS.items():
         p = sub.add_parser(name, help=help_text, description=help_text)
-        add_args(p)
+        if chosen is None or name == chosen:
+            add_args(p)
         p.set_defaults(_fn=fn)
     return ap
 
 
 def main(argv: list[str] | None = None) -> None:
-    args = build_parser().parse_args(argv)
+    args = build_parser(argv).parse_args(argv)
     try:
         result = args._fn(args)
     except UserError as exc:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import threading
 from collections import OrderedDict
 from dataclasses import replace
 from pathlib import Path
@@ -49,6 +50,8 @@ class Engine:
         self.exports = Exports()
         self._finetune = FinetuneJobs(config.runs_dir)
         self._live: dict[str, object] = {}
+        self._default_loading = threading.Event()
+        self.default_error: str | None = None
         self._head_cache: OrderedDict[tuple, attention.HeadScores] = OrderedDict()
         self._emergence_cache = None
 
@@ -117,6 +120,34 @@ class Engine:
     def load_default(self) -> ModelInfo | None:
         return self.load(self.spec(self.config.model)) if self.config.model else None
 
+    def expect_default(self) -> None:
+        """Say 'loading' from now on: the default model will be loaded behind the page once it answers."""
+        if self.config.model:
+            self._default_loading.set()
+
+    def load_default_in_background(self) -> threading.Thread | None:
+        """Load the default model behind the page (the app answers at once; the Model tab says 'loading')."""
+        if not self.config.model:
+            return None
+
+        def run():
+            try:
+                self.load_default()
+            except UserError as exc:  # start anyway; the Model tab can load another
+                self.default_error = str(exc)
+            finally:
+                self._default_loading.clear()
+        self._default_loading.set()
+        thread = threading.Thread(target=run, name="load-default", daemon=True)
+        thread.start()
+        return thread
+
+    def default_status(self) -> str | None:
+        """'loading <name>…' while the default model loads behind the page, its error if it failed, else None."""
+        if self._default_loading.is_set():
+            return f"Loading the default model ({self.default_model_name(self.config.model) or self.config.model})…"
+        return f"The default model could not be loaded: {self.default_error}" if self.default_error else None
+
     def unload(self, key: str) -> bool:
         return self.registry.unload(key)
 
@@ -131,6 +162,8 @@ class Engine:
         """The chosen loaded model, else the most recently used one."""
         keys = self.registry.keys()
         if not keys:
+            if self._default_loading.is_set():
+                raise UserError(self.default_status() + " It is still loading: press the button again in a few seconds.")
             raise UserError("No model is loaded. Load one in the Model tab first.")
         return key if key in keys else keys[-1]
 

@@ -23,6 +23,11 @@ def field(default=dataclasses.MISSING, *, help: str = "", flag: str | None = Non
     return dataclasses.field(default=default, metadata=meta, **kw)
 
 
+def unescape(s: str | None) -> str | None:
+    """``\\n`` and ``\\t`` typed in a text box or on a command line become a newline and a tab."""
+    return None if s is None else s.replace("\\n", "\n").replace("\\t", "\t")
+
+
 def _blank(v) -> bool:
     return v is None or (isinstance(v, str) and not v.strip())
 

@@ -26,6 +26,7 @@ from pathlib import Path
 import pandas as pd
 
 from core.errors import UserError
+from core.request import unescape  # noqa: F401 - one unescape for the CLI, the UI and tasks
 
 TASKS_DIR = Path(__file__).resolve().parent.parent / "assets" / "tasks"
 MAX_UPLOAD_BYTES = 20 * 1024 * 1024
@@ -60,11 +61,6 @@ class Template:
             raise UserError(f"The template uses {{{missing[0]}}} but the data has no column "
                             f"{missing[0]!r} (columns: {', '.join(map(str, row))}).")
         return self.input.format(**{f: _text(row[f]) for f in self.fields()})
-
-
-def unescape(s: str | None) -> str | None:
-    """``\\n`` and ``\\t`` typed in a text box or on a command line become a newline and a tab."""
-    return None if s is None else s.replace("\\n", "\n").replace("\\t", "\t")
 
 
 def _text(value) -> str:

@@ -166,3 +166,14 @@ def test_job_ids_are_unique_per_call(tmp_path):
     for t in threads:
         t.join()
     assert len(ids) == 4
+
+
+def test_the_page_can_answer_while_the_default_model_loads(tmp_path):
+    from core.errors import UserError
+    engine = Engine(AppConfig(runs_dir=tmp_path, model="default"))
+    engine.expect_default()  # app.py: before the page is built
+    assert engine.default_status().startswith("Loading the default model (el-2l-128)")
+    with pytest.raises(UserError, match="still loading"):
+        engine.resolve_key(None)
+    engine.load_default_in_background().join()  # after the page answers
+    assert engine.default_status() is None and engine.resolve_key(None) == "el-2l-128"

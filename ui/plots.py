@@ -25,6 +25,11 @@ def human_count(n: int) -> str:
     return str(n)
 
 
+def status_card(note: str) -> str:
+    """The card's place while there is no model to describe yet (e.g. the default model loading)."""
+    return f"<div class='el-card'><h3>Model</h3><p class='el-empty'>{html.escape(note)}</p></div>"
+
+
 def info_card(info: ModelInfo | None) -> str:
     """An HTML card describing one loaded model."""
     if info is None:

@@ -6,7 +6,7 @@ from dataclasses import dataclass, replace
 from core.errors import UserError
 from core.fewshot.types import ORDERS, PERTURBATIONS, SELECTIONS, FewShotConfig
 from core.request import Request, field
-from core.tasks import unescape
+from core.request import unescape
 
 SOURCES = ("built-in", "upload", "hub dataset")
 AXES = ("k", "flip_fraction", "seed")

@@ -18,10 +18,10 @@ from core.fewshot.run import run_fewshot
 from core.fewshot.scoring import encode
 from core.fewshot.types import FewShotConfig, FewShotRun
 from core.interventions.hooks import ablated, head_means
+from core.interventions.requests import MODES
 from core.models.types import ModelHandle
 from core.tasks import Task
 
-MODES = ("zero", "mean")
 Progress = Callable[[float, str], None]
 
 

@@ -5,8 +5,9 @@ from dataclasses import dataclass
 
 from core.errors import UserError
 from core.fewshot.types import SELECTIONS
-from core.interventions.ablation import MODES
 from core.request import Request, field
+
+MODES = ("zero", "mean")  # zero the head's output, or write its mean over a reference batch
 
 
 @dataclass(frozen=True)

@@ -39,11 +39,14 @@ def render(engine: Engine, active: gr.State, demo: gr.Blocks) -> None:
     loaded = gr.Dataframe(plots.loaded_table([]), label="Loaded models (least recently used first)",
                           interactive=False)
     memory = gr.Markdown(elem_id="memory-summary")
+    waiting = gr.Timer(1.0, active=engine.default_status() is not None)  # while the default model loads
 
     def snapshot(key: str | None):
         infos = engine.loaded()
         info = next((i for i in infos if i.key == key), None)
-        return (plots.info_card(info), info.to_dict() if info else None, plots.loaded_table(infos),
+        note = engine.default_status()
+        card_html = plots.info_card(info) if info or not note else plots.status_card(note)
+        return (card_html, info.to_dict() if info else None, plots.loaded_table(infos),
                 plots.memory_summary(engine.memory()), key if info else None)
 
     outputs = [card, details, loaded, memory, active]
@@ -74,5 +77,12 @@ def render(engine: Engine, active: gr.State, demo: gr.Blocks) -> None:
     model.change(lambda m: gr.update(choices=engine.revision_choices(m), value=""), model, revision,
                  api_name="revision_choices", queue=False)
     demo.load(refresh, [active], outputs, api_name="model_status", **POLLER)
+
+    def poll(key):
+        """Until the default model is in: refresh the card, then stop polling."""
+        loading = (engine.default_status() or "").startswith("Loading")
+        return (*refresh(key), gr.Timer(active=loading))
+
+    waiting.tick(poll, [active], outputs + [waiting], api_name=False, **POLLER)
     # finished fine-tuning runs join the list: refresh it whenever the list is opened
     model.focus(lambda: gr.update(choices=engine.model_choices()), None, model, api_name=False, queue=False)

@@ -195,3 +195,16 @@ def test_uploaded_data_is_kept_with_the_run(tmp_path):
     assert st.state == "finished", st.message
     kept = json.loads((tmp_path / "runs" / name / "spec.json").read_text())["data"]["train_path"]
     assert Path(kept).is_file() and Path(kept).parent.name == "data"
+
+
+def test_the_default_schedule_keeps_evaluation_and_checkpoints_a_small_share():
+    from core.finetune.train import OVERHEAD_SHARE, eval_due
+    # a slow evaluation (40 s for 20 s of training, as on a 135M model): the next tenth is skipped ...
+    assert eval_due(2, 20, 0, {"train": 0.0})                       # the first tenth: cost unknown, evaluate
+    assert not eval_due(4, 20, 0, {"train": 20, "eval": 30, "checkpoint": 10, "last_overhead": 40})
+    assert not eval_due(3, 20, 0, {"train": 20})                    # not on the grid of tenths
+    assert eval_due(20, 20, 0, {"train": 20, "eval": 30, "checkpoint": 10, "last_overhead": 40})  # the end
+    # ... while a cheap one (1 s for 100 s of training) stays on every tenth
+    assert eval_due(4, 20, 0, {"train": 100, "eval": 0.8, "checkpoint": 0.2, "last_overhead": 1})
+    assert eval_due(3, 20, 3, {"train": 1, "eval": 100})             # an explicit interval is kept
+    assert 0 < OVERHEAD_SHARE <= 0.15

@@ -57,6 +57,10 @@ def progress_html(st: FinetuneStatus | None) -> str:
             f"GPU memory {human_bytes(st.gpu_memory_bytes)}" if st.gpu_memory_bytes else None]
     if st.evals:
         bits.append(f"held-out accuracy {st.evals[-1]['eval_accuracy']:.3f}")
+    spent = sum(st.times.get(k, 0.0) for k in ("train", "eval", "checkpoint"))
+    if spent > 0:  # where the time goes
+        bits.append("time: " + ", ".join(f"{name} {100 * st.times.get(k, 0.0) / spent:.0f}%" for k, name in
+                                         (("train", "training"), ("eval", "evaluation"), ("checkpoint", "checkpoints"))))
     detail = " · ".join(b for b in bits if b)
     return (f"<div class='el-card' data-state='{st.state}'>"
             f"<b style='color:{colour}'>{st.state}</b> — {html.escape(detail)}"

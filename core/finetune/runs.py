@@ -117,10 +117,12 @@ def read_status(run_dir: Path | str) -> FinetuneStatus:
             st.train_loss.append((ev["step"], ev["loss"]))
             st.epoch, st.tokens_per_second, st.eta_s = ev["epoch"], ev["tokens_per_second"], ev["eta_s"]
             st.gpu_memory_bytes = ev.get("gpu_memory_bytes")
+            st.times = {k[5:-2]: ev[k] for k in ev if k.startswith("time_")} or st.times
         elif kind == "eval":
             st.evals.append({k: ev[k] for k in ("step", "eval_loss", "eval_accuracy")})
         elif kind == "checkpoint":
             st.checkpoints.append({"step": ev["step"], "path": ev["path"]})
+            st.times = {k[5:-2]: ev[k] for k in ev if k.startswith("time_")} or st.times
         elif kind == "resume":
             st.train_loss = [(s, v) for s, v in st.train_loss if s <= ev["step"]]
             st.evals = [e for e in st.evals if e["step"] <= ev["step"]]

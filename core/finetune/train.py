@@ -268,6 +268,27 @@ def _batches_per_epoch(n: int, batch_size: int) -> int:
     return math.ceil(n / batch_size)
 
 
+OVERHEAD_SHARE = 0.15  # default schedule: evaluation + checkpoints take at most this share of the wall time
+
+
+def eval_due(step: int, total: int, every: int, times: dict) -> bool:
+    """Whether to evaluate (and checkpoint) after ``step``.
+
+    ``every`` > 0: every that many steps, and at the end. ``every`` = 0 (the default): at most ten times,
+    on a grid of tenths of the run, and only while evaluation and checkpoints so far, plus one more at
+    the last measured cost, stay within ``OVERHEAD_SHARE`` of the wall time; always at the end.
+    ``times``: seconds spent so far in ``train``, ``eval`` and ``checkpoint``, and ``last_overhead``.
+    """
+    if step >= total:
+        return True
+    if every:
+        return step % every == 0
+    if step % max(1, total // 10):
+        return False
+    overhead = times.get("eval", 0.0) + times.get("checkpoint", 0.0) + times.get("last_overhead", 0.0)
+    return overhead <= OVERHEAD_SHARE * (times.get("train", 0.0) + overhead)
+
+
 def train_run(spec: FinetuneSpec | None, run_dir: Path | str, resume: bool = False, offline: bool = False,
               should_stop: Callable[[], bool] = lambda: False, on_event: Events | None = None) -> dict:
     """Train ``spec`` into ``run_dir`` (see the module doc); return the final metrics.
@@ -319,7 +340,6 @@ def _train(spec: FinetuneSpec, run_dir: Path, resume: bool, offline: bool,
 
     per_epoch = _batches_per_epoch(len(train_enc), spec.batch_size)
     total = spec.max_steps or max(1, math.ceil(per_epoch * spec.epochs / spec.grad_accum))
-    eval_every = spec.eval_every or max(1, total // 10)
     params = [p for p in model.parameters() if p.requires_grad]
     decay = [p for p in params if p.ndim >= 2]
     no_decay = [p for p in params if p.ndim < 2]
@@ -355,9 +375,14 @@ def _train(spec: FinetuneSpec, run_dir: Path, resume: bool, offline: bool,
     state_step_at_start = state["step"]
     window: list[float] = []  # losses since the last train event (long runs report their mean)
 
+    times = state.setdefault("times", {"train": 0.0, "eval": 0.0, "checkpoint": 0.0, "last_overhead": 0.0})
+
     def checkpoint() -> None:
+        t0 = time.time()
         path = save_checkpoint(run_dir, state["step"], model, tokenizer, optimizer, scheduler, state)
-        emit({"event": "checkpoint", "step": state["step"], "path": str(path)})
+        times["checkpoint"] += time.time() - t0
+        emit({"event": "checkpoint", "step": state["step"], "path": str(path),
+              **{f"time_{k}_s": round(v, 2) for k, v in times.items() if k != "last_overhead"}})
 
     while state["step"] < total:
         if should_stop():
@@ -392,6 +417,7 @@ def _train(spec: FinetuneSpec, run_dir: Path, resume: bool, offline: bool,
         state["train_loss"].append((state["step"], round(loss_sum, 5)))
         now = time.time()
         state["train_seconds"] += now - t_last
+        times["train"] += now - t_last
         window.append(loss_sum)
         if total <= 2000 or now - last_emit >= 0.5 or state["step"] == total:
             elapsed = now - t_start
@@ -400,16 +426,20 @@ def _train(spec: FinetuneSpec, run_dir: Path, resume: bool, offline: bool,
                   "lr": scheduler.get_last_lr()[0], "epoch": round(state["micro"] / per_epoch, 3),
                   "tokens_per_second": round(state["tokens"] / max(1e-9, state["train_seconds"]), 1),
                   "eta_s": round(elapsed / max(1, done) * (total - state["step"]), 1),
-                  "gpu_memory_bytes": torch.cuda.max_memory_allocated() if device.type == "cuda" else None})
+                  "gpu_memory_bytes": torch.cuda.max_memory_allocated() if device.type == "cuda" else None,
+                  **{f"time_{k}_s": round(v, 2) for k, v in times.items() if k != "last_overhead"}})
             window, last_emit = [], now
         t_last = now
-        if state["step"] % eval_every == 0 or state["step"] == total:
+        if eval_due(state["step"], total, spec.eval_every, times):
+            t0 = time.time()
             ev = {"step": state["step"], **evaluate(model, tokenizer, task, eval_enc, spec.objective,
                                                     spec.batch_size, device)}
+            times["eval"] += time.time() - t0
             state["evals"].append(ev)
             emit({"event": "eval", **ev})
             checkpoint()
             t_last = time.time()  # evaluation and saving are not training time
+            times["last_overhead"] = t_last - t0
 
     metrics = finish(spec, run_dir, model, tokenizer, state)
     emit({"event": "end", "state": "finished", "step": state["step"], "metrics": metrics,

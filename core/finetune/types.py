@@ -110,6 +110,7 @@ class FinetuneStatus:
     message: str = ""
     metrics: dict | None = None
     started: float | None = None
+    times: dict = field(default_factory=dict)  # seconds in train / eval / checkpoint so far: where the time goes
 
     @property
     def done(self) -> bool:

@@ -312,123 +312,7 @@ def cmd_tasks(args: argparse.Namespace) -> object:
     return out
 
 
-def _series_args(p: argparse.ArgumentParser) -> None:
-    src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--models", help="comma-separated models (e.g. sizes of one family)")
-    src.add_argument("--checkpoints", help="one model whose checkpoints form the series ('default': the "
-                                           "embedded default model's; a Pythia id: its stepN revisions)")
-    p.add_argument("--revisions", help="comma-separated revisions for --checkpoints (e.g. step1000,step2000)")
-    p.add_argument("--device", default="auto")
-    p.add_argument("--offline", action="store_true")
-    p.add_argument("--out", help="write the JSON here instead of printing it")
-
-
-def _points(args: argparse.Namespace):
-    from core.emergence.series import series_points
-    models = [m for m in args.models.split(",")] if args.models else None
-    revisions = [r.strip() for r in args.revisions.split(",")] if args.revisions else None
-    return series_points(models, args.checkpoints, revisions)
-
-
-def _emergence_args(p: argparse.ArgumentParser) -> None:
-    _series_args(p)
-    p.add_argument("--task", required=True, help="a built-in task (python -m core tasks)")
-    p.add_argument("--k", type=int, default=4)
-    p.add_argument("--seeds", type=int, default=1, help="random demonstration sets per point")
-    p.add_argument("--selection", default="random", help="demonstration selection: random, first, balanced, "
-                                                          "nearest (per query, most similar first)")
-    p.add_argument("--limit", type=int, help="score only the first N test rows")
-
-
-def cmd_emergence(args: argparse.Namespace) -> object:
-    from core.emergence.series import sweep_series
-    from core.fewshot.types import FewShotConfig
-    from core.tasks import load_builtin
-    from core.fewshot.types import SELECTIONS
-    if args.selection not in SELECTIONS or args.selection == "manual":
-        raise UserError(f"--selection must be one of {', '.join(s for s in SELECTIONS if s != 'manual')}.")
-    config = FewShotConfig(k=args.k, selection=args.selection if args.k else "first", limit=args.limit)
-    from core.emergence.series import standalone_borrow
-    results = sweep_series(_points(args), load_builtin(args.task), config, list(range(args.seeds)),
-                           device=args.device, borrow=standalone_borrow(offline=args.offline))
-    return {"task": args.task, "k": args.k, "seeds": args.seeds,
-            "points": [{"model": r.model if not r.revision else f"{r.model}@{r.revision}", "step": r.step,
-                        "n_params": r.n_params, "metrics": r.metrics, "std": r.std, "chance": r.chance,
-                        **({"error": r.error} if r.error else {})}
-                       for r in results]}
-
-
-def _heads_training_args(p: argparse.ArgumentParser) -> None:
-    _series_args(p)
-    p.add_argument("--text", help="measure the in-context-learning score on this text instead")
-
-
-def cmd_heads_over_training(args: argparse.Namespace) -> object:
-    from core.emergence.series import heads_over_training, standalone_borrow
-    return heads_over_training(_points(args), device=args.device, text=unescape(args.text),
-                               borrow=standalone_borrow(offline=args.offline)).to_dict()
-
-
-cmd_emergence.arguments = _emergence_args  # type: ignore[attr-defined]
-cmd_heads_over_training.arguments = _heads_training_args  # type: ignore[attr-defined]
-
-def _ablation_args(p: argparse.ArgumentParser) -> None:
-    from core.interventions.requests import AblationRequest
-    add_model_args(p)
-    AblationRequest.add_arguments(p, skip=("model", "ablate_heads"))
-    p.add_argument("--out", help="write the JSON here instead of printing it")
-
-
-def cmd_ablation_scan(args: argparse.Namespace) -> object:
-    from core.interventions.requests import AblationRequest
-    engine, key = _engine(args)
-    return engine.ablation_scan(AblationRequest.from_args(args, model=key)).to_dict()
-
-
-cmd_ablation_scan.arguments = _ablation_args  # type: ignore[attr-defined]
-
-
-def _patch_args(p: argparse.ArgumentParser) -> None:
-    from core.interventions.requests import PatchRequest
-    add_model_args(p)
-    PatchRequest.add_arguments(p, skip=("model",))
-    p.add_argument("--out", help="write the JSON here instead of printing it")
-
-
-def cmd_patch(args: argparse.Namespace) -> object:
-    from core.interventions.requests import PatchRequest
-    engine, key = _engine(args)
-    values = {k: unescape(v) if isinstance(v, str) else v for k, v in vars(args).items() if v is not None}
-    return engine.patch(PatchRequest.from_mapping(values, model=key)).to_dict()
-
-
-cmd_patch.arguments = _patch_args  # type: ignore[attr-defined]
-
-
-def _lens_args(p: argparse.ArgumentParser) -> None:
-    from core.interventions.requests import LensRequest
-    add_model_args(p)
-    LensRequest.add_arguments(p, skip=("model",))
-    p.add_argument("--out", help="write the JSON here instead of printing it")
-
-
-def cmd_logit_lens(args: argparse.Namespace) -> object:
-    from core.interventions.requests import LensRequest
-    engine, key = _engine(args)
-    values = {k: unescape(v) if isinstance(v, str) else v for k, v in vars(args).items() if v is not None}
-    return engine.logit_lens(LensRequest.from_mapping(values, model=key)).to_dict()
-
-
-cmd_logit_lens.arguments = _lens_args  # type: ignore[attr-defined]
-
 command("tasks", "the built-in tasks (JSON)")(cmd_tasks)
-command("ablation-scan", "every head ablated one at a time on a task: accuracy and log p(gold) per head")(
-    cmd_ablation_scan)
-command("patch", "activation patching from a clean into a corrupted prompt: restored fraction per layer")(cmd_patch)
-command("logit-lens", "each layer's residual stream read through the unembedding")(cmd_logit_lens)
-command("emergence", "a task's scores across a series of models or checkpoints")(cmd_emergence)
-command("heads-over-training", "head roles and the in-context-learning score at every checkpoint")(
-    cmd_heads_over_training)
 command("models", "list the embedded models and their checkpoints")(cmd_models)
 command("attribute", "which parts of a prompt drove a target (Captum)")(cmd_attribute)
 command("heads", "score every head's role (induction, previous token, sink, entropy)")(cmd_heads)
@@ -438,6 +322,8 @@ command("info", "load a model and print its info record")(cmd_info)
 command("finetune", "fine-tune a model (full or LoRA) on a task; writes a run folder")(cmd_finetune)
 command("train-tiny", "train an embedded-style tiny model from scratch")(cmd_train_tiny)
 
+
+from core import cli_labs  # noqa: E402,F401 - registers the emergence and interventions commands
 
 def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     """Every subcommand, with the flags of the one ``argv`` names (the others' flags import heavy modules)."""

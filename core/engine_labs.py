@@ -1,0 +1,163 @@
+"""The engine's lab services for long and causal work, mixed into ``core.engine.Engine``.
+
+``TrainingLabs``: fine-tuning runs (a subprocess queue), their comparison with prompting, series sweeps,
+heads over training and live training. ``InterventionLabs``: head ablation, the ablation scan,
+activation patching and the logit lens. Both use only what the engine owns (``self.registry``,
+``self.policy`` via ``check_path``, ``self.jobs`` via ``_ctx``), so the engine stays the one way in.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from core.emergence.requests import HeadsRequest, LiveTrainingRequest, SeriesRequest, SweepSeriesRequest
+from core.errors import UserError
+from core.fewshot import run as fewshot
+from core.fewshot.types import FewShotConfig, FewShotRun
+from core.finetune.requests import CompareRequest, FinetuneRequest
+from core.jobs import JobContext
+from core.tasks import Task
+
+
+class TrainingLabs:
+    # ---- fine-tuning ------------------------------------------------------------------------
+    def finetune_preview(self, req: FinetuneRequest) -> tuple[Task, list[tuple[str, str]]]:
+        from core.finetune.data import load_task, prompt_of
+        self._check_finetune_paths(req)
+        task = load_task(req.to_spec(), self.config.offline)
+        return task, [(prompt_of(task, r), task.gold(r)) for r in task.rows("train")[:8]]
+
+    def _check_finetune_paths(self, req: FinetuneRequest) -> None:
+        self.check_path(req.model)
+        for path in req.paths:
+            self.check_path(path, "data")
+
+    def finetune_start(self, req: FinetuneRequest, session: str = "") -> str:
+        self._check_finetune_paths(req)
+        return self._finetune.submit(req.to_spec(), session=session)
+
+    def finetune_resume(self, name: str, session: str = "") -> str:
+        return self._finetune.resume(name, session)
+
+    def finetune_status(self, name: str):
+        return self._finetune.status(name)
+
+    def finetune_runs(self):
+        return self._finetune.runs()
+
+    def finetune_cancel(self, name: str, session: str = "") -> str:
+        owner = self._finetune.owner(name)
+        if owner not in (None, "", session):
+            raise UserError("This run was started from another browser session; only that session can cancel it.")
+        return self._finetune.cancel(name)
+
+    def finetune_compare(self, req: CompareRequest, job: JobContext | None = None) -> list[FewShotRun]:
+        """Base k=0, base k-shot and the fine-tuned model on the same held-out examples."""
+        from core.finetune.data import load_task
+        from core.finetune.types import FinetuneSpec
+        ctx = self._ctx(job)
+        run_dir = self._finetune.run_dir(req.run)
+        st = self._finetune.status(req.run)
+        if st.state != "finished" or not (run_dir / "model").exists():
+            raise UserError(f"Run {req.run!r} has not finished ({st.state}); compare a finished run.")
+        spec = FinetuneSpec.from_dict(json.loads((run_dir / "spec.json").read_text()))
+        task = load_task(spec, self.config.offline)
+        if task.generative and spec.objective == "classification":
+            raise UserError("This run's task is generative.")
+        ctx.report(0.05, "loading the base and the fine-tuned model")
+        base = self.load(self.spec(spec.model, spec.revision)).key
+        tuned = self.load(self.spec(str(run_dir / "model"))).key
+        configs = [(tuned, FewShotConfig(k=0, limit=req.limit, name="C: fine-tuned, k=0"))]
+        if self.registry.get(base).info.kind == "causal_lm":  # prompting needs a language model
+            configs = [(base, FewShotConfig(k=0, limit=req.limit, name="A: base, k=0")),
+                       (base, FewShotConfig(k=req.k, selection="random", limit=req.limit,
+                                            name=f"B: base, k={req.k}"))] + configs
+        out = []
+        for n, (key, config) in enumerate(configs):
+            sub = ctx.sub(0.1 + 0.9 * n / len(configs), 0.1 + 0.9 * (n + 1) / len(configs), f"{config.name}: ")
+            out.append(fewshot.run_fewshot(self.registry.get(key), task, config, sub, ctx.should_stop))
+        return out
+
+    # ---- emergence --------------------------------------------------------------------------
+    def series_points(self, req: SeriesRequest):
+        from core.emergence.series import series_points
+        for name in req.names:
+            self.check_path(name)
+        if req.source == "checkpoints":
+            return series_points(None, req.names[0], req.revision_list)
+        return series_points(req.names)
+
+    def emergence_sweep(self, req: SweepSeriesRequest, job: JobContext | None = None):
+        """Few-shot scores at every point of a series; points borrowed from the registry, results cached."""
+        from core.emergence import series as emergence
+        from core.tasks import load_builtin
+        ctx = self._ctx(job)
+        if self._emergence_cache is None:
+            self._emergence_cache = emergence.Cache(Path(self.config.runs_dir) / "emergence-cache.json")
+        config = FewShotConfig(k=req.k, selection=req.selection if req.k else "first", limit=req.limit)
+        return emergence.sweep_series(self.series_points(req), load_builtin(req.task), config,
+                                      list(range(req.seeds)), device=self.config.device,
+                                      borrow=self.registry.borrow, cache=self._emergence_cache,
+                                      progress=ctx.progress, should_stop=ctx.should_stop,
+                                      ablate=req.ablate_heads)
+
+    def heads_over_training(self, req: HeadsRequest, job: JobContext | None = None):
+        from core.emergence import series as emergence
+        ctx = self._ctx(job)
+        return emergence.heads_over_training(self.series_points(req), device=self.config.device,
+                                             text=req.text or None, borrow=self.registry.borrow,
+                                             progress=ctx.progress, should_stop=ctx.should_stop,
+                                             ablate=req.ablate_heads)
+
+    def _live_runs(self, session: str):
+        from core.emergence.live import LiveRuns
+        return self._live.setdefault(session, LiveRuns(Path(self.config.runs_dir)))
+
+    def live_start(self, req: LiveTrainingRequest, session: str = "") -> Path:
+        return self._live_runs(session).start(req.steps)
+
+    def live_status(self, session: str = "") -> tuple[str, list[dict], Path | None]:
+        """(state, events so far, the checkpoint folder) of this session's live run."""
+        live = self._live_runs(session)
+        return live.state(), live.events(), live.folder
+
+    def live_stop(self, session: str = "") -> str:
+        return self._live_runs(session).stop()
+
+
+class InterventionLabs:
+    # ---- interventions ----------------------------------------------------------------------
+    def _ablation_setup(self, req):
+        from core.interventions.hooks import parse_heads
+        handle = self._handle(req.model)
+        if handle.info.kind != "causal_lm":
+            raise UserError("Head ablation on a few-shot task needs a causal language model.")
+        config = FewShotConfig(k=req.k, selection=req.selection if req.k else "first", seed=req.seed,
+                               limit=req.limit)
+        heads = parse_heads(req.ablate_heads, handle.info.n_layers, handle.info.n_heads)
+        return handle, self.builtin_task(req.task), config, heads
+
+    def ablate(self, req, job: JobContext | None = None) -> tuple[FewShotRun, FewShotRun]:
+        """The task with and without the chosen heads: (plain run, ablated run)."""
+        from core.interventions.ablation import run_ablated
+        ctx = self._ctx(job)
+        handle, task, config, heads = self._ablation_setup(req)
+        if not heads:
+            raise UserError("Name the heads to ablate, layer.head, e.g. 1.3 (click one in the head-role grid).")
+        plain = fewshot.run_fewshot(handle, task, config, ctx.sub(0, 0.5), ctx.should_stop)
+        return plain, run_ablated(handle, task, config, heads, req.ablation, ctx.sub(0.5, 1.0), ctx.should_stop)
+
+    def ablation_scan(self, req, job: JobContext | None = None):
+        """Every head ablated one at a time on the task: a layers x heads grid of accuracy and log p(gold)."""
+        from core.interventions.ablation import scan
+        ctx = self._ctx(job)
+        handle, task, config, _ = self._ablation_setup(req)
+        return scan(handle, task, config, req.ablation, ctx.progress, ctx.should_stop)
+
+    def patch(self, req, job: JobContext | None = None):
+        from core.interventions.patching import patch
+        return patch(self._handle(req.model), req.clean, req.corrupt, req.target, self._ctx(job).should_stop)
+
+    def logit_lens(self, req, job: JobContext | None = None):
+        from core.interventions.patching import logit_lens
+        return logit_lens(self._handle(req.model), req.text, req.target, req.k)

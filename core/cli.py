@@ -85,6 +85,31 @@ def _engine(args: argparse.Namespace):
     return engine, engine.load(LoadRequest.from_args(args)).key
 
 
+def _request_class(path: str):
+    import importlib
+    module, name = path.split(":")
+    return getattr(importlib.import_module(module), name)
+
+
+def request_command(name: str, help: str, request: str, method: str, skip: tuple[str, ...] = ()) -> None:
+    """A subcommand whose flags are the request's fields: load the model, call ``engine.<method>``, print JSON.
+
+    ``request`` is ``"module:Class"``, imported only when this subcommand runs.
+    """
+    def arguments(p: argparse.ArgumentParser) -> None:
+        add_model_args(p)
+        _request_class(request).add_arguments(p, skip=("model", *skip))
+        p.add_argument("--out", help="write the JSON here instead of printing it")
+
+    def run(args: argparse.Namespace) -> object:
+        engine, key = _engine(args)
+        values = {k: unescape(v) if isinstance(v, str) else v for k, v in vars(args).items() if v is not None}
+        return getattr(engine, method)(_request_class(request).from_mapping(values, model=key)).to_dict()
+
+    run.arguments = arguments  # type: ignore[attr-defined]
+    command(name, help)(run)
+
+
 def _heads_args(p: argparse.ArgumentParser) -> None:
     from core.attention.requests import HeadRolesRequest
     add_model_args(p)

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import argparse
 
-from core.cli import _engine, add_model_args, command
+from core.cli import command, request_command
 from core.errors import UserError
 from core.request import unescape
 
@@ -68,59 +68,12 @@ def cmd_heads_over_training(args: argparse.Namespace) -> object:
 cmd_emergence.arguments = _emergence_args  # type: ignore[attr-defined]
 cmd_heads_over_training.arguments = _heads_training_args  # type: ignore[attr-defined]
 
-def _ablation_args(p: argparse.ArgumentParser) -> None:
-    from core.interventions.requests import AblationRequest
-    add_model_args(p)
-    AblationRequest.add_arguments(p, skip=("model", "ablate_heads"))
-    p.add_argument("--out", help="write the JSON here instead of printing it")
-
-
-def cmd_ablation_scan(args: argparse.Namespace) -> object:
-    from core.interventions.requests import AblationRequest
-    engine, key = _engine(args)
-    return engine.ablation_scan(AblationRequest.from_args(args, model=key)).to_dict()
-
-
-cmd_ablation_scan.arguments = _ablation_args  # type: ignore[attr-defined]
-
-
-def _patch_args(p: argparse.ArgumentParser) -> None:
-    from core.interventions.requests import PatchRequest
-    add_model_args(p)
-    PatchRequest.add_arguments(p, skip=("model",))
-    p.add_argument("--out", help="write the JSON here instead of printing it")
-
-
-def cmd_patch(args: argparse.Namespace) -> object:
-    from core.interventions.requests import PatchRequest
-    engine, key = _engine(args)
-    values = {k: unescape(v) if isinstance(v, str) else v for k, v in vars(args).items() if v is not None}
-    return engine.patch(PatchRequest.from_mapping(values, model=key)).to_dict()
-
-
-cmd_patch.arguments = _patch_args  # type: ignore[attr-defined]
-
-
-def _lens_args(p: argparse.ArgumentParser) -> None:
-    from core.interventions.requests import LensRequest
-    add_model_args(p)
-    LensRequest.add_arguments(p, skip=("model",))
-    p.add_argument("--out", help="write the JSON here instead of printing it")
-
-
-def cmd_logit_lens(args: argparse.Namespace) -> object:
-    from core.interventions.requests import LensRequest
-    engine, key = _engine(args)
-    values = {k: unescape(v) if isinstance(v, str) else v for k, v in vars(args).items() if v is not None}
-    return engine.logit_lens(LensRequest.from_mapping(values, model=key)).to_dict()
-
-
-cmd_logit_lens.arguments = _lens_args  # type: ignore[attr-defined]
-
-command("ablation-scan", "every head ablated one at a time on a task: accuracy and log p(gold) per head")(
-    cmd_ablation_scan)
-command("patch", "activation patching from a clean into a corrupted prompt: restored fraction per layer")(cmd_patch)
-command("logit-lens", "each layer's residual stream read through the unembedding")(cmd_logit_lens)
+request_command("ablation-scan", "every head ablated one at a time on a task: accuracy and log p(gold) per head",
+                "core.interventions.requests:AblationRequest", "ablation_scan", skip=("ablate_heads",))
+request_command("patch", "activation patching from a clean into a corrupted prompt: restored fraction per layer",
+                "core.interventions.requests:PatchRequest", "patch")
+request_command("logit-lens", "each layer's residual stream read through the unembedding",
+                "core.interventions.requests:LensRequest", "logit_lens")
 command("emergence", "a task's scores across a series of models or checkpoints")(cmd_emergence)
 command("heads-over-training", "head roles and the in-context-learning score at every checkpoint")(
     cmd_heads_over_training)

@@ -47,10 +47,9 @@ def lora_run(tmp_path_factory):
 
 @pytest.mark.slow
 def test_lora_from_the_cli_learns_a_task_the_base_model_cannot(lora_run):
-    out, elapsed = lora_run
+    out, _elapsed = lora_run  # how long it took is a benchmark figure (bench/finetune_speed.py), not a test
     metrics = json.loads((out / "metrics.json").read_text())
     assert set(metrics) >= {"eval_accuracy", "train_loss", "eval_loss", "steps", "tokens_per_second"}
-    assert elapsed < 180
     assert metrics["eval_accuracy"] >= 0.9
     assert metrics["steps"] == 300 and len(metrics["train_loss"]) == 300 and metrics["tokens_per_second"] > 0
     assert metrics["eval_loss"][-1] < metrics["eval_loss"][0]
@@ -198,7 +197,7 @@ def test_uploaded_data_is_kept_with_the_run(tmp_path):
 
 
 def test_the_default_schedule_keeps_evaluation_and_checkpoints_a_small_share():
-    from core.finetune.train import OVERHEAD_SHARE, eval_due
+    from core.finetune.schedule import OVERHEAD_SHARE, eval_due
     # a slow evaluation (40 s for 20 s of training, as on a 135M model): the next tenth is skipped ...
     assert eval_due(2, 20, 0, {"train": 0.0})                       # the first tenth: cost unknown, evaluate
     assert not eval_due(4, 20, 0, {"train": 20, "eval": 30, "checkpoint": 10, "last_overhead": 40})

@@ -24,7 +24,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import random
 import shutil
 import time
 from pathlib import Path
@@ -37,6 +36,7 @@ from core.models import devices
 from core.errors import UserError
 from core.finetune.data import Encoded, collate, encode_split, load_task, prompt_of
 from core.finetune.runs import last_checkpoint
+from core.finetune.schedule import batches_per_epoch, epoch_order, eval_due, lr_schedule
 from core.finetune.types import FinetuneSpec
 from core.fewshot.scoring import encode, generate_greedy, score_continuations
 from core.tasks import Task
@@ -250,45 +250,6 @@ def _events(run_dir: Path, extra: Events | None) -> Events:
     return emit
 
 
-def _schedule(optimizer, warmup: int, total: int):
-    def factor(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / max(1, warmup)
-        return max(0.0, (total - step) / max(1, total - warmup))
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
-
-
-def _epoch_order(n: int, seed: int, epoch: int) -> list[int]:
-    order = list(range(n))
-    random.Random(seed * 100003 + epoch).shuffle(order)
-    return order
-
-
-def _batches_per_epoch(n: int, batch_size: int) -> int:
-    return math.ceil(n / batch_size)
-
-
-OVERHEAD_SHARE = 0.15  # default schedule: evaluation + checkpoints take at most this share of the wall time
-
-
-def eval_due(step: int, total: int, every: int, times: dict) -> bool:
-    """Whether to evaluate (and checkpoint) after ``step``.
-
-    ``every`` > 0: every that many steps, and at the end. ``every`` = 0 (the default): at most ten times,
-    on a grid of tenths of the run, and only while evaluation and checkpoints so far, plus one more at
-    the last measured cost, stay within ``OVERHEAD_SHARE`` of the wall time; always at the end.
-    ``times``: seconds spent so far in ``train``, ``eval`` and ``checkpoint``, and ``last_overhead``.
-    """
-    if step >= total:
-        return True
-    if every:
-        return step % every == 0
-    if step % max(1, total // 10):
-        return False
-    overhead = times.get("eval", 0.0) + times.get("checkpoint", 0.0) + times.get("last_overhead", 0.0)
-    return overhead <= OVERHEAD_SHARE * (times.get("train", 0.0) + overhead)
-
-
 def train_run(spec: FinetuneSpec | None, run_dir: Path | str, resume: bool = False, offline: bool = False,
               should_stop: Callable[[], bool] = lambda: False, on_event: Events | None = None) -> dict:
     """Train ``spec`` into ``run_dir`` (see the module doc); return the final metrics.
@@ -338,14 +299,14 @@ def _train(spec: FinetuneSpec, run_dir: Path, resume: bool, offline: bool,
     train_enc = encode_split(task, "train", tokenizer, spec.objective, spec.max_length)
     eval_enc = encode_split(task, "test", tokenizer, spec.objective, spec.max_length)
 
-    per_epoch = _batches_per_epoch(len(train_enc), spec.batch_size)
+    per_epoch = batches_per_epoch(len(train_enc), spec.batch_size)
     total = spec.max_steps or max(1, math.ceil(per_epoch * spec.epochs / spec.grad_accum))
     params = [p for p in model.parameters() if p.requires_grad]
     decay = [p for p in params if p.ndim >= 2]
     no_decay = [p for p in params if p.ndim < 2]
     optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": spec.weight_decay},
                                    {"params": no_decay, "weight_decay": 0.0}], lr=spec.learning_rate)
-    scheduler = _schedule(optimizer, int(spec.warmup_ratio * total), total)
+    scheduler = lr_schedule(optimizer, int(spec.warmup_ratio * total), total)
     amp = precision(spec, device)
     scaler = torch.amp.GradScaler("cuda") if amp == torch.float16 else None
     state = {"step": 0, "micro": 0, "train_loss": [], "evals": [], "tokens": 0, "train_seconds": 0.0}
@@ -393,7 +354,7 @@ def _train(spec: FinetuneSpec, run_dir: Path, resume: bool, offline: bool,
         loss_sum, n_tok = 0.0, 0
         for _ in range(spec.grad_accum):
             epoch, pos = divmod(state["micro"], per_epoch)
-            order = _epoch_order(len(train_enc), spec.seed, epoch)
+            order = epoch_order(len(train_enc), spec.seed, epoch)
             index = order[pos * spec.batch_size:(pos + 1) * spec.batch_size]
             batch = {k: v.to(device) for k, v in collate(train_enc, index, pad, spec.objective).items()}
             with torch.autocast(device.type, dtype=amp, enabled=amp is not None):

@@ -166,3 +166,12 @@ def test_kept_features_score_zero_and_ig_stays_complete(tiny_models):
         attribute(handle, "".join(segs), "w6", "ig", "segment", segments=segs, keep=[5])
     with pytest.raises(UserError, match="nothing is left"):
         attribute(handle, "".join(segs), "w6", "ig", "segment", segments=segs, keep=[0, 1, 2])
+
+
+def test_token_features_keep_the_spaces_of_the_prompt():
+    from core.models.loading import load_model
+    from core.attribution.attribute import split_prompt
+    handle = load_model(ModelSpec("default"))  # a word-level tokenizer: its tokens carry no spaces
+    prompt = "w3 = w17 ;  w8 =\\nw3 ="
+    texts, spans = split_prompt(handle, prompt, "token")
+    assert "".join(texts) == prompt and texts[1] == " =" and len(texts) == len(spans)

@@ -177,3 +177,38 @@ def test_the_page_can_answer_while_the_default_model_loads(tmp_path):
         engine.resolve_key(None)
     engine.load_default_in_background().join()  # after the page answers
     assert engine.default_status() is None and engine.resolve_key(None) == "el-2l-128"
+
+
+def test_a_series_sweep_borrows_its_points_from_the_registry(tmp_path, monkeypatch):
+    """Each point is loaded through the registry (under its budget and LRU) and given back after."""
+    from core.emergence import series
+    from core.emergence.requests import SweepSeriesRequest
+    engine = Engine(AppConfig(runs_dir=tmp_path, model="default"))
+    engine.load_default()
+    seen, score = [], series.run_fewshot
+
+    def spy(handle, *a, **kw):  # what the registry holds while a point is scored
+        seen.append(tuple(engine.loaded_keys()))
+        return score(handle, *a, **kw)
+    monkeypatch.setattr(series, "run_fewshot", spy)
+    engine.emergence_sweep(SweepSeriesRequest.from_mapping(
+        dict(source="models", models="el-1l-64,el-2l-128", task="recall", k=2, seeds=1, limit=6)))
+    assert ("el-2l-128", "el-1l-64") in seen          # the point was in the registry while it was scored
+    assert engine.loaded_keys() == ["el-2l-128"]      # ... and given back; the person's own model stays
+
+
+def test_scoring_a_classifier_leaves_the_shared_tokenizer_as_it_was(tiny_models):
+    from core.fewshot.run import run_fewshot
+    from core.fewshot.types import FewShotConfig
+    from core.models.loading import load_model
+    from core.models.types import ModelSpec
+    from core.tasks import Template, task_from_tables
+    import pandas as pd
+    h = load_model(ModelSpec(str(tiny_models["bert_cls"])))
+    h.tokenizer.padding_side = "left"
+    rows = pd.DataFrame({"text": ["good movie", "bad movie"] * 4, "label": ["positive", "negative"] * 4})
+    labels = list(h.model.config.id2label.values())
+    task = task_from_tables(rows.assign(label=[labels[i % 2] for i in range(8)]), rows.assign(
+        label=[labels[i % 2] for i in range(8)]), Template("{text}"), "label", labels)
+    run_fewshot(h, task, FewShotConfig(k=0))
+    assert h.tokenizer.padding_side == "left"

@@ -82,7 +82,13 @@ def split_prompt(handle: ModelHandle, prompt: str, granularity: str,
         return [prompt[a:b] for a, b in spans], spans
     ids, tspans, _ = _token_spans(handle, prompt)
     kept = [(i, sp) for i, sp in zip(ids, tspans) if sp[1] > sp[0]]  # special tokens are not features
-    return [handle.tokenizer.decode([i]) for i, _ in kept], [sp for _, sp in kept]
+    # each token shown with the prompt's text since the previous one, so the spaces of the prompt stay
+    # (a word-level tokenizer's tokens carry none); the spans, which the scores use, are the tokens' own
+    texts, prev = [], 0
+    for i, (a, b) in kept:
+        texts.append(prompt[prev:b] if prev <= a else (prompt[a:b] or handle.tokenizer.decode([i])))
+        prev = max(prev, b)
+    return texts, [sp for _, sp in kept]
 
 
 def _group_matrix(tspans: list[tuple[int, int]], fspans: list[tuple[int, int]]) -> np.ndarray:

@@ -372,7 +372,7 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(2)
     text = json.dumps(result, indent=2, default=str)
     out = getattr(args, "out", None)
-    if out and args.command not in ("train-tiny", "finetune"):
+    if out and args.command not in ("train-tiny", "finetune", "history"):
         Path(out).write_text(text + "\n")
     else:
         print(text)

@@ -77,3 +77,43 @@ request_command("logit-lens", "each layer's residual stream read through the une
 command("emergence", "a task's scores across a series of models or checkpoints")(cmd_emergence)
 command("heads-over-training", "head roles and the in-context-learning score at every checkpoint")(
     cmd_heads_over_training)
+
+
+def _history_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("action", choices=["list", "show", "export", "rm"])
+    p.add_argument("run", nargs="?", help="the run's id (show, export, rm)")
+    p.add_argument("--runs-dir", default="runs", help="the folder holding history.sqlite (default: ./runs)")
+    p.add_argument("--lab", help="list: only this lab (fewshot, sweep, attribution, ablation-scan, emergence)")
+    p.add_argument("--tag", help="list: runs with this tag (or with examples tagged so); export: only those examples")
+    p.add_argument("--out", help="export: write the examples CSV here (default: print it)")
+
+
+def cmd_history(args: argparse.Namespace) -> object:
+    from pathlib import Path
+    from core.history.store import History
+    h = History(Path(args.runs_dir))
+    if args.action == "list":
+        return [{k: v for k, v in r.to_dict().items() if k not in ("request",)} for r in h.runs(args.lab, tag=args.tag)]
+    if not args.run:
+        raise UserError(f"history {args.action} needs the run's id (see: python -m core history list).")
+    if args.action == "show":
+        return {**h.get(args.run).to_dict(), "examples": [e.__dict__ for e in h.examples(args.run)]}
+    if args.action == "rm":
+        h.delete(args.run)
+        return {"deleted": args.run}
+    import csv
+    import io
+    import json
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(["configuration", "index", "input", "gold", "prediction", "correct", "logprobs", "tags"])
+    for e in h.examples(args.run, args.tag):
+        w.writerow([e.config, e.idx, e.input, e.gold, e.prediction, e.correct, json.dumps(e.logprobs), ";".join(e.tags)])
+    if args.out:
+        Path(args.out).write_text(buf.getvalue())
+        return {"run": args.run, "out": args.out}
+    return buf.getvalue()
+
+
+cmd_history.arguments = _history_args  # type: ignore[attr-defined]
+command("history", "the experiment history: list, show, export (CSV) or rm a recorded run")(cmd_history)

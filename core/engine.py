@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
+import time
 from collections import OrderedDict
 from dataclasses import replace
 from pathlib import Path
@@ -19,8 +20,10 @@ from core.attention.requests import AttentionRequest, CompareAttentionRequest, H
 from core.attribution import attribute as attribution
 from core.attribution.requests import AttributionRequest, CompareMethodsRequest
 from core.errors import UserError
-from core.engine_labs import InterventionLabs, TrainingLabs
+from core.engine_labs import HistoryLabs, InterventionLabs, TrainingLabs
 from core.exports import Exports
+from core.history.store import Example as HistoryExample
+from core.history.store import History
 from core.fewshot import run as fewshot
 from core.fewshot.requests import FewShotRequest, SweepRequest, TaskRequest, task_of
 from core.fewshot.types import FewShotConfig, FewShotRun
@@ -35,7 +38,7 @@ from core.models.types import AppConfig, ModelHandle, ModelInfo, ModelSpec
 from core.tasks import Task
 
 
-class Engine(TrainingLabs, InterventionLabs):
+class Engine(TrainingLabs, InterventionLabs, HistoryLabs):
     """Owns the registry, the jobs, the path policy and the exports; every analysis goes through it."""
 
     def __init__(self, config: AppConfig = AppConfig()):
@@ -47,6 +50,11 @@ class Engine(TrainingLabs, InterventionLabs):
         self.jobs = Jobs()
         self.exports = Exports()
         self._finetune = FinetuneJobs(config.runs_dir)
+        self.history_error: str | None = None
+        try:
+            self.history: History | None = History(config.runs_dir)
+        except UserError as exc:  # a read-only or full disk: the labs work, nothing is recorded
+            self.history, self.history_error = None, str(exc)
         self._live: dict[str, object] = {}
         self._default_loading = threading.Event()
         self.default_error: str | None = None
@@ -81,6 +89,30 @@ class Engine(TrainingLabs, InterventionLabs):
 
     def export(self, session: str, name: str, text: str) -> str:
         return str(self.exports.write(session, name, text))
+
+    def remember(self, lab: str, request, summary: dict, **kw) -> str:
+        """Record a finished run in the history; '' when it could not be (the result is still returned)."""
+        if self.history is None:
+            return ""
+        try:
+            req = request.to_dict() if hasattr(request, "to_dict") else dict(request)
+            return self.history.record(lab, req, summary, **kw)
+        except UserError as exc:
+            self.history_error = str(exc)
+            return ""
+
+    def _remember_fewshot(self, lab: str, req, runs: list[FewShotRun], elapsed: float, extra: dict | None = None):
+        summary = {r.config.name or r.config.label(): {"model": r.model_key, "accuracy": r.metrics.accuracy,
+                                                       "mean_gold_logprob": r.metrics.mean_gold_logprob,
+                                                       "n": r.metrics.n} for r in runs}
+        rows = [HistoryExample(r.config.name or r.config.label(), e.index, e.query, e.gold, e.prediction,
+                               e.choice_logprobs, e.correct) for r in runs for e in r.examples]
+        hid = self.remember(lab, req, {**summary, **(extra or {})}, model=",".join(sorted({r.model_key for r in runs})),
+                            task=runs[0].task, elapsed_s=round(elapsed, 3), examples=rows,
+                            result=[r.to_dict() for r in runs])
+        for r in runs:
+            r.history_id = hid
+        return hid
 
     @staticmethod
     def _ctx(job: JobContext | None) -> JobContext:
@@ -279,7 +311,12 @@ class Engine(TrainingLabs, InterventionLabs):
                 segments=req.feature_segments(), generate=0 if (req.target or "").strip() else req.generate,
                 label=req.label or None, n_steps=req.n_steps, n_samples=req.n_samples, seed=req.seed,
                 keep=req.kept)
-        return replace(res, model_key=handle.info.key)
+        res = replace(res, model_key=handle.info.key)
+        self.remember("attribution", req, {"method": res.method, "granularity": res.granularity,
+                                           "target_logprob": res.target_logprob,
+                                           "top_feature": res.segments[int(abs(res.scores).argmax())]},
+                      model=handle.info.key, result=res.to_dict() | {"target_tokens": res.target_tokens})
+        return res
 
     def attribute_compare(self, req: CompareMethodsRequest, job: JobContext | None = None):
         a = self.attribute(req.first, job)
@@ -298,17 +335,20 @@ class Engine(TrainingLabs, InterventionLabs):
     def fewshot(self, req: FewShotRequest, job: JobContext | None = None) -> list[FewShotRun]:
         """Every ticked configuration on the same test examples, one after another."""
         ctx = self._ctx(job)
+        t0 = time.time()
         task = self.task(req.task)
         pairs = self._configs(req, task)
         out = []
         for n, (key, config) in enumerate(pairs):
             sub = ctx.sub(n / len(pairs), (n + 1) / len(pairs), f"configuration {n + 1}/{len(pairs)}: ")
             out.append(fewshot.run_fewshot(self.registry.get(key), task, config, sub, ctx.should_stop))
+        self._remember_fewshot("fewshot", req, out, time.time() - t0)
         return out
 
     def fewshot_sweep(self, req: SweepRequest, job: JobContext | None = None) -> list[tuple[str, list[FewShotRun]]]:
         """Every configuration at every value of the axis x seed: (name, runs) per configuration."""
         ctx = self._ctx(job)
+        t0 = time.time()
         task = self.task(req.run.task)
         pairs = self._configs(req.run, task)
         out = []
@@ -317,6 +357,10 @@ class Engine(TrainingLabs, InterventionLabs):
             runs = fewshot.sweep(self.registry.get(key), task, config, req.axis_values, list(req.seeds), req.axis,
                                  sub, ctx.should_stop)
             out.append((config.name, runs))
+        curve = {name: [[getattr(r.config, req.axis), r.config.seed, r.metrics.accuracy] for r in runs]
+                 for name, runs in out}
+        self._remember_fewshot("sweep", req, [runs[-1] for _, runs in out], time.time() - t0,
+                               {"axis": req.axis, "curve (value, seed, accuracy)": curve})
         return out
 
     def fewshot_preview(self, req: FewShotRequest) -> tuple[str, list[str], int | None]:

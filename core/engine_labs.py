@@ -95,11 +95,15 @@ class TrainingLabs:
         if self._emergence_cache is None:
             self._emergence_cache = emergence.Cache(Path(self.config.runs_dir) / "emergence-cache.json")
         config = FewShotConfig(k=req.k, selection=req.selection if req.k else "first", limit=req.limit)
-        return emergence.sweep_series(self.series_points(req), load_builtin(req.task), config,
+        results = emergence.sweep_series(self.series_points(req), load_builtin(req.task), config,
                                       list(range(req.seeds)), device=self.config.device,
                                       borrow=self.registry.borrow, cache=self._emergence_cache,
                                       progress=ctx.progress, should_stop=ctx.should_stop,
                                       ablate=req.ablate_heads)
+        self.remember("emergence", req, {f"{r.model}@{r.revision}" if r.revision else r.model:
+                                         {"step": r.step, **r.metrics} for r in results},
+                      model=req.models, task=req.task, result=[r.to_dict() for r in results])
+        return results
 
     def heads_over_training(self, req: HeadsRequest, job: JobContext | None = None):
         from core.emergence import series as emergence
@@ -152,7 +156,11 @@ class InterventionLabs:
         from core.interventions.ablation import scan
         ctx = self._ctx(job)
         handle, task, config, _ = self._ablation_setup(req)
-        return scan(handle, task, config, req.ablation, ctx.progress, ctx.should_stop)
+        res = scan(handle, task, config, req.ablation, ctx.progress, ctx.should_stop)
+        self.remember("ablation-scan", req, {"base": {"accuracy": res.base_accuracy, "logp": res.base_logp},
+                                             "ablation": res.mode, "k": res.k},
+                      model=res.model_key, task=res.task, result=res.to_dict())
+        return res
 
     def patch(self, req, job: JobContext | None = None):
         from core.interventions.patching import patch
@@ -161,3 +169,63 @@ class InterventionLabs:
     def logit_lens(self, req, job: JobContext | None = None):
         from core.interventions.patching import logit_lens
         return logit_lens(self._handle(req.model), req.text, req.target, req.k)
+
+
+class HistoryLabs:
+    def _history(self):
+        if self.history is None:
+            raise UserError(self.history_error or "The experiment history is not available.")
+        return self.history
+
+    def history_runs(self, lab: str | None = None, text: str | None = None, tag: str | None = None,
+                     model: str | None = None, task: str | None = None):
+        return self._history().runs(lab=lab or None, model=model or None, task=task or None, tag=tag or None,
+                                    text=text or None)
+
+    def history_reopen(self, run_id: str):
+        """(the record, its few-shot runs rebuilt as they were — [] for other labs —, the stored result)."""
+        h = self._history()
+        rec, result = h.get(run_id), h.result(run_id)
+        runs = [FewShotRun.from_dict(r) for r in result] if rec.lab in ("fewshot", "sweep") and result else []
+        for r in runs:
+            r.history_id = run_id
+        return rec, runs, result
+
+    def history_edit(self, run_id: str, name: str | None = None, note: str | None = None,
+                     tag: str | None = None) -> None:
+        h = self._history()
+        if name is not None and name.strip():
+            h.rename(run_id, name.strip())
+        if note is not None:
+            h.set_note(run_id, note)
+        if tag and tag.strip():
+            h.tag(run_id, tag)
+
+    def history_tag_examples(self, run_id: str, indices, tag: str, note: str = "") -> int:
+        if not (tag or "").strip():
+            raise UserError("Type the tag to give the examples (e.g. 'label noise').")
+        idx = [int(i) for i in indices]
+        if not idx:
+            raise UserError("Name the examples to tag by their index, e.g. 3,7,12.")
+        known = {e.idx for e in self._history().examples(run_id)}
+        missing = sorted(set(idx) - known)
+        if missing:
+            raise UserError(f"Run {run_id} has no example {missing[0]}.")
+        self._history().tag_examples(run_id, idx, tag, note)
+        return len(idx)
+
+    def history_delete(self, run_id: str, confirm: bool) -> None:
+        if not confirm:
+            raise UserError("Tick 'yes, delete it' first: a deleted run cannot be brought back.")
+        self._history().delete(run_id)
+
+    def history_examples_csv(self, run_id: str, tag: str | None = None) -> str:
+        import csv
+        import io
+        buf = io.StringIO()
+        w = csv.writer(buf)
+        w.writerow(["run", "configuration", "index", "input", "gold", "prediction", "correct", "logprobs", "tags"])
+        for e in self._history().examples(run_id, tag or None):
+            w.writerow([run_id, e.config, e.idx, e.input, e.gold, e.prediction, e.correct, json.dumps(e.logprobs),
+                        ";".join(e.tags)])
+        return buf.getvalue()

@@ -105,3 +105,19 @@ def test_emergence_tab_draws_scores_across_checkpoints(page, tmp_path):
     page.locator("#em-heads").click()
     page.locator("#em-heads-plot .main-svg").first.wait_for(timeout=600_000)
     page.screenshot(path=str(tmp_path / "emergence-tab.png"), full_page=True)
+
+
+def test_history_tab_reopens_a_run(page, tmp_path):
+    """The few-shot sweep above was recorded: find it in History and reopen it."""
+    page.get_by_role("tab", name="History").click()
+    page.locator("#hist-refresh").click()
+    import re
+    ids = page.locator("#hist-table").get_by_text(re.compile(r"^\d{8}-\d{6}-[0-9a-f]{6}$"))
+    ids.last.wait_for(timeout=120_000)
+    next(ids.nth(i) for i in range(ids.count()) if ids.nth(i).is_visible()).click()  # the newest run
+    page.wait_for_function("() => document.querySelector('#hist-run textarea, #hist-run input').value.length > 0",
+                           timeout=60_000)
+    page.locator("#hist-reopen").click()
+    page.locator("#hist-status").get_by_text("as it was").wait_for(timeout=120_000)
+    page.locator("#hist-summary table").first.wait_for(timeout=60_000)
+    page.screenshot(path=str(tmp_path / "history-tab.png"), full_page=True)

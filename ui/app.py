@@ -9,6 +9,7 @@ from ui.common import session
 from ui.tabs import attention as attention_tab
 from ui.tabs import attribution as attribution_tab
 from ui.tabs import fewshot as fewshot_tab
+from ui.tabs import history as history_tab
 from ui.tabs import interventions as interventions_tab
 from ui.tabs import emergence as emergence_tab
 from ui.tabs import finetune as finetune_tab
@@ -29,7 +30,8 @@ THEME = gr.themes.Soft(primary_hue="indigo")
 TABS = [("Model", "model", model_tab), ("Attention", "attention", attention_tab),
         ("Attribution", "attribution", attribution_tab),
         ("Interventions", "interventions", interventions_tab), ("Few-shot", "fewshot", fewshot_tab),
-        ("Fine-tune", "finetune", finetune_tab), ("Emergence", "emergence", emergence_tab)]
+        ("Fine-tune", "finetune", finetune_tab), ("Emergence", "emergence", emergence_tab),
+        ("History", "history", history_tab)]
 
 
 def build_app(engine: Engine) -> gr.Blocks:

@@ -100,6 +100,16 @@ class FewShotRun:
     shared_prefix_tokens: int
     elapsed_s: float
     model_key: str = ""             # the registry key of the model that produced it (never a display name)
+    history_id: str = ""            # where the experiment history keeps it ("" when not recorded)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "FewShotRun":
+        """The inverse of ``to_dict`` (the history reopens runs from it)."""
+        cfg = dict(d["config"])
+        cfg["template"] = Template(**cfg["template"]) if cfg.get("template") else None
+        cfg["manual"] = tuple(cfg.get("manual") or ())
+        return cls(**{**d, "config": FewShotConfig(**cfg), "examples": [Example(**e) for e in d["examples"]],
+                      "metrics": Metrics(**d["metrics"]), "demos": [Demo(**x) for x in d["demos"]]})
 
     def to_dict(self) -> dict:
         return asdict(self)

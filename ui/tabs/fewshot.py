@@ -151,7 +151,8 @@ def render(engine: Engine, active: gr.State, demo: gr.Blocks) -> None:
         req = request_of(form.values(args))
         with engine.job(session(request), "fewshot", progress_of(progress)) as job:
             runs = engine.fewshot(req, job)
-        note = f"Ran {len(runs)} configuration(s) on {runs[0].metrics.n} examples of **{runs[0].task}**."
+        note = f"Ran {len(runs)} configuration(s) on {runs[0].metrics.n} examples of **{runs[0].task}**." + (
+            f" Kept in the History tab as `{runs[0].history_id}`." if runs[0].history_id else "")
         return (note, None, *outputs(runs, session(request)))
 
     @user_errors

@@ -1,0 +1,171 @@
+"""The experiment history: recorded as runs finish, reopened as they were, safe under kills and concurrency."""
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+from gradio_client.exceptions import AppError
+
+from core.errors import UserError
+from core.history.store import DB_NAME, MIGRATIONS, SCHEMA_VERSION, Example, History
+
+ROOT = Path(__file__).resolve().parent.parent
+TASK = ["built-in", "recall", None, None, "", "", "", "{key} =", " ", " ; ", ""]
+CONFIG = dict(use=True, model="el-2l-128", k=2, selection="first", seed=0, order="as_chosen",
+              perturb="gold", flip=0.5, calibrate=False, per_query=False, variant="")
+
+
+def configs(*overrides):
+    out = []
+    for n in range(4):
+        c = dict(CONFIG, use=n < len(overrides), **(overrides[n] if n < len(overrides) else {}))
+        out += list(c.values())
+    return out
+
+
+def test_a_fewshot_comparison_is_kept_reopened_tagged_and_exported(client, app_server):
+    engine, _ = app_server
+    client.predict("default", "", "auto", "auto", "auto", False, api_name="/load_model")
+    note, _plot, summary, *_ = client.predict(*TASK, *configs(dict(k=2), dict(k=0)), "", 24, api_name="/fewshot_run")
+    run_id = note.split("`")[1]
+    # a reload: a new session sees it in the list
+    from gradio_client import Client
+    other = Client(app_server[1], verbose=False)
+    listing = other.predict("fewshot", "", "", api_name="/history_list")
+    assert run_id in [r[0] for r in listing["data"]]
+    status, summary2, examples, prompts, raw = other.predict(run_id, api_name="/history_reopen")
+    assert summary2["data"] == summary["data"] and "as it was" in status  # the same numbers
+    col = examples["headers"].index("B ✓")  # B: k=0, at chance on recall: errors to look at
+    wrong = [int(r[0]) for r in examples["data"] if r[col] == "✗"][:3]
+    assert len(wrong) == 3
+    msg = other.predict(run_id, ",".join(map(str, wrong)), "label noise", "looked at it", api_name="/history_tag_examples")
+    assert "Tagged 3" in msg
+    csv_path, json_path = other.predict(run_id, "label noise", api_name="/history_export")
+    lines = open(csv_path).read().strip().splitlines()
+    assert len(lines) == 1 + 3 * 2 and all("label noise" in ln for ln in lines[1:])  # 3 examples x 2 configs
+    assert json.load(open(json_path))["run"]["id"] == run_id
+    tagged = other.predict("", "", "label noise", api_name="/history_list")
+    assert [r[0] for r in tagged["data"]] == [run_id]
+    with pytest.raises(AppError, match="yes, delete it"):
+        other.predict(run_id, False, "", "", "", api_name="/history_delete")
+
+
+def test_the_history_survives_a_restart(tmp_path):
+    h = History(tmp_path)
+    rid = h.record("fewshot", {"k": 4}, {"A": {"accuracy": 0.5}}, model="m", task="t",
+                   examples=[Example("A", 0, "q", "g", "p", [-1.0, -2.0], False)], result={"x": 1})
+    again = History(tmp_path)  # another process, or the app after a restart
+    assert again.get(rid).summary == {"A": {"accuracy": 0.5}} and again.result(rid) == {"x": 1}
+    assert again.examples(rid)[0].logprobs == [-1.0, -2.0]
+
+
+def test_a_database_of_the_previous_version_is_upgraded_without_loss(tmp_path):
+    db = sqlite3.connect(tmp_path / DB_NAME)
+    for stmt in (s.strip() for s in MIGRATIONS[0].split(";")):
+        if stmt:
+            db.execute(stmt)
+    db.execute("PRAGMA user_version=1")
+    db.execute("INSERT INTO runs (id, lab, name, created, request, summary) VALUES ('old', 'fewshot', 'kept', 1.0, "
+               "'{}', '{\"A\": {\"accuracy\": 0.9}}')")
+    db.execute("INSERT INTO examples VALUES ('old', 'A', 0, 'q', 'g', 'g', '[-0.1]', 1)")
+    db.commit()
+    db.close()
+    h = History(tmp_path)
+    assert History.version(h._connect()) == SCHEMA_VERSION
+    rec = h.get("old")
+    assert rec.name == "kept" and rec.summary["A"]["accuracy"] == 0.9 and rec.note == ""
+    h.tag_examples("old", [0], "checked")
+    assert h.examples("old")[0].tags == ("checked",)
+
+
+WRITER = """
+import sys, time
+sys.path.insert(0, {root!r})
+from core.history.store import History, Example
+h = History({folder!r})
+n = 0
+while True:
+    h.record("fewshot", {{"n": n}}, {{"n": n}}, examples=[Example("A", i, "q", "g", "p", [0.0], True) for i in range(20)])
+    n += 1
+    print(n, flush=True)
+"""
+
+
+def test_kill_9_during_a_burst_of_writes_leaves_a_consistent_database(tmp_path):
+    proc = subprocess.Popen([sys.executable, "-c", WRITER.format(root=str(ROOT), folder=str(tmp_path))],
+                            stdout=subprocess.PIPE, text=True)
+    for _ in range(30):  # wait for 30 committed runs (each printed after its commit)
+        proc.stdout.readline()
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    h = History(tmp_path)
+    assert h.integrity() == "ok"
+    runs = h.runs(limit=10_000)
+    assert len(runs) >= 30
+    assert all(len(h.examples(r.id)) == 20 for r in runs)  # no run without its rows: all or nothing
+
+
+def test_concurrent_writers_from_threads_and_processes(tmp_path):
+    h = History(tmp_path)
+    errors = []
+
+    def write(k):
+        try:
+            for i in range(10):
+                h.record("fewshot", {"t": k, "i": i}, {}, examples=[Example("A", 0, "q", "g", "p", [0.0], True)])
+        except Exception as exc:  # noqa: BLE001
+            errors.append(exc)
+    other = subprocess.Popen([sys.executable, "-c", WRITER.format(root=str(ROOT), folder=str(tmp_path))],
+                             stdout=subprocess.PIPE, text=True)
+    threads = [threading.Thread(target=write, args=(k,)) for k in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for _ in range(10):
+        other.stdout.readline()
+    other.kill()
+    other.wait()
+    assert not errors and h.integrity() == "ok"
+    assert len([r for r in h.runs(limit=10_000) if "t" in r.request]) == 40
+
+
+def test_a_read_only_folder_is_a_message_and_the_engine_still_works(tmp_path):
+    if os.geteuid() == 0:
+        folder = tmp_path / "not-a-folder"
+        folder.write_text("a file where the runs folder should be")  # root ignores permissions: block it so
+    else:
+        folder = tmp_path / "ro"
+        folder.mkdir()
+        folder.chmod(0o500)
+    with pytest.raises(UserError, match="cannot be opened"):
+        History(folder)
+    from core.engine import Engine
+    from core.models.types import AppConfig
+    engine = Engine(AppConfig(runs_dir=folder, model=None)) if os.geteuid() != 0 else None
+    if engine is not None:
+        assert engine.history is None and "cannot be opened" in engine.history_error
+
+
+def test_cli_history_list_show_export_rm(tmp_path):
+    h = History(tmp_path)
+    rid = h.record("fewshot", {"k": 2}, {"A": {"accuracy": 1.0}}, examples=[Example("A", 5, "q", "g", "g", [0.0], True)])
+    h.tag_examples(rid, [5], "checked")
+
+    def run(*args):
+        proc = subprocess.run([sys.executable, "-m", "core", "history", *args, "--runs-dir", str(tmp_path)],
+                              cwd=ROOT, capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 0, proc.stderr
+        return proc.stdout
+    assert json.loads(run("list"))[0]["id"] == rid
+    assert json.loads(run("show", rid))["examples"][0]["tags"] == ["checked"]
+    out = tmp_path / "ex.csv"
+    run("export", rid, "--tag", "checked", "--out", str(out))
+    assert "checked" in out.read_text().splitlines()[1]
+    run("rm", rid)
+    assert json.loads(run("list")) == []

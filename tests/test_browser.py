@@ -110,6 +110,7 @@ def test_emergence_tab_draws_scores_across_checkpoints(page, tmp_path):
 def test_history_tab_reopens_a_run(page, tmp_path):
     """The few-shot sweep above was recorded: find it in History and reopen it."""
     page.get_by_role("tab", name="History").click()
+    page.locator("#hist-text textarea, #hist-text input").first.fill("sweep")  # the sweep the few-shot test ran
     page.locator("#hist-refresh").click()
     import re
     ids = page.locator("#hist-table").get_by_text(re.compile(r"^\d{8}-\d{6}-[0-9a-f]{6}$"))

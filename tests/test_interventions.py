@@ -3,8 +3,6 @@ independent computations in plain transformers forward passes."""
 import copy
 import hashlib
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -148,11 +146,7 @@ def test_the_logit_lens_last_layer_is_the_models_own_distribution(handles, arch)
 
 
 def test_cli_ablation_scan_patch_and_lens(tmp_path):
-    def run(*args):
-        proc = subprocess.run([sys.executable, "-m", "core", *args], cwd=ROOT, capture_output=True, text=True,
-                              timeout=600, env={"HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin"})
-        assert proc.returncode == 0, proc.stderr
-        return proc
+    from test_cli import run  # the CLI's entry point, in this process
     out = tmp_path / "scan.json"
     run("ablation-scan", "--model", "default", "--task", "recall", "--k", "4", "--limit", "12", "--out", str(out))
     d = json.loads(out.read_text())

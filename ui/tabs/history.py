@@ -34,7 +34,7 @@ def render(engine: Engine, active: gr.State, demo: gr.Blocks) -> None:
     gr.Markdown(INTRO + (f"\n\n**{engine.history_error}**" if engine.history_error else ""))
     with gr.Row():
         lab = gr.Dropdown(LABS, value="", label="Lab (empty: all)", scale=1)
-        text = gr.Textbox("", label="Name or note contains", scale=2)
+        text = gr.Textbox("", label="Name or note contains", scale=2, elem_id="hist-text")
         tag = gr.Textbox("", label="Tag (of the run or of its examples)", scale=1)
         refresh_btn = gr.Button("Refresh", scale=1, elem_id="hist-refresh")
     table = gr.Dataframe(label="Runs, newest first (click a row to pick it)", interactive=False,
@@ -82,7 +82,8 @@ def render(engine: Engine, active: gr.State, demo: gr.Blocks) -> None:
             return (f"**{rec.name}** — {rec.lab}, {time.strftime('%Y-%m-%d %H:%M', time.localtime(rec.created))}, "
                     f"{len(runs)} configuration(s), as it was.", fp.summary_table(runs), fp.examples_table(runs),
                     fp.prompts_html(runs, first), raw_value)
-        return (f"**{rec.name}** — {rec.lab}.", None, None, "", {**raw_value, "result": result})
+        return (f"**{rec.name}** — {rec.lab}, {time.strftime('%Y-%m-%d %H:%M', time.localtime(rec.created))}, "
+                "as it was recorded.", None, None, "", {**raw_value, "result": result})
 
     @user_errors
     def save(rid, new_name, new_note, new_tag, lab_, text_, tag_):

@@ -15,17 +15,14 @@ from core.errors import UserError
 from core.history.store import DB_NAME, MIGRATIONS, SCHEMA_VERSION, Example, History
 
 ROOT = Path(__file__).resolve().parent.parent
-TASK = ["built-in", "recall", None, None, "", "", "", "{key} =", " ", " ; ", ""]
+from fewshot_form import TASK
+from fewshot_form import configs as form_configs
 CONFIG = dict(use=True, model="el-2l-128", k=2, selection="first", seed=0, order="as_chosen",
               perturb="gold", flip=0.5, calibrate=False, per_query=False, variant="")
 
 
 def configs(*overrides):
-    out = []
-    for n in range(4):
-        c = dict(CONFIG, use=n < len(overrides), **(overrides[n] if n < len(overrides) else {}))
-        out += list(c.values())
-    return out
+    return form_configs(CONFIG, *overrides)
 
 
 def test_a_fewshot_comparison_is_kept_reopened_tagged_and_exported(client, app_server):

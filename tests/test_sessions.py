@@ -11,17 +11,14 @@ from core.engine import Engine
 from core.errors import Cancelled
 from core.models.types import AppConfig
 
-TASK = ["built-in", "recall", None, None, "", "", "", "{key} =", " ", " ; ", ""]
+from fewshot_form import TASK
+from fewshot_form import configs as form_configs
 CONFIG = dict(use=True, model="el-2l-128", k=4, selection="nearest", seed=0, order="as_chosen",
               perturb="gold", flip=0.5, calibrate=False, per_query=True, variant="")
 
 
 def configs(*overrides):
-    out = []
-    for n in range(4):
-        c = dict(CONFIG, use=n < len(overrides), **(overrides[n] if n < len(overrides) else {}))
-        out += list(c.values())
-    return out
+    return form_configs(CONFIG, *overrides)
 
 
 def long_sweep(client):

@@ -27,7 +27,12 @@ def parse_args(argv: list[str] | None = None) -> AppConfig:
     ap.add_argument("--memory-budget-gb", type=float, help="evict models beyond this much memory")
     ap.add_argument("--max-models", type=int, default=3, help="models kept loaded at once")
     ap.add_argument("--runs-dir", type=Path, help="where fine-tuning runs are written (default: ./runs)")
+    ap.add_argument("--cache-dir", type=Path,
+                    help="where GGUF files are converted and packaged models unpacked (default ~/.cache/emergence-lab)")
     a = ap.parse_args(argv)
+    if a.cache_dir:
+        from core.models.cache import set_cache_root
+        set_cache_root(a.cache_dir)
     extra = {"runs_dir": a.runs_dir.resolve()} if a.runs_dir else {}
     return AppConfig(host=a.host, port=a.port, share=a.share,
                      model=None if a.model.lower() == "none" else a.model, device=a.device,

@@ -33,7 +33,7 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--revision", help="Hub revision or embedded checkpoint (e.g. step1000)")
     p.add_argument("--device", default="auto")
     p.add_argument("--dtype", default="auto")
-    p.add_argument("--kind", default="auto", help="auto, causal_lm, masked_lm or seq_cls")
+    p.add_argument("--kind", default="auto", help="auto, causal_lm, masked_lm, seq_cls or encoder")
     p.add_argument("--trust-remote-code", action="store_true")
 
 
@@ -46,8 +46,11 @@ def load_from_args(args: argparse.Namespace, **overrides):
 
 
 def cmd_models(args: argparse.Namespace) -> object:
+    """The embedded models with their checkpoints, then the pretrained ones that install from the index."""
     from core.models.embedded import list_embedded
-    return [m.to_dict() for m in list_embedded()]
+    from core.models.packaged import list_packaged
+    return [{"source": "embedded", **m.to_dict()} for m in list_embedded()] + \
+        [{"source": "packaged", "pretrained": True, **p.to_dict()} for p in list_packaged()]
 
 
 def cmd_info(args: argparse.Namespace) -> object:
@@ -338,7 +341,7 @@ def cmd_tasks(args: argparse.Namespace) -> object:
 
 
 command("tasks", "the built-in tasks (JSON)")(cmd_tasks)
-command("models", "list the embedded models and their checkpoints")(cmd_models)
+command("models", "list the embedded and the packaged pretrained models")(cmd_models)
 command("attribute", "which parts of a prompt drove a target (Captum)")(cmd_attribute)
 command("heads", "score every head's role (induction, previous token, sink, entropy)")(cmd_heads)
 command("attention", "one head's attention map on a text")(cmd_attention)
@@ -352,7 +355,10 @@ from core import cli_labs  # noqa: E402,F401 - registers the emergence and inter
 
 def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     """Every subcommand, with the flags of the one ``argv`` names (the others' flags import heavy modules)."""
-    ap = argparse.ArgumentParser(prog="python -m core", description="Emergence Lab engine.")
+    ap = argparse.ArgumentParser(prog="python -m core", description="Emergence Lab engine.",
+                                 epilog="--cache-dir DIR (anywhere on the line, or EMERGENCE_LAB_CACHE): where "
+                                        "GGUF files are converted and packaged models unpacked "
+                                        "(default ~/.cache/emergence-lab)")
     sub = ap.add_subparsers(dest="command", metavar="COMMAND", required=True)
     chosen = next((a for a in (argv if argv is not None else sys.argv[1:]) if not a.startswith("-")), None)
     for name, (fn, add_args, help_text) in _COMMANDS.items():
@@ -363,7 +369,26 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     return ap
 
 
+def _take_cache_dir(argv: list[str]) -> list[str]:
+    """``--cache-dir DIR`` anywhere on the line: where GGUF conversions and unpacked models are kept."""
+    from core.models.cache import set_cache_root
+    out, i = [], 0
+    while i < len(argv):
+        a = argv[i]
+        if a == "--cache-dir" and i + 1 < len(argv):
+            set_cache_root(argv[i + 1])
+            i += 2
+            continue
+        if a.startswith("--cache-dir="):
+            set_cache_root(a.split("=", 1)[1])
+        else:
+            out.append(a)
+        i += 1
+    return out
+
+
 def main(argv: list[str] | None = None) -> None:
+    argv = _take_cache_dir(list(sys.argv[1:] if argv is None else argv))
     args = build_parser(argv).parse_args(argv)
     try:
         result = args._fn(args)

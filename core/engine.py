@@ -32,6 +32,7 @@ from core.jobs import JobContext, Jobs, Progress
 from core.models import devices
 from core.models.embedded import MODELS_DIR, find_embedded, list_embedded
 from core.models.loading import ModelRegistry, PathPolicy
+from core.models.packaged import list_packaged
 from core.models.presets import HUB_PRESETS
 from core.models.requests import LoadRequest
 from core.models.types import AppConfig, ModelHandle, ModelInfo, ModelSpec
@@ -210,6 +211,8 @@ class Engine(TrainingLabs, InterventionLabs, HistoryLabs):
         """(label, value) pairs for a model picker: embedded models, finished runs, Hub presets."""
         out = [(f"{m.name} (embedded{', default' if m.default else ''}, "
                 f"{len(m.checkpoints)} checkpoints)", m.name) for m in list_embedded()]
+        out += [(f"{p.name} (pretrained, {p.license}" + ("" if p.installed() else f"; not installed: {p.install}")
+                 + ")", p.name) for p in list_packaged()]
         out += [(f"{r.name} (fine-tuned {r.base_model}, {r.method}, {r.objective}"
                  + (f", accuracy {r.eval_accuracy:.2f}" if r.eval_accuracy is not None else "") + ")", r.model_path)
                 for r in self._finetune.runs() if r.state == "finished" and r.model_path]
@@ -395,8 +398,9 @@ class Engine(TrainingLabs, InterventionLabs, HistoryLabs):
 
 
 def _looks_local(name: str) -> bool:
-    """A folder or file path rather than a Hub id or an embedded model's name."""
+    """A folder or file path rather than a Hub id or an embedded or packaged model's name."""
     import os
-    if find_embedded(name) is not None or name == "default":
+    from core.models.packaged import find_packaged
+    if find_embedded(name) is not None or name == "default" or find_packaged(name) is not None:
         return False
     return Path(name).expanduser().exists() or name.startswith((".", "/", "~")) or os.sep + os.sep in name

@@ -26,7 +26,7 @@ import torch
 
 from core.attribution.types import KEEP_METHODS, AttributionResult, Cancelled, method_info, options_for
 from core.errors import UserError
-from core.models.types import ModelHandle
+from core.models.types import ModelHandle, cannot
 
 GRANULARITIES = ("token", "word", "segment")
 MAX_STEPS_PER_BATCH = 64  # bounds how long one model call runs, and so how soon cancel takes effect
@@ -296,6 +296,8 @@ def attribute(handle: ModelHandle, prompt: str, target: str | None = None, metho
     its answer appear at all"; the kept features score 0.
     """
     kind = handle.info.kind
+    if kind not in ("causal_lm", "seq_cls"):
+        raise UserError(cannot(handle.info, "Attribution", "a causal language model or a sequence classifier"))
     m = method_info(method, kind)
     opts = options_for(m, options)
     if not prompt or not prompt.strip():
@@ -310,8 +312,6 @@ def attribute(handle: ModelHandle, prompt: str, target: str | None = None, metho
     if kind == "seq_cls":
         return _attribute_classifier(handle, m, prompt_ids, n_special, features, groups, label, granularity,
                                      opts, should_stop, kept, kept_idx)
-    if kind != "causal_lm":
-        raise UserError(f"Attribution needs a causal LM or a sequence classifier; this is a {kind} model.")
     cont = _target_ids(handle, prompt_ids, target, generate)
     foil_ids = _target_ids(handle, prompt_ids, foil, 0) if foil else None
     _check_fits(handle, len(prompt_ids) + max(len(cont), len(foil_ids or [])))

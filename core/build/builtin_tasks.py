@@ -135,6 +135,83 @@ def word_groups(rng: random.Random) -> tuple[list[dict], list[dict]]:
     return _split(rows, 800, rng)
 
 
+# ---- tasks worth prompting on a real small model (SmolLM2-135M): neither at chance nor at ceiling at k=0 ----
+
+def sentiment_hard(rng: random.Random) -> tuple[list[dict], list[dict]]:
+    """Reviews whose surface words point the wrong way: negation, contrast, sarcasm, faint praise."""
+    forms = [
+        ("{s} was not {bad} at all.", "positive"), ("{s} was not {good} at all.", "negative"),
+        ("I expected {sl} to be {bad}, but it was {good}.", "positive"),
+        ("I expected {sl} to be {good}, but it was {bad}.", "negative"),
+        ("{s} was {good}, if you enjoy wasting an evening.", "negative"),
+        ("{s} was {good}... said nobody, ever.", "negative"),
+        ("Everyone said {sl} would be {bad}; they were wrong.", "positive"),
+        ("Everyone said {sl} would be {good}; they were wrong.", "negative"),
+        ("{s} could not have been more {good}.", "positive"),
+        ("{s} could hardly have been less {good}.", "negative"),
+        ("I have never seen anything less {bad} than {sl}.", "positive"),
+        ("{s} was far from {good}.", "negative"),
+    ]
+    rows = []
+    for subject in SUBJECTS:
+        for form, label in rng.sample(forms, 6):
+            rows.append({"text": form.format(s=subject, sl=subject[0].lower() + subject[1:],
+                                             good=rng.choice(GOOD), bad=rng.choice(BAD)), "label": label})
+    return _split(rows, 50, rng)
+
+
+TOPICS_8 = {**TOPICS,
+    "politics": (["The senator", "The prime minister", "Parliament", "The mayor", "The new party", "The voters"],
+                 ["passed a law on taxes", "won the election by a few votes", "debated the national budget",
+                  "called for new elections", "signed a trade treaty", "resigned after the scandal"]),
+    "music": (["The band", "The pianist", "The orchestra", "Our choir", "The singer", "The drummer"],
+              ["released a new album", "played a concert in the park", "tuned the guitar before the show",
+               "recorded a song in the studio", "sang the opera in Italian", "toured with the symphony"]),
+    "health": (["The doctor", "The nurse", "The hospital", "The patient", "The new vaccine", "The clinic"],
+               ["treated the fever with rest", "prescribed antibiotics", "lowered the risk of heart disease",
+                "recovered after surgery", "tested blood pressure", "reduced flu infections"]),
+    "travel": (["The tourists", "Our flight", "The cruise ship", "The backpacker", "The tour guide", "The train"],
+               ["arrived in Rome at dawn", "visited the old castle", "booked a hotel by the beach",
+                "crossed the border into Spain", "was delayed at the airport", "explored the island by boat"]),
+}
+
+
+def topic_8(rng: random.Random) -> tuple[list[dict], list[dict]]:
+    rows = [{"text": f"{s} {p}.", "label": label}
+            for label, (subjects, preds) in TOPICS_8.items() for s in subjects for p in preds]
+    train, test = _split(rows, 96, rng)
+    return train, test[:96]
+
+
+CAPITALS = [("France", "Paris"), ("Germany", "Berlin"), ("Italy", "Rome"), ("Spain", "Madrid"),
+            ("Japan", "Tokyo"), ("China", "Beijing"), ("Russia", "Moscow"), ("Egypt", "Cairo"),
+            ("Canada", "Ottawa"), ("Australia", "Canberra"), ("Brazil", "Brasilia"), ("India", "New Delhi"),
+            ("Greece", "Athens"), ("Portugal", "Lisbon"), ("Ireland", "Dublin"), ("Norway", "Oslo"),
+            ("Sweden", "Stockholm"), ("Finland", "Helsinki"), ("Denmark", "Copenhagen"), ("Poland", "Warsaw"),
+            ("Austria", "Vienna"), ("Hungary", "Budapest"), ("Turkey", "Ankara"), ("Kenya", "Nairobi"),
+            ("Peru", "Lima"), ("Chile", "Santiago"), ("Argentina", "Buenos Aires"), ("Mexico", "Mexico City"),
+            ("Thailand", "Bangkok"), ("Vietnam", "Hanoi"), ("Indonesia", "Jakarta"), ("Iran", "Tehran"),
+            ("Iraq", "Baghdad"), ("Cuba", "Havana"), ("Belgium", "Brussels"), ("Netherlands", "Amsterdam"),
+            ("Switzerland", "Bern"), ("Czechia", "Prague"), ("Romania", "Bucharest"), ("Ukraine", "Kyiv"),
+            ("Nigeria", "Abuja"), ("Morocco", "Rabat"), ("Pakistan", "Islamabad"), ("Colombia", "Bogota"),
+            ("South Korea", "Seoul"), ("Philippines", "Manila"), ("New Zealand", "Wellington"),
+            ("Scotland", "Edinburgh"), ("Wales", "Cardiff"), ("Iceland", "Reykjavik")]
+
+
+def capitals(rng: random.Random) -> tuple[list[dict], list[dict]]:
+    return _split([{"country": c, "capital": k} for c, k in CAPITALS], 20, rng)
+
+
+def dates(rng: random.Random) -> tuple[list[dict], list[dict]]:
+    """Rewrite an ISO date as day/month/year: the format is in the demonstrations, not in the words."""
+    rows = []
+    for _ in range(300):
+        y, m, d = rng.randint(1950, 2030), rng.randint(1, 12), rng.randint(1, 28)
+        rows.append({"date": f"{y}-{m:02d}-{d:02d}", "answer": f"{d:02d}/{m:02d}/{y}"})
+    train, test = _split(rows, 60, rng)
+    return train, test[:80]
+
+
 def write_all(out: Path = TASKS_DIR, seed: int = 0) -> None:
     rng = random.Random(seed)
     tasks = {
@@ -170,6 +247,47 @@ def write_all(out: Path = TASKS_DIR, seed: int = 0) -> None:
                        "random, so only fine-tuning can learn them; the embedded models start at chance.",
         "template": {"input": "{words} =", "fewshot_delimiter": " ; "},
         "label_column": "group", "choices": list(GROUP_LABELS), "unrelated_labels": ["w2", "w3"]}, out)
+    write_english(out, seed)
+
+
+def write_english(out: Path = TASKS_DIR, seed: int = 0) -> None:
+    """The tasks made for a real small model, each with its own generator (the older tasks stay as they were)."""
+    tasks = {
+        "sentiment-hard": (sentiment_hard, {
+            "description": "Sentiment where the surface words mislead: negation ('not bad at all'), contrast "
+                           "('expected awful, but lovely'), sarcasm and faint praise. Meant to show: a small model "
+                           "reads the adjectives and is near chance at k=0; demonstrations help only where it "
+                           "can pick up the construction.",
+            "template": {"input": "Review: {text}\nSentiment:"},
+            "label_column": "label", "choices": ["positive", "negative"], "unrelated_labels": ["foo", "bar"]}),
+        "sentiment-sul": (sentiment, {
+            "description": "Semantically unrelated labels (Wei et al. 2023): plain reviews, but the labels are "
+                           "'foo' (positive) and 'bar' (negative). Meant to show: at k=0 the model cannot know "
+                           "the mapping (chance); only the demonstrations can teach it.",
+            "template": {"input": "Review: {text}\nAnswer:"},
+            "label_column": "label", "choices": ["foo", "bar"], "label_map": {"positive": "foo", "negative": "bar"}}),
+        "topic-8": (topic_8, {
+            "description": "The topic of a sentence among eight: sports, food, weather, technology, politics, "
+                           "music, health, travel. Meant to show: more classes than a small model guesses from "
+                           "the label words alone; demonstrations show the label set.",
+            "template": {"input": "Sentence: {text}\nTopic:"},
+            "label_column": "label", "choices": list(TOPICS_8)}),
+        "capitals": (capitals, {
+            "description": "Country -> capital, generated (exact match). Meant to show: knowledge the model has "
+                           "or lacks; demonstrations fix the format (one city, then stop) but cannot add facts.",
+            "template": {"input": "{country} ->"}, "label_column": "capital", "choices": None}),
+        "dates": (dates, {
+            "description": "Rewrite an ISO date as DD/MM/YYYY (generative, exact match). A format-following task: "
+                           "the instruction is only in the demonstrations, so k=0 fails and a few examples teach it.",
+            "template": {"input": "{date} ->"}, "label_column": "answer", "choices": None}),
+    }
+    for i, (name, (make, meta)) in enumerate(tasks.items()):
+        train, test = make(random.Random(seed + 100 + i))
+        mapping = meta.pop("label_map", None)
+        if mapping:
+            for row in train + test:
+                row["label"] = mapping[row["label"]]
+        _write(name, train, test, meta, out)
 
 
 if __name__ == "__main__":

@@ -28,7 +28,7 @@ from core.errors import Cancelled, UserError
 from core.fewshot.types import CONTENT_FREE, Demo, Example, FewShotConfig, FewShotRun, Metrics
 from core.fewshot.scoring import encode, generate_greedy, score_continuations, split_context
 from core.tasks import Task
-from core.models.types import ModelHandle
+from core.models.types import ModelHandle, cannot
 
 Progress = Callable[[float, str], None]
 
@@ -58,7 +58,7 @@ def run_fewshot(handle: ModelHandle, task: Task, config: FewShotConfig, progress
     if handle.info.kind == "seq_cls":
         return _classifier_run(handle, task, config, should_stop)
     if handle.info.kind != "causal_lm":
-        raise UserError(f"Few-shot scoring needs a causal language model; {handle.info.name} is a {handle.info.kind}.")
+        raise UserError(cannot(handle.info, "Few-shot prompting"))
     t0 = time.time()
     template = template_of(task, config)
     task = task.with_template(template)  # validates the template's fields against both splits

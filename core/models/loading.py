@@ -19,8 +19,9 @@ from typing import Callable, Iterator
 
 import torch
 
-from core.models import devices
+from core.models import cache, devices, gguf
 from core.models.embedded import DEFAULT_MODEL, MODELS_DIR, find_embedded
+from core.models.packaged import find_packaged
 from core.errors import ModelLoadError, PathNotAllowedError
 from core.models.types import KINDS, ModelHandle, ModelInfo, ModelSpec
 
@@ -74,10 +75,23 @@ class Resolved:
     step: int | None = None
     local_files_only: bool = True
     adapter: bool = False  # a PEFT (LoRA) adapter folder: merged into its base on load
+    origin: str = ""       # where the weights came from, when that is not the path (GGUF, a package)
+    license: str = ""
 
 
-def resolve(spec: ModelSpec, policy: PathPolicy = PathPolicy(), offline: bool = False) -> Resolved:
-    """Find the weights: an embedded model, a local folder, or a Hub id (cache first)."""
+def _converted(folder: Path, source: str, name: str, license: str = "") -> Resolved:
+    record = cache.complete(folder) or {}
+    origin = gguf.quality_note(record) if record.get("source") == "gguf" else \
+        f"unpacked from {record.get('file', 'an archive')}"
+    if record.get("packaged"):
+        origin = f"package {record['packaged']} {record.get('package_version') or ''}".rstrip() + f"; {origin}"
+    return Resolved(source, str(folder), None, name, origin=origin, license=license or record.get("license", ""))
+
+
+def resolve(spec: ModelSpec, policy: PathPolicy = PathPolicy(), offline: bool = False,
+            progress: Progress | None = None) -> Resolved:
+    """Find the weights: an embedded model, a packaged pretrained model, a local folder or GGUF file,
+    or a Hub id (cache first). GGUF files and packaged models are converted into the cache once."""
     name = spec.model.strip()
     if not name:
         raise ModelLoadError("No model given. Pick a preset, or type a Hub id or a local folder.")
@@ -91,14 +105,21 @@ def resolve(spec: ModelSpec, policy: PathPolicy = PathPolicy(), offline: bool = 
     if name == "default":
         raise ModelLoadError(f"The embedded default model is missing from {MODELS_DIR}. Restore the "
                              "assets folder, or rebuild it with `python -m core.build.train_tiny`.")
+    packed = find_packaged(name)
+    if packed is not None:
+        return _converted(packed.materialise(progress), "packaged", packed.name, packed.license)
     path = Path(name).expanduser()
     if path.exists() or name.startswith((".", "/", "~")) or os.sep + os.sep in name:
+        file = gguf.gguf_file(path)
+        if file is not None:
+            policy.check(file)
+            return _converted(gguf.convert(file, progress), "gguf", file.stem)
         if path.is_dir() and (path / "adapter_config.json").exists() and not (path / "config.json").exists():
             policy.check(path)
             return Resolved("local", str(path), None, path.name, _step_of(path), adapter=True)
         if not path.is_dir() or not (path / "config.json").exists():
             raise ModelLoadError(f"'{name}' is not a model folder: it needs a config.json "
-                                 "(a folder written by save_pretrained).")
+                                 "(a folder written by save_pretrained) or a .gguf file.")
         policy.check(path)
         step = _step_of(path)
         return Resolved("local", str(path), None, path.name, step)
@@ -146,8 +167,11 @@ def _resolve_hub(repo: str, revision: str | None, offline: bool) -> Resolved:
 
 
 def detect_kind(config) -> str:
-    """causal_lm, masked_lm or seq_cls from the config's architectures, else its model type."""
+    """causal_lm, masked_lm, seq_cls or encoder (a bare encoder checkpoint, no task head) from the
+    config's architectures, else its model type."""
     for arch in getattr(config, "architectures", None) or []:
+        if arch.endswith("Model") and getattr(config, "model_type", "") in _ENCODERS:
+            return "encoder"
         if arch.endswith("ForSequenceClassification"):
             return "seq_cls"
         if arch.endswith("ForMaskedLM"):
@@ -158,10 +182,29 @@ def detect_kind(config) -> str:
 
 
 def _auto_class(kind: str):
-    from transformers import (AutoModelForCausalLM, AutoModelForMaskedLM,
+    from transformers import (AutoModel, AutoModelForCausalLM, AutoModelForMaskedLM,
                               AutoModelForSequenceClassification)
     return {"causal_lm": AutoModelForCausalLM, "masked_lm": AutoModelForMaskedLM,
-            "seq_cls": AutoModelForSequenceClassification}[kind]
+            "seq_cls": AutoModelForSequenceClassification, "encoder": AutoModel}[kind]
+
+
+_HEAD_NAMES = {"causal_lm": "language-model head", "masked_lm": "masked-LM head",
+               "seq_cls": "classification head"}
+
+
+def heads_note(model, kind: str, missing: list[str]) -> str:
+    """What task head the model has, and whether the checkpoint held it or it starts random."""
+    if kind == "encoder":
+        return "none: a bare encoder (attention, head roles, a base for classification fine-tuning)"
+    head = _HEAD_NAMES[kind]
+    if kind == "seq_cls":
+        head += f" ({model.config.num_labels} labels)"
+    base = getattr(model, "base_model_prefix", "")
+    fresh = [k for k in missing if not k.startswith(f"{base}.")] if base else missing
+    tied = kind in ("causal_lm", "masked_lm") and getattr(model.config, "tie_word_embeddings", False)
+    if fresh and not (tied and all(k.endswith("decoder.weight") or k.endswith("lm_head.weight") for k in fresh)):
+        return f"{head}, randomly initialised: the checkpoint does not hold it ({', '.join(fresh[:3])})"
+    return head + (" (tied to the embeddings)" if tied else "")
 
 
 def _quantization_config(spec: ModelSpec, device: torch.device):
@@ -192,7 +235,7 @@ def context_length(config) -> int | None:
     return _cfg(config, "max_position_embeddings", "n_positions", "n_ctx")
 
 
-def model_info(model, key: str, res: Resolved, kind: str) -> ModelInfo:
+def model_info(model, key: str, res: Resolved, kind: str, heads: str = "") -> ModelInfo:
     c = model.config
     n_heads = int(_cfg(c, "num_attention_heads", "n_head", default=0))
     return ModelInfo(
@@ -206,16 +249,18 @@ def model_info(model, key: str, res: Resolved, kind: str) -> ModelInfo:
         vocab_size=int(c.vocab_size), dtype=devices.dtype_name(model.dtype), device=str(model.device),
         attn_implementation=getattr(c, "_attn_implementation", None) or "eager",
         memory_bytes=devices.module_bytes(model), step=res.step,
+        origin=res.origin, license=res.license, heads=heads,
     )
 
 
-def load_model(spec: ModelSpec, policy: PathPolicy = PathPolicy(), offline: bool = False) -> ModelHandle:
+def load_model(spec: ModelSpec, policy: PathPolicy = PathPolicy(), offline: bool = False,
+               progress: Progress | None = None) -> ModelHandle:
     """Load weights and tokenizer for ``spec``. Raises ``ModelLoadError`` with a plain message."""
     from transformers import AutoConfig, AutoTokenizer
 
     if spec.kind not in ("auto", *KINDS):
         raise ModelLoadError(f"Unknown model kind '{spec.kind}'. Use auto, {', '.join(KINDS)}.")
-    res = resolve(spec, policy, offline)
+    res = resolve(spec, policy, offline, progress)
     device = devices.resolve_device(spec.device)
     dtype = devices.resolve_dtype(spec.dtype, device)
     common = dict(revision=res.revision, local_files_only=res.local_files_only,
@@ -233,7 +278,8 @@ def load_model(spec: ModelSpec, policy: PathPolicy = PathPolicy(), offline: bool
             kwargs.update(quantization_config=quant, device_map=spec.device_map or {"": device.index or 0})
         elif spec.device_map:
             kwargs["device_map"] = spec.device_map
-        model = _auto_class(kind).from_pretrained(res.path, **kwargs)
+        model, report = _auto_class(kind).from_pretrained(res.path, output_loading_info=True, **kwargs)
+        heads = heads_note(model, kind, list(report.get("missing_keys", ())))
         if quant is None and not spec.device_map:
             model.to(device)
         model.eval()
@@ -253,7 +299,7 @@ def load_model(spec: ModelSpec, policy: PathPolicy = PathPolicy(), offline: bool
         raise ModelLoadError(f"Could not load '{spec.model}': {str(exc).splitlines()[0]}") from exc
     if tokenizer.pad_token is None and tokenizer.eos_token is not None:
         tokenizer.pad_token = tokenizer.eos_token
-    return ModelHandle(model, tokenizer, spec, model_info(model, spec.key, res, kind))
+    return ModelHandle(model, tokenizer, spec, model_info(model, spec.key, res, kind, heads))
 
 
 BASE_CONFIG = "base_config.json"  # written beside an adapter: the base's config as trained (labels, head size)
@@ -335,7 +381,7 @@ class ModelRegistry:
                 progress(0.1, f"loading {spec.model}")
             while len(self._handles) >= self.max_models:
                 self._evict_oldest()
-            handle = self._loader(spec, policy=self.policy, offline=self.offline)
+            handle = self._loader(spec, policy=self.policy, offline=self.offline, progress=progress)
             self._handles[spec.key] = handle
             while self.used_bytes() > self.budget_bytes and len(self._handles) > 1:
                 self._evict_oldest()

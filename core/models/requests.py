@@ -14,7 +14,7 @@ class LoadRequest(Request):
     revision: str | None = field(None, help="Hub revision or embedded checkpoint (e.g. step1000)")
     device: str = field("auto", help="auto, cpu, cuda or mps")
     dtype: str = field("auto", help="auto, float32, bfloat16 or float16")
-    kind: str = field("auto", help="auto, causal_lm, masked_lm or seq_cls")
+    kind: str = field("auto", help="auto, causal_lm, masked_lm, seq_cls or encoder")
     trust_remote_code: bool = field(False, help="run code from the model's repository (only for authors you trust)")
 
     def check(self):

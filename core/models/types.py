@@ -5,8 +5,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-ModelKind = Literal["causal_lm", "masked_lm", "seq_cls"]
-KINDS: tuple[str, ...] = ("causal_lm", "masked_lm", "seq_cls")
+ModelKind = Literal["causal_lm", "masked_lm", "seq_cls", "encoder"]
+KINDS: tuple[str, ...] = ("causal_lm", "masked_lm", "seq_cls", "encoder")
 DEVICES: tuple[str, ...] = ("auto", "cpu", "cuda", "mps")
 DTYPES: tuple[str, ...] = ("auto", "float32", "bfloat16", "float16")
 QUANTIZATIONS: tuple[str, ...] = ("none", "8bit", "4bit")
@@ -20,7 +20,7 @@ class ModelSpec:
     revision: str | None = None
     device: str = "auto"
     dtype: str = "auto"
-    kind: str = "auto"                      # auto | causal_lm | masked_lm | seq_cls
+    kind: str = "auto"                      # auto | causal_lm | masked_lm | seq_cls | encoder
     attn_implementation: str | None = None  # None: transformers' default (sdpa where it can)
     quantization: str = "none"              # none | 8bit | 4bit (bitsandbytes, CUDA only)
     device_map: str | None = None           # "auto" spreads a large model over devices
@@ -42,7 +42,7 @@ class ModelInfo:
 
     key: str
     name: str
-    source: str            # embedded | local | hub
+    source: str            # embedded | packaged | gguf | local | hub
     location: str          # folder or Hub id actually loaded
     revision: str | None
     model_type: str
@@ -60,6 +60,9 @@ class ModelInfo:
     attn_implementation: str
     memory_bytes: int
     step: int | None = None  # training step, for checkpoints that record one
+    origin: str = ""         # where the weights came from when the location does not say (GGUF, a package)
+    license: str = ""
+    heads: str = ""          # the task head the model has, and whether the checkpoint held it
 
     def to_dict(self) -> dict[str, Any]:
         from dataclasses import asdict
@@ -104,3 +107,14 @@ class AppConfig:
     def exposed(self) -> bool:
         """True when the server can be reached from other machines."""
         return self.share or self.host not in ("127.0.0.1", "localhost", "::1")
+
+
+def cannot(info: ModelInfo, action: str, needs: str = "a causal language model") -> str:
+    """A plain refusal for a task this kind of model cannot do, saying what it can do instead."""
+    what = {"encoder": "a bare encoder (no language-model or classification head)",
+            "masked_lm": "a masked language model", "seq_cls": "a sequence classifier",
+            "causal_lm": "a causal language model"}.get(info.kind, info.kind)
+    instead = {"encoder": " It shows attention and head roles, and fine-tunes as a classifier "
+                          "(Fine-tune tab, classification objective).",
+               "masked_lm": " It shows attention and head roles."}.get(info.kind, "")
+    return f"{action} needs {needs}; {info.name} is {what}.{instead}"

@@ -64,7 +64,10 @@ def summary(result: AttributionResult) -> str:
                 if result.kept else "every feature removed or blanked")
         lines.append(f"- at the baseline ({held}): {result.baseline_logprob:.4f} "
                      f"(difference {gap:+.4f}; the scores sum to {result.scores.sum():+.4f})")
-    if result.convergence_delta is not None:
+    if result.convergence:
+        c = result.convergence
+        lines.append(f"- {'' if c['converged'] else '**warning:** '}{c['note']}")
+    elif result.convergence_delta is not None:
         lines.append(f"- integrated-gradients convergence delta: {result.convergence_delta:+.2e} "
                      "(near zero: the integral is accurate)")
     return "\n".join(lines)

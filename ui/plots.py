@@ -43,6 +43,7 @@ def info_card(info: ModelInfo | None) -> str:
         ("Vocabulary", f"{info.vocab_size:,}"), ("Device / dtype", f"{info.device} · {info.dtype}"),
         ("Attention", info.attn_implementation), ("Memory", human_bytes(info.memory_bytes)),
     ]
+    rows += [(k, v) for k, v in (("Task head", info.heads), ("Weights", info.origin), ("Licence", info.license)) if v]
     body = "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(str(v))}</td></tr>" for k, v in rows)
     return (f"<div class='el-card' data-model='{html.escape(info.key)}'>"
             f"<h3>{html.escape(info.name)}</h3><table>{body}</table></div>")

@@ -29,6 +29,7 @@ from core.errors import UserError
 from core.models.types import ModelHandle, cannot
 
 GRANULARITIES = ("token", "word", "segment")
+CPU_BUDGET_BYTES = 2 * 2**30  # on the CPU, larger batches of steps gain little speed and cost RAM
 MAX_STEPS_PER_BATCH = 64  # bounds how long one model call runs, and so how soon cancel takes effect
 
 
@@ -140,7 +141,8 @@ def internal_batch_size(handle: ModelHandle, n_tokens: int, n_steps: int, budget
             budget_bytes = int(torch.cuda.mem_get_info(handle.device)[0] * 0.6)
         else:
             import os
-            budget_bytes = int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES") * 0.4)
+            budget_bytes = min(int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES") * 0.4),
+                               CPU_BUDGET_BYTES)
     if per_step > budget_bytes:
         raise UserError(f"This attribution needs about {per_step / 2**30:.1f} GB per integration step but "
                         f"about {budget_bytes / 2**30:.1f} GB is free. Shorten the prompt or use a smaller "
@@ -213,6 +215,50 @@ def _gradient_rows(handle, method, prompt_ids, n_special, rows, baseline_id, opt
             fx.append(float(f(ids)))
             fb.append(float(f(base)))
     return np.stack(out_rows), fx, fb, deltas
+
+
+def _ig_rows(handle, prompt_ids, n_special, fns, baseline_id, opts, should_stop, kept: np.ndarray | None = None):
+    """Integrated gradients of each ``fn`` (prompt embeddings -> a number per batch row), converged.
+
+    Runs on the prompt's embeddings, so a function may append any continuation (a target and a foil
+    of different lengths in one contrast) and completeness is checked on the explained quantity itself.
+    Returns (rows x prompt tokens, f(x) per row, f(baseline) per row, convergence per row).
+    """
+    from core.attribution.integrated import POINTS_PER_PIECE, integrate
+
+    emb = handle.model.get_input_embeddings()
+    P = len(prompt_ids)
+    ids = torch.tensor([prompt_ids], device=handle.device)
+    base = ids.clone()
+    base[0, n_special:P] = baseline_id
+    if kept is not None and kept.any():
+        keep_at = n_special + torch.from_numpy(np.flatnonzero(kept)).to(handle.device)
+        base[0, keep_at] = ids[0, keep_at]
+    with torch.no_grad():
+        e_x, e_b = emb(ids).detach(), emb(base).detach()
+    batch = internal_batch_size(handle, P + 8, POINTS_PER_PIECE)
+    out, fx, fb, conv = [], [], [], []
+    for fn in fns:
+        attr, x_val, b_val, c = integrate(fn, e_x, e_b, n_steps=opts["n_steps"], tolerance=opts["tolerance"],
+                                          max_steps=max(opts["max_steps"], opts["n_steps"]), batch=batch,
+                                          should_stop=should_stop)
+        out.append(attr[0].sum(-1)[n_special:P].float().cpu().numpy())
+        fx.append(x_val)
+        fb.append(b_val)
+        conv.append(c)
+    return np.stack(out), fx, fb, conv
+
+
+def _appending(handle, cont_ids: list[int]) -> Callable[[torch.Tensor], torch.Tensor]:
+    """Prompt embeddings (b, P, H) -> log p(cont_t | prompt, cont_<t) (b, T)."""
+    cont = torch.tensor(cont_ids, device=handle.device)
+    with torch.no_grad():
+        e_c = handle.model.get_input_embeddings()(cont[None]).detach()
+
+    def logprobs(e: torch.Tensor) -> torch.Tensor:
+        full = torch.cat([e, e_c.expand(e.shape[0], -1, -1).to(e.dtype)], 1)
+        return _causal_logprobs(handle.model, full, e.shape[1], cont)
+    return logprobs
 
 
 def _causal_rows(handle, prompt_len, cont_ids, per_token: bool):
@@ -320,6 +366,24 @@ def attribute(handle: ModelHandle, prompt: str, target: str | None = None, metho
     rows = [tok.decode([i]) for i in cont] if per_token else [
         (target or tok.decode(cont)) + (f" − {foil}" if foil else "")]
 
+    if method == "ig":  # the explained quantity itself (with its foil) is integrated, to convergence
+        lp_t = _appending(handle, cont)
+        lp_f = _appending(handle, foil_ids) if foil_ids is not None else None
+        if per_token:
+            fns = [lambda e, t=t: lp_t(e)[:, t] for t in range(len(cont))]
+        elif len(cont) == 1 and foil_ids is not None and len(foil_ids) == 1:  # one forward gives both
+            def fns_one(e, a=cont[0], b=foil_ids[0]):
+                lp = torch.log_softmax(handle.model(inputs_embeds=e).logits[:, -1].float(), -1)
+                return lp[:, a] - lp[:, b]
+            fns = [fns_one]
+        else:
+            fns = [lambda e: lp_t(e).sum(-1) - (lp_f(e).sum(-1) if lp_f is not None else 0.0)]
+        tok_attr, fx, fb, conv = _ig_rows(handle, prompt_ids, n_special, fns, _baseline_id(handle), opts,
+                                          should_stop, kept)
+        return AttributionResult(features, np.asarray(tok_attr @ groups, np.float64), rows, sum(fx), sum(fb),
+                                 sum(c.delta for c in conv), method, granularity, foil=foil, kept=kept_idx,
+                                 convergence=_merge(conv))
+
     def run(cont_ids: list[int]) -> tuple[np.ndarray, float, float | None, float | None]:
         """(rows, features), f(x), f(baseline), delta for one continuation."""
         if m.family == "gradient":
@@ -342,6 +406,15 @@ def attribute(handle: ModelHandle, prompt: str, target: str | None = None, metho
         delta = None if delta is None else delta - delta_f
     return AttributionResult(features, np.asarray(mat, np.float64), rows, fx, fb, delta, method, granularity,
                              foil=foil, kept=kept_idx)
+
+
+def _merge(conv) -> dict:
+    """One convergence record for the rows of a result (per-token rows are integrated one by one)."""
+    return {"steps": sum(c.steps for c in conv), "pieces": sum(c.pieces for c in conv),
+            "delta": sum(c.delta for c in conv), "abs_delta": sum(c.abs_delta for c in conv),
+            "tolerance": sum(c.tolerance for c in conv), "converged": all(c.converged for c in conv),
+            "note": conv[0].note() if len(conv) == 1 else
+            f"{len(conv)} rows; " + "; ".join(f"row {i + 1}: {c.note()}" for i, c in enumerate(conv))}
 
 
 def _kept_indices(keep: Sequence[int], n: int) -> tuple[int, ...]:
@@ -391,8 +464,18 @@ def _attribute_classifier(handle, m, prompt_ids, n_special, features, groups, la
     ids_tail = prompt_ids[len(body):]
     if kept is not None:
         kept = kept[: len(body) - n_special]
+    name = handle.model.config.id2label.get(idx, str(idx))
+    if m.name == "ig":
+        with torch.no_grad():
+            e_tail = handle.model.get_input_embeddings()(torch.tensor([ids_tail], device=handle.device)).detach()
+
+        def on_body(e):
+            return forward(torch.cat([e, e_tail.expand(e.shape[0], -1, -1)], 1)) if ids_tail else forward(e)
+        tok_attr, fx, fb, conv = _ig_rows(handle, body, n_special, [on_body], _baseline_id(handle), opts,
+                                          should_stop, kept)
+        return AttributionResult(features, tok_attr @ groups[: tok_attr.shape[1]], [str(name)], fx[0], fb[0],
+                                 conv[0].delta, m.name, granularity, kept=kept_idx, convergence=_merge(conv))
     tok_attr, fx, fb, deltas = _gradient_rows(handle, m.name, body, n_special, [(forward, ids_tail)],
                                               _baseline_id(handle), opts, should_stop, kept)
-    name = handle.model.config.id2label.get(idx, str(idx))
     return AttributionResult(features, tok_attr @ groups[: tok_attr.shape[1]], [str(name)], fx[0], fb[0],
                              deltas[0] if deltas else None, m.name, granularity, kept=kept_idx)

@@ -29,7 +29,10 @@ class MethodInfo:
 _SEED = Option("seed", int, 0, "random seed for sampling")
 METHODS: dict[str, MethodInfo] = {m.name: m for m in (
     MethodInfo("ig", "Integrated gradients (embeddings)", "gradient", ("causal_lm", "seq_cls"),
-               (Option("n_steps", int, 64, "integration steps"),)),
+               (Option("n_steps", int, 64, "integration steps of the first pass"),
+                Option("tolerance", float, 0.05, "completeness tolerance, a share of |f(x) - f(baseline)| "
+                                                 "(at least 0.02 nats)"),
+                Option("max_steps", int, 1024, "step budget for refining the path until it converges"))),
     MethodInfo("input_x_gradient", "Gradient x input", "gradient", ("causal_lm", "seq_cls")),
     MethodInfo("saliency", "Saliency (gradient)", "gradient", ("causal_lm", "seq_cls")),
     MethodInfo("gradient_shap", "GradientShap", "gradient", ("causal_lm", "seq_cls"),
@@ -90,6 +93,7 @@ class AttributionResult:
     kinds: list[str] = field(default_factory=list)  # per segment: instruction/demo/query where known
     kept: tuple[int, ...] = ()    # features held at their input value in the baseline (score 0)
     model_key: str = ""           # the registry key of the model that produced it
+    convergence: dict | None = None  # integrated gradients: steps used, delta, tolerance, converged, note
 
     @property
     def scores(self) -> np.ndarray:
@@ -98,6 +102,8 @@ class AttributionResult:
 
     def to_dict(self) -> dict:
         extra = {"kept": list(self.kept)} if self.kept else {}  # only when features were held fixed
+        if self.convergence:
+            extra["convergence"] = self.convergence
         return {**extra, "segments": self.segments, "scores": self.scores.astype(float).tolist(),
                 "matrix": self.matrix.astype(float).tolist(), "target_tokens": self.target_tokens,
                 "target_logprob": float(self.target_logprob),

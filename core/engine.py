@@ -368,13 +368,16 @@ class Engine(TrainingLabs, InterventionLabs, HistoryLabs):
 
     def fewshot_preview(self, req: FewShotRequest) -> tuple[str, list[str], int | None]:
         """The first configuration's prompt for the first test row: (prompt, its tokens, the context length)."""
-        from core.fewshot.demos import build_prompt, demonstrations, template_of
+        from core.fewshot.demos import build_prompt, chat_wrap, demonstrations, template_of
         task = self.task(req.task)
         key, config = self._configs(req, task)[0]
         tpl = template_of(task, config)
         row = task.rows("test")[0]
-        prompt = build_prompt(tpl, demonstrations(task, config, row, 0), tpl.render(row))
         handle = self.registry.get(key)
+        prompt = build_prompt(tpl, demonstrations(task, config, row, 0), tpl.render(row))
+        if config.chat:
+            before, after = chat_wrap(handle.tokenizer)
+            prompt = before + prompt + after
         ids = handle.tokenizer(prompt)["input_ids"]
         return prompt, [handle.tokenizer.decode([i]) for i in ids], handle.info.context_length
 

@@ -17,7 +17,7 @@ def test_attribute_segments_through_api(client):
     client.predict("default", "", "auto", "auto", "auto", False, api_name="/load_model")
     info, text_html, rows, bars, heat, cmp, csv_path, json_path = attribute(client)
     assert cmp is None  # a new run clears the previous comparison
-    assert "Integrated gradients" in info and "convergence delta" in info
+    assert "Integrated gradients" in info and "completeness delta" in info and "converged" in info
     assert "el-attr-text" in text_html and "w42" in text_html
     data = json.load(open(json_path))
     assert len(data["segments"]) == 4 and data["segments"][-1] == "w8 ="

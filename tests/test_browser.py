@@ -122,3 +122,32 @@ def test_history_tab_reopens_a_run(page, tmp_path):
     page.locator("#hist-status").get_by_text("as it was").wait_for(timeout=120_000)
     page.locator("#hist-summary table").first.wait_for(timeout=60_000)
     page.screenshot(path=str(tmp_path / "history-tab.png"), full_page=True)
+
+
+def test_a_real_english_model_in_the_browser(page, tmp_path):
+    """Last: it makes SmolLM2 the page's active model. Load it, draw attention on English, run a preset."""
+    import re
+
+    from core.models.packaged import find_packaged
+    from ui.tabs.attention import EXAMPLES
+    if not find_packaged("smollm2-135m").installed():
+        pytest.skip(f"smollm2-135m is not installed: {find_packaged('smollm2-135m').install}")
+    page.get_by_role("tab", name="Model").click()
+    field = page.locator("#model-select input")
+    field.fill("smollm2-135m")
+    field.press("Enter")
+    page.locator("#load-model").click()
+    page.locator("#model-info-card .el-card h3").get_by_text("smollm2-135m").wait_for(timeout=600_000)
+    assert "Q4_1" in page.locator("#model-info-card").inner_text()
+
+    page.get_by_role("tab", name="Attention").click()
+    page.locator("#attn-text textarea").fill(next(e for e in EXAMPLES if "lighthouse" in e))
+    page.locator("#attn-show").click()
+    page.locator("#attn-head-plot").get_by_text(re.compile("lighthouse")).first.wait_for(timeout=300_000)
+
+    page.get_by_role("tab", name="Few-shot").click()
+    page.get_by_label("Test examples (0: all)").fill("6")
+    page.locator("#fewshot-preset-run").click()  # Brown et al.: accuracy against k, on antonyms
+    page.locator("#fewshot-status").get_by_text(re.compile("antonyms.*smollm2-135m")).wait_for(timeout=900_000)
+    page.locator("#fewshot-plot .main-svg").first.wait_for(timeout=30_000)
+    page.screenshot(path=str(tmp_path / "real-model.png"), full_page=True)

@@ -53,10 +53,12 @@ def test_help_lists_subcommands():
 
 
 def test_models_json():
-    models = json.loads(run_process("models").stdout)
+    listed = json.loads(run_process("models").stdout)
+    models = [m for m in listed if m["source"] == "embedded"]
+    assert {m["name"] for m in listed if m["source"] == "packaged"} >= {"smollm2-135m", "minilm-l6"}
     assert len(models) >= 2 and sum(m["default"] for m in models) == 1
     for m in models:
-        assert set(m) == {"name", "path", "checkpoints", "default"}
+        assert set(m) == {"source", "name", "path", "checkpoints", "default"}
         steps = [c["step"] for c in m["checkpoints"]]
         assert steps == sorted(steps) and len(steps) >= 6
         assert m["path"] == m["checkpoints"][-1]["path"]

@@ -132,3 +132,47 @@ def test_a_bare_encoder_loads_as_an_encoder_and_refuses_prompting():
         run_fewshot(h, load_builtin("sentiment"), FewShotConfig(k=0, limit=2))
     forced = load_model(ModelSpec("minilm-l6", kind="masked_lm"))  # asked for a head it does not hold
     assert "randomly initialised" in forced.info.heads
+
+
+@needs_package(SMOL)
+def test_the_chat_template_option_wraps_every_prompt_and_is_off_by_default(smollm2):
+    from core.fewshot.run import run_fewshot
+    from core.fewshot.types import FewShotConfig
+    from core.tasks import load_builtin
+    task = load_builtin("sentiment")
+    plain = run_fewshot(smollm2, task, FewShotConfig(k=2, limit=3))
+    chat = run_fewshot(smollm2, task, FewShotConfig(k=2, limit=3, chat=True))
+    assert not plain.examples[0].prompt.startswith("<|im_start|>")
+    for e in chat.examples:
+        assert e.prompt.startswith("<|im_start|>system") and e.prompt.endswith("<|im_start|>assistant\n")
+        assert "".join(e.segments) == e.prompt  # demonstrations still attributable one by one
+    assert chat.shared_prefix_tokens > plain.shared_prefix_tokens  # the system turn is shared too
+    assert "chat template" in chat.config.label()
+
+
+def test_the_chat_template_is_refused_for_a_tokenizer_without_one():
+    from core.fewshot.run import run_fewshot
+    from core.fewshot.types import FewShotConfig
+    from core.tasks import load_builtin
+    h = load_model(ModelSpec("default"))
+    with pytest.raises(UserError, match="no chat template"):
+        run_fewshot(h, load_builtin("recall"), FewShotConfig(k=2, limit=2, chat=True))
+
+
+@needs_package(SMOL)
+def test_classic_directions_that_reproduce_on_smollm2(smollm2):
+    """Measured with bench/real_presets.py (README): a 135M model keeps its prior under flipped labels
+    (Wei et al. 2023: only large models follow them), and contextual calibration helps (Zhao et al. 2021)."""
+    from core.fewshot.run import run_fewshot
+    from core.fewshot.types import FewShotConfig
+    from core.tasks import load_builtin
+    task = load_builtin("sentiment")
+    flipped = [run_fewshot(smollm2, task, FewShotConfig(k=8, selection="balanced", seed=s, perturb="flip",
+                                                        flip_fraction=1.0, limit=24)).metrics.accuracy
+               for s in range(3)]
+    assert np.mean(flipped) > 0.6, flipped  # following the flipped labels would put it below 0.5
+    cal = [run_fewshot(smollm2, task, FewShotConfig(k=4, selection="random", seed=s, calibrate=True, limit=24))
+           for s in range(3)]
+    raw_acc = np.mean([r.metrics.accuracy for r in cal])
+    cal_acc = np.mean([r.metrics.accuracy_calibrated for r in cal])
+    assert cal_acc >= raw_acc, (raw_acc, cal_acc)

@@ -139,6 +139,29 @@ def prompt_segments(template: Template, demos: list[Demo], query: str) -> list[s
     return parts + [query]
 
 
+CHAT_SLOT = "\x00prompt\x00"
+
+
+def chat_wrap(tokenizer) -> tuple[str, str]:
+    """(before, after): the tokenizer's chat template around one user turn, ready for the answer."""
+    if not getattr(tokenizer, "chat_template", None):
+        raise UserError("This model's tokenizer has no chat template; untick 'chat template' (it is for "
+                        "instruction-tuned models such as smollm2-135m).")
+    text = tokenizer.apply_chat_template([{"role": "user", "content": CHAT_SLOT}], tokenize=False,
+                                         add_generation_prompt=True)
+    before, _, after = text.partition(CHAT_SLOT)
+    return before, after
+
+
+def wrapped(segments: list[str], wrap: tuple[str, str]) -> list[str]:
+    """The segments with the chat template's text before the first and after the last."""
+    before, after = wrap
+    if not (before or after):
+        return segments
+    return [before + segments[0], *segments[1:-1], segments[-1] + after] if len(segments) > 1 else \
+        [before + segments[0] + after]
+
+
 def build_prompt(template: Template, demos: list[Demo], query: str) -> str:
     """instruction + k x (input + target_delimiter + label + fewshot_delimiter) + query."""
     return "".join(prompt_segments(template, demos, query))

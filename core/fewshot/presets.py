@@ -34,7 +34,7 @@ PRESETS: dict[str, Preset] = {p.name: p for p in [
     Preset("brown2020", "Accuracy vs number of demonstrations (Brown et al. 2020)",
            "More demonstrations in the prompt, higher accuracy, without changing a weight. "
            "In GPT-3 the gain grew with model size: larger models learn more from the same examples.",
-           "sentiment", (FewShotConfig(selection="random", name="random demonstrations"),)),
+           "antonyms", (FewShotConfig(selection="random", name="random demonstrations"),)),
     Preset("min2022", "Gold vs random labels (Min et al. 2022)",
            "Replacing the demonstrations' labels by random ones barely hurt large pretrained models: "
            "they use the demonstrations for the format and label space more than for the mapping.",

@@ -85,6 +85,7 @@ class FewShotRequest(Request):
     configs: tuple[ConfigRequest, ...] = field((), cli=False)
     limit: int | None = field(None, help="score only the first N test rows")
     manual: tuple[int, ...] = field((), help="hand-picked train rows (selection = manual)")
+    chat: bool = field(False, help="wrap each prompt in the tokenizer's chat template (instruct models)")
 
     def check(self):
         if self.limit is not None and self.limit <= 0:
@@ -115,7 +116,8 @@ class FewShotRequest(Request):
         config = FewShotConfig(k=c.k, selection=c.selection, seed=c.seed,
                                manual=self.manual if c.selection == "manual" else (),
                                per_query=c.per_query, order=c.order, perturb=c.perturb,
-                               flip_fraction=c.flip, calibrate=c.calibrate, template=tpl, limit=self.limit)
+                               flip_fraction=c.flip, calibrate=c.calibrate, template=tpl, limit=self.limit,
+                               chat=self.chat)
         return replace(config, name=f"{letter}: {config.label()}")
 
 

@@ -22,7 +22,7 @@ from typing import Callable
 
 import numpy as np
 
-from core.fewshot.demos import (build_prompt, content_free_query, demonstrations, label_map, nearest_similarity,
+from core.fewshot.demos import (build_prompt, chat_wrap, wrapped, content_free_query, demonstrations, label_map, nearest_similarity,
                                 prompt_segments, scored_choices, template_of)
 from core.errors import Cancelled, UserError
 from core.fewshot.types import CONTENT_FREE, Demo, Example, FewShotConfig, FewShotRun, Metrics
@@ -76,7 +76,8 @@ def run_fewshot(handle: ModelHandle, task: Task, config: FewShotConfig, progress
     groups: dict[tuple, list[int]] = {}
     for i, d in enumerate(demos):
         groups.setdefault(tuple((x.index, x.shown) for x in d), []).append(i)
-    segments = [prompt_segments(template, d, q) for d, q in zip(demos, queries)]
+    wrap = chat_wrap(handle.tokenizer) if config.chat else ("", "")
+    segments = [wrapped(prompt_segments(template, d, q), wrap) for d, q in zip(demos, queries)]
     prompts = ["".join(s) for s in segments]
     model, tok = handle.model, handle.tokenizer
     n_total = len(rows) * (1 + (task.generative))
@@ -92,7 +93,8 @@ def run_fewshot(handle: ModelHandle, task: Task, config: FewShotConfig, progress
         group_demos = demos[members[0]]
         contexts = [prompts[i] for i in members]
         if choices is not None:
-            cf = [build_prompt(template, group_demos, content_free_query(template, t)) for t in CONTENT_FREE] \
+            cf = [wrap[0] + build_prompt(template, group_demos, content_free_query(template, t)) + wrap[1]
+                  for t in CONTENT_FREE] \
                 if config.calibrate else []
             conts = [[template.target_delimiter + c for c in choices]] * (len(contexts) + len(cf))
         else:

@@ -24,6 +24,7 @@ class FewShotConfig:
     calibrate: bool = False           # contextual calibration with CONTENT_FREE inputs
     template: Template | None = None  # None: the task's own
     limit: int | None = None          # first N test rows
+    chat: bool = False                # wrap each prompt in the tokenizer's chat template (instruct models)
     name: str = ""                    # shown in the side-by-side view
 
     def label(self) -> str:
@@ -36,6 +37,8 @@ class FewShotConfig:
             bits.append(f"{self.perturb} labels")
         if self.calibrate:
             bits.append("calibrated")
+        if self.chat:
+            bits.append("chat template")
         return ", ".join(bits)
 
 

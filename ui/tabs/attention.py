@@ -20,6 +20,10 @@ EXAMPLES = [
     "w5 w9 w2 w71 w33 w8 w60 w14 w5 w9 w2 w71 w33 w8 w60 w14",
     "w3 = w17 ; w8 = w42 ; w11 = w5 ; w8 = w42 ; w3 = w17",
     "The cat sat on the mat. The dog ran to the park. The cat sat on the mat.",
+    # English for a real model (smollm2-135m): a sentence said twice shows its induction heads (L18.H6)
+    "The old lighthouse keeper painted every window blue before the storm. "
+    "The old lighthouse keeper painted every window blue before the storm.",
+    "Review: The pasta was wonderful.\nSentiment: positive\n\nReview: The screen was dreadful.\nSentiment:",
 ]
 
 

@@ -13,6 +13,14 @@ from ui.errors import user_errors
 from ui.common import Form, model_choices, model_picker, on_run, session
 
 EXAMPLE = "w3 = w17 ; w8 = w42 ; w11 = w5 ; w20 = w9 ; w8 ="
+ENGLISH = ("Review: The pasta was wonderful and I loved it.\nSentiment: positive\n\n"
+           "Review: The hotel room was awful and I want a refund.\nSentiment: negative\n\n"
+           "Review: The battery died after a day and the screen was dreadful.\nSentiment:")
+# (prompt, target, foil, features, separator): the first runs on the embedded models, the others on a real
+# English model (load smollm2-135m in the Model tab)
+EXAMPLES = [[EXAMPLE, "w42", "", "segment", " ; "],
+            [ENGLISH, " negative", " positive", "segment", "\\n\\n"],
+            [ENGLISH, " negative", "", "word", "\\n\\n"]]
 METHOD_CHOICES = [(m.label, m.name) for m in METHODS.values()]
 
 
@@ -43,6 +51,8 @@ def render(engine: Engine, active: gr.State, demo: gr.Blocks) -> None:
                            info="the baseline blanks only the other features, so the scores say which "
                                 "demonstration drove the answer *given the question*; otherwise much of the credit "
                                 "goes to the query for making any answer likely")
+    gr.Examples(EXAMPLES, [prompt, target, foil, granularity, sep],
+                label="Examples (the English ones need a real model: load smollm2-135m in the Model tab)")
     with gr.Row():
         run_btn = gr.Button("Attribute", variant="primary", elem_id="attr-run")
         cmp_btn = gr.Button("Compare with the second method")

@@ -28,7 +28,7 @@ def request_of(values: dict) -> FewShotRequest:
     return FewShotRequest.from_mapping({
         "task": {f: values[f] for f in TASK_FIELDS},
         "configs": [{f: values[f"c{n}_{f}"] for f in FIELDS} for n in range(N_CONFIGS)],
-        "manual": values["manual"], "limit": values["limit"]})
+        "manual": values["manual"], "limit": values["limit"], "chat": values.get("chat", False)})
 
 
 def render(engine: Engine, active: gr.State, demo: gr.Blocks) -> None:
@@ -84,6 +84,9 @@ def render(engine: Engine, active: gr.State, demo: gr.Blocks) -> None:
     with gr.Row():
         limit = gr.Number(0, label="Test examples (0: all)", precision=0, minimum=0)
         manual = gr.Textbox("", label="Hand-picked train rows (selection = manual), e.g. 0,3,5")
+        chat = gr.Checkbox(False, label="Wrap in the chat template",
+                           info="instruction-tuned models (smollm2-135m): each prompt becomes one user turn; "
+                                "the preview shows it")
     with gr.Row():
         preview_btn = gr.Button("Preview prompt A")
         run_btn = gr.Button("Run side by side", variant="primary", elem_id="fewshot-run")
@@ -118,8 +121,9 @@ def render(engine: Engine, active: gr.State, demo: gr.Blocks) -> None:
                   fewshot_delimiter=fd, hub_id=hub_id)
     for n, widgets in enumerate(cfg):
         fields.update({f"c{n}_{f}": w for f, w in zip(FIELDS, widgets)})
-    form = Form(**fields, manual=manual, limit=limit)
-    sweep_form = Form(**form.components, axis=axis, values=values, seeds=seeds, metrics=metrics)
+    form = Form(**fields, manual=manual, limit=limit, chat=chat)
+    sweep_form = Form(**{k: c for k, c in form.components.items() if k != "chat"}, axis=axis, values=values,
+                      seeds=seeds, metrics=metrics, chat=chat)  # new fields last: API callers keep their positions
     cfg_inputs = [w for widgets in cfg for w in widgets]
 
     def outputs(runs, sid, shown="all"):
@@ -165,7 +169,7 @@ def render(engine: Engine, active: gr.State, demo: gr.Blocks) -> None:
         fig = fp.sweep_figure(series, req.axis, list(v["metrics"]) or ["accuracy"])
         last = [runs[-1] for _, runs in series]
         note = (f"Swept {req.axis} over {v['values']} with seeds {v['seeds']}: {sum(len(s) for _, s in series)} "
-                f"runs on {last[0].metrics.n} examples. The table shows each configuration at {req.axis} = "
+                f"runs on {last[0].metrics.n} examples of {last[0].task} ({last[0].model}). The table shows each configuration at {req.axis} = "
                 f"{req.axis_values[-1]}.")
         return (note, fig, *outputs(last, session(request)))
 

@@ -18,7 +18,7 @@ def render(engine: Engine, active: gr.State, demo: gr.Blocks) -> None:
     with gr.Row():
         with gr.Column(scale=2):
             model = gr.Dropdown(engine.model_choices(), value=default if emb else None,
-                                allow_custom_value=True, label="Model",
+                                allow_custom_value=True, label="Model", elem_id="model-select",
                                 info="An embedded model, a Hub preset, a Hub id or a local folder")
             with gr.Row():
                 revision = gr.Dropdown(engine.revision_choices(default), value="", allow_custom_value=True,

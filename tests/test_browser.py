@@ -147,7 +147,13 @@ def test_a_real_english_model_in_the_browser(page, tmp_path):
 
     page.get_by_role("tab", name="Few-shot").click()
     page.get_by_label("Test examples (0: all)").fill("6")
+    page.get_by_text("Presets: the classic experiments in one click").click()  # open the accordion
     page.locator("#fewshot-preset-run").click()  # Brown et al.: accuracy against k, on antonyms
-    page.locator("#fewshot-status").get_by_text(re.compile("antonyms.*smollm2-135m")).wait_for(timeout=900_000)
+    status = page.locator("#fewshot-status")
+    try:
+        status.get_by_text(re.compile("antonyms.*smollm2-135m")).wait_for(timeout=600_000)
+    finally:
+        page.screenshot(path=str(tmp_path / "real-model.png"), full_page=True)
+        print("few-shot status:", status.inner_text()[:400])
     page.locator("#fewshot-plot .main-svg").first.wait_for(timeout=30_000)
     page.screenshot(path=str(tmp_path / "real-model.png"), full_page=True)

@@ -188,8 +188,10 @@ def render(engine: Engine, active: gr.State, demo: gr.Blocks) -> None:
                         gr.update(value=c.perturb if c else "gold"), gr.update(value=c.flip_fraction if c else 0.5),
                         gr.update(value=c.calibrate if c else False), gr.update(value=False), gr.update(value="")]
         vals = ",".join(str(v) for v in p.values_for(embedded))
+        t = engine.builtin_task(tname).template  # set here, not by the task's change event: the sweep
         return (p.explanation, "built-in", tname, *updates, p.axis, vals, ",".join(map(str, p.seeds)),
-                list(p.metrics))
+                list(p.metrics), escape(t.instruction), escape(t.input), escape(t.target_delimiter),
+                escape(t.fewshot_delimiter))  # that follows reads them before that event lands
 
     @user_errors
     def filter_table(runs, shown):
@@ -223,7 +225,8 @@ def render(engine: Engine, active: gr.State, demo: gr.Blocks) -> None:
            "fewshot_sweep")
     preset.change(lambda n: PRESETS[n].explanation, preset, preset_md, api_name=False)
     on_run(engine, preset_btn.click, "fewshot", pick_preset, [preset, cfg[0][1]],
-           [preset_md, source, task_name, *cfg_inputs, axis, values, seeds, metrics], "fewshot_preset").then(
+           [preset_md, source, task_name, *cfg_inputs, axis, values, seeds, metrics, instruction, input_tpl, td, fd],
+           "fewshot_preset").then(
         do_sweep, sweep_form.inputs, [status, plot, *result_outs], api_name=False, **GPU_QUEUE)
     stop_btn.click(cancel, None, status, api_name="cancel_fewshot", queue=False)
     show.change(filter_table, [runs_state, show], table, api_name=False)

@@ -141,6 +141,9 @@ def test_a_real_english_model_in_the_browser(page, tmp_path):
     assert "Q4_1" in page.locator("#model-info-card").inner_text()
 
     page.get_by_role("tab", name="Attention").click()
+    picker = page.locator("#attn-model input")  # it follows the active model; say it, not to race that update
+    picker.fill("smollm2-135m")
+    page.get_by_role("option", name="smollm2-135m").first.click()
     page.locator("#attn-text textarea").fill(next(e for e in EXAMPLES if "lighthouse" in e))
     page.locator("#attn-show").click()
     page.locator("#attn-head-plot").get_by_text(re.compile("lighthouse")).first.wait_for(timeout=300_000)

@@ -38,7 +38,7 @@ def _roles_table(scores, role: str) -> pd.io.formats.style.Styler:
 
 def render(engine: Engine, active: gr.State, demo: gr.Blocks) -> None:
     with gr.Row():
-        model = gr.Dropdown(model_choices(engine), label="Model", scale=3,
+        model = gr.Dropdown(model_choices(engine), label="Model", scale=3, elem_id="attn-model",
                             info="any loaded model (load more in the Model tab)")
         layer = gr.Number(0, label="Layer", precision=0, minimum=0, scale=1)
         head = gr.Number(0, label="Head", precision=0, minimum=0, scale=1)

@@ -104,6 +104,7 @@ DEMO = "Review: The pasta was wonderful and I loved it.\nSentiment: positive\n\n
 QUERY = "Review: The battery died after a day and the screen was dreadful.\nSentiment:"
 
 
+@pytest.mark.slow
 @needs_package(SMOL)
 @pytest.mark.parametrize("granularity,foil,keep", [("token", None, ()), ("word", " positive", ()),
                                                     ("segment", " positive", (-1,))])

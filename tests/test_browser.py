@@ -146,7 +146,9 @@ def test_a_real_english_model_in_the_browser(page, tmp_path):
     page.get_by_role("option", name="smollm2-135m").first.click()
     page.locator("#attn-text textarea").fill(next(e for e in EXAMPLES if "lighthouse" in e))
     page.locator("#attn-show").click()
-    page.locator("#attn-head-plot").get_by_text(re.compile("lighthouse")).first.wait_for(timeout=300_000)
+    # drawn in the Head view (attached even when an earlier test left another view showing)
+    page.locator("#attn-head-plot").get_by_text(re.compile("lighthouse")).first.wait_for(state="attached",
+                                                                                       timeout=300_000)
 
     page.get_by_role("tab", name="Few-shot").click()
     page.get_by_label("Test examples (0: all)").fill("6")

@@ -174,37 +174,38 @@ def _label_index(handle: ModelHandle, label: str | int | None) -> int:
 
 # ---- gradient family ---------------------------------------------------------------
 
+def _input_and_baseline(handle, prompt_ids, cont, n_special, baseline_id, kept: np.ndarray | None):
+    """(ids, baseline ids) of prompt + cont: the prompt's features at the baseline token, except the kept ones."""
+    P = len(prompt_ids)
+    ids = torch.tensor([prompt_ids + list(cont)], device=handle.device)
+    base = ids.clone()
+    base[0, n_special:P] = baseline_id
+    if kept is not None and kept.any():
+        keep_at = n_special + torch.from_numpy(np.flatnonzero(kept)).to(handle.device)
+        base[0, keep_at] = ids[0, keep_at]
+    return ids, base
+
+
 def _gradient_rows(handle, method, prompt_ids, n_special, rows, baseline_id, opts, should_stop,
                    kept: np.ndarray | None = None):
-    """Per-row token attributions (rows x prompt tokens), f(x), f(baseline), delta for each row.
+    """Per-row token attributions (rows x prompt tokens), f(x) and f(baseline) for each row.
 
     ``kept`` (bool per prompt token) marks tokens held at their input value in the baseline.
     """
-    from captum.attr import GradientShap, LayerGradientXActivation, LayerIntegratedGradients
+    from captum.attr import GradientShap, LayerGradientXActivation
 
     emb = handle.model.get_input_embeddings()
     P = len(prompt_ids)
-    out_rows, fx, fb, deltas = [], [], [], []
+    out_rows, fx, fb = [], [], []
     for forward, cont in rows:
-        ids = torch.tensor([prompt_ids + cont], device=handle.device)
-        base = ids.clone()
-        base[0, n_special:P] = baseline_id
-        if kept is not None and kept.any():
-            keep_at = n_special + torch.from_numpy(np.flatnonzero(kept)).to(handle.device)
-            base[0, keep_at] = ids[0, keep_at]
+        ids, base = _input_and_baseline(handle, prompt_ids, cont, n_special, baseline_id, kept)
 
         def f(x, forward=forward):
             if should_stop():
                 raise Cancelled("Attribution")
             return forward(x)
 
-        if method == "ig":
-            lig = LayerIntegratedGradients(f, emb)
-            bs = internal_batch_size(handle, ids.shape[1], opts["n_steps"])
-            attr, delta = lig.attribute(ids, base, n_steps=opts["n_steps"], internal_batch_size=bs,
-                                        return_convergence_delta=True)
-            deltas.append(float(delta.sum()))
-        elif method in ("input_x_gradient", "saliency"):
+        if method in ("input_x_gradient", "saliency"):
             attr = LayerGradientXActivation(f, emb, multiply_by_inputs=method == "input_x_gradient").attribute(ids)
         else:  # gradient_shap: noise and baselines live in embedding space, so run on embeddings
             torch.manual_seed(opts["seed"])
@@ -214,7 +215,7 @@ def _gradient_rows(handle, method, prompt_ids, n_special, rows, baseline_id, opt
         with torch.no_grad():
             fx.append(float(f(ids)))
             fb.append(float(f(base)))
-    return np.stack(out_rows), fx, fb, deltas
+    return np.stack(out_rows), fx, fb
 
 
 def _ig_rows(handle, prompt_ids, n_special, fns, baseline_id, opts, should_stop, kept: np.ndarray | None = None):
@@ -228,12 +229,7 @@ def _ig_rows(handle, prompt_ids, n_special, fns, baseline_id, opts, should_stop,
 
     emb = handle.model.get_input_embeddings()
     P = len(prompt_ids)
-    ids = torch.tensor([prompt_ids], device=handle.device)
-    base = ids.clone()
-    base[0, n_special:P] = baseline_id
-    if kept is not None and kept.any():
-        keep_at = n_special + torch.from_numpy(np.flatnonzero(kept)).to(handle.device)
-        base[0, keep_at] = ids[0, keep_at]
+    ids, base = _input_and_baseline(handle, prompt_ids, [], n_special, baseline_id, kept)
     with torch.no_grad():
         e_x, e_b = emb(ids).detach(), emb(base).detach()
     batch = internal_batch_size(handle, P + 8, POINTS_PER_PIECE)
@@ -388,9 +384,9 @@ def attribute(handle: ModelHandle, prompt: str, target: str | None = None, metho
         """(rows, features), f(x), f(baseline), delta for one continuation."""
         if m.family == "gradient":
             fn_rows = _causal_rows(handle, len(prompt_ids), cont_ids, per_token)
-            tok_attr, fx, fb, deltas = _gradient_rows(handle, method, prompt_ids, n_special, fn_rows,
+            tok_attr, fx, fb = _gradient_rows(handle, method, prompt_ids, n_special, fn_rows,
                                                       _baseline_id(handle), opts, should_stop, kept)
-            return tok_attr @ groups, sum(fx), sum(fb), (sum(deltas) if deltas else None)
+            return tok_attr @ groups, sum(fx), sum(fb), None
         mat = _perturbation(handle, method, anchor, prompt, features, granularity, cont_ids,
                             tok.convert_ids_to_tokens(_baseline_id(handle)), opts, should_stop)
         if not per_token:
@@ -475,7 +471,7 @@ def _attribute_classifier(handle, m, prompt_ids, n_special, features, groups, la
                                           should_stop, kept)
         return AttributionResult(features, tok_attr @ groups[: tok_attr.shape[1]], [str(name)], fx[0], fb[0],
                                  conv[0].delta, m.name, granularity, kept=kept_idx, convergence=_merge(conv))
-    tok_attr, fx, fb, deltas = _gradient_rows(handle, m.name, body, n_special, [(forward, ids_tail)],
+    tok_attr, fx, fb = _gradient_rows(handle, m.name, body, n_special, [(forward, ids_tail)],
                                               _baseline_id(handle), opts, should_stop, kept)
     return AttributionResult(features, tok_attr @ groups[: tok_attr.shape[1]], [str(name)], fx[0], fb[0],
-                             deltas[0] if deltas else None, m.name, granularity, kept=kept_idx)
+                             None, m.name, granularity, kept=kept_idx)

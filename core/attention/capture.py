@@ -105,18 +105,19 @@ def _capture(handle: ModelHandle, enc: dict, layers: list[int], consume: Consume
     wanted, last = set(layers), max(layers)
     mods = attention_modules(model)
     enc = {k: v.to(model.device) for k, v in enc.items()}
+    n = enc["input_ids"].shape[1]  # learned virtual tokens (prefix/prompt tuning) come first: keep the input's
     with attention_implementation(handle, "eager"), torch.no_grad():
         if not mods:  # architectures that do not declare their attention modules
             out = model(**enc, output_attentions=True)
             for i in sorted(wanted):
-                consume(i, out.attentions[i])
+                consume(i, out.attentions[i][..., -n:, -n:])  # (batch, heads, q, k)
             return
         hooks = []
 
         def make_hook(i: int, index: int):
             def hook(_module, _args, output):
                 if i in wanted:
-                    consume(i, output[index])
+                    consume(i, output[index][..., -n:, -n:])  # (batch, heads, q, k)
                 if i == last:
                     raise _Stop
             return hook

@@ -90,6 +90,8 @@ def _common_prefix(seqs: list[list[int]]) -> int:
 
 def check_length(model, n_tokens: int, what: str = "The prompt") -> None:
     limit = context_length(model.config)
+    if limit is not None:  # learned virtual tokens (prefix/prompt tuning) take the first positions
+        limit -= getattr(model, "n_virtual", 0)
     if limit is not None and n_tokens > limit:
         raise UserError(f"{what} is {n_tokens} tokens; the model's context holds {limit}. "
                         "Use fewer demonstrations, shorter inputs or a shorter template.")

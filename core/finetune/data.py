@@ -1,7 +1,9 @@
-"""Fine-tuning data: a task's rows as model inputs (classification) or prompt -> completion pairs.
+"""Fine-tuning data: a task's rows as model inputs (classification), prompt -> completion pairs (causal),
+or sentences with a tag per word (token classification).
 
 Uploaded tables get the text column as the template (or the user's template) and
 their distinct labels as the choices; the held-out split is the task's test split.
+Token classification reads a built-in token task or CoNLL files (``core.finetune.ner``).
 """
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ from pathlib import Path
 import torch
 
 from core.errors import UserError
+from core.finetune import ner
 from core.finetune.types import FinetuneSpec
 from core.fewshot.scoring import encode, split_context
 from core.tasks import (Task, Template, load_builtin, load_hub_dataset, read_table, split_table,
@@ -19,8 +22,42 @@ from core.tasks import (Task, Template, load_builtin, load_hub_dataset, read_tab
 MAX_CHOICES = 50  # an uploaded label column with more distinct values is scored as generation
 
 
-def load_task(spec: FinetuneSpec, offline: bool = False) -> Task:
-    """The examples as a ``Task`` (train split = training data, test split = held-out evaluation)."""
+def load_task(spec: FinetuneSpec, offline: bool = False) -> Task | ner.TokenTask:
+    """The examples as a ``Task`` (train split = training data, test split = held-out evaluation), or a
+    ``TokenTask`` for token classification; ``spec.train_size`` keeps a seeded sample of the training split."""
+    if spec.objective == "token-classification":
+        d = spec.data
+        task = ner.load_token_task(d.task) if d.task else ner.task_from_files(d.train_path, d.eval_path,
+                                                                              d.eval_fraction, spec.seed)
+        if d.max_eval:
+            task = replace(task, test=task.test[: d.max_eval])
+        return task.subsample(spec.train_size, spec.seed)
+    return subsample(_load_rows_task(spec, offline), spec.train_size, spec.seed)
+
+
+def subsample(task: Task, n: int | None, seed: int) -> Task:
+    """A seeded sample of ``n`` training rows, every label as evenly as it goes (the test split unchanged)."""
+    if not n or n >= len(task.train):
+        return task
+    import random
+    rng = random.Random(seed)
+    if task.choices is None:
+        keep = sorted(rng.sample(range(len(task.train)), n))
+    else:
+        by_label: dict[str, list[int]] = {}
+        for i, row in enumerate(task.rows("train")):
+            by_label.setdefault(task.gold(row), []).append(i)
+        pools = [rng.sample(v, len(v)) for _, v in sorted(by_label.items())]
+        keep = []
+        while len(keep) < n:
+            for pool in pools:
+                if pool and len(keep) < n:
+                    keep.append(pool.pop())
+        keep.sort()
+    return replace(task, train=task.train.iloc[keep].reset_index(drop=True))
+
+
+def _load_rows_task(spec: FinetuneSpec, offline: bool) -> Task:
     d = spec.data
     if d.task:
         task = load_builtin(d.task)
@@ -71,7 +108,13 @@ def prompt_of(task: Task, row: dict) -> str:
     return (t.instruction + t.fewshot_delimiter if t.instruction else "") + t.render(row)
 
 
-def encode_split(task: Task, split: str, tokenizer, objective: str, max_length: int) -> Encoded:
+def encode_split(task, split: str, tokenizer, objective: str, max_length: int) -> Encoded:
+    if objective == "token-classification":
+        label_ids = {t: i for i, t in enumerate(task.labels)}
+        rows = [ner.encode_sentence(tokenizer, s, label_ids, max_length) for s in getattr(task, split)]
+        if not rows:
+            raise UserError(f"The {split} split has no sentences.")
+        return Encoded([r[0] for r in rows], [r[1] for r in rows])
     ids, labels = [], []
     choices = list(task.choices or [])
     eos = tokenizer.eos_token_id

@@ -119,7 +119,7 @@ def read_status(run_dir: Path | str) -> FinetuneStatus:
             st.gpu_memory_bytes = ev.get("gpu_memory_bytes")
             st.times = {k[5:-2]: ev[k] for k in ev if k.startswith("time_")} or st.times
         elif kind == "eval":
-            st.evals.append({k: ev[k] for k in ("step", "eval_loss", "eval_accuracy")})
+            st.evals.append({k: ev[k] for k in ("step", "eval_loss", "eval_accuracy", "eval_f1") if k in ev})
         elif kind == "checkpoint":
             st.checkpoints.append({"step": ev["step"], "path": ev["path"]})
             st.times = {k[5:-2]: ev[k] for k in ev if k.startswith("time_")} or st.times
@@ -143,8 +143,13 @@ class RunSummary:
     base_model: str
     objective: str
     method: str
-    eval_accuracy: float | None
+    eval_accuracy: float | None   # the run's held-out score: accuracy, or entity F1 for token classification
     steps: int
+    metric: str = "accuracy"
+
+    @property
+    def score(self) -> float | None:
+        return self.eval_accuracy
 
 
 def list_runs(runs_dir: Path | str) -> list[RunSummary]:
@@ -161,13 +166,17 @@ def list_runs(runs_dir: Path | str) -> list[RunSummary]:
             continue
         st = read_status(d)
         model_path = d / "model" if (d / "model" / "config.json").exists() else None
+        if model_path is None and (d / "adapter" / "adapter_config.json").exists() and (d / "metrics.json").exists():
+            model_path = d / "adapter"  # prefix/prompt tuning: the adapter is the model
         if model_path is None and st.checkpoints:
             ck = last_checkpoint(d)
             model_path = ck if ck else None
-        acc = (st.metrics or {}).get("eval_accuracy")
+        token = spec.get("objective") == "token-classification"
+        key = "eval_f1" if token else "eval_accuracy"
+        acc = (st.metrics or {}).get(key)
         if acc is None and st.evals:
-            acc = st.evals[-1]["eval_accuracy"]
+            acc = st.evals[-1].get(key)
         out.append(RunSummary(d.name, str(d), str(model_path) if model_path else None, st.state,
                               spec.get("model", "?"), spec.get("objective", "?"), spec.get("method", "?"),
-                              acc, st.step))
+                              acc, st.step, "entity F1" if token else "accuracy"))
     return out

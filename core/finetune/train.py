@@ -1,4 +1,5 @@
-"""Fine-tuning: full or LoRA, sequence classification or prompt -> completion, with resumable checkpoints.
+"""Fine-tuning: full, LoRA, IA3, prefix or prompt tuning (``core.finetune.methods``); sequence
+classification, prompt -> completion or token classification (``core.finetune.evaluate``); resumable.
 
 ``train_run(spec, run_dir)`` trains in the calling process and writes everything a
 run is into ``run_dir``:
@@ -6,18 +7,19 @@ run is into ``run_dir``:
 - ``spec.json``       the ``FinetuneSpec``;
 - ``progress.jsonl``  one JSON event per line (start, train, eval, checkpoint, end),
                       which the app polls and ``read_status`` folds into a ``FinetuneStatus``;
-- ``checkpoints/step-N/`` weights (the LoRA adapter alone, or the full model, as safetensors),
+- ``checkpoints/step-N/`` weights (a peft adapter alone, or the full model, as safetensors),
                       tokenizer and ``trainer_state.pt`` (optimizer, schedule, RNG, step);
-                      every checkpoint loads as a model (``core.models.loading`` merges an adapter
-                      into its base on load). The last two are kept;
-- ``model/``          the final model (LoRA: merged into the base) — a plain transformers folder;
-- ``adapter/``        LoRA only: the adapter on its own, mergeable into the base;
-- ``metrics.json``    ``{eval_accuracy, train_loss, eval_loss, steps, tokens_per_second, ...}``.
+                      every checkpoint loads as a model (``core.models.loading`` merges a LoRA/IA3
+                      adapter into its base on load, and puts virtual tokens in front of it). The last two are kept;
+- ``model/``          full, LoRA, IA3: the final model (adapters merged) — a plain transformers folder;
+- ``adapter/``        every peft method: the adapter on its own (prefix/prompt tuning: the run's model);
+- ``metrics.json``    ``{eval_accuracy, [eval_f1], train_loss, eval_loss, steps, tokens_per_second,
+                      trainable_params, peak_memory_bytes, ...}``.
 
 The app runs it in a subprocess (``core.finetune.jobs``) so that a crash or an
 out-of-memory error in training is reported and never takes the app down.
-Evaluation uses the few-shot scorer (``core.fewshot.scoring``) at k = 0, so a causal
-model's held-out accuracy here is exactly what the Few-shot tab reports for it.
+A causal run is evaluated by the few-shot scorer (``core.fewshot.scoring``) at k = 0, so its held-out
+accuracy here is exactly what the Few-shot tab reports for it.
 """
 from __future__ import annotations
 
@@ -34,22 +36,14 @@ import torch
 
 from core.models import devices
 from core.errors import UserError
-from core.finetune.data import Encoded, collate, encode_split, load_task, prompt_of
+from core.finetune import methods
+from core.finetune.data import collate, encode_split, load_task
+from core.finetune.evaluate import evaluate, forward, loss_of
 from core.finetune.runs import last_checkpoint
 from core.finetune.schedule import batches_per_epoch, epoch_order, eval_due, lr_schedule
 from core.finetune.types import FinetuneSpec
-from core.fewshot.scoring import encode, generate_greedy, score_continuations
-from core.tasks import Task
 
 KEEP_CHECKPOINTS = 2
-ATTENTION_TARGETS = {  # LoRA targets per architecture: every linear map of the attention block
-    "gpt2": ["c_attn", "c_proj"], "gpt_neox": ["query_key_value", "dense"],
-    "llama": ["q_proj", "k_proj", "v_proj", "o_proj"], "mistral": ["q_proj", "k_proj", "v_proj", "o_proj"],
-    "qwen2": ["q_proj", "k_proj", "v_proj", "o_proj"], "qwen3": ["q_proj", "k_proj", "v_proj", "o_proj"],
-    "gemma": ["q_proj", "k_proj", "v_proj", "o_proj"], "phi3": ["qkv_proj", "o_proj"],
-    "bert": ["query", "key", "value"], "roberta": ["query", "key", "value"],
-    "distilbert": ["q_lin", "k_lin", "v_lin", "out_lin"],
-}
 Events = Callable[[dict], None]
 
 
@@ -61,12 +55,14 @@ def _resolve_base(spec: FinetuneSpec, offline: bool):
     return resolve(ModelSpec(model=spec.model, revision=spec.revision), offline=offline)
 
 
-def build_model(spec: FinetuneSpec, task: Task, device: torch.device, offline: bool = False):
-    """(model, tokenizer, base kind) ready to train; LoRA wraps it with peft."""
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
+def build_model(spec: FinetuneSpec, task, device: torch.device, offline: bool = False):
+    """(model, tokenizer, base kind) ready to train by ``spec.method`` (``core.finetune.methods.wrap``)."""
+    from transformers import (AutoConfig, AutoModelForCausalLM, AutoModelForSequenceClassification,
+                              AutoModelForTokenClassification, AutoTokenizer)
     from transformers.models.auto.modeling_auto import (MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
-                                                        MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES)
-    from core.models.loading import detect_kind
+                                                        MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES,
+                                                        MODEL_FOR_TOKEN_CLASSIFICATION_MAPPING_NAMES)
+    from core.models.loading import detect_kind, is_encoder
 
     res = _resolve_base(spec, offline)
     common = dict(revision=res.revision, local_files_only=res.local_files_only)
@@ -81,45 +77,26 @@ def build_model(spec: FinetuneSpec, task: Task, device: torch.device, offline: b
                             "causal language model (GPT-2, Pythia, Llama, ...). Use the classification objective.")
         model = AutoModelForCausalLM.from_pretrained(res.path, config=config, dtype=torch.float32, **common)
     else:
-        if config.model_type not in MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES:
-            raise UserError(f"{spec.model} ({config.model_type}) has no sequence-classification head in "
-                            "transformers; use the causal objective.")
-        labels = list(task.choices)
+        token = spec.objective == "token-classification"
+        names = MODEL_FOR_TOKEN_CLASSIFICATION_MAPPING_NAMES if token else MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES
+        if config.model_type not in names:
+            raise UserError(f"{spec.model} ({config.model_type}) has no "
+                            f"{'token' if token else 'sequence'}-classification head in transformers"
+                            + ("." if token else "; use the causal objective."))
+        labels = list(task.labels if token else task.choices)
         config.num_labels = len(labels)
         config.id2label = dict(enumerate(labels))
         config.label2id = {lab: i for i, lab in enumerate(labels)}
         config.pad_token_id = tokenizer.pad_token_id
-        model = AutoModelForSequenceClassification.from_pretrained(
-            res.path, config=config, dtype=torch.float32, ignore_mismatched_sizes=True, **common)
+        auto = AutoModelForTokenClassification if token else AutoModelForSequenceClassification
+        model = auto.from_pretrained(res.path, config=config, dtype=torch.float32, ignore_mismatched_sizes=True,
+                                     **common)
     model.config.pad_token_id = tokenizer.pad_token_id
     if spec.gradient_checkpointing and device.type == "cuda":
         model.gradient_checkpointing_enable()
         model.config.use_cache = False
-    if spec.method == "lora":
-        model = _wrap_lora(model, spec)
+    model = methods.wrap(model, spec, causal=not is_encoder(config))
     return model.to(device), tokenizer, kind
-
-
-def lora_targets(model_type: str, override: tuple[str, ...] | None = None) -> list[str] | str:
-    if override:
-        return list(override)
-    from peft.utils import TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING as PEFT_DEFAULTS
-    return ATTENTION_TARGETS.get(model_type) or PEFT_DEFAULTS.get(model_type) or "all-linear"
-
-
-def _wrap_lora(model, spec: FinetuneSpec):
-    from peft import LoraConfig, TaskType, get_peft_model
-    targets = lora_targets(model.config.model_type, spec.target_modules)
-    cfg = LoraConfig(r=spec.lora_r, lora_alpha=spec.lora_alpha, lora_dropout=spec.lora_dropout,
-                     target_modules=targets,
-                     task_type=TaskType.SEQ_CLS if spec.objective == "classification" else TaskType.CAUSAL_LM)
-    try:
-        peft_model = get_peft_model(model, cfg)
-    except ValueError as err:
-        raise UserError(f"LoRA could not find the target modules {targets} in {spec.model}: "
-                        f"{str(err).splitlines()[0]}") from None
-    peft_model.peft_config["default"].base_model_name_or_path = spec.model  # a name that resolves anywhere
-    return peft_model
 
 
 def precision(spec: FinetuneSpec, device: torch.device) -> torch.dtype | None:
@@ -131,86 +108,17 @@ def precision(spec: FinetuneSpec, device: torch.device) -> torch.dtype | None:
     return torch.float16
 
 
-# ---- evaluation --------------------------------------------------------------------------
-
-@torch.no_grad()
-def evaluate(model, tokenizer, task: Task, enc: Encoded, objective: str, batch_size: int,
-             device: torch.device) -> dict:
-    """Held-out loss and accuracy (classification head, or the k = 0 few-shot scorer)."""
-    was_training = model.training
-    model.eval()
-    total, n, correct = 0.0, 0, 0
-    pad = tokenizer.pad_token_id
-    for start in range(0, len(enc), batch_size):
-        index = list(range(start, min(len(enc), start + batch_size)))
-        batch = {k: v.to(device) for k, v in collate(enc, index, pad, objective).items()}
-        out = model(**batch)
-        if objective == "classification":
-            total += out.loss.item() * len(index)
-            n += len(index)
-            correct += int((out.logits.argmax(-1) == batch["labels"]).sum())
-        else:
-            n_tok = int((batch["labels"][:, 1:] != -100).sum())
-            total += out.loss.item() * n_tok
-            n += n_tok
-    result = {"eval_loss": total / max(1, n)}
-    if objective == "classification":
-        result["eval_accuracy"] = correct / len(enc)
-    else:
-        result["eval_accuracy"] = causal_accuracy(model, tokenizer, task)
-    if was_training:
-        model.train()
-    return result
-
-
-def causal_accuracy(model, tokenizer, task: Task) -> float:
-    rows = task.rows("test")
-    prompts = [prompt_of(task, r) for r in rows]
-    golds = [task.gold(r) for r in rows]
-    td = task.template.target_delimiter
-    if task.choices is not None:
-        choices = list(task.choices)
-        scores = score_continuations(model, tokenizer, prompts, [[td + c for c in choices]] * len(prompts))
-        return float(np.mean([choices[int(np.argmax(s))] == g for s, g in zip(scores.logprob, golds)]))
-    n_new = max(len(encode(tokenizer, td + g)) for g in golds) + 2
-    gens = generate_greedy(model, tokenizer, prompts, max_new_tokens=n_new, stop=("\n",))
-    return float(np.mean([g.text.strip() == gold.strip() for g, gold in zip(gens, golds)]))
-
-
 # ---- checkpoints ---------------------------------------------------------------------------
-
-def _save_weights(model, tokenizer, path: Path) -> None:
-    from core.models.loading import BASE_CONFIG
-    path.mkdir(parents=True, exist_ok=True)
-    if hasattr(model, "peft_config"):  # embeddings are not trained: do not look the base up online
-        model.save_pretrained(path, safe_serialization=True, save_embedding_layers=False)
-    else:
-        model.save_pretrained(path, safe_serialization=True)
-    tokenizer.save_pretrained(path)
-    if hasattr(model, "peft_config"):  # an adapter: record the base's config as trained (labels, head)
-        base = model.get_base_model()
-        config = base.config.to_dict()
-        config["architectures"] = [type(base).__name__]  # a classifier loads as a classifier
-        (path / BASE_CONFIG).write_text(json.dumps(config, indent=2))
-
-
-def _check_disk(path: Path, model) -> None:
-    need = 2 * devices.module_bytes(model) + (64 << 20)
-    free = shutil.disk_usage(path).free
-    if free < need:
-        raise UserError(f"Not enough disk space in {path} ({free >> 20} MB free, about {need >> 20} MB "
-                        "needed). Free some space; the checkpoints already saved are untouched.")
-
 
 def save_checkpoint(run_dir: Path, step: int, model, tokenizer, optimizer, scheduler, state: dict) -> Path:
     """Write into a temporary folder, then rename: a crash mid-save never corrupts the last checkpoint."""
     root = run_dir / "checkpoints"
     root.mkdir(parents=True, exist_ok=True)
-    _check_disk(root, model)
+    methods.check_disk(root, model)
     final = root / f"step-{step:06d}"
     tmp = root / f".tmp-step-{step:06d}"
     shutil.rmtree(tmp, ignore_errors=True)
-    _save_weights(model, tokenizer, tmp)
+    methods.save_weights(model, tokenizer, tmp)
     torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                 "torch_rng": torch.get_rng_state(), "state": state}, tmp / "trainer_state.pt")
     (tmp / "step.json").write_text(json.dumps({"step": step}))
@@ -219,21 +127,6 @@ def save_checkpoint(run_dir: Path, step: int, model, tokenizer, optimizer, sched
     for old in sorted(root.glob("step-*"))[:-KEEP_CHECKPOINTS]:
         shutil.rmtree(old, ignore_errors=True)
     return final
-
-
-def _load_trainable(model, ckpt: Path, method: str) -> None:
-    from safetensors.torch import load_file
-    if method == "lora":
-        from peft import set_peft_model_state_dict
-        set_peft_model_state_dict(model, load_file(ckpt / "adapter_model.safetensors"))
-    else:
-        state = {}
-        for f in sorted(ckpt.glob("*.safetensors")):
-            state.update(load_file(f))
-        missing, _ = model.load_state_dict(state, strict=False)
-        tied = set(getattr(model, "_tied_weights_keys", None) or [])
-        if [m for m in missing if m not in tied and "lm_head" not in m]:
-            raise UserError(f"Checkpoint {ckpt} does not match the model: missing {missing[:3]}.")
 
 
 # ---- training ------------------------------------------------------------------------------
@@ -309,13 +202,14 @@ def _train(spec: FinetuneSpec, run_dir: Path, resume: bool, offline: bool,
     scheduler = lr_schedule(optimizer, int(spec.warmup_ratio * total), total)
     amp = precision(spec, device)
     scaler = torch.amp.GradScaler("cuda") if amp == torch.float16 else None
-    state = {"step": 0, "micro": 0, "train_loss": [], "evals": [], "tokens": 0, "train_seconds": 0.0}
+    state = {"step": 0, "micro": 0, "train_loss": [], "evals": [], "tokens": 0, "train_seconds": 0.0,
+             "n_train": len(train_enc)}
 
     if resume:
         ckpt = last_checkpoint(run_dir)
         if ckpt is None:
             raise UserError(f"{run_dir} has no checkpoint to resume from.")
-        _load_trainable(model, ckpt, spec.method)
+        methods.load_trainable(model, ckpt, spec.method)
         saved = torch.load(ckpt / "trainer_state.pt", weights_only=False)
         optimizer.load_state_dict(saved["optimizer"])
         scheduler.load_state_dict(saved["scheduler"])
@@ -323,12 +217,14 @@ def _train(spec: FinetuneSpec, run_dir: Path, resume: bool, offline: bool,
         state = saved["state"]
         emit({"event": "resume", "step": state["step"], "checkpoint": str(ckpt)})
 
-    n_trainable = sum(p.numel() for p in params)
-    n_total = sum(p.numel() for p in model.parameters())
+    n_trainable, n_total = methods.parameter_counts(model)
+    labels = list(task.labels) if spec.objective == "token-classification" else (
+        list(task.choices) if task.choices else None)
     emit({"event": "start", "total_steps": total, "step": state["step"], "n_train": len(train_enc),
           "n_eval": len(eval_enc), "trainable_params": n_trainable, "total_params": n_total,
+          "method": spec.method, "objective": spec.objective,
           "device": str(device), "precision": str(amp).replace("torch.", "") if amp else "fp32",
-          "task": task.name, "choices": list(task.choices) if task.choices else None})
+          "task": task.name, "choices": labels})
 
     model.train()
     pad = tokenizer.pad_token_id
@@ -358,7 +254,7 @@ def _train(spec: FinetuneSpec, run_dir: Path, resume: bool, offline: bool,
             index = order[pos * spec.batch_size:(pos + 1) * spec.batch_size]
             batch = {k: v.to(device) for k, v in collate(train_enc, index, pad, spec.objective).items()}
             with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
-                loss = model(**batch).loss / spec.grad_accum
+                loss = loss_of(forward(model, batch), batch["labels"], spec.objective) / spec.grad_accum
             (scaler.scale(loss) if scaler else loss).backward()
             loss_sum += loss.item()
             n_tok += int(batch["attention_mask"].sum())
@@ -404,30 +300,34 @@ def _train(spec: FinetuneSpec, run_dir: Path, resume: bool, offline: bool,
 
     metrics = finish(spec, run_dir, model, tokenizer, state)
     emit({"event": "end", "state": "finished", "step": state["step"], "metrics": metrics,
-          "message": f"Finished: held-out accuracy {metrics['eval_accuracy']:.3f}."})
+          "message": "Finished: held-out " + (f"entity F1 {metrics['eval_f1']:.3f}" if metrics.get("eval_f1")
+                                               is not None else f"accuracy {metrics['eval_accuracy']:.3f}") + "."})
     return metrics
 
 
 def finish(spec: FinetuneSpec, run_dir: Path, model, tokenizer, state: dict) -> dict:
     """Write the final model (and adapter) and ``metrics.json``."""
-    _check_disk(run_dir, model)
-    if spec.method == "lora":
-        _save_weights(model, tokenizer, run_dir / "adapter")
-        if spec.merge:
-            merged = model.merge_and_unload()
-            _save_weights(merged, tokenizer, run_dir / "model")
-    else:
-        _save_weights(model, tokenizer, run_dir / "model")
+    device = next(model.parameters()).device
+    trainable, total = methods.parameter_counts(model)  # before a merge folds the adapters away
+    peak, peak_kind = methods.peak_memory(device)
+    model_path = methods.save_final(model, tokenizer, spec, run_dir)
     last = state["evals"][-1] if state["evals"] else {}
     metrics = {
         "eval_accuracy": last.get("eval_accuracy"),
+        **({k: last.get(k) for k in ("eval_f1", "eval_precision", "eval_recall")}
+           if spec.objective == "token-classification" else {}),
         "train_loss": [loss for _, loss in state["train_loss"]],
         "eval_loss": [e["eval_loss"] for e in state["evals"]],
         "eval_accuracy_curve": [e["eval_accuracy"] for e in state["evals"]],
+        "eval_f1_curve": [e.get("eval_f1") for e in state["evals"]] if spec.objective == "token-classification" else None,
         "eval_steps": [e["step"] for e in state["evals"]],
         "steps": state["step"],
         "tokens_per_second": round(state["tokens"] / max(1e-9, state["train_seconds"]), 1),
         "train_seconds": round(state["train_seconds"], 2),
+        "trainable_params": trainable, "total_params": total,
+        "trainable_share": trainable / total if trainable and total else None,
+        "peak_memory_bytes": peak, "peak_memory_kind": peak_kind,
+        "n_train": state.get("n_train"), "model_path": str(model_path),
         "objective": spec.objective, "method": spec.method, "model": spec.model,
     }
     (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))

@@ -5,11 +5,11 @@ from dataclasses import asdict, dataclass, field, fields
 
 from core.errors import UserError
 
-OBJECTIVES = ("classification", "causal")
-METHODS = ("full", "lora")
+OBJECTIVES = ("classification", "causal", "token-classification")
+METHODS = ("full", "lora", "ia3", "prefix", "prompt")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 STATES = ("queued", "running", "finished", "failed", "cancelled")
-DEFAULT_LR = {"full": 5e-5, "lora": 5e-4}
+DEFAULT_LR = {"full": 5e-5, "lora": 5e-4, "ia3": 5e-3, "prefix": 5e-3, "prompt": 3e-2}
 
 
 @dataclass(frozen=True)
@@ -51,7 +51,9 @@ class FinetuneSpec:
     device: str = "auto"
     precision: str = "auto"   # auto: bf16 on a GPU that has it, fp16 on other GPUs, fp32 on CPU
     gradient_checkpointing: bool = False
-    merge: bool = True        # LoRA: also write the adapter merged into the base (a plain model folder)
+    merge: bool = True        # LoRA/IA3: also write the adapter merged into the base (a plain model folder)
+    virtual_tokens: int = 16  # prefix and prompt tuning: learned positions in front of every input
+    train_size: int | None = None  # train on a seeded sample of this many training examples (None: all)
 
     @property
     def learning_rate(self) -> float:
@@ -68,13 +70,17 @@ class FinetuneSpec:
         if self.precision not in PRECISIONS:
             raise UserError(f"Unknown precision {self.precision!r}: use {', '.join(PRECISIONS)}.")
         for name, low in (("epochs", 0), ("batch_size", 0), ("grad_accum", 0), ("max_length", 1),
-                          ("lora_r", 0), ("lora_alpha", 0)):
+                          ("lora_r", 0), ("lora_alpha", 0), ("virtual_tokens", 0)):
             if not getattr(self, name) > low:
                 raise UserError(f"{name.replace('_', ' ')} must be more than {low} (got {getattr(self, name)}).")
         if not 0 < self.learning_rate < 1:
             raise UserError(f"The learning rate must be between 0 and 1 (got {self.learning_rate}).")
         if not 0 <= self.warmup_ratio < 1 or not 0 <= self.lora_dropout < 1 or self.weight_decay < 0:
             raise UserError("Warm-up share and LoRA dropout must be in [0, 1) and weight decay at least 0.")
+        if self.train_size is not None and self.train_size < 1:
+            raise UserError(f"The training-set size must be at least 1 (got {self.train_size}).")
+        if self.objective == "token-classification" and self.data.hub_dataset:
+            raise UserError("Token classification reads a built-in task or CoNLL files, not a Hub dataset.")
         if self.data.task is None and self.data.train_path is None and self.data.hub_dataset is None:
             raise UserError("No training data: pick a built-in task, give a train file or a Hub dataset.")
         return self

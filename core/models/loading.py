@@ -166,14 +166,21 @@ def _resolve_hub(repo: str, revision: str | None, offline: bool) -> Resolved:
     return Resolved("hub", repo, revision, repo, local_files_only=False)
 
 
+def is_encoder(config) -> bool:
+    """Bidirectional attention (BERT and kin), as opposed to a causal decoder."""
+    return getattr(config, "model_type", "") in _ENCODERS
+
+
 def detect_kind(config) -> str:
-    """causal_lm, masked_lm, seq_cls or encoder (a bare encoder checkpoint, no task head) from the
-    config's architectures, else its model type."""
+    """causal_lm, masked_lm, seq_cls, token_cls or encoder (a bare encoder checkpoint, no task head) from
+    the config's architectures, else its model type."""
     for arch in getattr(config, "architectures", None) or []:
         if arch.endswith("Model") and getattr(config, "model_type", "") in _ENCODERS:
             return "encoder"
         if arch.endswith("ForSequenceClassification"):
             return "seq_cls"
+        if arch.endswith("ForTokenClassification"):
+            return "token_cls"
         if arch.endswith("ForMaskedLM"):
             return "masked_lm"
         if arch.endswith(("ForCausalLM", "LMHeadModel")):
@@ -183,13 +190,14 @@ def detect_kind(config) -> str:
 
 def _auto_class(kind: str):
     from transformers import (AutoModel, AutoModelForCausalLM, AutoModelForMaskedLM,
-                              AutoModelForSequenceClassification)
+                              AutoModelForSequenceClassification, AutoModelForTokenClassification)
     return {"causal_lm": AutoModelForCausalLM, "masked_lm": AutoModelForMaskedLM,
-            "seq_cls": AutoModelForSequenceClassification, "encoder": AutoModel}[kind]
+            "seq_cls": AutoModelForSequenceClassification, "token_cls": AutoModelForTokenClassification,
+            "encoder": AutoModel}[kind]
 
 
 _HEAD_NAMES = {"causal_lm": "language-model head", "masked_lm": "masked-LM head",
-               "seq_cls": "classification head"}
+               "seq_cls": "classification head", "token_cls": "token-classification head"}
 
 
 def heads_note(model, kind: str, missing: list[str]) -> str:
@@ -197,7 +205,7 @@ def heads_note(model, kind: str, missing: list[str]) -> str:
     if kind == "encoder":
         return "none: a bare encoder (attention, head roles, a base for classification fine-tuning)"
     head = _HEAD_NAMES[kind]
-    if kind == "seq_cls":
+    if kind in ("seq_cls", "token_cls"):
         head += f" ({model.config.num_labels} labels)"
     base = getattr(model, "base_model_prefix", "")
     fresh = [k for k in missing if not k.startswith(f"{base}.")] if base else missing
@@ -240,12 +248,13 @@ def model_info(model, key: str, res: Resolved, kind: str, heads: str = "") -> Mo
     n_heads = int(_cfg(c, "num_attention_heads", "n_head", default=0))
     return ModelInfo(
         key=key, name=res.name, source=res.source, location=res.path, revision=res.revision,
-        model_type=c.model_type, kind=kind, architecture=type(model).__name__,
+        model_type=c.model_type, kind=kind, architecture=type(getattr(model, "inner", model)).__name__ + (
+            f" + {model.n_virtual} virtual tokens ({model.method} tuning)" if hasattr(model, "n_virtual") else ""),
         n_params=sum(p.numel() for p in model.parameters()),
         n_layers=int(_cfg(c, "num_hidden_layers", "n_layer", default=0)), n_heads=n_heads,
         n_kv_heads=int(_cfg(c, "num_key_value_heads", default=n_heads)),
         hidden_size=int(_cfg(c, "hidden_size", "n_embd", "d_model", default=0)),
-        context_length=context_length(c),
+        context_length=(context_length(c) - getattr(model, "n_virtual", 0)) if context_length(c) else None,
         vocab_size=int(c.vocab_size), dtype=devices.dtype_name(model.dtype), device=str(model.device),
         attn_implementation=getattr(c, "_attn_implementation", None) or "eager",
         memory_bytes=devices.module_bytes(model), step=res.step,
@@ -307,11 +316,14 @@ BASE_CONFIG = "base_config.json"  # written beside an adapter: the base's config
 
 def _load_adapter(spec: ModelSpec, res: Resolved, policy: PathPolicy, offline: bool,
                   device: torch.device, dtype: torch.dtype) -> ModelHandle:
-    """A LoRA adapter folder: load its base (any name that resolves), apply the adapter, merge."""
+    """A peft adapter folder on its base (any name that resolves): LoRA and IA3 are merged into the base;
+    prefix and prompt tuning put their virtual tokens in front of every input (``core.models.virtual``)."""
     from transformers import AutoConfig, AutoTokenizer
+    from core.models.virtual import VirtualTokens
 
     folder = Path(res.path)
-    base_name = json.loads((folder / "adapter_config.json").read_text()).get("base_model_name_or_path")
+    adapter = json.loads((folder / "adapter_config.json").read_text())
+    base_name = adapter.get("base_model_name_or_path")
     if not base_name:
         raise ModelLoadError(f"The adapter in '{folder}' does not name its base model.")
     base = resolve(ModelSpec(model=base_name), policy, offline)
@@ -325,16 +337,22 @@ def _load_adapter(spec: ModelSpec, res: Resolved, policy: PathPolicy, offline: b
         kind = detect_kind(config) if spec.kind == "auto" else spec.kind
         model = _auto_class(kind).from_pretrained(base.path, config=config, dtype=dtype, revision=base.revision,
                                                   local_files_only=base.local_files_only)
-        model = PeftModel.from_pretrained(model, str(folder)).merge_and_unload()
+        peft_model = PeftModel.from_pretrained(model, str(folder))
+        if peft_model.active_peft_config.is_prompt_learning:
+            model = VirtualTokens(peft_model, causal=not is_encoder(config))
+            note = (f"; {model.n_virtual} learned virtual tokens ({model.method} tuning) precede every input")
+        else:
+            model, note = peft_model.merge_and_unload(), ""
         model.to(device).eval()
         tokenizer = AutoTokenizer.from_pretrained(folder)
     except ImportError as exc:
-        raise ModelLoadError("Loading a LoRA adapter needs the 'peft' package: pip install peft") from exc
+        raise ModelLoadError("Loading a peft adapter needs the 'peft' package: pip install peft") from exc
     except (OSError, ValueError, KeyError, RuntimeError) as exc:
         raise ModelLoadError(f"Could not apply the adapter in '{folder}' to '{base_name}': "
                              f"{str(exc).splitlines()[0]}") from exc
     if tokenizer.pad_token is None and tokenizer.eos_token is not None:
         tokenizer.pad_token = tokenizer.eos_token
+    res = replace(res, origin=f"{adapter.get('peft_type', 'peft').lower()} adapter on {base_name}{note}")
     return ModelHandle(model, tokenizer, spec, model_info(model, spec.key, res, kind))
 
 

@@ -5,8 +5,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-ModelKind = Literal["causal_lm", "masked_lm", "seq_cls", "encoder"]
-KINDS: tuple[str, ...] = ("causal_lm", "masked_lm", "seq_cls", "encoder")
+ModelKind = Literal["causal_lm", "masked_lm", "seq_cls", "token_cls", "encoder"]
+KINDS: tuple[str, ...] = ("causal_lm", "masked_lm", "seq_cls", "token_cls", "encoder")
 DEVICES: tuple[str, ...] = ("auto", "cpu", "cuda", "mps")
 DTYPES: tuple[str, ...] = ("auto", "float32", "bfloat16", "float16")
 QUANTIZATIONS: tuple[str, ...] = ("none", "8bit", "4bit")
@@ -113,8 +113,11 @@ def cannot(info: ModelInfo, action: str, needs: str = "a causal language model")
     """A plain refusal for a task this kind of model cannot do, saying what it can do instead."""
     what = {"encoder": "a bare encoder (no language-model or classification head)",
             "masked_lm": "a masked language model", "seq_cls": "a sequence classifier",
+            "token_cls": "a token classifier (a tag per word)",
             "causal_lm": "a causal language model"}.get(info.kind, info.kind)
     instead = {"encoder": " It shows attention and head roles, and fine-tunes as a classifier "
                           "(Fine-tune tab, classification objective).",
-               "masked_lm": " It shows attention and head roles."}.get(info.kind, "")
+               "masked_lm": " It shows attention and head roles.",
+               "token_cls": " It tags words (Fine-tune tab, token classification view) and shows attention."
+               }.get(info.kind, "")
     return f"{action} needs {needs}; {info.name} is {what}.{instead}"

@@ -214,10 +214,27 @@ class Engine(TrainingLabs, InterventionLabs, HistoryLabs):
         out += [(f"{p.name} (pretrained, {p.license}" + ("" if p.installed() else f"; not installed: {p.install}")
                  + ")", p.name) for p in list_packaged()]
         out += [(f"{r.name} (fine-tuned {r.base_model}, {r.method}, {r.objective}"
-                 + (f", accuracy {r.eval_accuracy:.2f}" if r.eval_accuracy is not None else "") + ")", r.model_path)
+                 + (f", {r.metric} {r.score:.2f}" if r.score is not None else "") + ")", r.model_path)
                 for r in self._finetune.runs() if r.state == "finished" and r.model_path]
         out += [(f"{p.model} — {p.note}", p.model) for p in HUB_PRESETS]
         return out
+
+    def token_models(self) -> list[tuple[str, str]]:
+        """(label, value) of the token classifiers at hand: loaded ones, then finished token-classification runs."""
+        out = [(f"{i.key} (loaded)", i.key) for i in self.registry.infos() if i.kind == "token_cls"]
+        out += [(f"{r.name} ({r.base_model}, {r.method}" + (f", entity F1 {r.score:.2f}" if r.score is not None
+                                                            else "") + ")", r.model_path)
+                for r in self._finetune.runs() if r.state == "finished" and r.model_path
+                and r.objective == "token-classification"]
+        return out
+
+    def token_model_key(self, value: str) -> str:
+        """A token classifier's registry key: loaded as it is, or loaded now from a run's folder."""
+        if not (value or "").strip():
+            raise UserError("Pick a token classifier: a finished token-classification run, or a loaded one.")
+        if value in self.registry.keys():
+            return value
+        return self.load(self.spec(value)).key
 
     @staticmethod
     def default_model_name(name: str | None) -> str | None:
@@ -229,6 +246,11 @@ class Engine(TrainingLabs, InterventionLabs, HistoryLabs):
     def task_names() -> list[str]:
         from core.tasks import builtin_names
         return builtin_names()
+
+    @staticmethod
+    def token_task_names() -> list[str]:
+        from core.finetune.ner import token_task_names
+        return token_task_names()
 
     @staticmethod
     def builtin_task(name: str) -> Task:
@@ -303,7 +325,7 @@ class Engine(TrainingLabs, InterventionLabs, HistoryLabs):
     def attribute(self, req: AttributionRequest, job: JobContext | None = None) -> attribution.AttributionResult:
         ctx = self._ctx(job)
         handle = self._handle(req.model)
-        if (req.label or "").strip() and handle.info.kind != "seq_cls":
+        if (req.label or "").strip() and handle.info.kind not in ("seq_cls", "token_cls"):
             raise UserError(f"A class label is for sequence classifiers; {handle.info.name} is a "
                             f"{handle.info.kind.replace('_', ' ')}. Give a target (and a foil) instead.")
         with self._ablation(handle, req.ablate_heads, req.ablation, [req.prompt]):
@@ -312,7 +334,7 @@ class Engine(TrainingLabs, InterventionLabs, HistoryLabs):
                 req.granularity,
                 should_stop=ctx.should_stop, foil=req.foil if (req.foil or "").strip() else None,
                 segments=req.feature_segments(), generate=0 if (req.target or "").strip() else req.generate,
-                label=req.label or None, n_steps=req.n_steps, n_samples=req.n_samples, seed=req.seed,
+                label=req.label or None, word=req.word, n_steps=req.n_steps, n_samples=req.n_samples, seed=req.seed,
                 keep=req.kept)
         res = replace(res, model_key=handle.info.key)
         self.remember("attribution", req, {"method": res.method, "granularity": res.granularity,

@@ -160,18 +160,6 @@ def _causal_logprobs(model, ids: torch.Tensor, prompt_len: int, cont: torch.Tens
     return lp.gather(-1, cont.view(1, -1, 1).expand(ids.shape[0], -1, 1)).squeeze(-1)  # (b, T)
 
 
-def _label_index(handle: ModelHandle, label: str | int | None) -> int:
-    cfg = handle.model.config
-    if label is None or str(label).strip() == "":
-        raise UserError("Give the class label to explain (its name or index).")
-    names = {str(v).lower(): int(k) for k, v in (cfg.id2label or {}).items()}
-    if str(label).lower() in names:
-        return names[str(label).lower()]
-    if str(label).isdigit() and int(label) < cfg.num_labels:
-        return int(label)
-    raise UserError(f"Unknown class label '{label}'. This model's labels: {', '.join(names) or cfg.num_labels}.")
-
-
 # ---- gradient family ---------------------------------------------------------------
 
 def _input_and_baseline(handle, prompt_ids, cont, n_special, baseline_id, kept: np.ndarray | None):
@@ -326,7 +314,7 @@ def _baseline_id(handle: ModelHandle) -> int:
 
 def attribute(handle: ModelHandle, prompt: str, target: str | None = None, method: str = "ig",
               granularity: str = "token", foil: str | None = None, segments: list[str] | None = None,
-              generate: int = 0, label: str | int | None = None,
+              generate: int = 0, label: str | int | None = None, word: int | None = None,
               should_stop: Callable[[], bool] = lambda: False, keep: Sequence[int] = (),
               **options) -> AttributionResult:
     """Attribute the target's log-probability (or the contrast with ``foil``) to the prompt.
@@ -336,10 +324,13 @@ def attribute(handle: ModelHandle, prompt: str, target: str | None = None, metho
     f(prompt with only the *other* features at the baseline). Holding the query fixed asks "which
     demonstration drove the answer, given the question" rather than "what made a question and
     its answer appear at all"; the kept features score 0.
+
+    A token classifier explains the log-probability of one word's tag (``word``: its index among the
+    prompt's space-separated words; ``label``: the tag, by default the predicted one).
     """
     kind = handle.info.kind
-    if kind not in ("causal_lm", "seq_cls"):
-        raise UserError(cannot(handle.info, "Attribution", "a causal language model or a sequence classifier"))
+    if kind not in ("causal_lm", "seq_cls", "token_cls"):
+        raise UserError(cannot(handle.info, "Attribution", "a causal language model or a classifier"))
     m = method_info(method, kind)
     opts = options_for(m, options)
     if not prompt or not prompt.strip():
@@ -351,9 +342,11 @@ def attribute(handle: ModelHandle, prompt: str, target: str | None = None, metho
     groups = _group_matrix(tspans[n_special:], shifted)  # (prompt tokens, features)
     kept_idx = _kept_indices(keep, len(features))
     kept = _kept_tokens(kept_idx, groups, m)
-    if kind == "seq_cls":
-        return _attribute_classifier(handle, m, prompt_ids, n_special, features, groups, label, granularity,
-                                     opts, should_stop, kept, kept_idx)
+    if kind in ("seq_cls", "token_cls"):
+        from core.attribution.classifier import attribute_classifier, word_position
+        position = word_position(prompt, word, tspans) if kind == "token_cls" else None
+        return attribute_classifier(handle, m, prompt_ids, n_special, features, groups, label, granularity,
+                                     opts, should_stop, kept, kept_idx, position)
     cont = _target_ids(handle, prompt_ids, target, generate)
     foil_ids = _target_ids(handle, prompt_ids, foil, 0) if foil else None
     _check_fits(handle, len(prompt_ids) + max(len(cont), len(foil_ids or [])))
@@ -443,35 +436,3 @@ def _ablated_ids(handle: ModelHandle, prompt_ids: list[int], n_special: int, gra
     if granularity == "token":
         return prompt_ids[:n_special] + [_baseline_id(handle)] * (len(prompt_ids) - n_special)
     return prompt_ids[:n_special] if n_special else [_baseline_id(handle)]
-
-
-def _attribute_classifier(handle, m, prompt_ids, n_special, features, groups, label, granularity, opts,
-                          should_stop, kept=None, kept_idx=()) -> AttributionResult:
-    if m.family != "gradient":
-        raise UserError(f"{m.label} is offered for causal LMs; for a classifier use a gradient method.")
-    idx = _label_index(handle, label)
-    ends_special = bool(prompt_ids) and prompt_ids[-1] in set(handle.tokenizer.all_special_ids)
-    body = prompt_ids[:-1] if ends_special else prompt_ids  # e.g. BERT's closing [SEP]
-
-    def forward(x):
-        inp = {"inputs_embeds": x} if x.is_floating_point() else {"input_ids": x}
-        return torch.log_softmax(handle.model(**inp).logits.float(), -1)[:, idx]
-
-    ids_tail = prompt_ids[len(body):]
-    if kept is not None:
-        kept = kept[: len(body) - n_special]
-    name = handle.model.config.id2label.get(idx, str(idx))
-    if m.name == "ig":
-        with torch.no_grad():
-            e_tail = handle.model.get_input_embeddings()(torch.tensor([ids_tail], device=handle.device)).detach()
-
-        def on_body(e):
-            return forward(torch.cat([e, e_tail.expand(e.shape[0], -1, -1)], 1)) if ids_tail else forward(e)
-        tok_attr, fx, fb, conv = _ig_rows(handle, body, n_special, [on_body], _baseline_id(handle), opts,
-                                          should_stop, kept)
-        return AttributionResult(features, tok_attr @ groups[: tok_attr.shape[1]], [str(name)], fx[0], fb[0],
-                                 conv[0].delta, m.name, granularity, kept=kept_idx, convergence=_merge(conv))
-    tok_attr, fx, fb = _gradient_rows(handle, m.name, body, n_special, [(forward, ids_tail)],
-                                              _baseline_id(handle), opts, should_stop, kept)
-    return AttributionResult(features, tok_attr @ groups[: tok_attr.shape[1]], [str(name)], fx[0], fb[0],
-                             None, m.name, granularity, kept=kept_idx)

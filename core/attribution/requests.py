@@ -26,7 +26,10 @@ class AttributionRequest(Request):
     prompt: str = field("", help="the prompt whose parts to score")
     target: str | None = field(None, help="the continuation to explain (default: the model's greedy one)")
     foil: str | None = field(None, help="explain log p(target) - log p(foil)")
-    label: str | None = field(None, help="class label, for sequence classifiers")
+    label: str | None = field(None, help="class label, for sequence classifiers (token classifiers: the tag; "
+                                         "default the predicted one)")
+    word: int | None = field(None, help="token classifiers: the word (0-based, split at spaces) whose tag to "
+                                        "explain")
     method: str = field("ig", help=f"one of {', '.join(METHODS)}")
     granularity: str = field("token", help="token, word or segment")
     separator: str = field(" ; ", help="segment features: the text that ends each demonstration", cli=False)

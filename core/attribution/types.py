@@ -28,14 +28,14 @@ class MethodInfo:
 
 _SEED = Option("seed", int, 0, "random seed for sampling")
 METHODS: dict[str, MethodInfo] = {m.name: m for m in (
-    MethodInfo("ig", "Integrated gradients (embeddings)", "gradient", ("causal_lm", "seq_cls"),
+    MethodInfo("ig", "Integrated gradients (embeddings)", "gradient", ("causal_lm", "seq_cls", "token_cls"),
                (Option("n_steps", int, 64, "integration steps of the first pass"),
                 Option("tolerance", float, 0.05, "completeness tolerance, a share of |f(x) - f(baseline)| "
                                                  "(at least 0.02 nats)"),
                 Option("max_steps", int, 1024, "step budget for refining the path until it converges"))),
-    MethodInfo("input_x_gradient", "Gradient x input", "gradient", ("causal_lm", "seq_cls")),
-    MethodInfo("saliency", "Saliency (gradient)", "gradient", ("causal_lm", "seq_cls")),
-    MethodInfo("gradient_shap", "GradientShap", "gradient", ("causal_lm", "seq_cls"),
+    MethodInfo("input_x_gradient", "Gradient x input", "gradient", ("causal_lm", "seq_cls", "token_cls")),
+    MethodInfo("saliency", "Saliency (gradient)", "gradient", ("causal_lm", "seq_cls", "token_cls")),
+    MethodInfo("gradient_shap", "GradientShap", "gradient", ("causal_lm", "seq_cls", "token_cls"),
                (Option("n_samples", int, 16, "noisy baselines sampled"),
                 Option("stdevs", float, 0.0, "noise added to the baseline"), _SEED)),
     MethodInfo("ablation", "Feature ablation", "perturbation", ("causal_lm",)),

@@ -271,7 +271,9 @@ def _finetune_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--text-column")
     p.add_argument("--label-column")
     p.add_argument("--template", help="input template with {column} fields (default: '{TEXT_COLUMN}')")
-    p.add_argument("--objective", choices=OBJECTIVES, default="classification")
+    p.add_argument("--objective", choices=OBJECTIVES, default="classification",
+                   help="classification (a label head), causal (write the label), token-classification (a tag per "
+                        "word: --task ner or CoNLL files)")
     p.add_argument("--method", choices=METHODS, default="lora")
     p.add_argument("--epochs", type=float, default=3.0)
     p.add_argument("--lr", type=float, help="learning rate (default 5e-5 full, 5e-4 LoRA)")
@@ -285,7 +287,9 @@ def _finetune_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lora-r", type=int, default=8)
     p.add_argument("--lora-alpha", type=int, default=16)
     p.add_argument("--lora-dropout", type=float, default=0.05)
-    p.add_argument("--target-modules", help="comma-separated LoRA targets (default: per architecture)")
+    p.add_argument("--target-modules", help="comma-separated LoRA/IA3 targets (default: per architecture)")
+    p.add_argument("--virtual-tokens", type=int, default=16, help="prefix/prompt tuning: learned virtual tokens")
+    p.add_argument("--train-size", type=int, help="train on a seeded sample of this many examples")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto")
     p.add_argument("--precision", choices=PRECISIONS, default="auto")
@@ -324,6 +328,7 @@ def cmd_finetune(args: argparse.Namespace) -> object:
             warmup_ratio=args.warmup_ratio, weight_decay=args.weight_decay, lora_r=args.lora_r,
             lora_alpha=args.lora_alpha, lora_dropout=args.lora_dropout, seed=args.seed, device=args.device,
             precision=args.precision, gradient_checkpointing=args.gradient_checkpointing,
+            virtual_tokens=args.virtual_tokens, train_size=args.train_size,
             target_modules=tuple(x.strip() for x in args.target_modules.split(",")) if args.target_modules else None)
     return train_run(spec, args.out, offline=args.offline, should_stop=lambda: stop["flag"])
 
@@ -347,11 +352,13 @@ command("heads", "score every head's role (induction, previous token, sink, entr
 command("attention", "one head's attention map on a text")(cmd_attention)
 command("fewshot", "score a task with k demonstrations (lm-eval layout)")(cmd_fewshot)
 command("info", "load a model and print its info record")(cmd_info)
-command("finetune", "fine-tune a model (full or LoRA) on a task; writes a run folder")(cmd_finetune)
+command("finetune", "fine-tune a model (full, lora, ia3, prefix or prompt) on a task; writes a run folder")(
+    cmd_finetune)
 command("train-tiny", "train an embedded-style tiny model from scratch")(cmd_train_tiny)
 
 
 from core import cli_labs  # noqa: E402,F401 - registers the emergence and interventions commands
+from core import cli_studies  # noqa: E402,F401 - registers finetune-compare and data-efficiency
 
 def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     """Every subcommand, with the flags of the one ``argv`` names (the others' flags import heavy modules)."""

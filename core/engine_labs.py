@@ -8,13 +8,14 @@ activation patching and the logit lens. Both use only what the engine owns (``se
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 from core.emergence.requests import HeadsRequest, LiveTrainingRequest, SeriesRequest, SweepSeriesRequest
 from core.errors import UserError
 from core.fewshot import run as fewshot
 from core.fewshot.types import FewShotConfig, FewShotRun
-from core.finetune.requests import CompareRequest, FinetuneRequest
+from core.finetune.requests import CompareRequest, DataEfficiencyRequest, FinetuneRequest, MethodsRequest
 from core.jobs import JobContext
 from core.tasks import Task
 
@@ -25,6 +26,8 @@ class TrainingLabs:
         from core.finetune.data import load_task, prompt_of
         self._check_finetune_paths(req)
         task = load_task(req.to_spec(), self.config.offline)
+        if req.objective == "token-classification":  # the words, and each word's tag
+            return task, [(s.text, " ".join(s.tags)) for s in task.train[:8]]
         return task, [(prompt_of(task, r), task.gold(r)) for r in task.rows("train")[:8]]
 
     def _check_finetune_paths(self, req: FinetuneRequest) -> None:
@@ -78,6 +81,101 @@ class TrainingLabs:
             out.append(fewshot.run_fewshot(self.registry.get(key), task, config, sub, ctx.should_stop))
         return out
 
+    # ---- studies: methods side by side, data efficiency --------------------------------------
+    def compare_methods_start(self, req: MethodsRequest, session: str = "") -> str:
+        """Queue one run per method (same task, data, budget); returns the study's id."""
+        from core.finetune import studies
+        self._check_finetune_paths(req)
+        specs = req.specs()
+        sid = studies.new_id("methods", req.model)
+        runs = [{"name": self._finetune.submit(spec, f"{sid}-{spec.method}", session), "method": spec.method,
+                 "seed": spec.seed} for spec in specs]
+        studies.write_study(self.config.runs_dir, sid, {
+            "kind": "methods", "model": req.model, "task": _data_name(specs[0]), "objective": req.objective,
+            "created": time.time(), "request": req.to_dict(), "runs": runs})
+        return sid
+
+    def data_efficiency_start(self, req: DataEfficiencyRequest, session: str = "",
+                              job: JobContext | None = None) -> str:
+        """Queue the fine-tuning runs (every size x seed), then score prompting at every k x seed now, on the
+        same model and held-out examples; returns the study's id."""
+        from core.finetune import studies
+        from core.finetune.data import load_task
+        ctx = self._ctx(job)
+        self._check_finetune_paths(req)
+        planned = req.specs()
+        spec0 = planned[0][2]
+        task = load_task(spec0, self.config.offline)  # the held-out rows both sides are scored on
+        with self.registry.borrow(self.spec(req.model, req.revision)) as handle:
+            if handle.info.kind != "causal_lm":
+                from core.models.types import cannot
+                raise UserError(cannot(handle.info, "Comparing with prompting") + " Use a causal language model.")
+            sid = studies.new_id("data-efficiency", req.model)
+            runs = [{"name": self._finetune.submit(spec, f"{sid}-n{n}-s{seed}", session), "method": spec.method,
+                     "size": n, "seed": seed} for n, seed, spec in planned]
+            record = {"kind": "data-efficiency", "model": req.model, "task": _data_name(spec0),
+                      "objective": req.objective, "created": time.time(), "request": req.to_dict(), "runs": runs,
+                      "fewshot": []}
+            studies.write_study(self.config.runs_dir, sid, record)
+            points = [(k, seed) for k in sorted(set(req.ks)) for seed in range(req.seeds if k else 1)]
+            try:
+                for n, (k, seed) in enumerate(points):
+                    sub = ctx.sub(n / len(points), (n + 1) / len(points), f"prompting k={k}, seed {seed}: ")
+                    run = fewshot.run_fewshot(handle, task, FewShotConfig(
+                        k=k, selection=req.selection if k else "first", seed=seed, limit=len(task.test)),
+                        sub, ctx.should_stop)
+                    record["fewshot"].append({"k": k, "seed": seed, "accuracy": run.metrics.accuracy})
+                    studies.write_study(self.config.runs_dir, sid, record)
+            except Exception as exc:  # prompting failed or was cancelled: the runs would be half a study
+                self.study_cancel(sid, session)
+                record["error"] = f"Prompting failed: {exc}"
+                studies.write_study(self.config.runs_dir, sid, record)
+                raise
+        return sid
+
+    def study(self, study_id: str):
+        from core.finetune import studies
+        return studies.read_study(self.config.runs_dir, study_id, self._finetune.status)
+
+    def studies(self) -> list[str]:
+        from core.finetune import studies
+        return studies.list_studies(self.config.runs_dir)
+
+    def study_cancel(self, study_id: str, session: str = "") -> str:
+        """Cancel every queued or running run of the study (finished ones are kept)."""
+        from core.finetune import studies
+        rec = studies.read_record(self.config.runs_dir, study_id)
+        n = 0
+        for entry in rec["runs"]:
+            if self._finetune.is_active(entry["name"]):
+                self.finetune_cancel(entry["name"], session)
+                n += 1
+        return f"Cancelling {n} run(s); finished runs are kept." if n else "No run of this study is active."
+
+    def study_wait(self, study_id: str, should_stop=lambda: False, poll: float = 1.0,
+                   on_update=None):
+        """Block until every run of the study has ended (cancel: ``should_stop``); the final study."""
+        while True:
+            st = self.study(study_id)
+            if on_update:
+                on_update(st)
+            if st.done:
+                return st
+            if should_stop():
+                self.study_cancel(study_id)
+            time.sleep(poll)
+
+    # ---- token classification ---------------------------------------------------------------
+    def tag_words(self, req, job: JobContext | None = None):
+        """One sentence tagged by a token classifier (with its gold tags when it is a task's)."""
+        from core.finetune.tagging import tag
+        return tag(self._handle(req.model), req)
+
+    def ner_report(self, req, job: JobContext | None = None):
+        """Entity scores, confusion and every sentence's tags on a task's test split."""
+        from core.finetune.tagging import report
+        return report(self._handle(req.model), req)
+
     # ---- emergence --------------------------------------------------------------------------
     def series_points(self, req: SeriesRequest):
         from core.emergence.series import series_points
@@ -127,6 +225,11 @@ class TrainingLabs:
 
     def live_stop(self, session: str = "") -> str:
         return self._live_runs(session).stop()
+
+
+def _data_name(spec) -> str:
+    d = spec.data
+    return d.task or d.hub_dataset or Path(d.train_path or "upload").stem
 
 
 class InterventionLabs:

@@ -141,11 +141,12 @@ class Request:
             if f.name in skip or not f.metadata.get("cli", True):
                 continue
             flag = f.metadata.get("flag") or "--" + f.name.replace("_", "-")
+            help_text = f.metadata.get("help", "").replace("%", "%%")  # argparse formats help with %
             required = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
             if hints[f.name] is bool:
-                parser.add_argument(flag, dest=f.name, action="store_true", help=f.metadata.get("help", ""))
+                parser.add_argument(flag, dest=f.name, action="store_true", help=help_text)
             else:
-                parser.add_argument(flag, dest=f.name, required=required, help=f.metadata.get("help", ""))
+                parser.add_argument(flag, dest=f.name, required=required, help=help_text)
 
     @classmethod
     def from_args(cls, args: argparse.Namespace, **overrides):

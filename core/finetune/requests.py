@@ -3,8 +3,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from dataclasses import replace
+
 from core.errors import UserError
-from core.finetune.types import DataSpec, FinetuneSpec
+from core.finetune.types import DEFAULT_LR, METHODS, DataSpec, FinetuneSpec
 from core.request import Request, field
 
 SOURCES = ("built-in", "upload", "hub dataset")
@@ -40,6 +42,8 @@ class FinetuneRequest(Request):
     max_steps: int | None = field(None)
     precision: str = field("auto")
     gradient_checkpointing: bool = field(False)
+    virtual_tokens: int = field(16, help="prefix and prompt tuning: learned virtual tokens")
+    train_size: int | None = field(None, help="train on a seeded sample of this many examples (empty: all)")
 
     def check(self):
         if self.source not in SOURCES:
@@ -80,7 +84,8 @@ class FinetuneRequest(Request):
             weight_decay=self.weight_decay, lora_r=self.lora_r, lora_alpha=self.lora_alpha,
             lora_dropout=self.lora_dropout, target_modules=self.target_modules or None, seed=self.seed,
             eval_every=self.eval_every, max_steps=self.max_steps or None, precision=self.precision,
-            gradient_checkpointing=self.gradient_checkpointing).check()
+            gradient_checkpointing=self.gradient_checkpointing, virtual_tokens=self.virtual_tokens,
+            train_size=self.train_size or None).check()
 
 
 @dataclass(frozen=True)
@@ -97,3 +102,79 @@ class CompareRequest(Request):
         if self.k < 1 or self.limit < 1:
             raise UserError("Use at least one demonstration and one held-out example.")
         return self
+
+
+def _method_lrs(text: str) -> dict[str, float]:
+    """'lora=3e-3, prefix=1e-2' -> {method: learning rate}."""
+    out = {}
+    for part in (text or "").replace(";", ",").split(","):
+        if not part.strip():
+            continue
+        name, _, value = part.partition("=")
+        name = name.strip()
+        if name not in METHODS or not value.strip():
+            raise UserError(f"Learning rates per method read 'method=rate, ...' (methods: {', '.join(METHODS)}); "
+                            f"got {part.strip()!r}.")
+        try:
+            out[name] = float(value)
+        except ValueError:
+            raise UserError(f"The learning rate of {name} ({value.strip()!r}) is not a number.") from None
+    return out
+
+
+@dataclass(frozen=True)
+class MethodsRequest(FinetuneRequest):
+    """Several methods trained on the same task, data and budget, one after another in the queue."""
+
+    methods: tuple[str, ...] = field(("lora", "ia3", "prefix", "prompt"), help="comma-separated methods")
+    method_lrs: str = field("", help="learning rate per method, e.g. 'lora=3e-3,prefix=1e-2' "
+                                     "(unnamed: --lr if given, else the method's default)")
+
+    def check(self):
+        if not self.methods:
+            raise UserError("Pick at least one method to train.")
+        bad = [m for m in self.methods if m not in METHODS]
+        if bad:
+            raise UserError(f"Unknown method {bad[0]!r}: use {', '.join(METHODS)}.")
+        if len(set(self.methods)) != len(self.methods):
+            raise UserError("A method is named twice.")
+        _method_lrs(self.method_lrs)
+        return super().check()
+
+    def specs(self) -> list[FinetuneSpec]:
+        lrs = _method_lrs(self.method_lrs)
+        base = self.to_spec()
+        return [replace(base, method=m, lr=lrs.get(m, self.lr if self.lr is not None else DEFAULT_LR[m])).check()
+                for m in self.methods]
+
+
+@dataclass(frozen=True)
+class DataEfficiencyRequest(FinetuneRequest):
+    """Fine-tuning on N examples (per size and seed, one step budget) against prompting with k demonstrations."""
+
+    sizes: tuple[int, ...] = field((8, 16, 32, 64, 128, 256), help="training-set sizes, e.g. 8,32,128")
+    ks: tuple[int, ...] = field((0, 1, 2, 4, 8), help="numbers of demonstrations, e.g. 0,4,8")
+    seeds: int = field(3, help="seeds per size and per k")
+    selection: str = field("random", help="how demonstrations are drawn (random: seeded)")
+
+    def check(self):
+        if not self.sizes or min(self.sizes) < 1:
+            raise UserError("Give the training-set sizes as whole numbers of at least 1, e.g. 8,32,128.")
+        if not self.ks or min(self.ks) < 0:
+            raise UserError("Give the numbers of demonstrations as whole numbers of at least 0, e.g. 0,4,8.")
+        if not 1 <= self.seeds <= 10:
+            raise UserError("Use between 1 and 10 seeds.")
+        if self.objective == "token-classification":
+            raise UserError("Prompting is compared on classification tasks; token classification has no prompt "
+                            "to compare with.")
+        if not self.max_steps:
+            raise UserError("Give a step budget (Max steps): every training-set size trains for the same number "
+                            "of steps, so that only the data differs.")
+        return super().check()
+
+    def specs(self) -> list[tuple[int, int, FinetuneSpec]]:
+        """(size, seed, spec) for every run."""
+        base = self.to_spec()
+        # only the final score is compared: evaluate once, at the end of each run
+        return [(n, seed, replace(base, train_size=n, seed=seed, eval_every=base.max_steps).check())
+                for n in sorted(set(self.sizes)) for seed in range(self.seeds)]

@@ -1,0 +1,67 @@
+"""``python -m core finetune-compare`` and ``data-efficiency``: studies of several fine-tuning runs.
+
+Their flags are the request's fields (``MethodsRequest``, ``DataEfficiencyRequest``); the runs go through the
+same queue as the app's (one at a time, each in its own process, each a run folder under ``--runs-dir``),
+progress goes to stderr, and the study's JSON to stdout or ``--out``. Ctrl-C cancels the study's runs.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from core.cli import command
+from core.request import unescape
+
+
+def _study_args(request: str, skip: tuple[str, ...]):
+    def arguments(p: argparse.ArgumentParser) -> None:
+        from core.cli import _request_class
+        _request_class(request).add_arguments(p, skip=("source", "hub_id", *skip))
+        p.add_argument("--runs-dir", default="runs", help="where the runs and the study file go (default ./runs)")
+        p.add_argument("--offline", action="store_true")
+        p.add_argument("--out", help="write the JSON here instead of printing it")
+    return arguments
+
+
+def _run_study(args: argparse.Namespace, request: str, start: str) -> object:
+    from pathlib import Path
+    from core.cli import _request_class
+    from core.engine import Engine
+    from core.models.types import AppConfig
+    values = {k: unescape(v) if isinstance(v, str) else v for k, v in vars(args).items() if v is not None}
+    values["source"] = "upload" if values.get("train_file") else "built-in"
+    values.setdefault("model", "default")
+    req = _request_class(request).from_mapping(values)
+    engine = Engine(AppConfig(model=None, runs_dir=Path(args.runs_dir), offline=args.offline, max_models=1))
+    sid = getattr(engine, start)(req)
+    print(f"study {sid}: {len(engine.study(sid).runs)} runs queued", file=sys.stderr)
+    seen = {}
+
+    def report(st):
+        for r in st.runs:
+            if seen.get(r.name) != r.state:
+                seen[r.name] = r.state
+                score = f", {st.metric} {r.score:.3f}" if r.score is not None and r.state == "finished" else ""
+                print(f"  {r.name}: {r.state}{score}", file=sys.stderr)
+    try:
+        return engine.study_wait(sid, on_update=report).to_dict()
+    except KeyboardInterrupt:
+        print(engine.study_cancel(sid), file=sys.stderr)
+        raise
+
+
+def cmd_finetune_compare(args: argparse.Namespace) -> object:
+    return _run_study(args, "core.finetune.requests:MethodsRequest", "compare_methods_start")
+
+
+def cmd_data_efficiency(args: argparse.Namespace) -> object:
+    return _run_study(args, "core.finetune.requests:DataEfficiencyRequest", "data_efficiency_start")
+
+
+cmd_finetune_compare.arguments = _study_args("core.finetune.requests:MethodsRequest", ("method",))  # type: ignore[attr-defined]
+cmd_data_efficiency.arguments = _study_args("core.finetune.requests:DataEfficiencyRequest",
+                                                                ("train_size",))  # type: ignore[attr-defined]
+command("finetune-compare", "train several methods (lora, ia3, prefix, prompt, full) on the same task and budget")(
+    cmd_finetune_compare)
+command("data-efficiency", "fine-tuning accuracy vs training-set size against prompting accuracy vs k")(
+    cmd_data_efficiency)

@@ -14,6 +14,8 @@ from ui.tabs import interventions as interventions_tab
 from ui.tabs import emergence as emergence_tab
 from ui.tabs import finetune as finetune_tab
 from ui.tabs import model as model_tab
+from ui.tabs import ner as ner_tab
+from ui.tabs import studies as studies_tab
 
 CSS = """
 .el-card { border: 1px solid var(--border-color-primary); border-radius: 8px; padding: 12px 16px; }
@@ -30,7 +32,8 @@ THEME = gr.themes.Soft(primary_hue="indigo")
 TABS = [("Model", "model", model_tab), ("Attention", "attention", attention_tab),
         ("Attribution", "attribution", attribution_tab),
         ("Interventions", "interventions", interventions_tab), ("Few-shot", "fewshot", fewshot_tab),
-        ("Fine-tune", "finetune", finetune_tab), ("Emergence", "emergence", emergence_tab),
+        ("Fine-tune", "finetune", finetune_tab), ("Tuning studies", "studies", studies_tab),
+        ("Tag words", "ner", ner_tab), ("Emergence", "emergence", emergence_tab),
         ("History", "history", history_tab)]
 
 

@@ -25,15 +25,17 @@ def loss_figure(st: FinetuneStatus | None, baseline: float | None = None) -> go.
     if st is not None and st.evals:
         fig.add_trace(go.Scatter(x=[e["step"] for e in st.evals], y=[e["eval_loss"] for e in st.evals],
                                  name="eval loss", mode="lines+markers", line=dict(color="#4f46e5")))
-        fig.add_trace(go.Scatter(x=[e["step"] for e in st.evals], y=[e["eval_accuracy"] for e in st.evals],
-                                 name="eval accuracy", mode="lines+markers", line=dict(color="#16a34a", dash="dot")),
+        f1 = any(e.get("eval_f1") is not None for e in st.evals)
+        key, name = ("eval_f1", "eval entity F1") if f1 else ("eval_accuracy", "eval accuracy")
+        fig.add_trace(go.Scatter(x=[e["step"] for e in st.evals], y=[e.get(key) for e in st.evals],
+                                 name=name, mode="lines+markers", line=dict(color="#16a34a", dash="dot")),
                       secondary_y=True)
     if baseline is not None:
         fig.add_hline(y=baseline, line=dict(color="#16a34a", dash="dash", width=1), secondary_y=True,
                       annotation_text="chance", annotation_position="bottom right")
     fig.update_xaxes(title_text="optimizer step")
     fig.update_yaxes(title_text="loss", secondary_y=False)
-    fig.update_yaxes(title_text="held-out accuracy", range=[0, 1.02], secondary_y=True)
+    fig.update_yaxes(title_text="held-out score", range=[0, 1.02], secondary_y=True)
     fig.update_layout(height=360, margin=dict(l=50, r=50, t=30, b=40), legend=dict(orientation="h", y=1.12),
                       title=None if st and (st.train_loss or st.evals) else "No run yet: start one above")
     return fig
@@ -56,7 +58,9 @@ def progress_html(st: FinetuneStatus | None) -> str:
             f"ETA {_duration(st.eta_s)}" if st.state == "running" and st.eta_s is not None else None,
             f"GPU memory {human_bytes(st.gpu_memory_bytes)}" if st.gpu_memory_bytes else None]
     if st.evals:
-        bits.append(f"held-out accuracy {st.evals[-1]['eval_accuracy']:.3f}")
+        last = st.evals[-1]
+        bits.append(f"held-out entity F1 {last['eval_f1']:.3f}" if last.get("eval_f1") is not None
+                    else f"held-out accuracy {last['eval_accuracy']:.3f}")
     spent = sum(st.times.get(k, 0.0) for k in ("train", "eval", "checkpoint"))
     if spent > 0:  # where the time goes
         bits.append("time: " + ", ".join(f"{name} {100 * st.times.get(k, 0.0) / spent:.0f}%" for k, name in
@@ -73,10 +77,10 @@ def runs_table(runs: list[RunSummary]) -> pd.DataFrame:
     return pd.DataFrame([{
         "run": r.name, "state": r.state, "base model": r.base_model, "objective": r.objective,
         "method": r.method, "steps": r.steps,
-        "held-out accuracy": None if r.eval_accuracy is None else round(r.eval_accuracy, 3),
+        "held-out score": None if r.score is None else round(r.score, 3), "metric": r.metric,
         "model folder": r.model_path or "",
     } for r in runs], columns=["run", "state", "base model", "objective", "method", "steps",
-                               "held-out accuracy", "model folder"])
+                               "held-out score", "metric", "model folder"])
 
 
 def preview_table(rows: list[tuple[str, str]], limit: int = 8) -> pd.DataFrame:

@@ -9,6 +9,10 @@ from core.engine import Engine
 from core.errors import UserError
 from core.finetune.requests import CompareRequest, FinetuneRequest
 from core.finetune.types import DEFAULT_LR, METHODS, OBJECTIVES, PRECISIONS
+
+METHOD_INFO = ("full trains every weight; LoRA low-rank adapters; IA3 rescales keys, values and feed-forward "
+               "activations; prefix tuning learns a key/value prefix per layer; prompt tuning learns input "
+               "embeddings of virtual tokens")
 from ui import fewshot_plots as fp
 from ui import finetune_plots as tp
 from ui.common import Form, POLLER, on_run, progress_of, session
@@ -31,10 +35,11 @@ def render(engine: Engine, active: gr.State, demo: gr.Blocks) -> None:
                                 visible=False)
             task_name = gr.Dropdown(engine.task_names(), value="wordgroups" if "wordgroups" in engine.task_names() else None,
                                     label="Built-in task")
-            train_file = gr.File(label="Train file (CSV/JSONL)", file_types=[".csv", ".jsonl", ".json"],
-                                 type="filepath", visible=False)
+            train_file = gr.File(label="Train file (CSV/JSONL; CoNLL for token classification)",
+                                 file_types=[".csv", ".jsonl", ".json", ".conll", ".txt"], type="filepath",
+                                 visible=False)
             eval_file = gr.File(label="Held-out file (optional: else 20% of train)", type="filepath",
-                                file_types=[".csv", ".jsonl", ".json"], visible=False)
+                                file_types=[".csv", ".jsonl", ".json", ".conll", ".txt"], visible=False)
             with gr.Row(visible=False) as cols:
                 text_col = gr.Textbox(label="Text column", value="text")
                 label_col = gr.Textbox(label="Label column", value="label")
@@ -47,9 +52,9 @@ def render(engine: Engine, active: gr.State, demo: gr.Blocks) -> None:
             model = gr.Dropdown(engine.model_choices(), value="el-2l-128", allow_custom_value=True,
                                 label="Base model (embedded name, Hub id or folder)")
             objective = gr.Radio(list(OBJECTIVES), value="classification", label="Objective",
-                                 info="classification: a new label head; causal: learn to write the label after the prompt")
-            method = gr.Radio(list(METHODS), value="lora", label="Method",
-                              info="LoRA trains small low-rank adapters; full trains every weight")
+                                 info="classification: a new label head; causal: learn to write the label after the "
+                                      "prompt; token-classification: a tag per word (named entities)")
+            method = gr.Radio(list(METHODS), value="lora", label="Method", info=METHOD_INFO)
             with gr.Row():
                 epochs = gr.Number(10, label="Epochs", minimum=0.01)
                 lr = gr.Textbox("3e-3", label="Learning rate",
@@ -72,6 +77,10 @@ def render(engine: Engine, active: gr.State, demo: gr.Blocks) -> None:
                     max_steps = gr.Number(0, label="Max steps (0: by epochs)", precision=0, minimum=0)
                     precision = gr.Dropdown(list(PRECISIONS), value="auto", label="Precision (GPU)")
                     grad_ckpt = gr.Checkbox(False, label="Gradient checkpointing (GPU)")
+                with gr.Row():
+                    virtual = gr.Number(16, label="Virtual tokens (prefix/prompt tuning)", precision=0, minimum=1)
+                    train_size = gr.Number(0, label="Training examples (0: all; else a seeded sample)",
+                                           precision=0, minimum=0)
             with gr.Row():
                 start_btn = gr.Button("Start training", variant="primary", elem_id="ft-start")
                 cancel_btn = gr.Button("Cancel", variant="stop")
@@ -97,7 +106,8 @@ def render(engine: Engine, active: gr.State, demo: gr.Blocks) -> None:
                 method=method, epochs=epochs, lr=lr, batch_size=batch, grad_accum=grad_accum, max_length=max_length,
                 warmup_ratio=warmup, weight_decay=weight_decay, lora_r=lora_r, lora_alpha=lora_alpha,
                 lora_dropout=lora_dropout, target_modules=targets, seed=seed, eval_every=eval_every,
-                max_steps=max_steps, precision=precision, gradient_checkpointing=grad_ckpt, hub_id=hub_id)
+                max_steps=max_steps, precision=precision, gradient_checkpointing=grad_ckpt, hub_id=hub_id,
+                virtual_tokens=virtual, train_size=train_size)
 
     def toggle(src):
         up, hub = src == "upload", src == "hub dataset"
@@ -106,11 +116,18 @@ def render(engine: Engine, active: gr.State, demo: gr.Blocks) -> None:
 
     source.change(toggle, source, [task_name, train_file, eval_file, cols, hub_id], api_name=False, queue=False)
 
+    def tasks_for(obj, current):
+        names = engine.token_task_names() if obj == "token-classification" else engine.task_names()
+        return gr.update(choices=names, value=current if current in names else (names[0] if names else None))
+
+    objective.change(tasks_for, [objective, task_name], task_name, api_name=False, queue=False)
+
     @user_errors
     def do_preview(*values):
         task, rows = engine.finetune_preview(FinetuneRequest.from_mapping(form.values(values)))
-        labels = ", ".join(task.choices) if task.choices else "free text (generative)"
-        chance = f"; chance {1 / len(task.choices):.2f}" if task.choices else ""
+        choices = getattr(task, "labels", None) or task.choices
+        labels = ", ".join(choices) if choices else "free text (generative)"
+        chance = f"; chance {1 / len(task.choices):.2f}" if getattr(task, "choices", None) else ""
         msg = f"**{task.name}**: {len(task.train)} training and {len(task.test)} held-out examples; labels: {labels}{chance}."
         return msg, tp.preview_table(rows)
 

@@ -61,15 +61,21 @@ class TrainingLabs:
         ctx = self._ctx(job)
         run_dir = self._finetune.run_dir(req.run)
         st = self._finetune.status(req.run)
-        if st.state != "finished" or not (run_dir / "model").exists():
+        saved = json.loads((run_dir / "metrics.json").read_text()).get("model_path") \
+            if (run_dir / "metrics.json").exists() else None
+        saved = saved or str(run_dir / "model")  # runs from before model_path was recorded
+        if st.state != "finished" or not Path(saved).exists():
             raise UserError(f"Run {req.run!r} has not finished ({st.state}); compare a finished run.")
         spec = FinetuneSpec.from_dict(json.loads((run_dir / "spec.json").read_text()))
-        task = load_task(spec, self.config.offline)
+        if spec.objective == "token-classification":
+            raise UserError("A token classifier is not compared with prompting: open it in the Tag words tab.")
+        from dataclasses import replace
+        task = load_task(replace(spec, train_size=None), self.config.offline)  # demonstrations from every row
         if task.generative and spec.objective == "classification":
             raise UserError("This run's task is generative.")
         ctx.report(0.05, "loading the base and the fine-tuned model")
         base = self.load(self.spec(spec.model, spec.revision)).key
-        tuned = self.load(self.spec(str(run_dir / "model"))).key
+        tuned = self.load(self.spec(saved)).key
         configs = [(tuned, FewShotConfig(k=0, limit=req.limit, name="C: fine-tuned, k=0"))]
         if self.registry.get(base).info.kind == "causal_lm":  # prompting needs a language model
             configs = [(base, FewShotConfig(k=0, limit=req.limit, name="A: base, k=0")),
@@ -105,7 +111,9 @@ class TrainingLabs:
         self._check_finetune_paths(req)
         planned = req.specs()
         spec0 = planned[0][2]
-        task = load_task(spec0, self.config.offline)  # the held-out rows both sides are scored on
+        from dataclasses import replace
+        # the held-out rows both sides are scored on; demonstrations come from the whole training split
+        task = load_task(replace(spec0, train_size=None), self.config.offline)
         with self.registry.borrow(self.spec(req.model, req.revision)) as handle:
             if handle.info.kind != "causal_lm":
                 from core.models.types import cannot

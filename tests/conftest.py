@@ -87,3 +87,14 @@ def client(app_server):
 def bpe_models(tmp_path_factory) -> dict[str, Path]:
     from tiny import build_bpe_models
     return build_bpe_models(tmp_path_factory.mktemp("bpe_models"))
+
+
+@pytest.fixture(scope="session")
+def ner_run(app_server, tiny_models):
+    """A small token classifier trained into the app's runs folder (listed like any finished run)."""
+    from core.finetune.train import train_run
+    from core.finetune.types import DataSpec, FinetuneSpec
+    engine, _ = app_server
+    spec = FinetuneSpec(model=str(tiny_models["bert"]), data=DataSpec(task="ner", max_eval=40),
+                        objective="token-classification", method="full", lr=3e-3, max_steps=20, batch_size=16)
+    return train_run(spec, engine.config.runs_dir / "ner-tiny-bert")["model_path"]

@@ -95,6 +95,25 @@ def test_finetune_tab_trains_live_and_draws_the_curves(page, tmp_path):
     page.screenshot(path=str(tmp_path / "finetune-tab.png"), full_page=True)
 
 
+def test_tag_words_tab_colours_entities_against_gold_and_explains_a_word(page, ner_run, tmp_path):
+    page.get_by_role("tab", name="Tag words").click()
+    picker = page.locator("#ner-model input")
+    picker.fill(ner_run)
+    picker.press("Enter")
+    page.locator("#ner-tag").click()
+    view = page.locator("#ner-view #ner-tagged")
+    view.get_by_text("gold").wait_for(timeout=300_000)
+    assert view.locator("span[style*='background']").count() >= 2  # gold entities (and predicted ones) shaded
+    assert "Test sentence 0" in view.inner_text()
+    page.locator("#ner-explain").click()
+    page.locator("#ner-explain-plot .main-svg").first.wait_for(timeout=300_000)
+    assert page.locator("#ner-explain-plot .barlayer .point").count() == len(
+        page.locator("#ner-sentence textarea").input_value().split())  # one bar per word
+    page.locator("#ner-attn").click()
+    page.locator("#ner-attn-plot .main-svg").first.wait_for(timeout=300_000)
+    page.screenshot(path=str(tmp_path / "ner-tab.png"), full_page=True)
+
+
 def test_emergence_tab_draws_scores_across_checkpoints(page, tmp_path):
     page.get_by_role("tab", name="Emergence").click()
     page.locator("#em-run").click()

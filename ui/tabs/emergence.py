@@ -18,6 +18,8 @@ PRESETS = {
     # (series kind, models, revisions, task, k, selection); nearest puts the queried binding among the k
     "Embedded default model across training (offline)": ("checkpoints", "default", "", "recall", 4, "nearest"),
     "Embedded models, two sizes (offline)": ("models", "el-1l-64,el-2l-128", "", "recall", 4, "nearest"),
+    "Real models by size: SmolLM2-135M → Gemma 3 270M (offline; Gemma is an optional package)": (
+        "models", "smollm2-135m,gemma3-270m", "", "antonyms", 4, "random"),
     "Pythia 70m → 1.4b on two-digit addition (network)": (
         "models", ",".join(f"EleutherAI/pythia-{s}" for s in PYTHIA_SIZES), "", "addition", 4, "random"),
     "Pythia-160m across its training checkpoints (network)": (

@@ -102,7 +102,7 @@ def render(engine: Engine, active: gr.State, demo: gr.Blocks) -> None:
     def stream(sid: str, request: gr.Request | None):
         while True:
             done = engine.study(sid).done
-            yield (gr.update(choices=engine.studies(), value=sid), *views(sid, request))
+            yield (sid, *views(sid, request))
             if done:
                 return
             time.sleep(POLL_S)
@@ -120,7 +120,7 @@ def render(engine: Engine, active: gr.State, demo: gr.Blocks) -> None:
         req = DataEfficiencyRequest.from_mapping(d_form.values(values))
         with engine.job(session(request), "studies", progress_of(progress)) as job:
             sid = engine.data_efficiency_start(req, session(request), job)
-        return (gr.update(choices=engine.studies(), value=sid), *views(sid, request))
+        return (sid, *views(sid, request))
 
     @user_errors
     def watch(sid, request: gr.Request = None):

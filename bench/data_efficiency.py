@@ -26,7 +26,7 @@ PRESETS = {
     "embedded": dict(model="el-2l-128", task="wordgroups", method="lora", lr="3e-3", lora_r=32, lora_alpha=64,
                      batch_size=32, max_steps=150, sizes="8,16,32,64,128,256", ks="0,1,2,4", seeds=3),
     "smollm2": dict(model="smollm2-135m", task="sentiment", method="lora", lr="1e-3", lora_r=8, lora_alpha=16,
-                    batch_size=8, max_steps=30, sizes="8,32,128", ks="0,1,2,4", seeds=2, max_length=64),
+                    batch_size=8, max_steps=30, sizes="4,8,16,40", ks="0,1,2,4", seeds=2, max_length=64),
 }
 
 

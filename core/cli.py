@@ -33,15 +33,21 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--revision", help="Hub revision or embedded checkpoint (e.g. step1000)")
     p.add_argument("--device", default="auto")
     p.add_argument("--dtype", default="auto")
-    p.add_argument("--kind", default="auto", help="auto, causal_lm, masked_lm, seq_cls or encoder")
+    p.add_argument("--kind", default="auto", help="auto, causal_lm, masked_lm, seq_cls, token_cls or encoder")
     p.add_argument("--trust-remote-code", action="store_true")
+    p.add_argument("--device-map", help="'auto': split the layers over the GPUs, the CPU and disk (accelerate)")
+    p.add_argument("--max-memory", help="with --device-map: memory per device, e.g. '0=20GiB,1=20GiB,cpu=64GiB'")
+    p.add_argument("--offload-folder", help="with --device-map: where layers that fit nowhere go on disk")
 
 
 def load_from_args(args: argparse.Namespace, **overrides):
     from core.models.loading import load_model
     from core.models.types import ModelSpec
+    from core.models.requests import LoadRequest
+    LoadRequest.from_args(args)  # the same checks as every other load
     spec = ModelSpec(model=args.model, revision=args.revision, device=args.device, dtype=args.dtype,
-                     kind=args.kind, trust_remote_code=args.trust_remote_code, **overrides)
+                     kind=args.kind, trust_remote_code=args.trust_remote_code, device_map=args.device_map,
+                     max_memory=args.max_memory, offload_folder=args.offload_folder, **overrides)
     return load_model(spec)
 
 

@@ -138,12 +138,20 @@ class Engine(TrainingLabs, InterventionLabs, HistoryLabs):
             kw["device"] = self.config.device
         if kw["dtype"] == "auto":
             kw["dtype"] = self.config.dtype
+        if not kw.get("device_map") and self.config.device_map:  # the app's split applies to every load
+            kw.update(device_map=self.config.device_map, max_memory=self.config.max_memory,
+                      offload_folder=self.config.offload_folder)
+        for k in ("device_map", "max_memory", "offload_folder"):
+            kw[k] = (kw.get(k) or "").strip() or None
         return ModelSpec(model=model.strip(), revision=(revision or "").strip() or None, **kw)
 
     def load(self, req: LoadRequest | ModelSpec, job: JobContext | None = None) -> ModelInfo:
         spec = req if isinstance(req, ModelSpec) else self.spec(
             req.model, req.revision, device=req.device, dtype=req.dtype, kind=req.kind,
-            trust_remote_code=req.trust_remote_code)
+            trust_remote_code=req.trust_remote_code, device_map=req.device_map, max_memory=req.max_memory,
+            offload_folder=req.offload_folder)
+        if spec.offload_folder:
+            self.check_path(spec.offload_folder, "model")
         self.check_path(spec.model)
         handle = self.registry.load(spec, self._ctx(job).progress)
         return replace(handle.info, attn_implementation=handle.attn_implementation)
@@ -203,8 +211,12 @@ class Engine(TrainingLabs, InterventionLabs, HistoryLabs):
 
     def memory(self) -> dict:
         report = devices.memory_report()
+        per_device: dict[str, int] = {}
+        for info in self.registry.infos():  # weights per device, split models counted where their layers are
+            for dev, n in (info.memory_by_device or {info.device: info.memory_bytes}).items():
+                per_device[dev] = per_device.get(dev, 0) + n
         report.update(models_bytes=self.registry.used_bytes(), budget_bytes=self.registry.budget_bytes,
-                      n_loaded=len(self.registry.keys()))
+                      n_loaded=len(self.registry.keys()), models_bytes_by_device=per_device)
         return report
 
     def model_choices(self) -> list[tuple[str, str]]:

@@ -114,6 +114,10 @@ class TrainingLabs:
         from dataclasses import replace
         # the held-out rows both sides are scored on; demonstrations come from the whole training split
         task = load_task(replace(spec0, train_size=None), self.config.offline)
+        too_big = [n for n in req.sizes if n > len(task.train)]
+        if too_big:
+            raise UserError(f"Task {task.name!r} has {len(task.train)} training examples; a training-set size of "
+                            f"{too_big[0]} cannot be drawn from it.")
         with self.registry.borrow(self.spec(req.model, req.revision)) as handle:
             if handle.info.kind != "causal_lm":
                 from core.models.types import cannot

@@ -44,6 +44,13 @@ def info_card(info: ModelInfo | None) -> str:
         ("Attention", info.attn_implementation), ("Memory", human_bytes(info.memory_bytes)),
     ]
     rows += [(k, v) for k, v in (("Task head", info.heads), ("Weights", info.origin), ("Licence", info.license)) if v]
+    if info.memory_by_device:  # a model split across devices
+        rows.append(("Split", ", ".join(f"{d}: {human_bytes(n)}" for d, n in info.memory_by_device.items())))
+        per = {}
+        for block, dev in (info.device_map or {}).items():
+            per.setdefault(dev, []).append(block)
+        rows.append(("Device map", "; ".join(f"{d}: {len(b)} block(s) ({b[0]}{' … ' + b[-1] if len(b) > 1 else ''})"
+                                              for d, b in per.items())))
     body = "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(str(v))}</td></tr>" for k, v in rows)
     return (f"<div class='el-card' data-model='{html.escape(info.key)}'>"
             f"<h3>{html.escape(info.name)}</h3><table>{body}</table></div>")
@@ -65,4 +72,7 @@ def memory_summary(report: dict) -> str:
                      f"{human_bytes(report['free_bytes'])} free of {human_bytes(report['total_bytes'])}")
     if "process_rss_bytes" in report:
         parts.append(f"**Process RAM:** {human_bytes(report['process_rss_bytes'])}")
+    by_dev = report.get("models_bytes_by_device") or {}
+    if len(by_dev) > 1 or "disk" in by_dev:
+        parts.append("**Weights by device:** " + ", ".join(f"{d} {human_bytes(n)}" for d, n in by_dev.items()))
     return " · ".join(parts)

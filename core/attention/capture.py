@@ -19,6 +19,7 @@ from core.attention import head_roles
 from core.errors import UserError
 from core.models.loading import attention_implementation
 from core.models.types import ModelHandle
+from core.models.devices import input_device
 
 Consumer = Callable[[int, torch.Tensor], None]  # (layer, weights (batch, heads, q, k))
 
@@ -104,7 +105,7 @@ def _capture(handle: ModelHandle, enc: dict, layers: list[int], consume: Consume
     model = handle.model
     wanted, last = set(layers), max(layers)
     mods = attention_modules(model)
-    enc = {k: v.to(model.device) for k, v in enc.items()}
+    enc = {k: v.to(input_device(model)) for k, v in enc.items()}
     n = enc["input_ids"].shape[1]  # learned virtual tokens (prefix/prompt tuning) come first: keep the input's
     with attention_implementation(handle, "eager"), torch.no_grad():
         if not mods:  # architectures that do not declare their attention modules

@@ -19,6 +19,7 @@ import torch
 from core.attention.head_roles import induction_score, previous_token_score
 from core.models.loading import model_attention_implementation
 from core.build.synthetic import RecallItem, Vocab, repeated_random_probe
+from core.models.devices import input_device
 
 
 @dataclass(frozen=True)
@@ -34,7 +35,7 @@ class ProbeScores:
 def _attentions(model, ids: torch.Tensor) -> torch.Tensor:
     """(layers, batch, heads, q, k) attention weights under eager attention."""
     with model_attention_implementation(model, "eager"), torch.no_grad():
-        out = model(ids.to(model.device), output_attentions=True)
+        out = model(ids.to(input_device(model)), output_attentions=True)
     return torch.stack([a.float().cpu() for a in out.attentions])
 
 
@@ -67,7 +68,7 @@ def recall_accuracy(model, tokenizer, items: list[RecallItem]) -> RecallScore:
     """Next-token recall of the queried key's value (prompts of equal length)."""
     enc = tokenizer([it.prompt for it in items], return_tensors="pt", padding=True)
     with torch.no_grad():
-        logits = model(enc["input_ids"].to(model.device)).logits[:, -1].float().cpu()  # (batch, vocab)
+        logits = model(enc["input_ids"].to(input_device(model))).logits[:, -1].float().cpu()  # (batch, vocab)
     vocab = tokenizer.get_vocab()
     hits, top1, n_choices = 0, 0, 0
     for row, it in zip(logits, items):

@@ -34,6 +34,7 @@ from core.models.loading import Borrow, ModelRegistry, PathPolicy
 from core.models.presets import PYTHIA_STEPS
 from core.tasks import Task
 from core.models.types import ModelSpec
+from core.models.devices import input_device
 
 Progress = Callable[[float, str], None]
 SERIES_STEPS = (0, 64, 512, 1000, 4000, 16000, 64000, 143000)  # a log-spaced subset of Pythia's revisions
@@ -218,8 +219,8 @@ def _embedded_vocab_size() -> int:
 @torch.no_grad()
 def late_minus_early(model, ids: torch.Tensor) -> float:
     """Mean loss at late positions minus mean loss at early positions (nats; negative = ICL)."""
-    logits = model(ids.to(model.device)).logits.float()
-    loss = torch.nn.functional.cross_entropy(logits[:, :-1].transpose(1, 2), ids[:, 1:].to(model.device),
+    logits = model(ids.to(input_device(model))).logits.float()
+    loss = torch.nn.functional.cross_entropy(logits[:, :-1].transpose(1, 2), ids[:, 1:].to(input_device(model)),
                                              reduction="none")  # (batch, positions)
     n = loss.shape[1]
     late = (min(LATE[0], n - 8), min(LATE[1], n))

@@ -29,6 +29,7 @@ from core.fewshot.types import CONTENT_FREE, Demo, Example, FewShotConfig, FewSh
 from core.fewshot.scoring import encode, generate_greedy, score_continuations, split_context
 from core.tasks import Task
 from core.models.types import ModelHandle, cannot
+from core.models.devices import input_device
 
 Progress = Callable[[float, str], None]
 
@@ -174,7 +175,7 @@ def _classifier_run(handle: ModelHandle, task: Task, config: FewShotConfig,
         enc = tok(texts[start:start + 32], return_tensors="pt", padding=True, padding_side="right")
         max_tokens = max(max_tokens, int(enc["attention_mask"].sum(1).max()))
         with torch.no_grad():
-            logits = model(**{k: v.to(model.device) for k, v in enc.items()}).logits.float().cpu()
+            logits = model(**{k: v.to(input_device(model)) for k, v in enc.items()}).logits.float().cpu()
         ll = torch.log_softmax(logits[:, ids], -1).numpy()
         examples += [_choice_example(i, rows, queries, golds, texts, [], choices, ll[i - start], None)
                      for i in range(start, min(len(rows), start + 32))]

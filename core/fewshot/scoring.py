@@ -27,6 +27,7 @@ import torch
 
 from core.errors import Cancelled, UserError
 from core.models.loading import context_length
+from core.models.devices import input_device
 
 BATCH_TOKENS = 8192  # padded tokens per batch on CPU; GPUs take more
 
@@ -101,7 +102,7 @@ def _run_prefix(model, prefix: list[int]):
     if not prefix:
         return None
     with torch.no_grad():
-        out = model(torch.tensor([prefix], device=model.device), use_cache=True)
+        out = model(torch.tensor([prefix], device=input_device(model)), use_cache=True)
     return out.cache  # transformers' current name (past_key_values is deprecated, removed in 5.40)
 
 
@@ -124,10 +125,10 @@ def _forward_rows(model, cache, rows: list[list[int]], pad_id: int,
     positions = sorted(set(keep))
     with torch.no_grad():
         try:
-            logits = model(ids.to(model.device), logits_to_keep=torch.tensor(positions, device=model.device),
+            logits = model(ids.to(input_device(model)), logits_to_keep=torch.tensor(positions, device=input_device(model)),
                            **kwargs).logits  # (batch, len(positions), vocab)
         except TypeError:  # a model without logits_to_keep: project every position
-            logits = model(ids.to(model.device), **kwargs).logits[:, positions]
+            logits = model(ids.to(input_device(model)), **kwargs).logits[:, positions]
     return logits, {p: i for i, p in enumerate(positions)}
 
 
@@ -246,7 +247,7 @@ def _cut(tokenizer, toks: list[int], stop: tuple[str, ...], eos: int | None) -> 
 
 
 def _greedy_batch(model, tokenizer, cache, n_prefix, rows, max_new_tokens, stop, eos):
-    ids = torch.tensor(rows, device=model.device)  # (batch, len): equal lengths, no padding
+    ids = torch.tensor(rows, device=input_device(model))  # (batch, len): equal lengths, no padding
     past = None
     if cache is not None:
         past = copy.deepcopy(cache)

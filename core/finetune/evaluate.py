@@ -22,6 +22,7 @@ from core.finetune.data import Encoded, collate, prompt_of
 from core.finetune.ner_metrics import NerScores, score
 from core.fewshot.scoring import encode, generate_greedy, score_continuations
 from core.tasks import Task
+from core.models.devices import input_device
 
 IGNORE = -100
 
@@ -109,7 +110,7 @@ def predict_tokens(model, tokenizer, sentences: list[ner.Sentence], labels: tupl
         chunk = sentences[start:start + batch_size]
         rows = [ner.encode_sentence(tokenizer, s, None, max_length) for s in chunk]
         enc = Encoded([r[0] for r in rows], [r[1] for r in rows])
-        batch = {k: v.to(model.device) for k, v in collate(enc, list(range(len(rows))), pad,
+        batch = {k: v.to(input_device(model)) for k, v in collate(enc, list(range(len(rows))), pad,
                                                             "token-classification").items()}
         probs = forward(model, batch).float().softmax(-1)  # (batch, T, tags)
         for b, (s, (_, _, words)) in enumerate(zip(chunk, rows)):

@@ -78,7 +78,31 @@ def wrap(model, spec: FinetuneSpec, causal: bool):
         raise UserError(f"{spec.method} could not be set up on {spec.model} ({model.config.model_type}): "
                         f"{str(err).splitlines()[0]}") from None
     peft_model.peft_config["default"].base_model_name_or_path = spec.model  # a name that resolves anywhere
+    if spec.method in MERGEABLE:
+        _place_and_seed_adapters(peft_model, spec.seed)
     return VirtualTokens(peft_model, causal) if spec.method in VIRTUAL else peft_model
+
+
+def _place_and_seed_adapters(peft_model, seed: int) -> None:
+    """Initialise every LoRA/IA3 adapter from ``seed``, in module order, on a real device.
+
+    On a model split with disk offload, peft creates the adapters of offloaded layers on the meta device (where
+    accelerate parks those layers' weights between calls); they are made real on the CPU, where offloaded
+    layers compute, so they can train. Seeding all of them in one pass makes the start the same whether or not
+    the model is split.
+    """
+    from accelerate.utils import set_module_tensor_to_device
+    from peft.tuners.ia3 import IA3Layer
+    from peft.tuners.lora import LoraLayer
+    for name, p in list(peft_model.named_parameters()):
+        if p.requires_grad and p.device.type == "meta":
+            set_module_tensor_to_device(peft_model, name, "cpu", value=torch.empty(p.shape, dtype=p.dtype))
+    torch.manual_seed(seed)
+    for module in peft_model.modules():
+        if isinstance(module, LoraLayer) and "default" in module.lora_A:
+            module.reset_lora_parameters("default", True)
+        elif isinstance(module, IA3Layer) and "default" in module.ia3_l:
+            module.reset_ia3_parameters("default")
 
 
 def peft_of(model):

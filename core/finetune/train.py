@@ -66,6 +66,11 @@ def build_model(spec: FinetuneSpec, task, device: torch.device, offline: bool = 
 
     res = _resolve_base(spec, offline)
     common = dict(revision=res.revision, local_files_only=res.local_files_only)
+    split = {}
+    if spec.device_map:  # the frozen base split across devices (accelerate); the adapters follow their layers
+        from core.models.loading import _split_kwargs
+        from core.models.types import ModelSpec
+        split = _split_kwargs(ModelSpec(model=spec.model, device_map=spec.device_map, max_memory=spec.max_memory))
     config = AutoConfig.from_pretrained(res.path, **common)
     kind = detect_kind(config)
     tokenizer = AutoTokenizer.from_pretrained(res.path, **common)
@@ -75,7 +80,7 @@ def build_model(spec: FinetuneSpec, task, device: torch.device, offline: bool = 
         if kind != "causal_lm" or config.model_type not in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES:
             raise UserError(f"{spec.model} is a {kind.replace('_', ' ')} model; the causal objective needs a "
                             "causal language model (GPT-2, Pythia, Llama, ...). Use the classification objective.")
-        model = AutoModelForCausalLM.from_pretrained(res.path, config=config, dtype=torch.float32, **common)
+        model = AutoModelForCausalLM.from_pretrained(res.path, config=config, dtype=torch.float32, **common, **split)
     else:
         token = spec.objective == "token-classification"
         names = MODEL_FOR_TOKEN_CLASSIFICATION_MAPPING_NAMES if token else MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES
@@ -90,13 +95,13 @@ def build_model(spec: FinetuneSpec, task, device: torch.device, offline: bool = 
         config.pad_token_id = tokenizer.pad_token_id
         auto = AutoModelForTokenClassification if token else AutoModelForSequenceClassification
         model = auto.from_pretrained(res.path, config=config, dtype=torch.float32, ignore_mismatched_sizes=True,
-                                     **common)
+                                     **common, **split)
     model.config.pad_token_id = tokenizer.pad_token_id
     if spec.gradient_checkpointing and device.type == "cuda":
         model.gradient_checkpointing_enable()
         model.config.use_cache = False
     model = methods.wrap(model, spec, causal=not is_encoder(config))
-    return model.to(device), tokenizer, kind
+    return (model if spec.device_map else model.to(device)), tokenizer, kind
 
 
 def precision(spec: FinetuneSpec, device: torch.device) -> torch.dtype | None:
@@ -189,6 +194,8 @@ def _train(spec: FinetuneSpec, run_dir: Path, resume: bool, offline: bool,
     device = devices.resolve_device(spec.device)
     task = load_task(spec, offline)
     model, tokenizer, _ = build_model(spec, task, device, offline)
+    if spec.device_map:
+        device = devices.input_device(model)
     train_enc = encode_split(task, "train", tokenizer, spec.objective, spec.max_length)
     eval_enc = encode_split(task, "test", tokenizer, spec.objective, spec.max_length)
 
@@ -307,7 +314,7 @@ def _train(spec: FinetuneSpec, run_dir: Path, resume: bool, offline: bool,
 
 def finish(spec: FinetuneSpec, run_dir: Path, model, tokenizer, state: dict) -> dict:
     """Write the final model (and adapter) and ``metrics.json``."""
-    device = next(model.parameters()).device
+    device = devices.input_device(model)
     trainable, total = methods.parameter_counts(model)  # before a merge folds the adapters away
     peak, peak_kind = methods.peak_memory(device)
     model_path = methods.save_final(model, tokenizer, spec, run_dir)

@@ -53,6 +53,8 @@ class FinetuneSpec:
     gradient_checkpointing: bool = False
     merge: bool = True        # LoRA/IA3: also write the adapter merged into the base (a plain model folder)
     virtual_tokens: int = 16  # prefix and prompt tuning: learned positions in front of every input
+    device_map: str | None = None   # "auto": the base model's layers split over devices (accelerate)
+    max_memory: str | None = None   # with a device map: "0=20GiB, cpu=64GiB"
     train_size: int | None = None  # train on a seeded sample of this many training examples (None: all)
 
     @property
@@ -79,6 +81,9 @@ class FinetuneSpec:
             raise UserError("Warm-up share and LoRA dropout must be in [0, 1) and weight decay at least 0.")
         if self.train_size is not None and self.train_size < 1:
             raise UserError(f"The training-set size must be at least 1 (got {self.train_size}).")
+        if self.device_map and self.method not in ("lora", "ia3"):
+            raise UserError("A model split across devices trains with LoRA or IA3 (the frozen base stays where "
+                            "the device map puts it).")
         if self.objective == "token-classification" and self.data.hub_dataset:
             raise UserError("Token classification reads a built-in task or CoNLL files, not a Hub dataset.")
         if self.data.task is None and self.data.train_path is None and self.data.hub_dataset is None:

@@ -13,6 +13,7 @@ import torch
 
 from core.attention.capture import attention_modules
 from core.errors import UserError
+from core.models.devices import input_device
 
 OUT_PROJ = ("o_proj", "c_proj", "dense", "out_proj")      # Llama/Qwen/Mistral, GPT-2, GPT-NeoX, others
 FINAL_NORM = ("norm", "ln_f", "final_layer_norm", "final_layernorm")
@@ -131,7 +132,7 @@ def head_means(model, ids: torch.Tensor, heads: list[tuple[int, int]]) -> dict[t
 
     handles = [projs[layer].register_forward_pre_hook(make(layer)) for layer in layers]
     try:
-        model(ids.to(model.device))
+        model(ids.to(input_device(model)))
     finally:
         for h in handles:
             h.remove()

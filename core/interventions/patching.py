@@ -18,6 +18,7 @@ from core.errors import Cancelled, UserError
 from core.fewshot.scoring import encode, split_context
 from core.interventions.hooks import decoder_layers, final_norm, head_dim, out_projections
 from core.models.types import ModelHandle
+from core.models.devices import input_device
 
 
 @dataclass
@@ -73,7 +74,7 @@ def patch(handle: ModelHandle, clean: str, corrupt: str, target: str,
                         f"({len(clean_ids) - len(t_clean)} vs {len(corrupt_ids) - len(t_corrupt)}) and the same "
                         "target tokens: change a word for a word of the same length (swap a label or a key).")
     n_t = len(t_clean)
-    dev = model.device
+    dev = input_device(model)
     x_clean = torch.tensor([clean_ids], device=dev)
     x_corrupt = torch.tensor([corrupt_ids], device=dev)
     layers, projs, d = decoder_layers(model), out_projections(model), head_dim(model)
@@ -169,7 +170,7 @@ def logit_lens(handle: ModelHandle, text: str, target: str | None = None, k: int
     if not (text or "").strip():
         raise UserError("The text is empty.")
     model, tok = handle.model, handle.tokenizer
-    ids = torch.tensor([encode(tok, text)], device=model.device)
+    ids = torch.tensor([encode(tok, text)], device=input_device(model))
     layers, norm, unembed = decoder_layers(model), final_norm(model), model.get_output_embeddings()
     target_id = None
     if target:

@@ -88,3 +88,89 @@ def default_budget_bytes(device: torch.device) -> int:
         return int(0.5 * os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
     except (ValueError, OSError, AttributeError):  # pragma: no cover
         return 8 * 2**30
+
+
+# ---- models split across devices (accelerate device maps) ---------------------------------
+
+def _as_device(where) -> torch.device:
+    """A device-map entry as the device its inputs live on: a GPU index, a name, or cpu for cpu/disk."""
+    if isinstance(where, int) or (isinstance(where, str) and where.isdigit()):
+        return torch.device("cuda", int(where))
+    if where in ("cpu", "disk", "meta"):
+        return torch.device("cpu")
+    return torch.device(where)
+
+
+def input_device(model) -> torch.device:
+    """Where a model's inputs go: its embedding layer's device (on a split model, the device the device map
+    gives the embeddings; disk-offloaded layers compute on the CPU); else its first real parameter's."""
+    inner = getattr(model, "inner", model)  # a virtual-token wrapper: the model it wraps
+    dmap = getattr(inner, "hf_device_map", None)
+    if dmap:
+        emb = inner.get_input_embeddings()
+        name = next((n for n, m in inner.named_modules() if m is emb), "")
+        owners = [k for k in dmap if k == "" or name == k or name.startswith(k + ".")]
+        if owners:
+            return _as_device(dmap[max(owners, key=len)])
+        return _as_device(next(iter(dmap.values())))
+    for p in inner.parameters():
+        if p.device.type != "meta":
+            return p.device
+    return torch.device("cpu")
+
+
+def parse_max_memory(text: str | None) -> dict | None:
+    """``"0=20GiB, 1=20GiB, cpu=64GiB"`` -> accelerate's ``max_memory`` (GPU indices as ints)."""
+    if not (text or "").strip():
+        return None
+    out: dict = {}
+    for part in text.replace(";", ",").split(","):
+        if not part.strip():
+            continue
+        dev, _, amount = part.partition("=")
+        dev, amount = dev.strip(), amount.strip()
+        if not amount or not (dev.isdigit() or dev in ("cpu", "mps", "disk")):
+            raise ModelLoadError(f"Max memory reads 'device=amount, ...' with devices 0, 1, ... (GPUs), cpu or "
+                                 f"mps, e.g. '0=20GiB, cpu=64GiB'; got {part.strip()!r}.")
+        if amount.isdigit():
+            amount = int(amount)  # bytes
+        else:
+            from accelerate.utils import convert_file_size_to_int
+            try:
+                convert_file_size_to_int(amount)
+            except ValueError:
+                raise ModelLoadError(f"Memory amount {amount!r} is not a size: use bytes or a unit, e.g. 20GiB, "
+                                     "512MB.") from None
+        out[int(dev) if dev.isdigit() else dev] = amount
+    return out
+
+
+def plan_device_map(config, max_memory: dict, dtype: torch.dtype = torch.float32,
+                    kind: str = "causal_lm") -> dict[str, object]:
+    """Where each block of a model built from ``config`` would go under ``max_memory``, without any
+    weights (``init_empty_weights`` + ``infer_auto_device_map``): the plan a device map of 'auto' follows."""
+    from accelerate import infer_auto_device_map, init_empty_weights
+    from transformers import AutoModelForCausalLM, AutoModel
+    with init_empty_weights():
+        model = (AutoModelForCausalLM if kind == "causal_lm" else AutoModel).from_config(config, dtype=dtype)
+    no_split = getattr(model, "_no_split_modules", None) or []
+    return infer_auto_device_map(model, max_memory=max_memory, no_split_module_classes=list(no_split),
+                                 dtype=dtype)
+
+
+def memory_by_device(model) -> dict[str, int]:
+    """Bytes of a model's weights on each device (``disk`` for offloaded ones)."""
+    inner = getattr(model, "inner", model)
+    dmap = getattr(inner, "hf_device_map", None)
+    if not dmap:
+        dev = input_device(model)
+        return {str(dev): module_bytes(model)}
+    out: dict[str, int] = {}
+    modules = dict(inner.named_modules())
+    for name, where in dmap.items():
+        mod = modules.get(name, inner if name == "" else None)
+        if mod is None:
+            continue
+        key = "disk" if where == "disk" else str(_as_device(where))
+        out[key] = out.get(key, 0) + module_bytes(mod)
+    return out

@@ -215,6 +215,18 @@ def heads_note(model, kind: str, missing: list[str]) -> str:
     return head + (" (tied to the embeddings)" if tied else "")
 
 
+def _split_kwargs(spec: ModelSpec) -> dict:
+    """from_pretrained's arguments for a model split across devices by accelerate (``device_map``)."""
+    out: dict = {"device_map": spec.device_map}
+    max_memory = devices.parse_max_memory(spec.max_memory)
+    if max_memory:
+        out["max_memory"] = max_memory
+    folder = spec.offload_folder or str(cache.cache_root() / "offload" / re.sub(r"[^\w.-]+", "-", spec.key)[:80])
+    Path(folder).mkdir(parents=True, exist_ok=True)
+    out["offload_folder"] = folder
+    return out
+
+
 def _quantization_config(spec: ModelSpec, device: torch.device):
     if spec.quantization in ("none", "", None):
         return None
@@ -255,11 +267,17 @@ def model_info(model, key: str, res: Resolved, kind: str, heads: str = "") -> Mo
         n_kv_heads=int(_cfg(c, "num_key_value_heads", default=n_heads)),
         hidden_size=int(_cfg(c, "hidden_size", "n_embd", "d_model", default=0)),
         context_length=(context_length(c) - getattr(model, "n_virtual", 0)) if context_length(c) else None,
-        vocab_size=int(c.vocab_size), dtype=devices.dtype_name(model.dtype), device=str(model.device),
+        vocab_size=int(c.vocab_size), dtype=devices.dtype_name(model.dtype), device=str(devices.input_device(model)),
         attn_implementation=getattr(c, "_attn_implementation", None) or "eager",
         memory_bytes=devices.module_bytes(model), step=res.step,
         origin=res.origin, license=res.license, heads=heads,
+        device_map=_plain_map(model), memory_by_device=devices.memory_by_device(model) if _plain_map(model) else None,
     )
+
+
+def _plain_map(model) -> dict | None:
+    dmap = getattr(getattr(model, "inner", model), "hf_device_map", None)
+    return {k or "(whole model)": str(v) for k, v in dmap.items()} if dmap else None
 
 
 def load_model(spec: ModelSpec, policy: PathPolicy = PathPolicy(), offline: bool = False,
@@ -286,7 +304,7 @@ def load_model(spec: ModelSpec, policy: PathPolicy = PathPolicy(), offline: bool
         if quant is not None:
             kwargs.update(quantization_config=quant, device_map=spec.device_map or {"": device.index or 0})
         elif spec.device_map:
-            kwargs["device_map"] = spec.device_map
+            kwargs.update(_split_kwargs(spec))
         model, report = _auto_class(kind).from_pretrained(res.path, output_loading_info=True, **kwargs)
         heads = heads_note(model, kind, list(report.get("missing_keys", ())))
         if quant is None and not spec.device_map:

@@ -16,6 +16,10 @@ class LoadRequest(Request):
     dtype: str = field("auto", help="auto, float32, bfloat16 or float16")
     kind: str = field("auto", help="auto, causal_lm, masked_lm, seq_cls or encoder")
     trust_remote_code: bool = field(False, help="run code from the model's repository (only for authors you trust)")
+    device_map: str | None = field(None, help="'auto': split the model's layers over the GPUs, the CPU and disk "
+                                              "(accelerate)")
+    max_memory: str | None = field(None, help="with --device-map: memory per device, e.g. '0=20GiB,1=20GiB,cpu=64GiB'")
+    offload_folder: str | None = field(None, help="with --device-map: where layers that fit nowhere go on disk")
 
     def check(self):
         if not (self.model or "").strip():
@@ -24,4 +28,11 @@ class LoadRequest(Request):
                                      ("kind", self.kind, ("auto", *KINDS))):
             if value not in allowed:
                 raise UserError(f"Unknown {name} {value!r}: use {', '.join(allowed)}.")
+        if self.device_map not in (None, "", "auto", "balanced", "balanced_low_0", "sequential"):
+            raise UserError(f"Device map {self.device_map!r}: use auto (or balanced, balanced_low_0, sequential).")
+        if (self.max_memory or self.offload_folder) and not self.device_map:
+            raise UserError("Max memory and an offload folder go with a device map: set device map to 'auto'.")
+        if self.max_memory:
+            from core.models.devices import parse_max_memory
+            parse_max_memory(self.max_memory)
         return self

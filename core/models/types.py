@@ -23,7 +23,9 @@ class ModelSpec:
     kind: str = "auto"                      # auto | causal_lm | masked_lm | seq_cls | encoder
     attn_implementation: str | None = None  # None: transformers' default (sdpa where it can)
     quantization: str = "none"              # none | 8bit | 4bit (bitsandbytes, CUDA only)
-    device_map: str | None = None           # "auto" spreads a large model over devices
+    device_map: str | None = None           # "auto" spreads a large model over devices (accelerate)
+    max_memory: str | None = None           # with a device map: "0=20GiB, cpu=64GiB" per device
+    offload_folder: str | None = None       # with a device map: where layers that fit nowhere go on disk
     trust_remote_code: bool = False
 
     @property
@@ -32,7 +34,9 @@ class ModelSpec:
         rev = f"@{self.revision}" if self.revision else ""
         extra = [x for x in (self.kind if self.kind != "auto" else "", self.dtype if self.dtype != "auto" else "",
                              self.device if self.device != "auto" else "",
-                             self.quantization if self.quantization != "none" else "") if x]
+                             self.quantization if self.quantization != "none" else "",
+                             f"device map {self.device_map}" + (f" {self.max_memory}" if self.max_memory else "")
+                             if self.device_map else "") if x]
         return f"{self.model}{rev}" + (f" [{', '.join(extra)}]" if extra else "")
 
 
@@ -63,6 +67,8 @@ class ModelInfo:
     origin: str = ""         # where the weights came from when the location does not say (GGUF, a package)
     license: str = ""
     heads: str = ""          # the task head the model has, and whether the checkpoint held it
+    device_map: dict | None = None  # split models: block -> device ("disk" for offloaded ones)
+    memory_by_device: dict | None = None  # split models: weight bytes per device
 
     def to_dict(self) -> dict[str, Any]:
         from dataclasses import asdict
@@ -80,7 +86,9 @@ class ModelHandle:
 
     @property
     def device(self):
-        return self.model.device
+        """Where inputs go (on a model split across devices: its embeddings' device)."""
+        from core.models.devices import input_device
+        return input_device(self.model)
 
     @property
     def attn_implementation(self) -> str:
@@ -101,6 +109,9 @@ class AppConfig:
     model_dirs: tuple[Path, ...] = field(default_factory=tuple)
     memory_budget_gb: float | None = None
     max_models: int = 3
+    device_map: str | None = None     # every load split across devices ("auto"), unless a load says otherwise
+    max_memory: str | None = None     # with a device map: "0=20GiB, cpu=64GiB"
+    offload_folder: str | None = None
     runs_dir: Path = field(default_factory=lambda: Path(__file__).resolve().parents[2] / "runs")
 
     @property

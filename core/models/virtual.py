@@ -54,7 +54,8 @@ class VirtualTokens(torch.nn.Module):
 
     @property
     def device(self):
-        return self.inner.device
+        from core.models.devices import input_device
+        return input_device(self.inner)
 
     @property
     def dtype(self):

@@ -30,6 +30,14 @@ def render(engine: Engine, active: gr.State, demo: gr.Blocks) -> None:
                                    info="detected from the config unless set")
                 trust = gr.Checkbox(False, label="Trust remote code",
                                     info="runs Python code from the model's repository — only for authors you trust")
+                with gr.Row():
+                    device_map = gr.Dropdown(["", "auto", "balanced", "sequential"], value="",
+                                             label="Device map", elem_id="model-device-map",
+                                             info="auto: split the layers over the GPUs, the CPU and disk")
+                    max_memory = gr.Textbox("", label="Max memory per device", elem_id="model-max-memory",
+                                            placeholder="e.g. 0=20GiB, 1=20GiB, cpu=64GiB")
+                    offload = gr.Textbox("", label="Offload folder (optional)",
+                                         placeholder="default: in the cache folder")
             with gr.Row():
                 load_btn = gr.Button("Load", variant="primary", elem_id="load-model")
                 unload_btn = gr.Button("Unload active model", elem_id="unload-model")
@@ -51,7 +59,8 @@ def render(engine: Engine, active: gr.State, demo: gr.Blocks) -> None:
 
     outputs = [card, details, loaded, memory, active]
 
-    form = Form(model=model, revision=revision, device=device, dtype=dtype, kind=kind, trust_remote_code=trust)
+    form = Form(model=model, revision=revision, device=device, dtype=dtype, kind=kind, trust_remote_code=trust,
+                device_map=device_map, max_memory=max_memory, offload_folder=offload)
 
     @user_errors
     def load(request: gr.Request, progress=gr.Progress(), *values):  # special arguments come first

@@ -25,7 +25,7 @@ PRESETS = {  # name -> form values
         lora_alpha=64, batch_size=32, max_steps=100, sizes="8,32,128,400", ks="0,2,4", seeds=2),
     "SmolLM2-135M, sentiment (prompting works)": dict(
         model="smollm2-135m", task="sentiment", objective="classification", method="lora", lr="1e-3", lora_r=8,
-        lora_alpha=16, batch_size=8, max_steps=30, sizes="8,32,128", ks="0,2,4", seeds=2),
+        lora_alpha=16, batch_size=8, max_steps=30, sizes="4,8,16,40", ks="0,2,4", seeds=2),
 }
 
 

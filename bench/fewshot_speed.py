@@ -52,7 +52,7 @@ def build_model(folder: Path) -> Path:
     return folder
 
 
-def run_lmeval(model_dir, train, test, k, tmp, device, batch_size) -> tuple[float, np.ndarray, float]:
+def run_lmeval(model_dir, train, test, k, tmp, device, batch_size, dtype: str = "float32") -> tuple[float, np.ndarray, float]:
     import lm_eval
     from lm_eval.models.huggingface import HFLM
     from lm_eval.tasks import TaskManager
@@ -71,7 +71,7 @@ doc_to_target: "{{{{['positive', 'negative'].index(label)}}}}"
 fewshot_config: {{sampler: first_n}}
 metric_list: [{{metric: acc}}]
 """)
-    lm = HFLM(pretrained=str(model_dir), device=device, dtype="float32", batch_size=batch_size)
+    lm = HFLM(pretrained=str(model_dir), device=device, dtype=dtype, batch_size=batch_size)
     t0 = time.perf_counter()
     out = lm_eval.simple_evaluate(model=lm, tasks=["bench_sentiment"], num_fewshot=k,
                                   task_manager=TaskManager(include_path=str(tasks)), log_samples=True)

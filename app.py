@@ -22,6 +22,9 @@ def parse_args(argv: list[str] | None = None) -> AppConfig:
     ap.add_argument("--device", default="auto", help=f"one of {', '.join(DEVICES)} or cuda:N")
     ap.add_argument("--dtype", default="auto", choices=DTYPES)
     ap.add_argument("--offline", action="store_true", help="never contact the Hugging Face Hub")
+    ap.add_argument("--endpoint", action="append", default=[],
+                    help="a served model's base URL (e.g. http://gpu-box:8000/v1) that a --host/--share server may "
+                         "call (repeatable); on localhost any endpoint may be named")
     ap.add_argument("--device-map", help="'auto': split every model's layers over the GPUs, the CPU and disk")
     ap.add_argument("--max-memory", help="with --device-map: memory per device, e.g. '0=20GiB,1=20GiB,cpu=64GiB'")
     ap.add_argument("--offload-folder", help="with --device-map: where layers that fit nowhere go on disk")
@@ -41,7 +44,7 @@ def parse_args(argv: list[str] | None = None) -> AppConfig:
                      model=None if a.model.lower() == "none" else a.model, device=a.device,
                      dtype=a.dtype, offline=a.offline, model_dirs=tuple(a.model_dir),
                      memory_budget_gb=a.memory_budget_gb, max_models=a.max_models, device_map=a.device_map,
-                     max_memory=a.max_memory, offload_folder=a.offload_folder, **extra)
+                     max_memory=a.max_memory, offload_folder=a.offload_folder, endpoints=tuple(a.endpoint), **extra)
 
 
 def main(argv: list[str] | None = None) -> None:

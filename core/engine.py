@@ -45,7 +45,8 @@ class Engine(TrainingLabs, InterventionLabs, HistoryLabs):
     def __init__(self, config: AppConfig = AppConfig()):
         self.config = config
         self.policy = PathPolicy(allow_any=not config.exposed,
-                                 folders=(MODELS_DIR, Path(config.runs_dir), *config.model_dirs))
+                                 folders=(MODELS_DIR, Path(config.runs_dir), *config.model_dirs),
+                                 endpoints=tuple(config.endpoints))
         budget = int(config.memory_budget_gb * 2**30) if config.memory_budget_gb else None
         self.registry = ModelRegistry(budget, config.max_models, self.policy, config.offline)
         self.jobs = Jobs()
@@ -282,6 +283,14 @@ class Engine(TrainingLabs, InterventionLabs, HistoryLabs):
     def _handle(self, key: str) -> ModelHandle:
         return self.registry.get(self.resolve_key(key))
 
+    def _local(self, key: str, action: str) -> ModelHandle:
+        """The model's handle, for work that needs its weights (attention, gradients, hooks): not a served one."""
+        from core.models.types import needs_weights
+        handle = self._handle(key)
+        if handle.served:
+            raise UserError(needs_weights(handle.info, action))
+        return handle
+
     # ---- attention --------------------------------------------------------------------------
     @contextlib.contextmanager
     def _ablation(self, handle: ModelHandle, heads_text: str, mode: str, reference: list[str]):
@@ -297,14 +306,14 @@ class Engine(TrainingLabs, InterventionLabs, HistoryLabs):
 
     def attention(self, req: AttentionRequest, job: JobContext | None = None) -> attention.AttentionResult:
         heads = None if req.all_heads else [req.head]
-        handle = self._handle(req.model)
+        handle = self._local(req.model, "Attention")
         with self._ablation(handle, req.ablate_heads, req.ablation, [req.text]):
             return attention.compute_attention(handle, req.text, [req.layer], heads, req.text_pair, req.window)
 
     def attention_views(self, req: AttentionRequest, window: tuple[int, int] | None = None,
                         job: JobContext | None = None) -> attention.AttentionResult:
         """Every layer (bertviz's views), over ``window``."""
-        handle = self._handle(req.model)
+        handle = self._local(req.model, "Attention")
         with self._ablation(handle, req.ablate_heads, req.ablation, [req.text]):
             return attention.compute_attention(handle, req.text, None, None, req.text_pair, window or req.window)
 
@@ -322,7 +331,7 @@ class Engine(TrainingLabs, InterventionLabs, HistoryLabs):
 
     def head_scores(self, req: HeadRolesRequest, job: JobContext | None = None) -> attention.HeadScores:
         """Head roles on seeded probes; cached per model, length and seed (they are deterministic)."""
-        handle = self._handle(req.model)
+        handle = self._local(req.model, "Head roles")
         cache_key = (handle.info.key, req.seq_len, req.seed)
         if cache_key not in self._head_cache:
             self._head_cache[cache_key] = attention.head_scores(handle, req.seq_len, req.seed)
@@ -331,12 +340,14 @@ class Engine(TrainingLabs, InterventionLabs, HistoryLabs):
         return self._head_cache[cache_key]
 
     def rollout(self, req: RolloutRequest, job: JobContext | None = None):
-        return attention.rollout(self._handle(req.model), req.text, req.text_pair)
+        return attention.rollout(self._local(req.model, "Attention rollout"), req.text, req.text_pair)
 
     # ---- attribution ------------------------------------------------------------------------
     def attribute(self, req: AttributionRequest, job: JobContext | None = None) -> attribution.AttributionResult:
         ctx = self._ctx(job)
         handle = self._handle(req.model)
+        if handle.served:
+            return self._attribute_served(handle, req, ctx)
         if (req.label or "").strip() and handle.info.kind not in ("seq_cls", "token_cls"):
             raise UserError(f"A class label is for sequence classifiers; {handle.info.name} is a "
                             f"{handle.info.kind.replace('_', ' ')}. Give a target (and a foil) instead.")
@@ -354,6 +365,22 @@ class Engine(TrainingLabs, InterventionLabs, HistoryLabs):
                                            "top_feature": res.segments[int(abs(res.scores).argmax())]},
                       model=handle.info.key, result=res.to_dict() | {"target_tokens": res.target_tokens})
         return res
+
+    def _attribute_served(self, handle: ModelHandle, req: AttributionRequest, ctx: JobContext):
+        """Perturbation methods through Captum's remote attribution; gradient methods need the weights."""
+        from core.attribution.remote import attribute_served
+        from core.attribution.types import METHODS
+        from core.models.types import needs_weights
+        if METHODS[req.method].family != "perturbation":
+            raise UserError(needs_weights(handle.info, f"{METHODS[req.method].label}") + " Feature ablation, "
+                            "Shapley value sampling, LIME and KernelSHAP work on a served model.")
+        if req.ablate_heads.strip():
+            raise UserError(needs_weights(handle.info, "Ablating heads"))
+        res = attribute_served(handle, req.prompt, req.target if (req.target or "").strip() else None, req.method,
+                               req.granularity, segments=req.feature_segments(), generate=req.generate,
+                               n_samples=req.n_samples, seed=req.seed, should_stop=ctx.should_stop,
+                               foil=req.foil if (req.foil or "").strip() else None)
+        return replace(res, model_key=handle.info.key)
 
     def attribute_compare(self, req: CompareMethodsRequest, job: JobContext | None = None):
         a = self.attribute(req.first, job)
@@ -438,6 +465,7 @@ def _looks_local(name: str) -> bool:
     """A folder or file path rather than a Hub id or an embedded or packaged model's name."""
     import os
     from core.models.packaged import find_packaged
-    if find_embedded(name) is not None or name == "default" or find_packaged(name) is not None:
+    if find_embedded(name) is not None or name == "default" or find_packaged(name) is not None \
+            or name.startswith("openai+"):  # a served model: the policy checks its endpoint when it loads
         return False
     return Path(name).expanduser().exists() or name.startswith((".", "/", "~")) or os.sep + os.sep in name

@@ -248,7 +248,7 @@ class InterventionLabs:
     # ---- interventions ----------------------------------------------------------------------
     def _ablation_setup(self, req):
         from core.interventions.hooks import parse_heads
-        handle = self._handle(req.model)
+        handle = self._local(req.model, "Head ablation")
         if handle.info.kind != "causal_lm":
             raise UserError("Head ablation on a few-shot task needs a causal language model.")
         config = FewShotConfig(k=req.k, selection=req.selection if req.k else "first", seed=req.seed,
@@ -279,11 +279,12 @@ class InterventionLabs:
 
     def patch(self, req, job: JobContext | None = None):
         from core.interventions.patching import patch
-        return patch(self._handle(req.model), req.clean, req.corrupt, req.target, self._ctx(job).should_stop)
+        return patch(self._local(req.model, "Activation patching"), req.clean, req.corrupt, req.target,
+                     self._ctx(job).should_stop)
 
     def logit_lens(self, req, job: JobContext | None = None):
         from core.interventions.patching import logit_lens
-        return logit_lens(self._handle(req.model), req.text, req.target, req.k)
+        return logit_lens(self._local(req.model, "The logit lens"), req.text, req.target, req.k)
 
 
 class HistoryLabs:

@@ -149,6 +149,8 @@ def score_continuations(model, tokenizer, contexts: list[str], continuations: li
                         should_stop: Callable[[], bool] = lambda: False,
                         progress: Callable[[float, str], None] | None = None) -> Scores:
     """Summed log-likelihood of every ``continuations[i][j]`` after ``contexts[i]``."""
+    if getattr(model, "served", False):  # a model behind an OpenAI-compatible server (core.models.served)
+        return model.score_continuations(contexts, continuations, should_stop, progress)
     ctx_ids, cont_ids = _encode_all(tokenizer, contexts, continuations)
     for i, (ctx, conts) in enumerate(zip(ctx_ids, cont_ids)):
         if any(len(c) == 0 for c in conts):
@@ -207,6 +209,8 @@ def generate_greedy(model, tokenizer, contexts: list[str], max_new_tokens: int,
                     stop: tuple[str, ...] = ("\n\n",), batch_tokens: int = BATCH_TOKENS,
                     should_stop: Callable[[], bool] = lambda: False) -> list[Generation]:
     """Greedy continuations, reusing the shared prefix; rows of equal length share a batch."""
+    if getattr(model, "served", False):
+        return model.generate_greedy(contexts, max_new_tokens, stop, should_stop)
     ctx_ids = [encode(tokenizer, c) if c else [prefix_token_id(tokenizer)] for c in contexts]
     for i, ctx in enumerate(ctx_ids):
         check_length(model, len(ctx) + max_new_tokens - 1, f"The prompt of query {i + 1} with its answer")

@@ -44,6 +44,14 @@ class PathPolicy:
     allow_any: bool = True
     folders: tuple[Path, ...] = field(default_factory=lambda: (MODELS_DIR,))
     upload_folders: tuple[Path, ...] = ()
+    endpoints: tuple[str, ...] = ()   # served models an exposed server may call (--endpoint)
+
+    def check_endpoint(self, base_url: str) -> None:
+        """An exposed server calls only the endpoints it was started with: a visitor's URL is never fetched."""
+        if not self.allow_any and base_url.rstrip("/") not in {e.rstrip("/") for e in self.endpoints}:
+            raise PathNotAllowedError(f"Calling {base_url} is not allowed: this server is reachable from other "
+                                      "machines, so it only calls the served models it was started with "
+                                      "(--endpoint).")
 
     def allows(self, path: Path | str, what: str = "model") -> bool:
         if self.allow_any:
@@ -287,6 +295,10 @@ def load_model(spec: ModelSpec, policy: PathPolicy = PathPolicy(), offline: bool
 
     if spec.kind not in ("auto", *KINDS):
         raise ModelLoadError(f"Unknown model kind '{spec.kind}'. Use auto, {', '.join(KINDS)}.")
+    from core.models import served
+    endpoint = served.parse_endpoint(spec.model)
+    if endpoint is not None:
+        return _served_handle(spec, endpoint, policy)
     res = resolve(spec, policy, offline, progress)
     device = devices.resolve_device(spec.device)
     dtype = devices.resolve_dtype(spec.dtype, device)
@@ -327,6 +339,21 @@ def load_model(spec: ModelSpec, policy: PathPolicy = PathPolicy(), offline: bool
     if tokenizer.pad_token is None and tokenizer.eos_token is not None:
         tokenizer.pad_token = tokenizer.eos_token
     return ModelHandle(model, tokenizer, spec, model_info(model, spec.key, res, kind, heads))
+
+
+def _served_handle(spec: ModelSpec, endpoint, policy: PathPolicy) -> ModelHandle:
+    """A model behind an OpenAI-compatible server: checked once (reachable, serves it, returns log-probabilities)."""
+    from core.models.served import ServedModel, ServedTokenizer
+    policy.check_endpoint(endpoint.base_url)
+    model = ServedModel(endpoint)
+    model.check()
+    info = ModelInfo(key=spec.key, name=endpoint.model, source="served", location=endpoint.base_url, revision=None,
+                     model_type="served", kind="causal_lm", architecture="served (OpenAI-compatible completions API)",
+                     n_params=0, n_layers=0, n_heads=0, n_kv_heads=0, hidden_size=0, context_length=None,
+                     vocab_size=0, dtype="(server)", device=endpoint.base_url, attn_implementation="(server)",
+                     memory_bytes=0, origin="log-probabilities and greedy generation over HTTP: no attention "
+                                          "weights, no gradients", heads="language-model head (served)")
+    return ModelHandle(model, ServedTokenizer(model), spec, info)
 
 
 BASE_CONFIG = "base_config.json"  # written beside an adapter: the base's config as trained (labels, head size)

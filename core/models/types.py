@@ -92,7 +92,14 @@ class ModelHandle:
 
     @property
     def attn_implementation(self) -> str:
-        return getattr(self.model.config, "_attn_implementation", None) or "eager"
+        config = getattr(self.model, "config", None)
+        if config is None:  # a served model: the server decides
+            return "(server)"
+        return getattr(config, "_attn_implementation", None) or "eager"
+
+    @property
+    def served(self) -> bool:
+        return bool(getattr(self.model, "served", False))
 
 
 @dataclass(frozen=True)
@@ -109,6 +116,7 @@ class AppConfig:
     model_dirs: tuple[Path, ...] = field(default_factory=tuple)
     memory_budget_gb: float | None = None
     max_models: int = 3
+    endpoints: tuple[str, ...] = ()   # served models (base URLs) an exposed server may call
     device_map: str | None = None     # every load split across devices ("auto"), unless a load says otherwise
     max_memory: str | None = None     # with a device map: "0=20GiB, cpu=64GiB"
     offload_folder: str | None = None
@@ -118,6 +126,13 @@ class AppConfig:
     def exposed(self) -> bool:
         """True when the server can be reached from other machines."""
         return self.share or self.host not in ("127.0.0.1", "localhost", "::1")
+
+
+def needs_weights(info: ModelInfo, action: str) -> str:
+    """A plain refusal for what a served model cannot give (attention weights, gradients, hooks)."""
+    return (f"{action} needs the model's weights; {info.name} is served by {info.location}, which returns "
+            "log-probabilities and text but no attention weights or gradients. Load the model locally in the "
+            "Model tab (with device map 'auto' and max memory per device if it is too large for one device).")
 
 
 def cannot(info: ModelInfo, action: str, needs: str = "a causal language model") -> str:

@@ -38,6 +38,17 @@ def render(engine: Engine, active: gr.State, demo: gr.Blocks) -> None:
                                             placeholder="e.g. 0=20GiB, 1=20GiB, cpu=64GiB")
                     offload = gr.Textbox("", label="Offload folder (optional)",
                                          placeholder="default: in the cache folder")
+            with gr.Accordion("A served model (vLLM, SGLang, llama.cpp: OpenAI-compatible)", open=False):
+                gr.Markdown("Scores and generates through the server's completions API (echo + logprobs); tabs that "
+                            "need attention weights or gradients say so. The API key is read from the environment "
+                            "variable you name, when a request is made, and never stored.")
+                with gr.Row():
+                    base_url = gr.Textbox("", label="Base URL", placeholder="http://127.0.0.1:8000/v1",
+                                          elem_id="served-url")
+                    served_name = gr.Textbox("", label="Model name on the server", elem_id="served-name")
+                    key_env = gr.Textbox("", label="API key: environment variable (optional)",
+                                         placeholder="e.g. OPENAI_API_KEY")
+                    use_served = gr.Button("Use this server", size="sm")
             with gr.Row():
                 load_btn = gr.Button("Load", variant="primary", elem_id="load-model")
                 unload_btn = gr.Button("Unload active model", elem_id="unload-model")
@@ -82,6 +93,14 @@ def render(engine: Engine, active: gr.State, demo: gr.Blocks) -> None:
         return snapshot(key if key in keys else (keys[-1] if keys else None))
 
     load_btn.click(load, form.inputs, outputs, api_name="load_model", concurrency_id=GPU, concurrency_limit=1)
+
+    def served_model(url, name, env):
+        if not url.strip() or not name.strip():
+            raise gr.Error("Give the server's base URL (ending in /v1) and the model's name on it.")
+        return "openai+" + url.strip().rstrip("/") + "#" + name.strip() + (f";key={env.strip()}" if env.strip() else "")
+
+    use_served.click(served_model, [base_url, served_name, key_env], model, api_name="served_model_name",
+                     queue=False)
     unload_btn.click(unload, [active], outputs, api_name="unload_model", concurrency_id=GPU)
     model.change(lambda m: gr.update(choices=engine.revision_choices(m), value=""), model, revision,
                  api_name="revision_choices", queue=False)

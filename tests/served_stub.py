@@ -18,6 +18,7 @@ class Stub:
         self.fail_next = 0          # answer this many requests with HTTP 500
         self.delay = 0.0            # seconds before each answer
         self.logprobs = True        # False: answer without logprobs (a server that cannot score prompts)
+        self.shift = False          # True: echo log-probabilities one position off (llama-cpp-python's server)
         self.requests = 0
         self.lock = threading.Lock()
         stub = self
@@ -72,21 +73,31 @@ class Stub:
         text = body["prompt"]
         enc = self.tok(text, return_offsets_mapping=True)
         ids = enc["input_ids"]
-        out = {"text": ""}
-        if body.get("max_tokens"):
-            x = torch.tensor([ids])
-            new = []
-            for _ in range(int(body["max_tokens"])):
-                nxt = int(self.model(x).logits[0, -1].argmax())
-                new.append(nxt)
-                x = torch.cat([x, torch.tensor([[nxt]])], 1)
-            out["text"] = self.tok.decode(new)
+        bias = {int(k): float(v) for k, v in (body.get("logit_bias") or {}).items()}
+        x, new, new_lp, new_top = torch.tensor([ids]), [], [], []
+        for _ in range(int(body.get("max_tokens") or 0)):
+            lp = torch.log_softmax(self.model(x).logits[0, -1].float(), -1)  # (V,): before the bias
+            biased = lp.clone()
+            for t, b in bias.items():
+                biased[t] += b
+            nxt = int(biased.argmax())
+            new.append(nxt)
+            new_lp.append(float(lp[nxt]))
+            new_top.append({self.tok.decode([int(lp.argmax())]): float(lp.max()), self.tok.decode([nxt]): float(lp[nxt])})
+            x = torch.cat([x, torch.tensor([[nxt]])], 1)
+        out = {"text": self.tok.decode(new)}
+        gen = {"tokens": [self.tok.decode([t]) for t in new], "text_offset": [len(text)] * len(new),
+               "token_logprobs": new_lp, "top_logprobs": new_top}
+        if self.logprobs and body.get("logprobs") and not body.get("echo"):
+            out["logprobs"] = gen
         if body.get("echo") and self.logprobs:
             lp = torch.log_softmax(self.model(torch.tensor([ids])).logits[0].float(), -1)  # (T, V)
+            row = (lambda i: i) if self.shift else (lambda i: i - 1)  # the bug: the row after the token
             tokens = [text[a:b] for a, b in enc["offset_mapping"]]
-            values = [None] + [float(lp[i - 1, ids[i]]) for i in range(1, len(ids))]
-            top = [None] + [{self.tok.decode([int(lp[i - 1].argmax())]): float(lp[i - 1].max())}
+            values = [None] + [float(lp[row(i), ids[i]]) for i in range(1, len(ids))]
+            top = [None] + [{self.tok.decode([int(lp[row(i)].argmax())]): float(lp[row(i)].max())}
                             for i in range(1, len(ids))]
-            out["logprobs"] = {"tokens": tokens, "text_offset": [a for a, _ in enc["offset_mapping"]],
-                               "token_logprobs": values, "top_logprobs": top}
+            out["logprobs"] = {"tokens": tokens + gen["tokens"],
+                               "text_offset": [a for a, _ in enc["offset_mapping"]] + gen["text_offset"],
+                               "token_logprobs": values + gen["token_logprobs"], "top_logprobs": top + gen["top_logprobs"]}
         return {"choices": [out], "model": self.name}

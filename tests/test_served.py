@@ -42,6 +42,7 @@ def test_few_shot_through_the_server_equals_the_local_scorer(engine, stub, local
     from core.fewshot.types import FewShotConfig
     from core.tasks import load_builtin
     key = engine.load(LoadRequest(model=served(stub))).key
+    assert engine.registry.get(key).model.mode == "echo"  # its echo agrees with its next-token log-probabilities
     info = engine.info(key)
     assert info.source == "served" and info.kind == "causal_lm" and "no attention weights" in info.origin
     task = load_builtin("sentiment")
@@ -53,6 +54,23 @@ def test_few_shot_through_the_server_equals_the_local_scorer(engine, stub, local
                            atol=1e-4)
         assert theirs.metrics.accuracy == ours.metrics.accuracy
         assert [e.prediction_calibrated for e in theirs.examples] == [e.prediction_calibrated for e in ours.examples]
+
+
+def test_a_server_whose_echo_is_shifted_is_scored_by_forced_decoding(engine, stub, local):
+    """llama-cpp-python's server echoes each prompt token's log-probability from the next position's
+    distribution; the client notices at load and forces each continuation token instead."""
+    from core.fewshot.run import run_fewshot
+    from core.fewshot.types import FewShotConfig
+    from core.tasks import load_builtin
+    stub.shift = True
+    handle = engine.registry.get(engine.load(LoadRequest(model=served(stub))).key)
+    assert handle.model.mode == "forced"
+    config = FewShotConfig(k=2, limit=8)
+    theirs = run_fewshot(handle, load_builtin("sentiment"), config)
+    ours = run_fewshot(local, load_builtin("sentiment"), config)
+    assert np.allclose([e.choice_logprobs for e in theirs.examples], [e.choice_logprobs for e in ours.examples],
+                       atol=1e-4)
+    assert theirs.metrics.accuracy == ours.metrics.accuracy
 
 
 def test_greedy_generation_through_the_server(engine, stub, local):

@@ -6,9 +6,12 @@ servers give — log-likelihoods and greedy generation — and nothing that need
 weights, no gradients.
 
 - Log-likelihoods as lm-evaluation-harness's ``local-completions`` backend asks for them: the whole text with
-  ``echo=True, logprobs=1, max_tokens=0``; the continuation's tokens are those the server's ``text_offset``s
+  ``echo=True, logprobs=1, max_tokens=1``; the continuation's tokens are those the server's ``text_offset``s
   put at or after the context's end (the context's trailing spaces move onto the continuation, as the local
-  scorer does), so the prompts and metrics are the local scorer's.
+  scorer does), so the prompts and metrics are the local scorer's. When a server's echoed values disagree
+  with its next-token ones (llama-cpp-python's server shifts them by one position), scoring switches to
+  forced decoding: each continuation token in turn, forced by a logit bias, its log-probability read before
+  the bias (one request per token).
 - Requests run concurrently (a bounded pool), with retries on transient failures (connection errors,
   timeouts, 429 and 5xx) and one plain message when the server is unreachable or returns no log-probabilities.
 - ``ServedTokenizer`` tokenizes with the server's own tokenizer (``/tokenize``, or llama-cpp-python's
@@ -159,6 +162,7 @@ class ServedModel:
     def __init__(self, endpoint: Endpoint, client: Client | None = None):
         self.endpoint = endpoint
         self.client = client or Client(endpoint)
+        self.mode = "echo"  # or "forced" (see check)
 
     def check(self) -> None:
         """The server answers, serves the model and returns prompt log-probabilities; else a plain error."""
@@ -167,12 +171,22 @@ class ServedModel:
         if names and self.endpoint.model not in names:
             raise ModelLoadError(f"The server at {self.endpoint.base_url} does not serve {self.endpoint.model!r} "
                                  f"(it serves {', '.join(map(str, names))}).")
-        probe = self.echo("The cat sat")
+        text = "The cat sat on the mat because it was warm"
+        probe = self.echo(text)
         if not probe.logprobs or all(x is None for x in probe.logprobs):
             raise ModelLoadError(_no_logprobs(self.endpoint))
+        # Do the echoed log-probabilities agree with the next-token ones? (llama-cpp-python's server shifts them
+        # by one position.) If not, score by forced decoding: one request per continuation token.
+        last = max(i for i, t in enumerate(probe.tokens) if t.strip() and probe.offsets[i] < len(text))
+        try:
+            forced, _ = self._forced(text[:probe.offsets[last]], text[probe.offsets[last]:])
+        except UserError:
+            return  # no logit_bias: the echo is all there is
+        if abs(forced[-1] - probe.logprobs[last]) > 1e-3:  # a false alarm only costs speed: forced is exact
+            self.mode = "forced"
 
     def echo(self, text: str) -> Echo:
-        body = {"model": self.endpoint.model, "prompt": text, "echo": True, "logprobs": 1, "max_tokens": 0,
+        body = {"model": self.endpoint.model, "prompt": text, "echo": True, "logprobs": 1, "max_tokens": 1,
                 "temperature": 0.0}
         res = self.client.request("POST", f"{self.endpoint.base_url}/completions", body)
         try:
@@ -184,6 +198,33 @@ class ServedModel:
                                                                                    [None] * len(tokens))]
         return Echo(list(tokens), list(offsets), list(values), top)
 
+    def _tokenize(self, text: str) -> list[int]:
+        return ServedTokenizer(self).encode(text)
+
+    def _forced(self, ctx: str, cont: str) -> tuple[list[float], bool]:
+        """Log-probabilities of ``cont``'s tokens after ``ctx`` by forced decoding (a large logit bias on each
+        token in turn; servers report the log-probability before the bias), and whether each was the argmax."""
+        if not ctx:
+            raise UserError("An empty context cannot be scored by forced decoding (the server needs a prompt).")
+        ctx_ids, full = self._tokenize(ctx), self._tokenize(ctx + cont)
+        if full[: len(ctx_ids)] != ctx_ids or len(full) == len(ctx_ids):
+            raise UserError(f"The server's tokens do not separate the continuation {cont!r} from its context.")
+        tok = ServedTokenizer(self)
+        out, greedy, prefix = [], True, ctx
+        for t in full[len(ctx_ids):]:
+            body = {"model": self.endpoint.model, "prompt": prefix, "max_tokens": 1, "temperature": 0.0,
+                    "logprobs": 1, "logit_bias": {str(t): 100}}
+            lp = self.client.request("POST", f"{self.endpoint.base_url}/completions", body)["choices"][0].get(
+                "logprobs") or {}
+            piece = tok.decode([t])
+            if not lp.get("token_logprobs") or lp.get("tokens", [None])[0] != piece:
+                raise UserError("The server did not follow the logit bias (it cannot be scored by forced decoding).")
+            out.append(float(lp["token_logprobs"][0]))
+            top = (lp.get("top_logprobs") or [{}])[0] or {}
+            greedy = greedy and (not top or max(top, key=top.get) == piece)
+            prefix += piece
+        return out, greedy
+
     # ---- the scorer's interface ---------------------------------------------------------
     def score_continuations(self, contexts: list[str], continuations: list[list[str]],
                             should_stop: Callable[[], bool] = lambda: False,
@@ -191,6 +232,8 @@ class ServedModel:
         from core.fewshot.scoring import Scores, split_context
         pairs = [(q, j, *split_context(c, cont)) for q, (c, conts) in enumerate(zip(contexts, continuations))
                  for j, cont in enumerate(conts)]
+        if self.mode == "forced":
+            return self._score_forced(contexts, continuations, pairs, should_stop, progress)
         echoes = self.client.map(lambda p: self.echo(p[2] + p[3]), pairs, should_stop, progress)
         width = max(len(c) for c in continuations)
         logprob = np.zeros((len(contexts), width))
@@ -198,8 +241,8 @@ class ServedModel:
         n_tokens = np.zeros_like(logprob, dtype=int)
         ctx_tokens = np.zeros(len(contexts), dtype=int)
         for (q, j, ctx, cont), e in zip(pairs, echoes):
-            start = len(ctx)
-            idx = [i for i, off in enumerate(e.offsets) if off >= start and e.tokens[i] != ""]
+            start, end = len(ctx), len(ctx) + len(cont)  # the echo may end with a generated token: leave it out
+            idx = [i for i, off in enumerate(e.offsets) if start <= off < end and e.tokens[i] != ""]
             if not idx or any(e.logprobs[i] is None for i in idx):
                 raise UserError(f"The server's tokens of query {q + 1} do not separate the continuation "
                                 f"{cont!r} from its context; it cannot be scored.")
@@ -211,6 +254,17 @@ class ServedModel:
             n_tokens[q, j] = len(idx)
             ctx_tokens[q] = idx[0]
         return Scores(logprob, greedy, n_tokens, ctx_tokens, 0)
+
+    def _score_forced(self, contexts, continuations, pairs, should_stop, progress):
+        from core.fewshot.scoring import Scores
+        results = self.client.map(lambda p: self._forced(p[2], p[3]), pairs, should_stop, progress)
+        width = max(len(c) for c in continuations)
+        logprob = np.zeros((len(contexts), width))
+        greedy = np.zeros_like(logprob, dtype=bool)
+        n_tokens = np.zeros_like(logprob, dtype=int)
+        for (q, j, _, _), (values, is_greedy) in zip(pairs, results):
+            logprob[q, j], greedy[q, j], n_tokens[q, j] = float(sum(values)), is_greedy, len(values)
+        return Scores(logprob, greedy, n_tokens, np.zeros(len(contexts), dtype=int), 0)
 
     def generate_greedy(self, contexts: list[str], max_new_tokens: int, stop: tuple[str, ...] = ("\n\n",),
                         should_stop: Callable[[], bool] = lambda: False):
@@ -306,7 +360,10 @@ def remote_provider(model: ServedModel):
             return model.generate_greedy([prompt], n, stop=())[0].text
 
         def get_logprobs(self, input_prompt: str, target_str: str, tokenizer=None) -> list[float]:
+            if model.mode == "forced":
+                return model._forced(input_prompt, target_str)[0]
             e = model.echo(input_prompt + target_str)
+            end = len(input_prompt) + len(target_str)
             return [float(e.logprobs[i]) for i, off in enumerate(e.offsets)
-                    if off >= len(input_prompt) and e.tokens[i] != "" and e.logprobs[i] is not None]
+                    if len(input_prompt) <= off < end and e.tokens[i] != "" and e.logprobs[i] is not None]
     return Provider()

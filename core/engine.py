@@ -21,6 +21,7 @@ from core.attribution import attribute as attribution
 from core.attribution.requests import AttributionRequest, CompareMethodsRequest
 from core.errors import UserError
 from core.engine_labs import HistoryLabs, InterventionLabs, TrainingLabs
+from core.engine_workspace import WorkspaceLabs
 from core.exports import Exports
 from core.history.store import Example as HistoryExample
 from core.history.store import History
@@ -39,7 +40,7 @@ from core.models.types import AppConfig, ModelHandle, ModelInfo, ModelSpec
 from core.tasks import Task
 
 
-class Engine(TrainingLabs, InterventionLabs, HistoryLabs):
+class Engine(TrainingLabs, InterventionLabs, HistoryLabs, WorkspaceLabs):
     """Owns the registry, the jobs, the path policy and the exports; every analysis goes through it."""
 
     def __init__(self, config: AppConfig = AppConfig()):

@@ -143,6 +143,21 @@ def test_history_tab_reopens_a_run(page, tmp_path):
     page.screenshot(path=str(tmp_path / "history-tab.png"), full_page=True)
 
 
+def test_error_analysis_opens_a_clicked_example(page, tmp_path):
+    page.get_by_role("tab", name="Error analysis").click()
+    page.get_by_label("Test examples (0: all)").last.fill("12")
+    page.locator("#ws-run").click()
+    page.locator("#ws-status").get_by_text("2 system(s) on 12 examples").wait_for(timeout=300_000)
+    page.locator("#ws-table table").first.wait_for(timeout=60_000)
+    page.locator("#ws-table [data-testid='cell-2-1']").click()  # a row: the example opens
+    page.locator("#ws-example").wait_for(timeout=300_000)
+    page.locator("#ws-attention .main-svg").first.wait_for(timeout=300_000)
+    page.locator("#ws-attribution .main-svg").first.wait_for(timeout=300_000)
+    assert "Example 2" in page.locator("#ws-example").inner_text()
+    assert page.locator("#ws-confusion .main-svg").count() >= 1
+    page.screenshot(path=str(tmp_path / "workspace-tab.png"), full_page=True)
+
+
 def test_a_real_english_model_in_the_browser(page, tmp_path):
     """Last: it makes SmolLM2 the page's active model. Load it, draw attention on English, run a preset."""
     import re

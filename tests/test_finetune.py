@@ -65,7 +65,7 @@ def test_lora_from_the_cli_learns_a_task_the_base_model_cannot(lora_run):
 @pytest.mark.slow
 def test_causal_lora_learns_to_write_the_label(tmp_path):
     spec = FinetuneSpec(model="default", data=DataSpec(task="wordgroups"), objective="causal", method="lora",
-                        lr=3e-3, epochs=4, batch_size=32, lora_r=32, lora_alpha=64)
+                        lr=3e-3, epochs=5, batch_size=32, lora_r=32, lora_alpha=64)
     metrics = train_run(spec, tmp_path / "run")
     assert metrics["eval_accuracy"] > 0.7  # from ~0.5
     # the Few-shot tab's scorer gives the same number on the saved model

@@ -16,6 +16,7 @@ from ui.tabs import finetune as finetune_tab
 from ui.tabs import model as model_tab
 from ui.tabs import ner as ner_tab
 from ui.tabs import studies as studies_tab
+from ui.tabs import workspace as workspace_tab
 
 CSS = """
 .el-card { border: 1px solid var(--border-color-primary); border-radius: 8px; padding: 12px 16px; }
@@ -34,7 +35,7 @@ TABS = [("Model", "model", model_tab), ("Attention", "attention", attention_tab)
         ("Interventions", "interventions", interventions_tab), ("Few-shot", "fewshot", fewshot_tab),
         ("Fine-tune", "finetune", finetune_tab), ("Tuning studies", "studies", studies_tab),
         ("Tag words", "ner", ner_tab), ("Emergence", "emergence", emergence_tab),
-        ("History", "history", history_tab)]
+        ("History", "history", history_tab), ("Error analysis", "workspace", workspace_tab)]
 
 
 def build_app(engine: Engine) -> gr.Blocks:

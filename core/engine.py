@@ -93,12 +93,29 @@ class Engine(TrainingLabs, InterventionLabs, HistoryLabs, WorkspaceLabs):
     def export(self, session: str, name: str, text: str) -> str:
         return str(self.exports.write(session, name, text))
 
+    def weights_of(self, *keys: str) -> dict[str, str | None]:
+        """The SHA-256 of each loaded model's weights (recorded with every run: which weights made it)."""
+        from core.models.cache import weights_sha256
+        out = {}
+        for key in keys:
+            try:
+                info = self.registry.get(key).info
+            except Exception:  # noqa: BLE001 - unloaded meanwhile: no hash
+                out[key] = None
+                continue
+            out[key] = None if info.source == "served" else weights_sha256(info.location)
+        return out
+
     def remember(self, lab: str, request, summary: dict, **kw) -> str:
-        """Record a finished run in the history; '' when it could not be (the result is still returned)."""
+        """Record a finished run in the history; '' when it could not be (the result is still returned).
+        The request is stored with the SHA-256 of the weights of the model(s) it names."""
         if self.history is None:
             return ""
         try:
             req = request.to_dict() if hasattr(request, "to_dict") else dict(request)
+            keys = [k for k in str(kw.get("model") or "").split(",") if k]
+            if keys:
+                req = {**req, "weights_sha256": self.weights_of(*keys)}
             return self.history.record(lab, req, summary, **kw)
         except UserError as exc:
             self.history_error = str(exc)
@@ -305,11 +322,19 @@ class Engine(TrainingLabs, InterventionLabs, HistoryLabs, WorkspaceLabs):
         with ablated(handle.model, heads, means):
             yield
 
-    def attention(self, req: AttentionRequest, job: JobContext | None = None) -> attention.AttentionResult:
+    def attention(self, req: AttentionRequest, job: JobContext | None = None,
+                  record: bool = True) -> attention.AttentionResult:
         heads = None if req.all_heads else [req.head]
         handle = self._local(req.model, "Attention")
         with self._ablation(handle, req.ablate_heads, req.ablation, [req.text]):
-            return attention.compute_attention(handle, req.text, [req.layer], heads, req.text_pair, req.window)
+            res = attention.compute_attention(handle, req.text, [req.layer], heads, req.text_pair, req.window)
+        if record:  # compactly: the tokens and the drawn head's map, 4 decimals
+            head = req.head if req.head in res.heads else res.heads[0]
+            self.remember("attention", req, {"layer": req.layer, "head": head, "tokens": res.n_tokens},
+                          model=handle.info.key,
+                          result={"tokens": res.display, "window": list(res.window),
+                                  "attention": res.head(req.layer, head).round(4).tolist()})
+        return res
 
     def attention_views(self, req: AttentionRequest, window: tuple[int, int] | None = None,
                         job: JobContext | None = None) -> attention.AttentionResult:
@@ -322,11 +347,11 @@ class Engine(TrainingLabs, InterventionLabs, HistoryLabs, WorkspaceLabs):
         a = replace(req.first, all_heads=False)
         first = self.attention(a, job)
         if (req.text_b or "").strip():
-            second = self.attention(replace(a, text=req.text_b, text_pair=None), job)
+            second = self.attention(replace(a, text=req.text_b, text_pair=None), job, record=False)
             names = (f"text A on {first.model_key}", f"text B on {first.model_key}")
         else:
             b = replace(a, model=self.resolve_key(req.model_b))
-            second = self.attention(b, job)
+            second = self.attention(b, job, record=False)
             names = (a.model, b.model)
         return first, second, names
 

@@ -75,7 +75,7 @@ class WorkspaceLabs:
         else:
             note = "chosen"
         att = self.attention(AttentionRequest(model=key, text=ex.prompt, layer=int(layer), head=int(head),
-                                              all_heads=False), job)
+                                              all_heads=False), job, record=False)
         if ex.demos:  # which demonstrations drove the answer
             attr = self.attribute_example(run, ex.index, job)
         else:

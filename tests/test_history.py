@@ -35,14 +35,15 @@ def test_a_fewshot_comparison_is_kept_reopened_tagged_and_exported(client, app_s
     other = Client(app_server[1], verbose=False)
     listing = other.predict("fewshot", "", "", api_name="/history_list")
     assert run_id in [r[0] for r in listing["data"]]
-    status, summary2, examples, prompts, raw = other.predict(run_id, api_name="/history_reopen")
+    status, summary2, examples, prompts, plot, raw = other.predict(run_id, api_name="/history_reopen")
     assert summary2["data"] == summary["data"] and "as it was" in status  # the same numbers
     col = examples["headers"].index("B ✓")  # B: k=0, at chance on recall: errors to look at
     wrong = [int(r[0]) for r in examples["data"] if r[col] == "✗"][:3]
     assert len(wrong) == 3
     msg = other.predict(run_id, ",".join(map(str, wrong)), "label noise", "looked at it", api_name="/history_tag_examples")
     assert "Tagged 3" in msg
-    csv_path, json_path = other.predict(run_id, "label noise", api_name="/history_export")
+    csv_path, json_path, html_path = other.predict(run_id, "label noise", api_name="/history_export")
+    assert plot is not None and "plotly" in open(html_path).read()[:200000]  # the plot, as a page that opens offline
     lines = open(csv_path).read().strip().splitlines()
     assert len(lines) == 1 + 3 * 2 and all("label noise" in ln for ln in lines[1:])  # 3 examples x 2 configs
     assert json.load(open(json_path))["run"]["id"] == run_id
@@ -50,6 +51,27 @@ def test_a_fewshot_comparison_is_kept_reopened_tagged_and_exported(client, app_s
     assert [r[0] for r in tagged["data"]] == [run_id]
     with pytest.raises(AppError, match="yes, delete it"):
         other.predict(run_id, False, "", "", "", api_name="/history_delete")
+
+
+def test_every_lab_reopens_with_its_plot(app_server):
+    """Attention, attribution, ablation scans, emergence sweeps and sweeps are drawn again from what was stored."""
+    from core.attention.requests import AttentionRequest
+    from core.attribution.requests import AttributionRequest
+    from core.emergence.requests import SweepSeriesRequest
+    from core.interventions.requests import AblationRequest
+    from ui.history_plots import figure_of
+    engine, _ = app_server
+    engine.load(engine.spec("default"))
+    engine.attention(AttentionRequest(model="el-2l-128", text="w1 w2 w1 w2", layer=1, head=3))
+    engine.attribute(AttributionRequest(model="el-2l-128", prompt="w3 = w17 ; w3 =", target=" w17",
+                                        method="ablation", granularity="word"))
+    engine.ablation_scan(AblationRequest.from_mapping(dict(model="el-2l-128", task="recall", k=2, limit=6)))
+    engine.emergence_sweep(SweepSeriesRequest.from_mapping(dict(source="models", models="el-1l-64,el-2l-128",
+                                                                task="recall", k=2, limit=6, seeds=1)))
+    for lab in ("attention", "attribution", "ablation-scan", "emergence"):
+        rec = engine.history_runs(lab=lab)[0]
+        fig = figure_of(rec, engine.history.result(rec.id))
+        assert fig is not None and len(fig.data) >= 1, lab
 
 
 def test_the_history_survives_a_restart(tmp_path):

@@ -104,3 +104,23 @@ def test_history_runs_reopen_into_a_workspace_and_compare(engine, ws):
     with pytest.raises(UserError, match="the same test rows"):
         engine.workspace_open([ws.history_ids[0], engine.workspace_run(request(("el-2l-128", 0, "first"),
                                                                                limit=10)).history_ids[0]])
+
+
+def test_every_lab_records_with_the_weights_that_made_it(engine, ws, tmp_path):
+    from core.attention.requests import AttentionRequest
+    from core.finetune.train import train_run
+    from core.finetune.types import DataSpec, FinetuneSpec
+    rec = engine.history.get(ws.history_ids[0])
+    sha = rec.request["weights_sha256"]["el-2l-128"]
+    assert len(sha) == 64
+    engine.attention(AttentionRequest(model="el-2l-128", text="w1 w2 w1 w2", layer=1, head=3))
+    att = engine.history_runs(lab="attention")[0]
+    assert att.request["weights_sha256"]["el-2l-128"] == sha and att.summary["head"] == 3
+    stored = engine.history.result(att.id)
+    assert len(stored["attention"]) == len(stored["tokens"])  # the drawn map, compactly
+    spec = FinetuneSpec(model="default", data=DataSpec(task="wordgroups", max_eval=20), method="ia3", max_steps=2,
+                        batch_size=16)
+    metrics = train_run(spec, engine.config.runs_dir / "ft-recorded")
+    ft = engine.history_runs(lab="finetune")[0]
+    assert ft.name == "ft-recorded" and ft.summary["eval_accuracy"] == metrics["eval_accuracy"]
+    assert len(ft.request["weights_sha256"]["saved model"]) == 64

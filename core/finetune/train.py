@@ -338,4 +338,21 @@ def finish(spec: FinetuneSpec, run_dir: Path, model, tokenizer, state: dict) -> 
         "objective": spec.objective, "method": spec.method, "model": spec.model,
     }
     (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    _remember(spec, run_dir, metrics)
     return metrics
+
+
+def _remember(spec: FinetuneSpec, run_dir: Path, metrics: dict) -> None:
+    """Record the finished run in the experiment history of its runs folder (the app's History tab lists it)."""
+    from core.history.store import History
+    from core.models.cache import weights_sha256
+    keep = ("eval_accuracy", "eval_f1", "steps", "trainable_params", "total_params", "tokens_per_second",
+            "train_seconds", "peak_memory_bytes", "model_path", "method", "objective")
+    try:
+        History(run_dir.parent).record(
+            "finetune", {**spec.to_dict(), "run": run_dir.name, "weights_sha256": {"saved model": weights_sha256(
+                str(Path(metrics["model_path"])))}}, {k: metrics.get(k) for k in keep}, model=spec.model,
+            task=spec.data.task or Path(spec.data.train_path or "upload").stem, elapsed_s=metrics["train_seconds"],
+            name=run_dir.name)
+    except (UserError, OSError, KeyError):  # an unwritable history never fails a finished run
+        pass

@@ -52,6 +52,27 @@ def file_sha256(path: Path) -> str:
     return known[key]
 
 
+def weights_sha256(location: str) -> str | None:
+    """One SHA-256 over a model folder's weight files (each hashed once by path, size and mtime): which weights
+    produced a result. None for what has no local files (a Hub id not in the cache, a served model)."""
+    folder = Path(location)
+    if not folder.is_dir():
+        try:  # a Hub id: its snapshot in the local cache
+            from huggingface_hub import snapshot_download
+            folder = Path(snapshot_download(location, local_files_only=True, allow_patterns=["*.safetensors",
+                                                                                           "*.bin"]))
+        except Exception:  # noqa: BLE001 - no local copy: no hash
+            return None
+    files = sorted(list(folder.glob("*.safetensors")) or list(folder.glob("*.bin")))
+    if not files:
+        return None
+    h = hashlib.sha256()
+    for f in files:
+        h.update(f.name.encode())
+        h.update(file_sha256(f).encode())
+    return h.hexdigest()
+
+
 def write_atomic(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}")

@@ -10,13 +10,16 @@ import pandas as pd
 from core.engine import Engine
 from core.request import int_list
 from ui import fewshot_plots as fp
+from ui import history_plots as hp
 from ui.common import POLLER, session
 from ui.errors import user_errors
 
-LABS = ["", "fewshot", "sweep", "attribution", "ablation-scan", "emergence"]
-INTRO = """Every run of the Few-shot, Attribution, Interventions and Emergence tabs is kept here as it finishes —
-across page reloads and restarts of the app. Reopen one to see its tables as they were; tag the examples you
-looked at ("label noise", "needs world knowledge", …) and export them."""
+LABS = ["", "fewshot", "sweep", "attention", "attribution", "ablation-scan", "emergence", "finetune"]
+INTRO = """Every run of the Attention, Attribution, Interventions, Few-shot, Fine-tune and Emergence tabs is kept
+here as it finishes — across page reloads and restarts of the app — with the SHA-256 of the weights that made it.
+Reopen one to see its tables and plot as they were; tag the examples you looked at ("label noise", "needs world
+knowledge", …) and export them (CSV, JSON, the plot as a page that opens offline). To compare runs example by
+example, open them together in the Error analysis tab."""
 
 
 def runs_table(records) -> pd.DataFrame:
@@ -54,6 +57,7 @@ def render(engine: Engine, active: gr.State, demo: gr.Blocks) -> None:
     summary = gr.Dataframe(label="Per configuration", interactive=False, wrap=True, elem_id="hist-summary")
     examples = gr.Dataframe(label="Per example", interactive=False, wrap=True, elem_id="hist-examples")
     prompts = gr.HTML()
+    plot = gr.Plot(label="As it was drawn", elem_id="hist-plot")
     raw = gr.JSON(label="What was asked, and the summary", open=False)
     with gr.Row():
         ex_ids = gr.Textbox("", label="Examples to tag (indices, e.g. 3,7,12)", scale=2)
@@ -65,6 +69,7 @@ def render(engine: Engine, active: gr.State, demo: gr.Blocks) -> None:
         export_btn = gr.Button("Export", scale=1)
         csv_file = gr.File(label="Examples (CSV)")
         json_file = gr.File(label="Run (JSON)")
+        html_file = gr.File(label="Plot (HTML)")
 
     @user_errors
     def listing(lab_, text_, tag_):
@@ -77,13 +82,14 @@ def render(engine: Engine, active: gr.State, demo: gr.Blocks) -> None:
     def reopen(rid):
         rec, runs, result = engine.history_reopen((rid or "").strip())
         raw_value = {"request": rec.request, "summary": rec.summary}
+        fig = hp.figure_of(rec, result)
         if runs:
             first = runs[0].examples[0].index
             return (f"**{rec.name}** — {rec.lab}, {time.strftime('%Y-%m-%d %H:%M', time.localtime(rec.created))}, "
                     f"{len(runs)} configuration(s), as it was.", fp.summary_table(runs), fp.examples_table(runs),
-                    fp.prompts_html(runs, first), raw_value)
+                    fp.prompts_html(runs, first), fig, raw_value)
         return (f"**{rec.name}** — {rec.lab}, {time.strftime('%Y-%m-%d %H:%M', time.localtime(rec.created))}, "
-                "as it was recorded.", None, None, "", {**raw_value, "result": result})
+                "as it was recorded.", None, None, "", fig, {**raw_value, "result": result})
 
     @user_errors
     def save(rid, new_name, new_note, new_tag, lab_, text_, tag_):
@@ -105,16 +111,20 @@ def render(engine: Engine, active: gr.State, demo: gr.Blocks) -> None:
         rid = rid.strip()
         rec, _, result = engine.history_reopen(rid)
         sid = session(request)
+        fig = hp.figure_of(rec, result)
         return (engine.export(sid, f"{rid}-examples.csv", engine.history_examples_csv(rid, only or None)),
-                engine.export(sid, f"{rid}.json", json.dumps({"run": rec.to_dict(), "result": result}, default=str)))
+                engine.export(sid, f"{rid}.json", json.dumps({"run": rec.to_dict(), "result": result}, default=str)),
+                engine.export(sid, f"{rid}-plot.html", hp.to_html(fig)) if fig is not None else None)
 
     filters = [lab, text, tag]
     refresh_btn.click(listing, filters, table, api_name="history_list", **POLLER)
     demo.load(listing, filters, table, api_name=False, **POLLER)
     table.select(pick, table, run_id, api_name=False)
-    reopen_btn.click(reopen, run_id, [status, summary, examples, prompts, raw], api_name="history_reopen", **POLLER)
+    reopen_btn.click(reopen, run_id, [status, summary, examples, prompts, plot, raw], api_name="history_reopen",
+                     **POLLER)
     save_btn.click(save, [run_id, name, note, run_tag, *filters], [status, table], api_name="history_save", **POLLER)
     delete_btn.click(delete, [run_id, confirm, *filters], [status, table, confirm], api_name="history_delete",
                      **POLLER)
     ex_btn.click(tag_examples, [run_id, ex_ids, ex_tag, ex_note], status, api_name="history_tag_examples", **POLLER)
-    export_btn.click(export, [run_id, export_tag], [csv_file, json_file], api_name="history_export", **POLLER)
+    export_btn.click(export, [run_id, export_tag], [csv_file, json_file, html_file], api_name="history_export",
+                     **POLLER)

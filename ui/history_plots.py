@@ -1,0 +1,58 @@
+"""A recorded run's plot, rebuilt from what the history stored (the History tab shows it as it was drawn)."""
+from __future__ import annotations
+
+import numpy as np
+import plotly.graph_objects as go
+
+
+def figure_of(rec, result) -> go.Figure | None:
+    """The run's main figure, by lab; None where the lab draws none."""
+    lab, req, summary = rec.lab, rec.request, rec.summary
+    if lab == "attention" and result:
+        from ui.attention_plots import heatmap
+        return heatmap(np.array(result["attention"]), result["tokens"],
+                       f"Layer {summary.get('layer')}, head {summary.get('head')} — {rec.model}",
+                       (result.get("window") or [0])[0])
+    if lab == "attribution" and result:
+        from core.attribution.types import AttributionResult
+        from ui.attribution_plots import bar_figure, segment_labels
+        res = AttributionResult(result["segments"], np.array(result["matrix"]), result["target_tokens"],
+                                result["target_logprob"], result.get("baseline_logprob"),
+                                result.get("convergence_delta"), req.get("method", "ig"),
+                                req.get("granularity", "token"), foil=req.get("foil") or None,
+                                kept=tuple(result.get("kept") or ()), convergence=result.get("convergence"))
+        return bar_figure(res, segment_labels(res))
+    if lab == "emergence" and result:
+        from core.emergence.series import PointResult
+        from ui.emergence_plots import scores_figure
+        return scores_figure([PointResult(**p) for p in result])
+    if lab == "ablation-scan" and result:
+        from core.interventions.ablation import AblationScan
+        from ui.interventions_plots import scan_figure
+        grid = result["grid"]
+        return scan_figure(AblationScan(result["model"], result["task"], result["k"], result["ablation"],
+                                        result["base"]["accuracy"], result["base"]["logp"],
+                                        np.array([[c["accuracy"] for c in row] for row in grid]),
+                                        np.array([[c["logp"] for c in row] for row in grid]), result["chance"]))
+    if lab == "sweep":
+        curve = summary.get("curve (value, seed, accuracy)") or {}
+        fig = go.Figure()
+        for name, points in curve.items():
+            xs = sorted({p[0] for p in points})
+            fig.add_trace(go.Scatter(x=xs, y=[float(np.mean([p[2] for p in points if p[0] == x])) for x in xs],
+                                     mode="lines+markers", name=name))
+        fig.update_layout(title=f"accuracy against {summary.get('axis', 'the swept value')} (mean over seeds)",
+                          yaxis=dict(range=[0, 1.02], title="accuracy"), height=380,
+                          xaxis=dict(title=summary.get("axis", "")))
+        return fig
+    if lab == "fewshot":
+        rows = [(k, v) for k, v in summary.items() if isinstance(v, dict) and "accuracy" in v]
+        if rows:
+            fig = go.Figure(go.Bar(x=[k for k, _ in rows], y=[v["accuracy"] for _, v in rows]))
+            return fig.update_layout(title="accuracy per configuration", yaxis=dict(range=[0, 1.02]), height=340)
+    return None
+
+
+def to_html(fig: go.Figure) -> str:
+    """A self-contained page (plotly.js inside: it opens offline)."""
+    return fig.to_html(include_plotlyjs=True, full_html=True)

@@ -120,7 +120,7 @@ def main() -> None:
         handle = load_model(ModelSpec(str(folder), device=device, dtype=dtype_name))
         out["n_params"] = handle.info.n_params
         rng = np.random.default_rng(0)
-        words = [w for w in handle.tokenizer.get_vocab() if w.isalpha()][:500]
+        words = sorted(w for w in handle.tokenizer.get_vocab() if w.isalpha())[:500]
 
         def text_of(n_tokens: int) -> str:
             text = ""

@@ -34,15 +34,15 @@ def test_run_slice_open_an_example_and_tag_it(session, app_server):
     assert (layer, head) == (1, 3)  # the default model's top induction head, preselected
     assert [r[0] for r in probs["data"]] == ["A: k=0, first", "B: k=4, nearest"]
     assert attention is not None and attribution is not None
-    msg, *views = session.predict(idx, "label noise", "looks mislabelled", *SLICE, api_name="/workspace_tag")
+    msg, *views = session.predict(idx, "mislabelled?", "looks mislabelled", *SLICE, api_name="/workspace_tag")
     assert "Tagged example" in msg
-    tagged = session.predict("", "", "", "", "", "all", "", "label noise", api_name="/workspace_slice")[5]["data"]
-    assert [r[0] for r in tagged] == [idx] and tagged[0][-1] == "label noise"
+    tagged = session.predict("", "", "", "", "", "all", "", "mislabelled?", api_name="/workspace_slice")[5]["data"]
+    assert [r[0] for r in tagged] == [idx] and tagged[0][-1] == "mislabelled?"
     # a new browser session finds the run in the History and reopens it with its tag
     hid = next(r.id for r in engine.history_runs() if r.lab == "fewshot")
     other = Client(url, verbose=False)
     *_, status2, summary2, _, _, _, table2, _ = other.predict([hid], api_name="/workspace_open")
-    assert summary2["data"] == summary["data"] and "label noise" in {r[-1] for r in table2["data"]}
+    assert summary2["data"] == summary["data"] and "mislabelled?" in {r[-1] for r in table2["data"]}
 
 
 def test_the_tab_says_what_to_do_first(session):

@@ -145,7 +145,7 @@ def test_history_tab_reopens_a_run(page, tmp_path):
 
 def test_error_analysis_opens_a_clicked_example(page, tmp_path):
     page.get_by_role("tab", name="Error analysis").click()
-    page.get_by_label("Test examples (0: all)").last.fill("12")
+    page.get_by_label("Examples to score (0: all)").fill("12")
     page.locator("#ws-run").click()
     page.locator("#ws-status").get_by_text("2 system(s) on 12 examples").wait_for(timeout=300_000)
     page.locator("#ws-table table").first.wait_for(timeout=60_000)

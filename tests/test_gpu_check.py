@@ -19,7 +19,7 @@ def test_the_gpu_check_runs_its_steps_on_the_cpu():
                  "lora_throughput"):
         assert "error" not in out[step], (step, out[step])
         assert out[step]["seconds"] >= 0
-    assert out["attention_one_head"]["tokens"] == 128 and out["integrated_gradients"]["converged"]
+    assert out["attention_one_head"]["tokens"] >= 128 and out["integrated_gradients"]["converged"]
     assert out["fewshot_lm_eval"]["max_abs_loglik_diff"] < 1e-4  # the same log-likelihoods as lm-eval
     assert out["fewshot_lm_eval"]["ratio_lm_eval_over_ours"] > 1
     assert out["lora_throughput"]["tokens_per_second"] > 0

@@ -25,7 +25,7 @@ def render(engine: Engine, active: gr.State, demo: gr.Blocks) -> None:
             with gr.Row():
                 source = gr.Radio(["built-in", "upload"], value="built-in", label="Dataset", scale=1)
                 task = gr.Dropdown(engine.task_names(), value="recall", label="Built-in task", scale=1)
-                limit = gr.Number(48, label="Test examples (0: all)", precision=0, minimum=0, scale=1)
+                limit = gr.Number(48, label="Examples to score (0: all)", precision=0, minimum=0, scale=1)
             with gr.Row(visible=False) as upload_row:
                 train_file = gr.File(label="Train split (CSV/JSONL)", type="filepath", file_types=[".csv", ".jsonl"])
                 test_file = gr.File(label="Test split (empty: half the train file)", type="filepath",

@@ -49,7 +49,7 @@ def tagged_html(t: Tagged | None) -> str:
     rows = [_spans_html(t.tokens, t.predicted, wrong, "predicted")]
     if t.gold is not None:
         rows.append(_spans_html(t.tokens, t.gold, set(), "gold"))
-        verdict = (f"<span style='color:#16a34a'>every word right</span>" if not wrong else
+        verdict = ("<span style='color:#16a34a'>every word right</span>" if not wrong else
                    f"<span style='color:#dc2626'>{len(wrong)} word(s) wrong, underlined</span>")
         rows.append(f"<div style='font-size:0.9em;margin-top:6px'>Test sentence {t.index}: {verdict}.</div>")
     legend = " ".join(f"<span style='background:{c};padding:0 6px;border-radius:3px'>{k}</span>"

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import html
 
-import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
@@ -104,7 +103,3 @@ def choices_for(ws: wsp.Workspace | None) -> list[str]:
     if ws is None:
         return []
     return list(ws.choices or sorted(set(ws.table["gold"])))
-
-
-def mean(values) -> float:
-    return float(np.mean(values)) if len(values) else float("nan")

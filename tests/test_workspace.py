@@ -124,3 +124,6 @@ def test_every_lab_records_with_the_weights_that_made_it(engine, ws, tmp_path):
     ft = engine.history_runs(lab="finetune")[0]
     assert ft.name == "ft-recorded" and ft.summary["eval_accuracy"] == metrics["eval_accuracy"]
     assert len(ft.request["weights_sha256"]["saved model"]) == 64
+    rows = engine.history.examples(ft.id)  # every held-out example's answer, as the final evaluation saw it
+    assert len(rows) == 20 and sum(r.correct for r in rows) / 20 == metrics["eval_accuracy"]
+    assert all(r.prediction in ("w0", "w1") and len(r.logprobs) == 2 for r in rows)

@@ -40,13 +40,28 @@ def forward(model, batch: dict) -> torch.Tensor:
     return model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
 
 
+@dataclass(frozen=True)
+class HeldOut:
+    """One held-out example as the final evaluation saw it (the history keeps these with the run)."""
+
+    index: int
+    input: str
+    gold: str
+    prediction: str
+    scores: list[float]     # per choice: log-probability (classification, causal); empty for tags
+    correct: bool
+
+
 @torch.no_grad()
-def evaluate(model, tokenizer, task, enc: Encoded, objective: str, batch_size: int, device: torch.device) -> dict:
+def evaluate(model, tokenizer, task, enc: Encoded, objective: str, batch_size: int, device: torch.device,
+             examples: list | None = None) -> dict:
     """Held-out loss and score: ``eval_accuracy`` always (word accuracy for tokens), and entity
-    precision/recall/F1 for token classification."""
+    precision/recall/F1 for token classification. ``examples``, when given, receives every held-out example's
+    prediction (``HeldOut``)."""
     was_training = model.training
     model.eval()
     total, n, correct = 0.0, 0, 0
+    choices = list(getattr(task, "choices", None) or [])
     pad = tokenizer.pad_token_id
     for start in range(0, len(enc), batch_size):
         index = list(range(start, min(len(enc), start + batch_size)))
@@ -56,6 +71,13 @@ def evaluate(model, tokenizer, task, enc: Encoded, objective: str, batch_size: i
             total += loss_of(logits, batch["labels"], objective).item() * len(index)
             n += len(index)
             correct += int((logits.argmax(-1) == batch["labels"]).sum())
+            if examples is not None:
+                rows = task.rows("test")
+                lp = logits.float().log_softmax(-1).cpu()
+                for b, i in enumerate(index):
+                    pred, gold = int(lp[b].argmax()), int(batch["labels"][b])
+                    examples.append(HeldOut(i, prompt_of(task, rows[i]), choices[gold], choices[pred],
+                                            [round(float(x), 5) for x in lp[b]], pred == gold))
         else:
             scored = batch["labels"][:, 1:] if objective == "causal" else batch["labels"]
             n_tok = int((scored != IGNORE).sum())
@@ -65,17 +87,21 @@ def evaluate(model, tokenizer, task, enc: Encoded, objective: str, batch_size: i
     if objective == "classification":
         result["eval_accuracy"] = correct / len(enc)
     elif objective == "causal":
-        result["eval_accuracy"] = causal_accuracy(model, tokenizer, task)
+        result["eval_accuracy"] = causal_accuracy(model, tokenizer, task, examples)
     else:
-        s = token_scores(model, tokenizer, task, batch_size)
+        preds = predict_tokens(model, tokenizer, task.test, task.labels, batch_size)
+        s = score([list(p.sentence.tags) for p in preds], [list(p.predicted) for p in preds])
         result.update(eval_accuracy=s.token_accuracy, eval_f1=s.overall.f1, eval_precision=s.overall.precision,
                       eval_recall=s.overall.recall)
+        if examples is not None:
+            examples += [HeldOut(i, p.sentence.text, " ".join(p.sentence.tags), " ".join(p.predicted), [],
+                                 p.predicted == p.sentence.tags) for i, p in enumerate(preds)]
     if was_training:
         model.train()
     return result
 
 
-def causal_accuracy(model, tokenizer, task: Task) -> float:
+def causal_accuracy(model, tokenizer, task: Task, examples: list | None = None) -> float:
     rows = task.rows("test")
     prompts = [prompt_of(task, r) for r in rows]
     golds = [task.gold(r) for r in rows]
@@ -83,10 +109,18 @@ def causal_accuracy(model, tokenizer, task: Task) -> float:
     if task.choices is not None:
         choices = list(task.choices)
         scores = score_continuations(model, tokenizer, prompts, [[td + c for c in choices]] * len(prompts))
-        return float(np.mean([choices[int(np.argmax(s))] == g for s, g in zip(scores.logprob, golds)]))
-    n_new = max(len(encode(tokenizer, td + g)) for g in golds) + 2
-    gens = generate_greedy(model, tokenizer, prompts, max_new_tokens=n_new, stop=("\n",))
-    return float(np.mean([g.text.strip() == gold.strip() for g, gold in zip(gens, golds)]))
+        preds = [choices[int(np.argmax(s))] for s in scores.logprob]
+        values = [[round(float(x), 5) for x in s] for s in scores.logprob]
+    else:
+        n_new = max(len(encode(tokenizer, td + g)) for g in golds) + 2
+        preds = [g.text.strip() for g in generate_greedy(model, tokenizer, prompts, max_new_tokens=n_new,
+                                                         stop=("\n",))]
+        values = [[] for _ in preds]
+    right = [p.strip() == g.strip() for p, g in zip(preds, golds)]
+    if examples is not None:
+        examples += [HeldOut(i, q, g, p, v, r) for i, (q, g, p, v, r) in enumerate(zip(prompts, golds, preds,
+                                                                                         values, right))]
+    return float(np.mean(right))
 
 
 # ---- token classification ------------------------------------------------------------------

@@ -238,6 +238,7 @@ def _train(spec: FinetuneSpec, run_dir: Path, resume: bool, offline: bool,
     t_last = last_emit = t_start = time.time()
     state_step_at_start = state["step"]
     window: list[float] = []  # losses since the last train event (long runs report their mean)
+    held_out: list = []        # the final evaluation's per-example answers
 
     times = state.setdefault("times", {"train": 0.0, "eval": 0.0, "checkpoint": 0.0, "last_overhead": 0.0})
 
@@ -296,8 +297,11 @@ def _train(spec: FinetuneSpec, run_dir: Path, resume: bool, offline: bool,
         t_last = now
         if eval_due(state["step"], total, spec.eval_every, times):
             t0 = time.time()
+            final = [] if state["step"] >= total else None  # the last evaluation keeps every example's answer
             ev = {"step": state["step"], **evaluate(model, tokenizer, task, eval_enc, spec.objective,
-                                                    spec.batch_size, device)}
+                                                    spec.batch_size, device, final)}
+            if final is not None:
+                held_out = final
             times["eval"] += time.time() - t0
             state["evals"].append(ev)
             emit({"event": "eval", **ev})
@@ -305,14 +309,14 @@ def _train(spec: FinetuneSpec, run_dir: Path, resume: bool, offline: bool,
             t_last = time.time()  # evaluation and saving are not training time
             times["last_overhead"] = t_last - t0
 
-    metrics = finish(spec, run_dir, model, tokenizer, state)
+    metrics = finish(spec, run_dir, model, tokenizer, state, held_out)
     emit({"event": "end", "state": "finished", "step": state["step"], "metrics": metrics,
           "message": "Finished: held-out " + (f"entity F1 {metrics['eval_f1']:.3f}" if metrics.get("eval_f1")
                                                is not None else f"accuracy {metrics['eval_accuracy']:.3f}") + "."})
     return metrics
 
 
-def finish(spec: FinetuneSpec, run_dir: Path, model, tokenizer, state: dict) -> dict:
+def finish(spec: FinetuneSpec, run_dir: Path, model, tokenizer, state: dict, held_out: list | None = None) -> dict:
     """Write the final model (and adapter) and ``metrics.json``."""
     device = devices.input_device(model)
     trainable, total = methods.parameter_counts(model)  # before a merge folds the adapters away
@@ -338,13 +342,14 @@ def finish(spec: FinetuneSpec, run_dir: Path, model, tokenizer, state: dict) -> 
         "objective": spec.objective, "method": spec.method, "model": spec.model,
     }
     (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
-    _remember(spec, run_dir, metrics)
+    _remember(spec, run_dir, metrics, held_out or [])
     return metrics
 
 
-def _remember(spec: FinetuneSpec, run_dir: Path, metrics: dict) -> None:
-    """Record the finished run in the experiment history of its runs folder (the app's History tab lists it)."""
-    from core.history.store import History
+def _remember(spec: FinetuneSpec, run_dir: Path, metrics: dict, held_out: list) -> None:
+    """Record the finished run, with every held-out example's answer, in the experiment history of its runs
+    folder (the app's History tab lists it)."""
+    from core.history.store import Example, History
     from core.models.cache import weights_sha256
     keep = ("eval_accuracy", "eval_f1", "steps", "trainable_params", "total_params", "tokens_per_second",
             "train_seconds", "peak_memory_bytes", "model_path", "method", "objective")
@@ -353,6 +358,7 @@ def _remember(spec: FinetuneSpec, run_dir: Path, metrics: dict) -> None:
             "finetune", {**spec.to_dict(), "run": run_dir.name, "weights_sha256": {"saved model": weights_sha256(
                 str(Path(metrics["model_path"])))}}, {k: metrics.get(k) for k in keep}, model=spec.model,
             task=spec.data.task or Path(spec.data.train_path or "upload").stem, elapsed_s=metrics["train_seconds"],
-            name=run_dir.name)
+            name=run_dir.name, examples=[Example(spec.method, e.index, e.input, e.gold, e.prediction, e.scores,
+                                                 e.correct) for e in held_out])
     except (UserError, OSError, KeyError):  # an unwritable history never fails a finished run
         pass

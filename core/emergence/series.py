@@ -147,8 +147,10 @@ def sweep_series(points: list[Point], task: Task, config: FewShotConfig, seeds: 
     registry's budget and freed after), so one model of the series is in memory at a time.
     ``ablate``: heads (``layer.head,...``) zero-ablated at every point.
     """
+    from core.fewshot.scoring import tokenizer_key
     cache = cache or Cache()
     borrow = borrow or standalone_borrow()
+    memos: dict[str, dict] = {}  # encodings shared by the points whose tokenizers encode alike
     out = []
     for n, point in enumerate(points):
         if should_stop():
@@ -161,9 +163,11 @@ def sweep_series(points: list[Point], task: Task, config: FewShotConfig, seeds: 
             try:
                 with borrow(ModelSpec(model=point.model, revision=point.revision, device=device)) as handle, \
                         _zero_ablated(handle, ablate):
+                    memo = memos.setdefault(tokenizer_key(handle.tokenizer), {})
                     for i, (k, s) in enumerate(zip(keys, seeds)):
                         if rows[i] is None:
-                            run = run_fewshot(handle, task, replace(config, seed=s), should_stop=should_stop)
+                            run = run_fewshot(handle, task, replace(config, seed=s), should_stop=should_stop,
+                                              memo=memo)
                             rows[i] = {"metrics": _metric_values(run), "chance": run.metrics.chance,
                                        "n_params": handle.info.n_params, "step": handle.info.step}
                             cache.put(k, rows[i])

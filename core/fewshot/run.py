@@ -55,7 +55,8 @@ def _stop_strings(delimiter: str) -> tuple[str, ...]:
 
 
 def run_fewshot(handle: ModelHandle, task: Task, config: FewShotConfig, progress: Progress | None = None,
-                should_stop: Callable[[], bool] = lambda: False) -> FewShotRun:
+                should_stop: Callable[[], bool] = lambda: False, memo: dict | None = None) -> FewShotRun:
+    """``memo``: encodings shared with other runs of the same tokenizer (``core.fewshot.scoring.encode_many``)."""
     if handle.info.kind == "seq_cls":
         return _classifier_run(handle, task, config, should_stop)
     if handle.info.kind != "causal_lm":
@@ -102,7 +103,7 @@ def run_fewshot(handle: ModelHandle, task: Task, config: FewShotConfig, progress
             cf = []
             conts = [[template.target_delimiter + golds[i]] for i in members]
         scores = score_continuations(model, tok, contexts + cf, conts, should_stop=should_stop,
-                                     progress=lambda f, m: step((done + f * len(members)) / n_total, m))
+                                     progress=lambda f, m: step((done + f * len(members)) / n_total, m), memo=memo)
         shared_prefix = max(shared_prefix, scores.shared_prefix)
         max_tokens = max(max_tokens, int(scores.context_tokens[: len(contexts)].max()))
         if cf:
@@ -119,7 +120,7 @@ def run_fewshot(handle: ModelHandle, task: Task, config: FewShotConfig, progress
     if task.generative:
         gold_tokens = max(e.gold_tokens for e in examples)
         gens = generate_greedy(model, tok, prompts, max_new_tokens=gold_tokens + 4,
-                               stop=_stop_strings(template.fewshot_delimiter), should_stop=should_stop)
+                               stop=_stop_strings(template.fewshot_delimiter), should_stop=should_stop, memo=memo)
         for e, gen, prompt in zip(examples, gens, prompts):
             e.generated = gen.text
             e.prediction = gen.text.strip()

@@ -37,6 +37,28 @@ def encode(tokenizer, text: str) -> list[int]:
     return tokenizer(text)["input_ids"]
 
 
+def tokenizer_key(tokenizer) -> str:
+    """Tokenizers that encode alike get the same key (the checkpoints of one model share theirs)."""
+    import hashlib
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    size = len(tokenizer) if hasattr(tokenizer, "__len__") else id(tokenizer)  # a served model's: its own
+    body = backend.to_str() if backend is not None else \
+        f"{type(tokenizer).__name__}|{getattr(tokenizer, 'name_or_path', '')}|{size}"
+    return hashlib.sha1(body.encode()).hexdigest()
+
+
+def encode_many(tokenizer, texts: list[str], memo: dict | None = None) -> list[list[int]]:
+    """``encode`` of every text, each distinct text once and all in one batch call (the same ids as one call
+    per text). ``memo`` (text -> ids) carries encodings across calls that share this tokenizer, e.g. the
+    checkpoints of one model in a sweep."""
+    memo = {} if memo is None else memo
+    todo = list(dict.fromkeys(t for t in texts if t not in memo))
+    if todo:
+        for text, ids in zip(todo, tokenizer(todo)["input_ids"]):
+            memo[text] = ids
+    return [memo[t] for t in texts]
+
+
 def prefix_token_id(tokenizer) -> int:
     """What lm-eval conditions on for an empty context: BOS, else EOS."""
     tid = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
@@ -60,18 +82,22 @@ class Scores:
     shared_prefix: int      # tokens computed once and reused
 
 
-def _encode_all(tokenizer, contexts, continuations):
+def _encode_all(tokenizer, contexts, continuations, memo: dict | None = None):
+    """lm-eval's pairs: the context and the whole text encoded, the continuation the tokens after the context's."""
+    pairs = [(context, [split_context(context, c) if context else ("", c) for c in conts])
+             for context, conts in zip(contexts, continuations)]
+    texts = [t for context, split in pairs for ctx, cont in split for t in ((ctx, ctx + cont) if context else (cont,))]
+    ids = iter(encode_many(tokenizer, texts, memo))
     ctx_ids, cont_ids = [], []
-    for context, conts in zip(contexts, continuations):
+    for context, split in pairs:
         if context == "":
             ctx = [prefix_token_id(tokenizer)]
-            cont_ids.append([encode(tokenizer, c) for c in conts])
+            cont_ids.append([next(ids) for _ in split])
         else:
             outs = []
-            for c in conts:
-                ctx_text, cont_text = split_context(context, c)
-                ctx = encode(tokenizer, ctx_text)
-                outs.append(encode(tokenizer, ctx_text + cont_text)[len(ctx):])
+            for _ in split:
+                ctx = next(ids)
+                outs.append(next(ids)[len(ctx):])
             cont_ids.append(outs)
         ctx_ids.append(ctx)
     return ctx_ids, cont_ids
@@ -147,11 +173,11 @@ def _batches(order: list[int], lengths: list[int], budget: int, n_prefix: int = 
 def score_continuations(model, tokenizer, contexts: list[str], continuations: list[list[str]],
                         batch_tokens: int = BATCH_TOKENS,
                         should_stop: Callable[[], bool] = lambda: False,
-                        progress: Callable[[float, str], None] | None = None) -> Scores:
-    """Summed log-likelihood of every ``continuations[i][j]`` after ``contexts[i]``."""
+                        progress: Callable[[float, str], None] | None = None, memo: dict | None = None) -> Scores:
+    """Summed log-likelihood of every ``continuations[i][j]`` after ``contexts[i]`` (``memo``: see ``encode_many``)."""
     if getattr(model, "served", False):  # a model behind an OpenAI-compatible server (core.models.served)
         return model.score_continuations(contexts, continuations, should_stop, progress)
-    ctx_ids, cont_ids = _encode_all(tokenizer, contexts, continuations)
+    ctx_ids, cont_ids = _encode_all(tokenizer, contexts, continuations, memo)
     for i, (ctx, conts) in enumerate(zip(ctx_ids, cont_ids)):
         if any(len(c) == 0 for c in conts):
             raise UserError(f"A continuation of query {i + 1} is empty after tokenisation; "
@@ -207,11 +233,12 @@ class Generation:
 
 def generate_greedy(model, tokenizer, contexts: list[str], max_new_tokens: int,
                     stop: tuple[str, ...] = ("\n\n",), batch_tokens: int = BATCH_TOKENS,
-                    should_stop: Callable[[], bool] = lambda: False) -> list[Generation]:
+                    should_stop: Callable[[], bool] = lambda: False, memo: dict | None = None) -> list[Generation]:
     """Greedy continuations, reusing the shared prefix; rows of equal length share a batch."""
     if getattr(model, "served", False):
         return model.generate_greedy(contexts, max_new_tokens, stop, should_stop)
-    ctx_ids = [encode(tokenizer, c) if c else [prefix_token_id(tokenizer)] for c in contexts]
+    encoded = iter(encode_many(tokenizer, [c for c in contexts if c], memo))
+    ctx_ids = [next(encoded) if c else [prefix_token_id(tokenizer)] for c in contexts]
     for i, ctx in enumerate(ctx_ids):
         check_length(model, len(ctx) + max_new_tokens - 1, f"The prompt of query {i + 1} with its answer")
     n_prefix = _common_prefix(ctx_ids)

@@ -105,6 +105,10 @@ def efficiency_figure(st: Study | None) -> go.Figure:
     if c.get("size"):
         fig.add_vline(x=c["size"], line=dict(color="#dc2626", dash="dash"),
                       annotation_text=f"a prompt ≈ {c['size']:.0f} examples", annotation_position="top right")
+    xs = [n for n, *_ in ft] + [k for k, *_ in shots]
+    if xs:  # lines drawn across the plot would otherwise stretch a log axis far past the data
+        import math
+        fig.update_xaxes(range=[math.log10(min(xs)) - 0.15, math.log10(max(xs)) + 0.15])
     fig.update_xaxes(type="log", title_text="labelled examples (N to fine-tune on, k shown in the prompt; log)")
     fig.update_yaxes(title_text=f"held-out {st.metric}", range=[0, 1.05])
     fig.update_layout(height=420, margin=dict(l=50, r=20, t=40, b=50), legend=dict(orientation="h", y=1.12),

@@ -97,7 +97,7 @@ class TrainingLabs:
         runs = [{"name": self._finetune.submit(spec, f"{sid}-{spec.method}", session), "method": spec.method,
                  "seed": spec.seed} for spec in specs]
         studies.write_study(self.config.runs_dir, sid, {
-            "kind": "methods", "model": req.model, "task": _data_name(specs[0]), "objective": req.objective,
+            "kind": "methods", "model": req.model, "task": specs[0].data.name, "objective": req.objective,
             "created": time.time(), "request": req.to_dict(), "runs": runs})
         return sid
 
@@ -125,7 +125,7 @@ class TrainingLabs:
             sid = studies.new_id("data-efficiency", req.model)
             runs = [{"name": self._finetune.submit(spec, f"{sid}-n{n}-s{seed}", session), "method": spec.method,
                      "size": n, "seed": seed} for n, seed, spec in planned]
-            record = {"kind": "data-efficiency", "model": req.model, "task": _data_name(spec0),
+            record = {"kind": "data-efficiency", "model": req.model, "task": spec0.data.name,
                       "objective": req.objective, "created": time.time(), "request": req.to_dict(), "runs": runs,
                       "fewshot": []}
             studies.write_study(self.config.runs_dir, sid, record)
@@ -237,11 +237,6 @@ class TrainingLabs:
 
     def live_stop(self, session: str = "") -> str:
         return self._live_runs(session).stop()
-
-
-def _data_name(spec) -> str:
-    d = spec.data
-    return d.task or d.hub_dataset or Path(d.train_path or "upload").stem
 
 
 class InterventionLabs:

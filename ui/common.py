@@ -47,6 +47,14 @@ def on_run(engine: Engine, trigger, tab: str, fn, inputs, outputs, api_name: str
         fn, inputs, outputs, api_name=api_name, **{**GPU_QUEUE, **kw})
 
 
+def tasks_for_objective(engine: Engine):
+    """A listener: the task picker's choices for an objective (token tasks for token classification)."""
+    def update(objective, current):
+        names = engine.token_task_names() if objective == "token-classification" else engine.task_names()
+        return gr.update(choices=names, value=current if current in names else (names[0] if names else None))
+    return update
+
+
 def model_choices(engine: Engine) -> list[str]:
     """Loaded models, most recently used first."""
     return list(reversed(engine.loaded_keys()))

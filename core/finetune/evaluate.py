@@ -90,7 +90,7 @@ def evaluate(model, tokenizer, task, enc: Encoded, objective: str, batch_size: i
         result["eval_accuracy"] = causal_accuracy(model, tokenizer, task, examples)
     else:
         preds = predict_tokens(model, tokenizer, task.test, task.labels, batch_size)
-        s = score([list(p.sentence.tags) for p in preds], [list(p.predicted) for p in preds])
+        s = score_predictions(preds)
         result.update(eval_accuracy=s.token_accuracy, eval_f1=s.overall.f1, eval_precision=s.overall.precision,
                       eval_recall=s.overall.recall)
         if examples is not None:
@@ -160,6 +160,10 @@ def predict_tokens(model, tokenizer, sentences: list[ner.Sentence], labels: tupl
     return out
 
 
-def token_scores(model, tokenizer, task, batch_size: int = 32) -> NerScores:
-    preds = predict_tokens(model, tokenizer, task.test, task.labels, batch_size)
+def score_predictions(preds: list[TokenPrediction]) -> NerScores:
+    """Entity scores of predicted tags against each sentence's gold tags."""
     return score([list(p.sentence.tags) for p in preds], [list(p.predicted) for p in preds])
+
+
+def token_scores(model, tokenizer, task, batch_size: int = 32) -> NerScores:
+    return score_predictions(predict_tokens(model, tokenizer, task.test, task.labels, batch_size))

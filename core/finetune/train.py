@@ -357,7 +357,7 @@ def _remember(spec: FinetuneSpec, run_dir: Path, metrics: dict, held_out: list) 
         History(run_dir.parent).record(
             "finetune", {**spec.to_dict(), "run": run_dir.name, "weights_sha256": {"saved model": weights_sha256(
                 str(Path(metrics["model_path"])))}}, {k: metrics.get(k) for k in keep}, model=spec.model,
-            task=spec.data.task or Path(spec.data.train_path or "upload").stem, elapsed_s=metrics["train_seconds"],
+            task=spec.data.name, elapsed_s=metrics["train_seconds"],
             name=run_dir.name, examples=[Example(spec.method, e.index, e.input, e.gold, e.prediction, e.scores,
                                                  e.correct) for e in held_out])
     except (UserError, OSError, KeyError):  # an unwritable history never fails a finished run

@@ -26,6 +26,12 @@ class DataSpec:
     eval_fraction: float = 0.2
     max_eval: int | None = 200       # held-out examples evaluated (the first N)
 
+    @property
+    def name(self) -> str:
+        """What the data is called in run lists and the history: the task, the dataset or the file's stem."""
+        from pathlib import Path
+        return self.task or self.hub_dataset or Path(self.train_path or "upload").stem
+
 
 @dataclass(frozen=True)
 class FinetuneSpec:

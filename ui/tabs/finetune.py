@@ -15,7 +15,7 @@ METHOD_INFO = ("full trains every weight; LoRA low-rank adapters; IA3 rescales k
                "embeddings of virtual tokens")
 from ui import fewshot_plots as fp
 from ui import finetune_plots as tp
-from ui.common import Form, POLLER, on_run, progress_of, session
+from ui.common import Form, POLLER, tasks_for_objective, on_run, progress_of, session
 from ui.errors import user_errors
 
 POLL_S = 1.0
@@ -116,11 +116,7 @@ def render(engine: Engine, active: gr.State, demo: gr.Blocks) -> None:
 
     source.change(toggle, source, [task_name, train_file, eval_file, cols, hub_id], api_name=False, queue=False)
 
-    def tasks_for(obj, current):
-        names = engine.token_task_names() if obj == "token-classification" else engine.task_names()
-        return gr.update(choices=names, value=current if current in names else (names[0] if names else None))
-
-    objective.change(tasks_for, [objective, task_name], task_name, api_name=False, queue=False)
+    objective.change(tasks_for_objective(engine), [objective, task_name], task_name, api_name=False, queue=False)
 
     @user_errors
     def do_preview(*values):

@@ -15,7 +15,7 @@ from core.errors import UserError
 from core.finetune.requests import DataEfficiencyRequest, MethodsRequest
 from core.finetune.types import METHODS
 from ui import studies_plots as sp
-from ui.common import Form, POLLER, on_run, progress_of, session
+from ui.common import Form, POLLER, tasks_for_objective, on_run, progress_of, session
 from ui.errors import user_errors
 
 POLL_S = 1.5
@@ -143,15 +143,11 @@ def render(engine: Engine, active: gr.State, demo: gr.Blocks) -> None:
         return [p["model"], p["task"], p["objective"], p["method"], p["lr"], p["lora_r"], p["lora_alpha"],
                 p["batch_size"], p["max_steps"], p["sizes"], p["ks"], p["seeds"]]
 
-    def tasks_for(obj, current):
-        names = engine.token_task_names() if obj == "token-classification" else engine.task_names()
-        return gr.update(choices=names, value=current if current in names else (names[0] if names else None))
-
     m_start.click(start_methods, m_form.inputs, outs, api_name="study_methods", **POLLER)
     on_run(engine, d_start.click, "studies", start_data, d_form.inputs, outs, "study_data_efficiency").success(
         watch, pick, outs, api_name=False, **POLLER)
     watch_btn.click(watch, pick, outs, api_name="study_watch", **POLLER)
     cancel_btn.click(cancel, pick, status, api_name="study_cancel", queue=False)
     preset.change(fill, preset, d_form.inputs, api_name=False, queue=False)
-    m_objective.change(tasks_for, [m_objective, m_task], m_task, api_name=False, queue=False)
+    m_objective.change(tasks_for_objective(engine), [m_objective, m_task], m_task, api_name=False, queue=False)
     pick.focus(lambda: gr.update(choices=engine.studies()), None, pick, api_name=False, queue=False)

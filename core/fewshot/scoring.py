@@ -28,6 +28,7 @@ import torch
 from core.errors import Cancelled, UserError
 from core.models.loading import context_length
 from core.models.devices import input_device
+from core.fewshot import prefix_attention
 
 BATCH_TOKENS = 8192  # padded tokens per batch on CPU; GPUs take more
 
@@ -133,18 +134,23 @@ def _run_prefix(model, prefix: list[int]):
 
 
 def _forward_rows(model, cache, rows: list[list[int]], pad_id: int,
-                  keep: list[int]) -> tuple[torch.Tensor, dict[int, int]]:
+                  keep: list[int], after: int = 0) -> tuple[torch.Tensor, dict[int, int]]:
     """Logits of right-padded rows after the shared prefix, at the positions in ``keep`` only.
 
     Returns ``(batch, len(keep), vocab)`` logits and position -> column. Computing the
     vocabulary projection only where a choice is scored saves most of it for short choices.
+    ``after`` > 0: the prefix is attended through ``prefix_attention.shared_prefix`` (no cache copy);
+    the rows only need their positions.
     """
     width = max(len(r) for r in rows)
     ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
     for i, r in enumerate(rows):
         ids[i, : len(r)] = torch.tensor(r)
     kwargs = {"use_cache": cache is not None}
-    if cache is not None:
+    if after:
+        kwargs = {"use_cache": False, "position_ids": torch.arange(after, after + width, device=input_device(model))
+                  .expand(len(rows), -1)}
+    elif cache is not None:
         batch_cache = copy.deepcopy(cache)
         batch_cache.batch_repeat_interleave(len(rows))
         kwargs["cache"] = batch_cache
@@ -205,11 +211,21 @@ def score_continuations(model, tokenizer, contexts: list[str], continuations: li
     order = sorted(range(len(rows)), key=lambda i: -lengths[i])
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     done = 0
+    shared = cache is not None and prefix_attention.usable(model)
     for batch in _batches(order, lengths, batch_tokens, n_prefix):
         if should_stop():
             raise Cancelled("Scoring")
         keep = [pos + t for i in batch for _, pos, toks in rows[i][2] for t in range(len(toks))]
-        logits, column = _forward_rows(model, cache, [rows[i][1] for i in batch], pad_id, keep)
+        batch_rows = [rows[i][1] for i in batch]
+        logits = None
+        if shared:
+            try:
+                with prefix_attention.shared_prefix(model, cache):
+                    logits, column = _forward_rows(model, cache, batch_rows, pad_id, keep, after=n_prefix)
+            except prefix_attention.Unsupported:
+                shared = False  # this architecture needs the cache path: the rest of the call takes it
+        if logits is None:
+            logits, column = _forward_rows(model, cache, batch_rows, pad_id, keep)
         for b, i in enumerate(batch):
             q, _, targets = rows[i]
             for j, pos, toks in targets:

@@ -1,6 +1,8 @@
 """An emergence sweep over the embedded default model's 13 checkpoints: the lab's sweep against the same work done
 the way it was before (every checkpoint re-tokenising every prompt, one text at a time, and a full garbage
-collection after each unload), in the same process.
+collection after each unload), in the same process. Then heads over training on the same checkpoints, looked
+at three times as the Emergence tab does (first, again with a head ablated for the ICL score, reopened),
+with the kept per-checkpoint captures against measuring everything each time (as before).
 
     python bench/sweep_speed.py [--task recall] [--k 4] [--seeds 2]
 """
@@ -16,7 +18,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from core.emergence.series import series_points, standalone_borrow, sweep_series  # noqa: E402
+from core.emergence.series import Cache, heads_over_training, series_points, standalone_borrow, sweep_series  # noqa: E402
 from core.fewshot import scoring  # noqa: E402
 from core.fewshot.run import run_fewshot  # noqa: E402
 from core.fewshot.types import FewShotConfig  # noqa: E402
@@ -56,6 +58,17 @@ def main() -> None:
     ours = time.perf_counter() - t0
     print(f"{len(points)} checkpoints x {len(seeds)} seeds, {a.task} k={a.k}; load average {os.getloadavg()[0]:.1f}: "
           f"sweep {ours:.2f} s, as before {ref:.2f} s, ratio {ref / ours:.2f}x")
+    looks = [("first look", ""), ("again, L1.H1 ablated for the ICL score", "1.1"), ("reopened", "1.1")]
+    kept = Cache()
+    for what, ablate in looks:
+        t0 = time.perf_counter()
+        heads_over_training(points, ablate=ablate)  # everything measured again, as before
+        ref = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        heads_over_training(points, ablate=ablate, cache=kept)
+        ours = time.perf_counter() - t0
+        print(f"heads over training, {what}: {ours:.2f} s, measuring everything {ref:.2f} s, ratio {ref / ours:.1f}x "
+              f"(load average {os.getloadavg()[0]:.1f})")
 
 
 if __name__ == "__main__":

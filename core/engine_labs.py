@@ -202,12 +202,10 @@ class TrainingLabs:
         from core.emergence import series as emergence
         from core.tasks import load_builtin
         ctx = self._ctx(job)
-        if self._emergence_cache is None:
-            self._emergence_cache = emergence.Cache(Path(self.config.runs_dir) / "emergence-cache.json")
         config = FewShotConfig(k=req.k, selection=req.selection if req.k else "first", limit=req.limit)
         results = emergence.sweep_series(self.series_points(req), load_builtin(req.task), config,
                                       list(range(req.seeds)), device=self.config.device,
-                                      borrow=self.registry.borrow, cache=self._emergence_cache,
+                                      borrow=self.registry.borrow, cache=self._series_cache(),
                                       progress=ctx.progress, should_stop=ctx.should_stop,
                                       ablate=req.ablate_heads)
         self.remember("emergence", req, {f"{r.model}@{r.revision}" if r.revision else r.model:
@@ -221,7 +219,14 @@ class TrainingLabs:
         return emergence.heads_over_training(self.series_points(req), device=self.config.device,
                                              text=req.text or None, borrow=self.registry.borrow,
                                              progress=ctx.progress, should_stop=ctx.should_stop,
-                                             ablate=req.ablate_heads)
+                                             ablate=req.ablate_heads, cache=self._series_cache())
+
+    def _series_cache(self):
+        """Per-checkpoint results of sweeps and heads over training, kept across calls and restarts."""
+        from core.emergence import series as emergence
+        if self._emergence_cache is None:
+            self._emergence_cache = emergence.Cache(Path(self.config.runs_dir) / "emergence-cache.json")
+        return self._emergence_cache
 
     def _live_runs(self, session: str):
         from core.emergence.live import LiveRuns

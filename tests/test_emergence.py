@@ -76,10 +76,47 @@ def test_sizes_series_and_cache_make_replots_free(tmp_path):
     first = sweep_series(pts, task, FewShotConfig(k=8, selection="random", limit=24), [0], cache=cache)
     assert first[0].n_params < first[1].n_params
     assert first[1].metrics["accuracy"] > first[0].metrics["accuracy"]  # the 2-layer model recalls, 1-layer not
-    t0 = time.time()
     again = sweep_series(pts, task, FewShotConfig(k=8, selection="random", limit=24), [0],
-                         cache=Cache(tmp_path / "cache.json"))
-    assert time.time() - t0 < 0.5 and [r.metrics for r in again] == [r.metrics for r in first]
+                         cache=Cache(tmp_path / "cache.json"), borrow=_no_loads)
+    assert [r.metrics for r in again] == [r.metrics for r in first]
+
+
+def _no_loads(spec):
+    raise AssertionError(f"{spec.model}@{spec.revision} was loaded although its results were kept")
+
+
+def test_heads_over_training_keeps_one_capture_per_checkpoint(tmp_path, monkeypatch):
+    from core.emergence import series
+    captures = []
+    real = series.head_scores
+    monkeypatch.setattr(series, "head_scores", lambda handle: captures.append(handle.info.step) or real(handle))
+    pts = series_points(None, "default")[::4]
+    first = heads_over_training(pts, cache=Cache(tmp_path / "c.json"))
+    assert len(captures) == len(pts)
+    again = heads_over_training(pts, cache=Cache(tmp_path / "c.json"), borrow=_no_loads)  # e.g. after a restart
+    assert again.to_dict() == first.to_dict()
+    ablated = heads_over_training(pts, cache=Cache(tmp_path / "c.json"), ablate="1.1")
+    assert len(captures) == len(pts)  # the ICL score was measured again with the head ablated; the roles kept
+    assert ablated.induction == first.induction and ablated.icl_score != first.icl_score
+    assert heads_over_training(pts).to_dict() == first.to_dict()  # the same as computed without a cache
+
+
+def test_kept_results_of_a_local_folder_follow_its_weights(tmp_path, tiny_models):
+    """A folder keeps its name while a run writes new weights into it: what was kept no longer applies."""
+    import os
+    import shutil
+    from core.emergence.series import Point, weights_stamp
+    folder = tmp_path / "m"
+    shutil.copytree(tiny_models["gpt2"], folder)
+    point, cache = Point(str(folder)), Cache(tmp_path / "c.json")
+    heads_over_training([point], cache=cache)
+    heads_over_training([point], cache=cache, borrow=_no_loads)  # unchanged: kept
+    key = Cache.key(point, load_builtin("recall"), FewShotConfig(k=2), 0)
+    os.utime(folder / "model.safetensors", ns=(10**9, 10**9))  # new weights written under the same name
+    assert Cache.key(point, load_builtin("recall"), FewShotConfig(k=2), 0) != key
+    with pytest.raises(AssertionError, match="was loaded"):
+        heads_over_training([point], cache=cache, borrow=_no_loads)
+    assert weights_stamp(Point("default", "step0")) == []  # embedded checkpoints are fixed by name
 
 
 def test_live_series_from_a_training_folder(tmp_path):

@@ -17,7 +17,9 @@
 from __future__ import annotations
 
 import json
+import os
 import re
+import threading
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Callable
@@ -110,12 +112,24 @@ def standalone_borrow(policy: PathPolicy = PathPolicy(), offline: bool = False) 
     return ModelRegistry(max_models=1, policy=policy, offline=offline).borrow
 
 
+def weights_stamp(point: Point) -> list:
+    """A local folder's weights can change under one name (a run still training writes its final weights
+    there): their sizes and modification times join a cached result's key. Embedded and Hub checkpoints
+    are fixed by name and revision."""
+    path = Path(point.model).expanduser()
+    if not path.is_dir():
+        return []
+    return sorted([f.name, f.stat().st_size, f.stat().st_mtime_ns] for f in path.iterdir()
+                  if f.suffix in (".safetensors", ".bin", ".pt"))
+
+
 class Cache:
     """(point, task, configuration, seed) -> metrics, in memory and optionally in a JSON file."""
 
     def __init__(self, path: Path | None = None):
         self.path = path
         self.data: dict[str, dict] = {}
+        self._lock = threading.Lock()  # one engine's cache is shared by its sessions' jobs
         if path and path.exists():
             try:
                 self.data = json.loads(path.read_text())
@@ -125,16 +139,20 @@ class Cache:
     @staticmethod
     def key(point: Point, task: Task, config: FewShotConfig, seed: int) -> str:
         cfg = asdict(replace(config, seed=seed, name=""))
-        return json.dumps([point.model, point.revision, task.name, len(task.test), cfg], sort_keys=True, default=str)
+        return json.dumps([point.model, point.revision, task.name, len(task.test), cfg] + weights_stamp(point),
+                          sort_keys=True, default=str)
 
     def get(self, key: str) -> dict | None:
         return self.data.get(key)
 
     def put(self, key: str, value: dict) -> None:
-        self.data[key] = value
-        if self.path:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self.path.write_text(json.dumps(self.data))
+        with self._lock:
+            self.data[key] = value
+            if self.path:  # whole or not at all: a restart never reads half a file
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                tmp = self.path.with_name(f"{self.path.name}.{os.getpid()}.tmp")
+                tmp.write_text(json.dumps(self.data))
+                os.replace(tmp, self.path)
 
 
 def sweep_series(points: list[Point], task: Task, config: FewShotConfig, seeds: list[int] = (0,),
@@ -254,29 +272,58 @@ def _zero_ablated(handle, heads_text: str):
     return ablated(handle.model, parse_heads(heads_text, handle.info.n_layers, handle.info.n_heads))
 
 
+def _heads_keys(point: Point, text: str | None, ablate: str) -> tuple[str, str]:
+    """Cache keys of a point's head roles (the seeded probes: nothing else changes them) and of its ICL
+    score (which also depends on the text and the ablated heads)."""
+    base = [point.model, point.revision] + weights_stamp(point)
+    return (json.dumps(base + ["head roles", "probes seed 0"]),
+            json.dumps(base + ["icl score", text or "", ablate or ""]))
+
+
 def heads_over_training(points: list[Point], device: str = "auto", text: str | None = None,
                         borrow: Borrow | None = None, progress: Progress | None = None,
-                        should_stop: Callable[[], bool] = lambda: False, ablate: str = "") -> HeadsOverTraining:
-    """Head roles and the ICL score at every point; ``ablate``'d heads are zeroed for the ICL score."""
+                        should_stop: Callable[[], bool] = lambda: False, ablate: str = "",
+                        cache: Cache | None = None) -> HeadsOverTraining:
+    """Head roles and the ICL score at every point; ``ablate``'d heads are zeroed for the ICL score.
+
+    Each checkpoint's head roles come from one capture, kept in ``cache`` with its ICL score: a
+    second look (another text or ablation for the ICL score, the tab reopened) loads only the
+    checkpoints whose missing part it needs, and none when everything is kept."""
+    from core.fewshot.scoring import tokenizer_key
     borrow = borrow or standalone_borrow()
+    cache = cache or Cache()
     steps, labels, ind, prev, icl, errors = [], [], [], [], [], []
+    sequences: dict[tuple, torch.Tensor] = {}  # the ICL score's sequences, built once per vocabulary
     for n, point in enumerate(points):
         if should_stop():
             raise Cancelled("Measuring the heads")
         if progress:
             progress(n / len(points), f"heads at {point.label}")
-        try:  # head_scores switches the model to eager attention for its one capture
-            with borrow(ModelSpec(model=point.model, revision=point.revision, device=device)) as handle:
-                scores = head_scores(handle)
-                steps.append(point.step if point.step is not None else handle.info.step)
-                labels.append(point.label)
-                ind.append(np.round(scores.induction, 5).tolist())
-                prev.append(np.round(scores.previous_token, 5).tolist())
-                with _zero_ablated(handle, ablate):
-                    icl.append(round(icl_score(handle, icl_sequences(handle, text=text)), 5))
-        except ModelLoadError as err:
-            errors.append(f"{point.label}: {err}")
-            continue
+        roles_key, icl_key = _heads_keys(point, text, ablate)
+        roles, score = cache.get(roles_key), cache.get(icl_key)
+        if roles is None or score is None:
+            try:
+                with borrow(ModelSpec(model=point.model, revision=point.revision, device=device)) as handle:
+                    if roles is None:  # head_scores switches the model to eager attention for its one capture
+                        scores = head_scores(handle)
+                        roles = {"step": handle.info.step, "induction": np.round(scores.induction, 5).tolist(),
+                                 "previous_token": np.round(scores.previous_token, 5).tolist()}
+                        cache.put(roles_key, roles)
+                    if score is None:
+                        vocab = (tokenizer_key(handle.tokenizer), handle.info.vocab_size, handle.info.context_length)
+                        if vocab not in sequences:
+                            sequences[vocab] = icl_sequences(handle, text=text)
+                        with _zero_ablated(handle, ablate):
+                            score = {"icl_score": round(icl_score(handle, sequences[vocab]), 5)}
+                        cache.put(icl_key, score)
+            except ModelLoadError as err:
+                errors.append(f"{point.label}: {err}")
+                continue
+        steps.append(point.step if point.step is not None else roles["step"])
+        labels.append(point.label)
+        ind.append(roles["induction"])
+        prev.append(roles["previous_token"])
+        icl.append(score["icl_score"])
     if not steps:
         raise UserError("No checkpoint of the series could be loaded: " + " ".join(errors))
     return HeadsOverTraining(steps, labels, ind, prev, icl, errors)

@@ -67,7 +67,8 @@ def main() -> None:
         t0 = time.perf_counter()
         heads_over_training(points, ablate=ablate, cache=kept)
         ours = time.perf_counter() - t0
-        print(f"heads over training, {what}: {ours:.2f} s, measuring everything {ref:.2f} s, ratio {ref / ours:.1f}x "
+        ratio = f"ratio {ref / ours:.1f}x" if ours >= 0.01 else "nothing loaded"
+        print(f"heads over training, {what}: {ours:.2f} s, measuring everything {ref:.2f} s, {ratio} "
               f"(load average {os.getloadavg()[0]:.1f})")
 
 

@@ -61,7 +61,7 @@ def main(argv: list[str] | None = None) -> None:
     if cfg.exposed:
         logging.warning("serving beyond localhost: local model paths are limited to %s",
                         ", ".join(map(str, ("assets/models", *cfg.model_dirs))))
-    demo = build_app(engine).queue()
+    demo = build_app(engine)  # gr.Blocks queues by default; .queue() again rebuilt its FastAPI app (0.35 s)
     demo.launch(prevent_thread_lock=True, **launch_kwargs(engine))
     engine.load_default_in_background()  # after the page answers: loading beside the build slowed both
     _report_default(engine)

@@ -12,9 +12,10 @@ import html
 import re
 from pathlib import Path
 
-import torch
-
 from core.attention.capture import AttentionResult
+from core.lazy import lazy
+
+torch = lazy("torch")
 
 VENDOR = Path(__file__).resolve().parent.parent / "assets" / "vendor"
 SCRIPTS = ("d3.v5.min.js", "jquery.min.js")

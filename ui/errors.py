@@ -8,9 +8,11 @@ import logging
 import traceback
 
 import gradio as gr
-import torch
 
 from core.errors import UserError
+from core.lazy import lazy
+
+torch = lazy("torch")
 
 log = logging.getLogger("emergence_lab")
 

@@ -13,15 +13,17 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 import numpy as np
-import torch
 
 from core.attention import head_roles
 from core.errors import UserError
 from core.models.loading import attention_implementation
 from core.models.types import ModelHandle
 from core.models.devices import input_device
+from core.lazy import lazy
 
-Consumer = Callable[[int, torch.Tensor], None]  # (layer, weights (batch, heads, q, k))
+torch = lazy("torch")
+
+Consumer = Callable[[int, "torch.Tensor"], None]  # (layer, weights (batch, heads, q, k))
 
 
 class _Stop(Exception):

@@ -14,7 +14,9 @@ score with the last two axes reduced.
 from __future__ import annotations
 
 import numpy as np
-import torch
+from core.lazy import lazy
+
+torch = lazy("torch")
 
 
 def _t(att) -> torch.Tensor:

@@ -22,11 +22,13 @@ from __future__ import annotations
 from typing import Callable, Sequence
 
 import numpy as np
-import torch
 
 from core.attribution.types import KEEP_METHODS, AttributionResult, Cancelled, method_info, options_for
 from core.errors import UserError
 from core.models.types import ModelHandle, cannot
+from core.lazy import lazy
+
+torch = lazy("torch")
 
 GRANULARITIES = ("token", "word", "segment")
 CPU_BUDGET_BYTES = 2 * 2**30  # on the CPU, larger batches of steps gain little speed and cost RAM

@@ -25,7 +25,6 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
-import torch
 
 from core.attention.capture import head_scores
 from core.models.embedded import find_embedded, DEFAULT_MODEL
@@ -37,6 +36,9 @@ from core.models.presets import PYTHIA_STEPS
 from core.tasks import Task
 from core.models.types import ModelSpec
 from core.models.devices import input_device
+from core.lazy import lazy, no_grad
+
+torch = lazy("torch")
 
 Progress = Callable[[float, str], None]
 SERIES_STEPS = (0, 64, 512, 1000, 4000, 16000, 64000, 143000)  # a log-spaced subset of Pythia's revisions
@@ -238,7 +240,7 @@ def _embedded_vocab_size() -> int:
     return Vocab().size
 
 
-@torch.no_grad()
+@no_grad
 def late_minus_early(model, ids: torch.Tensor) -> float:
     """Mean loss at late positions minus mean loss at early positions (nats; negative = ICL)."""
     logits = model(ids.to(input_device(model))).logits.float()

@@ -24,8 +24,10 @@ import contextlib
 import sys
 import threading
 from typing import Iterator
+from core.lazy import lazy
 
-import torch
+torch = lazy("torch")
+
 
 _state = threading.local()
 _NAMES = {"sdpa": "el_shared_prefix_sdpa", "eager": "el_shared_prefix_eager"}

@@ -23,12 +23,14 @@ from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
-import torch
 
 from core.errors import Cancelled, UserError
 from core.models.loading import context_length
 from core.models.devices import input_device
 from core.fewshot import prefix_attention
+from core.lazy import lazy
+
+torch = lazy("torch")
 
 BATCH_TOKENS = 8192  # padded tokens per batch on CPU; GPUs take more
 

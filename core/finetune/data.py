@@ -10,14 +10,15 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-import torch
-
 from core.errors import UserError
 from core.finetune import ner
 from core.finetune.types import FinetuneSpec
 from core.fewshot.scoring import encode, split_context
 from core.tasks import (Task, Template, load_builtin, load_hub_dataset, read_table, split_table,
                         task_from_tables)
+from core.lazy import lazy
+
+torch = lazy("torch")
 
 MAX_CHOICES = 50  # an uploaded label column with more distinct values is scored as generation
 

@@ -14,8 +14,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 
 from core.finetune import ner
 from core.finetune.data import Encoded, collate, prompt_of
@@ -23,6 +21,10 @@ from core.finetune.ner_metrics import NerScores, score
 from core.fewshot.scoring import encode, generate_greedy, score_continuations
 from core.tasks import Task
 from core.models.devices import input_device
+from core.lazy import lazy, no_grad
+
+torch = lazy("torch")
+F = lazy("torch.nn.functional")
 
 IGNORE = -100
 
@@ -52,7 +54,7 @@ class HeldOut:
     correct: bool
 
 
-@torch.no_grad()
+@no_grad
 def evaluate(model, tokenizer, task, enc: Encoded, objective: str, batch_size: int, device: torch.device,
              examples: list | None = None) -> dict:
     """Held-out loss and score: ``eval_accuracy`` always (word accuracy for tokens), and entity
@@ -132,7 +134,7 @@ class TokenPrediction:
     confidence: tuple[float, ...]       # the predicted tag's probability, per word
 
 
-@torch.no_grad()
+@no_grad
 def predict_tokens(model, tokenizer, sentences: list[ner.Sentence], labels: tuple[str, ...],
                    batch_size: int = 32, max_length: int = 256) -> list[TokenPrediction]:
     """Each word's tag: the most likely tag of its first sub-token."""

@@ -11,7 +11,6 @@ from dataclasses import dataclass, replace
 from typing import Callable
 
 import numpy as np
-import torch
 
 from core.errors import Cancelled, UserError
 from core.fewshot.run import run_fewshot
@@ -21,6 +20,9 @@ from core.interventions.hooks import ablated, head_means
 from core.interventions.requests import MODES
 from core.models.types import ModelHandle
 from core.tasks import Task
+from core.lazy import lazy
+
+torch = lazy("torch")
 
 Progress = Callable[[float, str], None]
 

@@ -9,11 +9,12 @@ from __future__ import annotations
 import contextlib
 from typing import Iterator
 
-import torch
-
 from core.attention.capture import attention_modules
 from core.errors import UserError
 from core.models.devices import input_device
+from core.lazy import lazy, no_grad
+
+torch = lazy("torch")
 
 OUT_PROJ = ("o_proj", "c_proj", "dense", "out_proj")      # Llama/Qwen/Mistral, GPT-2, GPT-NeoX, others
 FINAL_NORM = ("norm", "ln_f", "final_layer_norm", "final_layernorm")
@@ -115,7 +116,7 @@ def ablated(model, heads: list[tuple[int, int]], means: dict[tuple[int, int], to
             h.remove()
 
 
-@torch.no_grad()
+@no_grad
 def head_means(model, ids: torch.Tensor, heads: list[tuple[int, int]]) -> dict[tuple[int, int], torch.Tensor]:
     """Each head's mean output (over the batch and positions of ``ids``): what mean ablation writes."""
     projs, d = out_projections(model), head_dim(model)

@@ -12,13 +12,15 @@ from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
-import torch
 
 from core.errors import Cancelled, UserError
 from core.fewshot.scoring import encode, split_context
 from core.interventions.hooks import decoder_layers, final_norm, head_dim, out_projections
 from core.models.types import ModelHandle
 from core.models.devices import input_device
+from core.lazy import lazy, no_grad
+
+torch = lazy("torch")
 
 
 @dataclass
@@ -59,7 +61,7 @@ def _hidden(output) -> torch.Tensor:
     return output[0] if isinstance(output, tuple) else output
 
 
-@torch.no_grad()
+@no_grad
 def patch(handle: ModelHandle, clean: str, corrupt: str, target: str,
           should_stop: Callable[[], bool] = lambda: False) -> PatchResult:
     if handle.info.kind != "causal_lm":
@@ -162,7 +164,7 @@ class LensResult:
                 "target_prob": None if self.target_prob is None else self.target_prob.round(6).tolist()}
 
 
-@torch.no_grad()
+@no_grad
 def logit_lens(handle: ModelHandle, text: str, target: str | None = None, k: int = 5) -> LensResult:
     """Each layer's residual stream through the final norm and the unembedding (the last = the model's own)."""
     if handle.info.kind != "causal_lm":

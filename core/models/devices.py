@@ -1,12 +1,12 @@
 """Device and dtype choice (written once, here) and memory accounting."""
 from __future__ import annotations
 
-import torch
-
 from core.errors import ModelLoadError
+from core.lazy import lazy
 
-_DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16,
-           "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16}
+torch = lazy("torch")
+_DTYPES = {"float32": "float32", "fp32": "float32", "bfloat16": "bfloat16", "bf16": "bfloat16",
+           "float16": "float16", "fp16": "float16"}
 
 
 def _mps_available() -> bool:
@@ -45,7 +45,7 @@ def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
         return torch.float16 if device.type == "mps" else torch.float32
     if name not in _DTYPES:
         raise ModelLoadError(f"Unknown dtype '{name}'. Use auto, float32, bfloat16 or float16.")
-    return _DTYPES[name]
+    return getattr(torch, _DTYPES[name])
 
 
 def dtype_name(dtype: torch.dtype) -> str:
@@ -145,10 +145,11 @@ def parse_max_memory(text: str | None) -> dict | None:
     return out
 
 
-def plan_device_map(config, max_memory: dict, dtype: torch.dtype = torch.float32,
+def plan_device_map(config, max_memory: dict, dtype: torch.dtype | None = None,
                     kind: str = "causal_lm") -> dict[str, object]:
     """Where each block of a model built from ``config`` would go under ``max_memory``, without any
     weights (``init_empty_weights`` + ``infer_auto_device_map``): the plan a device map of 'auto' follows."""
+    dtype = dtype or torch.float32
     from accelerate import infer_auto_device_map, init_empty_weights
     from transformers import AutoModelForCausalLM, AutoModel
     with init_empty_weights():

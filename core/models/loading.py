@@ -16,13 +16,14 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Callable, Iterator
 
-import torch
-
 from core.models import cache, devices
 from core.models.embedded import DEFAULT_MODEL
 from core.errors import ModelLoadError
 from core.models.resolve import PathPolicy, Resolved, resolve  # noqa: F401 - where every caller finds them
 from core.models.types import KINDS, ModelHandle, ModelInfo, ModelSpec
+from core.lazy import lazy
+
+torch = lazy("torch")
 
 Progress = Callable[[float, str], None]
 Borrow = Callable[[ModelSpec], "contextlib.AbstractContextManager[ModelHandle]"]
@@ -283,11 +284,19 @@ class ModelRegistry:
     def __init__(self, budget_bytes: int | None = None, max_models: int = 3,
                  policy: PathPolicy = PathPolicy(), offline: bool = False,
                  loader: Callable[..., ModelHandle] = load_model):
-        self.budget_bytes = budget_bytes or devices.default_budget_bytes(devices.resolve_device("auto"))
+        self._budget_bytes = budget_bytes
         self.max_models = max(1, max_models)
         self.policy, self.offline, self._loader = policy, offline, loader
         self._handles: OrderedDict[str, ModelHandle] = OrderedDict()
         self._lock = threading.RLock()
+
+    @property
+    def budget_bytes(self) -> int:
+        """The memory the loaded models may hold; by default worked out from the device on first use
+        (asking torch about GPUs imports it: not while the app builds its page)."""
+        if self._budget_bytes is None:
+            self._budget_bytes = devices.default_budget_bytes(devices.resolve_device("auto"))
+        return self._budget_bytes
 
     def load(self, spec: ModelSpec, progress: Progress | None = None) -> ModelHandle:
         """The loaded handle for ``spec``, loading it (and evicting others) if needed."""

@@ -40,15 +40,18 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--offload-folder", help="with --device-map: where layers that fit nowhere go on disk")
 
 
-def load_from_args(args: argparse.Namespace, **overrides):
-    from core.models.loading import load_model
+def spec_from_args(args: argparse.Namespace, **overrides):
     from core.models.types import ModelSpec
     from core.models.requests import LoadRequest
     LoadRequest.from_args(args)  # the same checks as every other load
-    spec = ModelSpec(model=args.model, revision=args.revision, device=args.device, dtype=args.dtype,
+    return ModelSpec(model=args.model, revision=args.revision, device=args.device, dtype=args.dtype,
                      kind=args.kind, trust_remote_code=args.trust_remote_code, device_map=args.device_map,
                      max_memory=args.max_memory, offload_folder=args.offload_folder, **overrides)
-    return load_model(spec)
+
+
+def load_from_args(args: argparse.Namespace, **overrides):
+    from core.models.loading import load_model
+    return load_model(spec_from_args(args, **overrides))
 
 
 def cmd_models(args: argparse.Namespace) -> object:
@@ -59,11 +62,26 @@ def cmd_models(args: argparse.Namespace) -> object:
         [{"source": "packaged", "pretrained": True, **p.to_dict()} for p in list_packaged()]
 
 
+def _info_args(p: argparse.ArgumentParser) -> None:
+    add_model_args(p)
+    p.add_argument("--fresh", action="store_true", help="load the model even when the card of an identical "
+                   "earlier load is kept")
+
+
 def cmd_info(args: argparse.Namespace) -> object:
-    return load_from_args(args).info.to_dict()
+    """The model's card. Answered from the card of an earlier load of the same weights, request, library
+    versions and accelerators when one is kept (no torch import, no load); else loaded and kept."""
+    from core.models import info_records
+    record = info_records.key(spec_from_args(args))
+    kept = None if args.fresh else info_records.get(record)
+    if kept is not None:
+        return kept
+    info = load_from_args(args).info.to_dict()
+    info_records.put(record, info)
+    return info
 
 
-cmd_info.arguments = add_model_args  # type: ignore[attr-defined]
+cmd_info.arguments = _info_args  # type: ignore[attr-defined]
 
 
 def _train_tiny_args(p: argparse.ArgumentParser) -> None:
@@ -357,7 +375,7 @@ command("attribute", "which parts of a prompt drove a target (Captum)")(cmd_attr
 command("heads", "score every head's role (induction, previous token, sink, entropy)")(cmd_heads)
 command("attention", "one head's attention map on a text")(cmd_attention)
 command("fewshot", "score a task with k demonstrations (lm-eval layout)")(cmd_fewshot)
-command("info", "load a model and print its info record")(cmd_info)
+command("info", "a model's card: loaded, or kept from an identical earlier load (--fresh loads)")(cmd_info)
 command("finetune", "fine-tune a model (full, lora, ia3, prefix or prompt) on a task; writes a run folder")(
     cmd_finetune)
 command("train-tiny", "train an embedded-style tiny model from scratch")(cmd_train_tiny)

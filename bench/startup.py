@@ -3,7 +3,8 @@
     python bench/startup.py [--repeats 3]
 
 - ``python -m core models`` and ``python -m core info --model default``, beside ``python -c pass``
-  and beside ``import torch, transformers`` (the floor any command that loads a model pays);
+  and beside ``import torch, transformers`` (the floor any command that loads a model pays); ``info``
+  twice: with an empty cache folder (it loads) and again (it answers from the kept card);
 - ``python app.py --offline``: seconds until the page answers (GET / returns 200) and until the default
   model is loaded (the log line), beside ``import gradio`` (the floor of any Gradio app).
 Medians of ``--repeats`` runs; the machine's load average is printed with them.
@@ -13,6 +14,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
+import tempfile
 import socket
 import statistics
 import subprocess
@@ -73,12 +76,22 @@ def main(argv=None) -> dict:
            "import_torch_transformers_s": med(lambda: wall([py, "-c", "import torch, transformers"])),
            "import_gradio_s": med(lambda: wall([py, "-c", "import gradio"])),
            "cli_models_s": med(lambda: wall([py, "-m", "core", "models"])),
-           "cli_info_default_s": med(lambda: wall([py, "-m", "core", "info", "--model", "default"]))}
+           }
+    cache = Path(tempfile.mkdtemp())
+    info = [py, "-m", "core", "info", "--model", "default", f"--cache-dir={cache}"]
+
+    def first_info() -> float:
+        shutil.rmtree(cache / "info", ignore_errors=True)  # nothing kept: it loads
+        return wall(info)
+    out["cli_info_default_first_s"] = med(first_info)
+    out["cli_info_default_s"] = med(lambda: wall(info))  # the card kept by the first
+    shutil.rmtree(cache, ignore_errors=True)
     runs = [app_times() for _ in range(args.repeats)]
     out["app_page_s"] = round(statistics.median(r[0] for r in runs), 2)
     out["app_default_model_loaded_s"] = round(statistics.median(r[1] for r in runs if r[1]), 2)
     out["targets"] = {"cli_models_s <= 1.5": out["cli_models_s"] <= 1.5,
-                      "cli_info_default_s <= 3": out["cli_info_default_s"] <= 3,
+                      "cli_info_default_s <= 3 (kept card)": out["cli_info_default_s"] <= 3,
+                      "cli_info_default_first_s <= 3 (loading)": out["cli_info_default_first_s"] <= 3,
                       "app_page_s <= 5": out["app_page_s"] <= 5}
     out["load_avg_1min"] = round(os.getloadavg()[0], 2)
     print(json.dumps(out, indent=1))

@@ -54,21 +54,8 @@ def ours(model_dir: Path, train: Path, test: Path, k: int, out: Path, env: dict)
 
 
 def lmeval(model_dir: Path, train: Path, test: Path, k: int, tmp: Path, env: dict) -> tuple[float, np.ndarray]:
-    tasks = tmp / f"tasks_k{k}"
-    tasks.mkdir(exist_ok=True)
-    (tasks / "bench.yaml").write_text(f"""
-task: bench_sentiment
-dataset_path: csv
-dataset_kwargs: {{data_files: {{train: {train}, test: {test}}}}}
-fewshot_split: train
-test_split: test
-output_type: multiple_choice
-doc_to_text: "Review: {{{{text}}}}\\nSentiment:"
-doc_to_choice: ["positive", "negative"]
-doc_to_target: "{{{{['positive', 'negative'].index(label)}}}}"
-fewshot_config: {{sampler: first_n}}
-metric_list: [{{metric: acc}}]
-""")
+    from fewshot_speed import lmeval_task
+    tasks = lmeval_task(tmp / f"tasks_k{k}", train, test)
     out = tmp / f"lmeval_k{k}"
     cmd = [str(Path(sys.executable).with_name("lm_eval")), "--model", "hf",
            "--model_args", f"pretrained={model_dir},dtype=float32", "--tasks", "bench_sentiment",

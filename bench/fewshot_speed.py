@@ -52,13 +52,10 @@ def build_model(folder: Path) -> Path:
     return folder
 
 
-def run_lmeval(model_dir, train, test, k, tmp, device, batch_size, dtype: str = "float32") -> tuple[float, np.ndarray, float]:
-    import lm_eval
-    from lm_eval.models.huggingface import HFLM
-    from lm_eval.tasks import TaskManager
-    tasks = tmp / f"tasks_k{k}"
-    tasks.mkdir(exist_ok=True)
-    (tasks / "bench.yaml").write_text(f"""
+def lmeval_task(folder: Path, train: Path, test: Path) -> Path:
+    """The task as lm-eval's YAML (``bench_sentiment``): the same CSV, template and choices as ours."""
+    folder.mkdir(exist_ok=True)
+    (folder / "bench.yaml").write_text(f"""
 task: bench_sentiment
 dataset_path: csv
 dataset_kwargs: {{data_files: {{train: {train}, test: {test}}}}}
@@ -71,6 +68,14 @@ doc_to_target: "{{{{['positive', 'negative'].index(label)}}}}"
 fewshot_config: {{sampler: first_n}}
 metric_list: [{{metric: acc}}]
 """)
+    return folder
+
+
+def run_lmeval(model_dir, train, test, k, tmp, device, batch_size, dtype: str = "float32") -> tuple[float, np.ndarray, float]:
+    import lm_eval
+    from lm_eval.models.huggingface import HFLM
+    from lm_eval.tasks import TaskManager
+    tasks = lmeval_task(tmp / f"tasks_k{k}", train, test)
     lm = HFLM(pretrained=str(model_dir), device=device, dtype=dtype, batch_size=batch_size)
     t0 = time.perf_counter()
     out = lm_eval.simple_evaluate(model=lm, tasks=["bench_sentiment"], num_fewshot=k,

@@ -118,11 +118,9 @@ def weights_stamp(point: Point) -> list:
     """A local folder's weights can change under one name (a run still training writes its final weights
     there): their sizes and modification times join a cached result's key. Embedded and Hub checkpoints
     are fixed by name and revision."""
+    from core.models.cache import files_stamp
     path = Path(point.model).expanduser()
-    if not path.is_dir():
-        return []
-    return sorted([f.name, f.stat().st_size, f.stat().st_mtime_ns] for f in path.iterdir()
-                  if f.suffix in (".safetensors", ".bin", ".pt"))
+    return files_stamp(path, (".safetensors", ".bin", ".pt")) if path.is_dir() else []
 
 
 class Cache:

@@ -29,6 +29,13 @@ def set_cache_root(folder: Path | str | None) -> None:
         os.environ[ENV] = str(Path(folder).expanduser().resolve())
 
 
+def files_stamp(folder: Path, suffixes: tuple[str, ...] | None = None) -> list:
+    """Name, size and modification time of the folder's files (those ending in ``suffixes``, if given):
+    what changes when new weights are written under the same name."""
+    return sorted([f.name, f.stat().st_size, f.stat().st_mtime_ns] for f in folder.iterdir()
+                  if f.is_file() and (suffixes is None or f.suffix in suffixes))
+
+
 def file_sha256(path: Path) -> str:
     """The file's SHA-256, remembered by (path, size, mtime) so a second load does not read it again."""
     st = path.stat()

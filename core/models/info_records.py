@@ -50,10 +50,6 @@ def _accelerators() -> dict:
             "platform": [sys.platform, platform.machine()]}
 
 
-def _files(folder: Path) -> list:
-    return sorted([f.name, f.stat().st_size, f.stat().st_mtime_ns] for f in folder.iterdir() if f.is_file())
-
-
 def key(spec: ModelSpec) -> str | None:
     """The record's key for ``spec``, or None when its card is not kept (see the module's note)."""
     from core.models import served
@@ -72,7 +68,7 @@ def key(spec: ModelSpec) -> str | None:
     folder = Path(res.path)
     if res.source == "hub" or res.adapter or not folder.is_dir():
         return None
-    body = json.dumps({"spec": asdict(spec), "path": str(folder.resolve()), "files": _files(folder),
+    body = json.dumps({"spec": asdict(spec), "path": str(folder.resolve()), "files": cache.files_stamp(folder),
                        "versions": _versions(), "machine": _accelerators()}, sort_keys=True, default=str)
     return hashlib.sha256(body.encode()).hexdigest()
 

@@ -5,8 +5,9 @@ from core.errors import ModelLoadError
 from core.lazy import lazy
 
 torch = lazy("torch")
-_DTYPES = {"float32": "float32", "fp32": "float32", "bfloat16": "bfloat16", "bf16": "bfloat16",
-           "float16": "float16", "fp16": "float16"}
+_DTYPES = {  # the names a user may give -> torch's attribute (read on use: torch is imported lazily)
+    "float32": "float32", "fp32": "float32", "bfloat16": "bfloat16", "bf16": "bfloat16",
+    "float16": "float16", "fp16": "float16"}
 
 
 def _mps_available() -> bool:

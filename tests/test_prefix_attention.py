@@ -108,3 +108,27 @@ def test_not_used_for_virtual_token_or_split_models():
     assert not prefix_attention.usable(split)
     split.hf_device_map = None
     assert prefix_attention.usable(split)
+
+
+def test_an_attention_capture_waits_for_the_scorers_switch(tiny_models):
+    """Switches of one model never overlap: capture's eager could otherwise be restored over the scorer's
+    switch (or the other way round) and leave a forward computing with the wrong attention."""
+    from core.models.loading import model_attention_implementation
+    handle = load_model(ModelSpec(str(tiny_models["gpt2"]), device="cpu", dtype="float32"))
+    model = handle.model
+    with torch.no_grad():
+        cache = model(torch.tensor([[5, 6, 7]]), use_cache=True).cache
+    entered, seen = threading.Event(), {}
+
+    def capture():
+        with model_attention_implementation(model, "eager"):
+            seen["impl"] = model.config._attn_implementation
+            entered.set()
+    with prefix_attention.shared_prefix(model, cache):
+        t = threading.Thread(target=capture)
+        t.start()
+        assert not entered.wait(timeout=0.5)  # it waits while the scorer's switch holds the model
+        assert model.config._attn_implementation == "el_shared_prefix_sdpa"
+    assert entered.wait(timeout=120)
+    t.join(timeout=120)
+    assert seen["impl"] == "eager" and model.config._attn_implementation == "sdpa"

@@ -16,7 +16,8 @@ implement (a sliding window the prompt outgrows, logit soft-capping, attention s
 ``Unsupported`` at the first layer, and the scorer goes back to the cache path for the call.
 
 The switch is the model's attention implementation, which is model-wide; a forward in another thread
-while it is switched (no prefix set in that thread) gets exactly the implementation the model had.
+while it is switched (no prefix set in that thread) gets exactly the implementation the model had, and
+another switch of the same model (attention capture's eager) waits for this one (``switch_lock``).
 """
 from __future__ import annotations
 
@@ -119,13 +120,17 @@ def usable(model) -> bool:
 def shared_prefix(model, cache) -> Iterator[None]:
     """Within the block, this thread's forwards of ``model`` attend to ``cache`` (a transformers cache of
     the prefix, batch 1) as the prefix of every row; pass the rows' positions (``position_ids``)."""
+    from core.models.loading import switch_lock
     _register()
-    base = model.config._attn_implementation
     prefix = [(layer.keys, layer.values) for layer in cache.layers]
-    model.set_attn_implementation(_NAMES[base])
-    _state.prefix = prefix
-    try:
-        yield
-    finally:
-        _state.prefix = None
-        model.set_attn_implementation(base)
+    with switch_lock(model):  # no other switch of this model (attention capture) overlaps this one
+        base = model.config._attn_implementation
+        if base not in _NAMES:
+            raise Unsupported(f"attention implementation {base}")
+        model.set_attn_implementation(_NAMES[base])
+        _state.prefix = prefix
+        try:
+            yield
+        finally:
+            _state.prefix = None
+            model.set_attn_implementation(base)

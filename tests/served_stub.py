@@ -20,6 +20,7 @@ class Stub:
         self.logprobs = True        # False: answer without logprobs (a server that cannot score prompts)
         self.shift = False          # True: echo log-probabilities one position off (llama-cpp-python's server)
         self.requests = 0
+        self.auth: list[str | None] = []  # the Authorization header of every request (which key was sent)
         self.lock = threading.Lock()
         stub = self
 
@@ -37,12 +38,14 @@ class Stub:
 
             def do_GET(self):
                 stub.requests += 1
+                stub.auth.append(self.headers.get("Authorization"))
                 if self.path.rstrip("/") == "/v1/models":
                     return self._send(200, {"data": [{"id": stub.name}]})
                 self._send(404, {"error": "not found"})
 
             def do_POST(self):
                 stub.requests += 1
+                stub.auth.append(self.headers.get("Authorization"))
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 time.sleep(stub.delay)
                 with stub.lock:
@@ -101,3 +104,33 @@ class Stub:
                                "text_offset": [a for a, _ in enc["offset_mapping"]] + gen["text_offset"],
                                "token_logprobs": values + gen["token_logprobs"], "top_logprobs": top + gen["top_logprobs"]}
         return {"choices": [out], "model": self.name}
+
+
+class Silent:
+    """A server that accepts connections and never answers (a hung endpoint)."""
+
+    def __init__(self):
+        import socket
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(64)
+        self.conns = []
+        self.thread = threading.Thread(target=self._accept, daemon=True)
+        self.thread.start()
+
+    def _accept(self):
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            self.conns.append(conn)  # kept open, never read or answered
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.sock.getsockname()[1]}/v1"
+
+    def close(self) -> None:
+        for c in self.conns:
+            c.close()
+        self.sock.close()

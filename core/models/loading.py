@@ -147,46 +147,32 @@ def _plain_map(model) -> dict | None:
 
 
 def load_model(spec: ModelSpec, policy: PathPolicy = PathPolicy(), offline: bool = False,
-               progress: Progress | None = None) -> ModelHandle:
+               progress: Progress | None = None, should_stop: Callable[[], bool] = lambda: False) -> ModelHandle:
     """Load weights and tokenizer for ``spec``. Raises ``ModelLoadError`` with a plain message."""
-    from transformers import AutoConfig, AutoTokenizer
-
     if spec.kind not in ("auto", *KINDS):
         raise ModelLoadError(f"Unknown model kind '{spec.kind}'. Use auto, {', '.join(KINDS)}.")
     from core.models import served
     endpoint = served.parse_endpoint(spec.model)
     if endpoint is not None:
-        return _served_handle(spec, endpoint, policy)
+        return _served_handle(spec, endpoint, policy, should_stop)
+    trust = policy.remote_code(spec.model, spec.trust_remote_code)  # refused before anything is read
     res = resolve(spec, policy, offline, progress)
     device = devices.resolve_device(spec.device)
     dtype = devices.resolve_dtype(spec.dtype, device)
-    common = dict(revision=res.revision, local_files_only=res.local_files_only,
-                  trust_remote_code=spec.trust_remote_code)
+    common = dict(revision=res.revision, local_files_only=res.local_files_only, trust_remote_code=trust)
     if res.adapter:
-        return _load_adapter(spec, res, policy, offline, device, dtype)
+        with _WEIGHTS_LOCK:
+            return _load_adapter(spec, res, policy, offline, device, dtype)
     try:
-        config = AutoConfig.from_pretrained(res.path, **common)
-        kind = detect_kind(config) if spec.kind == "auto" else spec.kind
-        kwargs = dict(common, config=config, dtype=dtype)
-        if spec.attn_implementation:
-            kwargs["attn_implementation"] = spec.attn_implementation
-        quant = _quantization_config(spec, device)
-        if quant is not None:
-            kwargs.update(quantization_config=quant, device_map=spec.device_map or {"": device.index or 0})
-        elif spec.device_map:
-            kwargs.update(_split_kwargs(spec))
-        model, report = _auto_class(kind).from_pretrained(res.path, output_loading_info=True, **kwargs)
-        heads = heads_note(model, kind, list(report.get("missing_keys", ())))
-        if quant is None and not spec.device_map:
-            model.to(device)
-        model.eval()
-        tokenizer = AutoTokenizer.from_pretrained(res.path, **common)
+        with _WEIGHTS_LOCK:
+            return _load_weights(spec, res, common, device, dtype)
     except ModelLoadError:
         raise
     except ValueError as exc:
         if "trust_remote_code" in str(exc):
-            raise ModelLoadError(f"Model '{spec.model}' runs custom code from its repository. Tick "
-                                 "'trust remote code' only if you trust its authors.") from exc
+            fix = ("Tick 'trust remote code' only if you trust its authors." if policy.allow_any else
+                   "On this server only the operator can allow that (--trust-remote-code-for at start).")
+            raise ModelLoadError(f"Model '{spec.model}' runs custom code from its repository. {fix}") from exc
         raise ModelLoadError(f"Could not load '{spec.model}': {exc}") from exc
     except torch.OutOfMemoryError as exc:
         gc.collect()
@@ -194,17 +180,49 @@ def load_model(spec: ModelSpec, policy: PathPolicy = PathPolicy(), offline: bool
                              "a smaller dtype or 8-/4-bit loading, or a smaller model.") from exc
     except (OSError, KeyError, RuntimeError) as exc:
         raise ModelLoadError(f"Could not load '{spec.model}': {str(exc).splitlines()[0]}") from exc
+    except Exception as exc:  # noqa: BLE001 - a repository's own code may fail in any way
+        first = (str(exc).splitlines() or [""])[0]
+        raise ModelLoadError(f"Could not load '{spec.model}': {type(exc).__name__}: {first}") from exc
+
+
+# transformers builds a model under process-wide state (the default device, meta-device initialisation), so two
+# threads must not build models at once; resolving (downloads) and served endpoints' checks stay outside it
+_WEIGHTS_LOCK = threading.Lock()
+
+
+def _load_weights(spec: ModelSpec, res: Resolved, common: dict, device: torch.device,
+                  dtype: torch.dtype) -> ModelHandle:
+    from transformers import AutoConfig, AutoTokenizer
+    config = AutoConfig.from_pretrained(res.path, **common)
+    kind = detect_kind(config) if spec.kind == "auto" else spec.kind
+    kwargs = dict(common, config=config, dtype=dtype)
+    if spec.attn_implementation:
+        kwargs["attn_implementation"] = spec.attn_implementation
+    quant = _quantization_config(spec, device)
+    if quant is not None:
+        kwargs.update(quantization_config=quant, device_map=spec.device_map or {"": device.index or 0})
+    elif spec.device_map:
+        kwargs.update(_split_kwargs(spec))
+    model, report = _auto_class(kind).from_pretrained(res.path, output_loading_info=True, **kwargs)
+    heads = heads_note(model, kind, list(report.get("missing_keys", ())))
+    if quant is None and not spec.device_map:
+        model.to(device)
+    model.eval()
+    tokenizer = AutoTokenizer.from_pretrained(res.path, **common)
     if tokenizer.pad_token is None and tokenizer.eos_token is not None:
         tokenizer.pad_token = tokenizer.eos_token
     return ModelHandle(model, tokenizer, spec, model_info(model, spec.key, res, kind, heads))
 
 
-def _served_handle(spec: ModelSpec, endpoint, policy: PathPolicy) -> ModelHandle:
-    """A model behind an OpenAI-compatible server: checked once (reachable, serves it, returns log-probabilities)."""
-    from core.models.served import ServedModel, ServedTokenizer
+def _served_handle(spec: ModelSpec, endpoint, policy: PathPolicy,
+                   should_stop: Callable[[], bool] = lambda: False) -> ModelHandle:
+    """A model behind an OpenAI-compatible server: checked once (reachable, serves it, returns log-probabilities).
+    Its API key's variable is the policy's choice; its requests time out after the policy's timeout."""
+    from core.models.served import Client, ServedModel, ServedTokenizer
     policy.check_endpoint(endpoint.base_url)
-    model = ServedModel(endpoint)
-    model.check()
+    endpoint = replace(endpoint, key_env=policy.endpoint_key(endpoint.base_url, endpoint.key_env))
+    model = ServedModel(endpoint, Client(endpoint, timeout=policy.endpoint_timeout_s))
+    model.check(should_stop)
     info = ModelInfo(key=spec.key, name=endpoint.model, source="served", location=endpoint.base_url, revision=None,
                      model_type="served", kind="causal_lm", architecture="served (OpenAI-compatible completions API)",
                      n_params=0, n_layers=0, n_heads=0, n_kv_heads=0, hidden_size=0, context_length=None,
@@ -305,6 +323,7 @@ class ModelRegistry:
         self.max_models = max(1, max_models)
         self.policy, self.offline, self._loader = policy, offline, loader
         self._handles: OrderedDict[str, ModelHandle] = OrderedDict()
+        self._loading: dict[str, threading.Event] = {}  # keys being loaded now (outside the lock)
         self._lock = threading.RLock()
 
     @property
@@ -315,24 +334,48 @@ class ModelRegistry:
             self._budget_bytes = devices.default_budget_bytes(devices.resolve_device("auto"))
         return self._budget_bytes
 
-    def load(self, spec: ModelSpec, progress: Progress | None = None) -> ModelHandle:
-        """The loaded handle for ``spec``, loading it (and evicting others) if needed."""
+    def load(self, spec: ModelSpec, progress: Progress | None = None,
+             should_stop: Callable[[], bool] = lambda: False) -> ModelHandle:
+        """The loaded handle for ``spec``, loading it (and evicting others) if needed.
+
+        The load itself runs outside the registry's lock: a slow or hanging load (a served model that never
+        answers) keeps no other caller from the models already loaded. Two loads of one key: the second waits
+        for the first."""
         spec = self._canonical(spec)  # one name, one entry
-        with self._lock:
-            if spec.key in self._handles:
-                self._handles.move_to_end(spec.key)
-                return self._handles[spec.key]
+        while True:
+            with self._lock:
+                if spec.key in self._handles:
+                    self._handles.move_to_end(spec.key)
+                    return self._handles[spec.key]
+                busy = self._loading.get(spec.key)
+                if busy is None:
+                    busy = self._loading[spec.key] = threading.Event()
+                    break
+            while not busy.wait(0.1):  # another call loads it: wait for that one (or a cancel)
+                if should_stop():
+                    from core.errors import Cancelled
+                    raise Cancelled("Loading")
+        try:
             if progress:
                 progress(0.1, f"loading {spec.model}")
-            while len(self._handles) >= self.max_models:
-                self._evict_oldest()
-            handle = self._loader(spec, policy=self.policy, offline=self.offline, progress=progress)
-            self._handles[spec.key] = handle
-            while self.used_bytes() > self.budget_bytes and len(self._handles) > 1:
-                self._evict_oldest()
-            if progress:
-                progress(1.0, f"loaded {spec.model}")
-            return handle
+            with self._lock:  # room first, as the count allows: the new weights need the memory
+                while len(self._handles) >= self.max_models:
+                    self._evict_oldest()
+            handle = self._loader(spec, policy=self.policy, offline=self.offline, progress=progress,
+                                  should_stop=should_stop)
+            with self._lock:
+                while len(self._handles) >= self.max_models:
+                    self._evict_oldest()
+                self._handles[spec.key] = handle
+                while self.used_bytes() > self.budget_bytes and len(self._handles) > 1:
+                    self._evict_oldest()
+        finally:
+            with self._lock:
+                self._loading.pop(spec.key, None)
+            busy.set()
+        if progress:
+            progress(1.0, f"loaded {spec.model}")
+        return handle
 
     @contextlib.contextmanager
     def borrow(self, spec: ModelSpec, progress: Progress | None = None) -> Iterator[ModelHandle]:

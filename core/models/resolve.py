@@ -22,27 +22,72 @@ from core.models.types import ModelSpec
 Progress = Callable[[float, str], None]
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*(/[\w.\-]+)?$")
 
+REFUSED_DATASET = ("On this server the dataset field takes Hub dataset ids only (like 'imdb' or 'owner/name'): it "
+                   "reads no local folders. Upload a CSV or JSONL file instead.")
+
+
+def operator_endpoint(text: str) -> tuple[str, str | None]:
+    """An ``--endpoint`` value, ``URL`` or ``URL;key=ENV_VAR``: (the base URL, the key's variable or None)."""
+    url, _, key = text.strip().partition(";key=")
+    return url.strip().rstrip("/"), (key.strip() or None)
+
+
 @dataclass
 class PathPolicy:
-    """Which local paths a request may name. Exposed servers only read configured folders.
+    """What a request may name: local paths, endpoints and their keys, remote code. Exposed servers allow only
+    what the operator configured; every field that can reach the local disk passes ``check`` here.
 
     Models, checkpoint series and run folders must lie in ``folders`` (the embedded models, the runs
     folder, ``--model-dir``); data files may also lie in ``upload_folders`` (where the web server keeps
-    what a browser uploaded).
+    what a browser uploaded). A refusal never depends on whether the path exists, so it reveals nothing.
     """
 
     allow_any: bool = True
     folders: tuple[Path, ...] = field(default_factory=lambda: (MODELS_DIR,))
     upload_folders: tuple[Path, ...] = ()
-    endpoints: tuple[str, ...] = ()   # served models an exposed server may call (--endpoint)
+    endpoints: tuple[str, ...] = ()     # served models an exposed server may call (--endpoint URL[;key=ENV])
+    trusted_code: tuple[str, ...] = ()  # models whose repository code an exposed server may run
+    endpoint_timeout_s: float = 20.0    # a served model's connect/read timeout: a hanging server fails fast
+
+    # ---- served models ------------------------------------------------------------------
+    def _endpoint_keys(self) -> dict[str, str | None]:
+        return dict(operator_endpoint(e) for e in self.endpoints)
+
+    def endpoint_urls(self) -> list[str]:
+        """The endpoints the operator allowed (their keys' variables are not shown)."""
+        return list(self._endpoint_keys())
 
     def check_endpoint(self, base_url: str) -> None:
         """An exposed server calls only the endpoints it was started with: a visitor's URL is never fetched."""
-        if not self.allow_any and base_url.rstrip("/") not in {e.rstrip("/") for e in self.endpoints}:
+        if not self.allow_any and base_url.rstrip("/") not in self._endpoint_keys():
             raise PathNotAllowedError(f"Calling {base_url} is not allowed: this server is reachable from other "
                                       "machines, so it only calls the served models it was started with "
                                       "(--endpoint).")
 
+    def endpoint_key(self, base_url: str, asked: str | None) -> str | None:
+        """The environment variable whose value is sent as the endpoint's API key. On an exposed server only the
+        operator names it (``--endpoint URL;key=ENV``): a visitor naming one is refused, whether it exists or not."""
+        configured = self._endpoint_keys().get(base_url.rstrip("/"))
+        if self.allow_any:  # one person's own machine: their choice, else the usual variable if it is set
+            return asked or configured or ("OPENAI_API_KEY" if os.environ.get("OPENAI_API_KEY") else None)
+        if asked:
+            raise PathNotAllowedError("On this server API keys come only from the operator (--endpoint "
+                                      "URL;key=ENV_VAR at start): remove ';key=…' from the model name.")
+        return configured
+
+    # ---- remote code -------------------------------------------------------------------
+    def remote_code(self, model: str, asked: bool) -> bool:
+        """Whether loading ``model`` may run code from its repository. On localhost: as the user ticked. On an
+        exposed server: only for the models the operator listed (--trust-remote-code-for), whatever is asked."""
+        if self.allow_any:
+            return asked
+        listed = any(model.strip() == t or _same_path(model, t) for t in self.trusted_code)
+        if asked and not listed:
+            raise PathNotAllowedError("Running code from a model's repository is the operator's decision on this "
+                                      "server (--trust-remote-code-for at start); it cannot be turned on here.")
+        return listed
+
+    # ---- local paths ---------------------------------------------------------------------
     def allows(self, path: Path | str, what: str = "model") -> bool:
         if self.allow_any:
             return True
@@ -58,8 +103,41 @@ class PathPolicy:
                 f"Reading '{path}' is not allowed: this server is reachable from other machines, so it "
                 f"only reads Hub ids and {where}.")
 
+    def is_local(self, name: str) -> bool:
+        """Whether a model name means a local path rather than a Hub id or an embedded/packaged/served name. On an
+        exposed server this is decided from the name alone, never from what exists on disk."""
+        name = name.strip()
+        if not name or name == "default" or name.startswith("openai+") or find_embedded(name) is not None \
+                or find_packaged(name) is not None:
+            return False
+        if name.startswith((".", "/", "~")) or os.sep + os.sep in name or ".." in name.split("/"):
+            return True
+        if not self.allow_any:
+            return not _HUB_ID.match(name)
+        return Path(name).expanduser().exists()
+
+    def check_name(self, name: str | None, what: str = "model") -> None:
+        """Refuse a name that resolves to a local path outside the allowed folders. Hub ids pass."""
+        if name and self.is_local(str(name)):
+            self.check(Path(str(name)), what)
+
+    def check_dataset(self, name: str) -> None:
+        """A Hub dataset id. On an exposed server anything else is refused with one message (it never says whether
+        a local path exists), and the id is then read from the Hub's cache, never from a local folder."""
+        if self.allow_any:
+            return
+        name = name.strip()
+        if not _HUB_ID.match(name) or ".." in name or self.is_local(name):
+            raise PathNotAllowedError(REFUSED_DATASET)
+
     def add_upload_folder(self, folder: Path | str) -> None:
         self.upload_folders = (*self.upload_folders, Path(folder))
+
+
+def _same_path(a: str, b: str) -> bool:
+    if not a.startswith((".", "/", "~")) or not b.startswith((".", "/", "~")):
+        return False
+    return Path(a).expanduser().resolve() == Path(b).expanduser().resolve()
 
 
 @dataclass(frozen=True)
@@ -107,7 +185,8 @@ def resolve(spec: ModelSpec, policy: PathPolicy = PathPolicy(), offline: bool = 
     if packed is not None:
         return _converted(packed.materialise(progress), "packaged", packed.name, packed.license)
     path = Path(name).expanduser()
-    if path.exists() or name.startswith((".", "/", "~")) or os.sep + os.sep in name:
+    if policy.is_local(name):
+        policy.check(path)  # before anything looks at the disk: a refusal says nothing of what exists
         file = gguf.gguf_file(path)
         if file is not None:
             policy.check(file)

@@ -66,17 +66,20 @@ def parse_endpoint(name: str) -> Endpoint | None:
 class Client:
     """JSON over HTTP with timeouts and retries; one per served model."""
 
-    def __init__(self, endpoint: Endpoint, timeout: float = 60.0, retries: int = 3, concurrency: int = 8):
+    def __init__(self, endpoint: Endpoint, timeout: float = 20.0, retries: int = 2, concurrency: int = 8):
         import httpx
         self.endpoint, self.retries, self.concurrency = endpoint, retries, concurrency
         self._http = httpx.Client(timeout=httpx.Timeout(timeout, connect=min(10.0, timeout)))
 
     def _headers(self) -> dict:
-        env = self.endpoint.key_env or "OPENAI_API_KEY"
+        """The bearer token from the endpoint's key variable (chosen by ``PathPolicy.endpoint_key``), if any."""
+        env = self.endpoint.key_env
+        if not env:
+            return {}
         key = os.environ.get(env)
-        if self.endpoint.key_env and not key:
+        if not key:
             raise UserError(f"The API key's environment variable {env} is not set for this app.")
-        return {"Authorization": f"Bearer {key}"} if key else {}
+        return {"Authorization": f"Bearer {key}"}
 
     def request(self, method: str, url: str, json: dict | None = None) -> dict:
         import httpx
@@ -94,7 +97,8 @@ class Client:
                                     f"{_detail(r)}")
                 return r.json()
             except (httpx.TransportError, _Transient) as err:
-                if attempt == self.retries:
+                # a server that accepts and never answers is not retried: each try would only wait again
+                if attempt == self.retries or isinstance(err, httpx.ReadTimeout):
                     kind = "timed out" if isinstance(err, httpx.TimeoutException) else f"failed ({err})"
                     raise UserError(f"The server at {self.endpoint.base_url} is unreachable or failing: the request "
                                     f"{kind} {self.retries + 1} times. Check that it runs and the address.") from None
@@ -164,8 +168,20 @@ class ServedModel:
         self.client = client or Client(endpoint)
         self.mode = "echo"  # or "forced" (see check)
 
-    def check(self) -> None:
-        """The server answers, serves the model and returns prompt log-probabilities; else a plain error."""
+    def check(self, should_stop: Callable[[], bool] = lambda: False) -> None:
+        """The server answers, serves the model and returns prompt log-probabilities; else a plain error.
+        Cancel (``should_stop``) is honoured while a request waits: the caller is freed at once."""
+        pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="served-check")
+        future = pool.submit(self._check)
+        pool.shutdown(wait=False)  # the thread ends with its request (bounded by the client's timeout)
+        while True:
+            try:
+                return future.result(timeout=0.1)
+            except TimeoutError:
+                if should_stop():
+                    raise Cancelled("Loading the served model") from None
+
+    def _check(self) -> None:
         models = self.client.request("GET", f"{self.endpoint.base_url}/models").get("data") or []
         names = [m.get("id") for m in models if isinstance(m, dict)]
         if names and self.endpoint.model not in names:

@@ -121,11 +121,49 @@ class AppConfig:
     max_memory: str | None = None     # with a device map: "0=20GiB, cpu=64GiB"
     offload_folder: str | None = None
     runs_dir: Path = field(default_factory=lambda: Path(__file__).resolve().parents[2] / "runs")
+    trust_remote_code_for: tuple[str, ...] = ()  # models whose repository code an exposed server may run
+    endpoint_timeout_s: float = 20.0  # a served model's connect/read timeout (a hanging server fails fast)
+    auth: bool = False                # visitors log in (--auth-file): the History's owner is the user name
+    operators: tuple[str, ...] = ()   # users who may stop any run and see every session's runs
+    limits: "Limits | None" = None    # per-session limits; None: none on localhost, EXPOSED_LIMITS when exposed
 
     @property
     def exposed(self) -> bool:
         """True when the server can be reached from other machines."""
         return self.share or self.host not in ("127.0.0.1", "localhost", "::1")
+
+    @property
+    def per_user(self) -> bool:
+        """Several people share this server: state and History belong to an owner (a browser, or a user)."""
+        return self.exposed or self.auth
+
+    @property
+    def work_limits(self) -> "Limits":
+        """The limits in force: as given, else the exposed defaults on a shared server, else none."""
+        if self.limits is not None:
+            return self.limits
+        return EXPOSED_LIMITS if self.exposed else Limits()
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What one session may ask of a shared server (``None``: no limit). Set by the operator at start."""
+
+    runs_per_session: int | None = None   # fine-tuning runs queued or running at once, per session
+    train_steps: int | None = None        # optimiser steps of one fine-tuning run
+    train_minutes: float | None = None    # wall time of one fine-tuning run (stopped with a checkpoint after)
+    live_runs: int | None = None          # live-training processes at once, for the whole server
+
+    def describe(self) -> str:
+        parts = [f"{self.runs_per_session} fine-tuning run(s) queued or running per session"
+                 if self.runs_per_session else "",
+                 f"at most {self.train_steps:,} steps a run" if self.train_steps else "",
+                 f"at most {self.train_minutes:g} minutes a run" if self.train_minutes else "",
+                 f"{self.live_runs} live-training run(s) at once" if self.live_runs else ""]
+        return "; ".join(p for p in parts if p) or "no limits"
+
+
+EXPOSED_LIMITS = Limits(runs_per_session=1, train_steps=5000, train_minutes=30.0, live_runs=2)
 
 
 def needs_weights(info: ModelInfo, action: str) -> str:

@@ -32,10 +32,11 @@ from core.fewshot.types import FewShotConfig, FewShotRun
 from core.finetune.jobs import FinetuneJobs
 from core.jobs import JobContext, Jobs, Progress
 from core.models import devices
-from core.models.embedded import MODELS_DIR, find_embedded
+from core.models.embedded import MODELS_DIR
 from core.models.loading import ModelRegistry, PathPolicy
 from core.models.requests import LoadRequest
 from core.models.types import AppConfig, ModelHandle, ModelInfo, ModelSpec
+from core.sessions import Sessions
 from core.tasks import Task
 
 
@@ -46,12 +47,15 @@ class Engine(Catalogue, TrainingLabs, InterventionLabs, HistoryLabs, WorkspaceLa
         self.config = config
         self.policy = PathPolicy(allow_any=not config.exposed,
                                  folders=(MODELS_DIR, Path(config.runs_dir), *config.model_dirs),
-                                 endpoints=tuple(config.endpoints))
+                                 endpoints=tuple(config.endpoints), trusted_code=config.trust_remote_code_for,
+                                 endpoint_timeout_s=config.endpoint_timeout_s)
+        self.sessions = Sessions(config.operators)
         budget = int(config.memory_budget_gb * 2**30) if config.memory_budget_gb else None
         self.registry = ModelRegistry(budget, config.max_models, self.policy, config.offline)
         self.jobs = Jobs()
         self.exports = Exports()
-        self._finetune = FinetuneJobs(config.runs_dir)
+        minutes = config.work_limits.train_minutes
+        self._finetune = FinetuneJobs(config.runs_dir, time_limit_s=minutes * 60 if minutes else None)
         self.history_error: str | None = None
         try:
             self.history: History | None = History(config.runs_dir)
@@ -69,8 +73,10 @@ class Engine(Catalogue, TrainingLabs, InterventionLabs, HistoryLabs, WorkspaceLa
         return self.jobs.submit(session, tab)
 
     @contextlib.contextmanager
-    def job(self, session: str = "", tab: str = "", progress: Progress | None = None) -> Iterator[JobContext]:
-        ctx = self.jobs.start(session, tab, progress)
+    def job(self, session: str = "", tab: str = "", progress: Progress | None = None,
+            job_id: str | None = None) -> Iterator[JobContext]:
+        """The job of one call: the submitted ``job_id`` if there is one (so a Cancel sent while it waited holds)."""
+        ctx = self.jobs.start(session, tab, progress, job_id)
         try:
             yield ctx
         finally:
@@ -85,6 +91,7 @@ class Engine(Catalogue, TrainingLabs, InterventionLabs, HistoryLabs, WorkspaceLa
         for ctx in self.jobs.active(session):
             ctx.cancelled.set()
         self.exports.drop(session)
+        self.sessions.drop(session)
         live = self._live.pop(session, None)
         if live is not None:
             live.stop()
@@ -105,8 +112,9 @@ class Engine(Catalogue, TrainingLabs, InterventionLabs, HistoryLabs, WorkspaceLa
             out[key] = None if info.source == "served" else weights_sha256(info.location)
         return out
 
-    def remember(self, lab: str, request, summary: dict, **kw) -> str:
-        """Record a finished run in the history; '' when it could not be (the result is still returned).
+    def remember(self, lab: str, request, summary: dict, job: JobContext | None = None, **kw) -> str:
+        """Record a finished run in the history, owned by the job's session's owner; '' when it could not be
+        (the result is still returned: a full or read-only disk stops recording, never a lab).
         The request is stored with the SHA-256 of the weights of the model(s) it names."""
         if self.history is None:
             return ""
@@ -115,18 +123,21 @@ class Engine(Catalogue, TrainingLabs, InterventionLabs, HistoryLabs, WorkspaceLa
             keys = [k for k in str(kw.get("model") or "").split(",") if k]
             if keys:
                 req = {**req, "weights_sha256": self.weights_of(*keys)}
-            return self.history.record(lab, req, summary, **kw)
+            hid = self.history.record(lab, req, summary, owner=self.sessions.owner(self._ctx(job).session), **kw)
         except UserError as exc:
             self.history_error = str(exc)
             return ""
+        self.history_error = None
+        return hid
 
-    def _remember_fewshot(self, lab: str, req, runs: list[FewShotRun], elapsed: float, extra: dict | None = None):
+    def _remember_fewshot(self, lab: str, req, runs: list[FewShotRun], elapsed: float, extra: dict | None = None,
+                          job: JobContext | None = None):
         summary = {r.config.name or r.config.label(): {"model": r.model_key, "accuracy": r.metrics.accuracy,
                                                        "mean_gold_logprob": r.metrics.mean_gold_logprob,
                                                        "n": r.metrics.n} for r in runs}
         rows = [HistoryExample(r.config.name or r.config.label(), e.index, e.query, e.gold, e.prediction,
                                e.choice_logprobs, e.correct) for r in runs for e in r.examples]
-        hid = self.remember(lab, req, {**summary, **(extra or {})}, model=",".join(sorted({r.model_key for r in runs})),
+        hid = self.remember(lab, req, {**summary, **(extra or {})}, job, model=",".join(sorted({r.model_key for r in runs})),
                             task=runs[0].task, elapsed_s=round(elapsed, 3), examples=rows,
                             result=[r.to_dict() for r in runs])
         for r in runs:
@@ -144,8 +155,7 @@ class Engine(Catalogue, TrainingLabs, InterventionLabs, HistoryLabs, WorkspaceLa
 
     def check_path(self, path: str | Path | None, what: str = "model") -> None:
         """Refuse a local path outside the allowed folders (on an exposed server). Hub ids pass."""
-        if path and _looks_local(str(path)):
-            self.policy.check(Path(str(path)), what)
+        self.policy.check_name(str(path) if path else None, what)
 
     # ---- models ---------------------------------------------------------------------------
     def spec(self, model: str, revision: str | None = None, **kw) -> ModelSpec:
@@ -171,7 +181,10 @@ class Engine(Catalogue, TrainingLabs, InterventionLabs, HistoryLabs, WorkspaceLa
         if spec.offload_folder:
             self.check_path(spec.offload_folder, "model")
         self.check_path(spec.model)
-        handle = self.registry.load(spec, self._ctx(job).progress)
+        ctx = self._ctx(job)
+        handle = self.registry.load(spec, ctx.progress, ctx.should_stop)
+        if ctx.session:
+            self.sessions.set_active(ctx.session, handle.info.key)
         return replace(handle.info, attn_implementation=handle.attn_implementation)
 
     def load_default(self) -> ModelInfo | None:
@@ -206,6 +219,10 @@ class Engine(Catalogue, TrainingLabs, InterventionLabs, HistoryLabs, WorkspaceLa
         return f"The default model could not be loaded: {self.default_error}" if self.default_error else None
 
     def unload(self, key: str) -> bool:
+        """Free a model's memory. On a shared server the default model stays: every new session starts on it."""
+        if self.config.exposed and key and key == self.default_key():
+            raise UserError("The server's default model stays loaded on this shared server: every new session "
+                            "starts on it. Load another model to work with instead.")
         return self.registry.unload(key)
 
     def loaded(self) -> list[ModelInfo]:
@@ -215,17 +232,48 @@ class Engine(Catalogue, TrainingLabs, InterventionLabs, HistoryLabs, WorkspaceLa
         """Loaded models, least recently used first."""
         return self.registry.keys()
 
-    def resolve_key(self, key: str | None) -> str:
-        """The chosen loaded model, else the most recently used one."""
-        keys = self.registry.keys()
-        if not keys:
-            if self._default_loading.is_set():
-                raise UserError(self.default_status() + " It is still loading: press the button again in a few seconds.")
-            raise UserError("No model is loaded. Load one in the Model tab first.")
-        return key if key in keys else keys[-1]
+    def default_key(self) -> str | None:
+        """The registry key of the server's default model (what a new session starts on), if it is loaded."""
+        if not self.config.model:
+            return None
+        key = self.spec(self.default_model_name(self.config.model) or self.config.model).key
+        return key if key in self.registry.keys() else None
 
-    def info(self, key: str) -> ModelInfo:
-        return self._handle(key).info
+    def active_model(self, session: str = "") -> str | None:
+        """The session's own active model if it is still loaded, else the server's default (never the model some
+        other session used last)."""
+        key = self.sessions.active(session)
+        return key if key and key in self.registry.keys() else self.default_key()
+
+    def resolve_key(self, key: str | None, session: str = "", wait_s: float = 300.0) -> str:
+        """The loaded model a request names; an empty name means the session's active model (else the server's
+        default). A name that is not loaded is refused, never swapped for another model. While the default model
+        is still loading behind the page, a request for it (or for no model in particular) waits for it."""
+        key = (key or "").strip()
+        default = self.default_model_name(self.config.model) or self.config.model
+        deadline = time.monotonic() + wait_s
+        while self._default_loading.is_set() and (not key or key in (default, "default")) \
+                and key not in self.registry.keys() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        keys = self.registry.keys()
+        if not key:
+            key = self.active_model(session) or ""
+            if not key and self._default_loading.is_set():
+                raise UserError(self.default_status() + " It is still loading: press the button again once it is in.")
+            if not key:
+                raise UserError("No model is loaded for this session. Load one in the Model tab first.")
+            return key
+        if key == "default" and default in keys:
+            return default
+        if key not in keys:
+            if self._default_loading.is_set():
+                raise UserError(self.default_status() + " It is still loading: press the button again once it is in.")
+            raise UserError(f"Model {key!r} is not loaded. Load it in the Model tab (loaded now: "
+                            f"{', '.join(keys) or 'none'}).")
+        return key
+
+    def info(self, key: str, session: str = "") -> ModelInfo:
+        return self.registry.get(self.resolve_key(key, session)).info
 
     def memory(self) -> dict:
         report = devices.memory_report()
@@ -237,13 +285,13 @@ class Engine(Catalogue, TrainingLabs, InterventionLabs, HistoryLabs, WorkspaceLa
                       n_loaded=len(self.registry.keys()), models_bytes_by_device=per_device)
         return report
 
-    def _handle(self, key: str) -> ModelHandle:
-        return self.registry.get(self.resolve_key(key))
+    def _handle(self, key: str, job: JobContext | None = None) -> ModelHandle:
+        return self.registry.get(self.resolve_key(key, self._ctx(job).session))
 
-    def _local(self, key: str, action: str) -> ModelHandle:
+    def _local(self, key: str, action: str, job: JobContext | None = None) -> ModelHandle:
         """The model's handle, for work that needs its weights (attention, gradients, hooks): not a served one."""
         from core.models.types import needs_weights
-        handle = self._handle(key)
+        handle = self._handle(key, job)
         if handle.served:
             raise UserError(needs_weights(handle.info, action))
         return handle
@@ -264,12 +312,12 @@ class Engine(Catalogue, TrainingLabs, InterventionLabs, HistoryLabs, WorkspaceLa
     def attention(self, req: AttentionRequest, job: JobContext | None = None,
                   record: bool = True) -> attention.AttentionResult:
         heads = None if req.all_heads else [req.head]
-        handle = self._local(req.model, "Attention")
+        handle = self._local(req.model, "Attention", job)
         with self._ablation(handle, req.ablate_heads, req.ablation, [req.text]):
             res = attention.compute_attention(handle, req.text, [req.layer], heads, req.text_pair, req.window)
         if record:  # compactly: the tokens and the drawn head's map, 4 decimals
             head = req.head if req.head in res.heads else res.heads[0]
-            self.remember("attention", req, {"layer": req.layer, "head": head, "tokens": res.n_tokens},
+            self.remember("attention", req, {"layer": req.layer, "head": head, "tokens": res.n_tokens}, job,
                           model=handle.info.key,
                           result={"tokens": res.display, "window": list(res.window),
                                   "attention": res.head(req.layer, head).round(4).tolist()})
@@ -278,7 +326,7 @@ class Engine(Catalogue, TrainingLabs, InterventionLabs, HistoryLabs, WorkspaceLa
     def attention_views(self, req: AttentionRequest, window: tuple[int, int] | None = None,
                         job: JobContext | None = None) -> attention.AttentionResult:
         """Every layer (bertviz's views), over ``window``."""
-        handle = self._local(req.model, "Attention")
+        handle = self._local(req.model, "Attention", job)
         with self._ablation(handle, req.ablate_heads, req.ablation, [req.text]):
             return attention.compute_attention(handle, req.text, None, None, req.text_pair, window or req.window)
 
@@ -289,14 +337,14 @@ class Engine(Catalogue, TrainingLabs, InterventionLabs, HistoryLabs, WorkspaceLa
             second = self.attention(replace(a, text=req.text_b, text_pair=None), job, record=False)
             names = (f"text A on {first.model_key}", f"text B on {first.model_key}")
         else:
-            b = replace(a, model=self.resolve_key(req.model_b))
+            b = replace(a, model=self.resolve_key(req.model_b, self._ctx(job).session))
             second = self.attention(b, job, record=False)
             names = (a.model, b.model)
         return first, second, names
 
     def head_scores(self, req: HeadRolesRequest, job: JobContext | None = None) -> attention.HeadScores:
         """Head roles on seeded probes; cached per model, length and seed (they are deterministic)."""
-        handle = self._local(req.model, "Head roles")
+        handle = self._local(req.model, "Head roles", job)
         cache_key = (handle.info.key, req.seq_len, req.seed)
         if cache_key not in self._head_cache:
             self._head_cache[cache_key] = attention.head_scores(handle, req.seq_len, req.seed)
@@ -305,12 +353,12 @@ class Engine(Catalogue, TrainingLabs, InterventionLabs, HistoryLabs, WorkspaceLa
         return self._head_cache[cache_key]
 
     def rollout(self, req: RolloutRequest, job: JobContext | None = None):
-        return attention.rollout(self._local(req.model, "Attention rollout"), req.text, req.text_pair)
+        return attention.rollout(self._local(req.model, "Attention rollout", job), req.text, req.text_pair)
 
     # ---- attribution ------------------------------------------------------------------------
     def attribute(self, req: AttributionRequest, job: JobContext | None = None) -> attribution.AttributionResult:
         ctx = self._ctx(job)
-        handle = self._handle(req.model)
+        handle = self._handle(req.model, job)
         if handle.served:
             return self._attribute_served(handle, req, ctx)
         if (req.label or "").strip() and handle.info.kind not in ("seq_cls", "token_cls"):
@@ -327,7 +375,7 @@ class Engine(Catalogue, TrainingLabs, InterventionLabs, HistoryLabs, WorkspaceLa
         res = replace(res, model_key=handle.info.key)
         self.remember("attribution", req, {"method": res.method, "granularity": res.granularity,
                                            "target_logprob": res.target_logprob,
-                                           "top_feature": res.segments[int(abs(res.scores).argmax())]},
+                                           "top_feature": res.segments[int(abs(res.scores).argmax())]}, job,
                       model=handle.info.key, result=res.to_dict() | {"target_tokens": res.target_tokens})
         return res
 
@@ -356,22 +404,25 @@ class Engine(Catalogue, TrainingLabs, InterventionLabs, HistoryLabs, WorkspaceLa
     def task(self, req: TaskRequest) -> Task:
         for path in req.paths:
             self.check_path(path, "data")
+        if req.source == "hub dataset":
+            self.policy.check_dataset(req.hub_id or "")
         return task_of(req, self.config.offline)
 
-    def _configs(self, req: FewShotRequest, task: Task) -> list[tuple[str, FewShotConfig]]:
-        return [(self.resolve_key(c.model), req.few_shot_config(letter, c, task.template)) for letter, c in req.used()]
+    def _configs(self, req: FewShotRequest, task: Task, session: str = "") -> list[tuple[str, FewShotConfig]]:
+        return [(self.resolve_key(c.model, session), req.few_shot_config(letter, c, task.template))
+                for letter, c in req.used()]
 
     def fewshot(self, req: FewShotRequest, job: JobContext | None = None) -> list[FewShotRun]:
         """Every ticked configuration on the same test examples, one after another."""
         ctx = self._ctx(job)
         t0 = time.time()
         task = self.task(req.task)
-        pairs = self._configs(req, task)
+        pairs = self._configs(req, task, ctx.session)
         out = []
         for n, (key, config) in enumerate(pairs):
             sub = ctx.sub(n / len(pairs), (n + 1) / len(pairs), f"configuration {n + 1}/{len(pairs)}: ")
             out.append(fewshot.run_fewshot(self.registry.get(key), task, config, sub, ctx.should_stop))
-        self._remember_fewshot("fewshot", req, out, time.time() - t0)
+        self._remember_fewshot("fewshot", req, out, time.time() - t0, job=ctx)
         return out
 
     def fewshot_sweep(self, req: SweepRequest, job: JobContext | None = None) -> list[tuple[str, list[FewShotRun]]]:
@@ -379,7 +430,7 @@ class Engine(Catalogue, TrainingLabs, InterventionLabs, HistoryLabs, WorkspaceLa
         ctx = self._ctx(job)
         t0 = time.time()
         task = self.task(req.run.task)
-        pairs = self._configs(req.run, task)
+        pairs = self._configs(req.run, task, ctx.session)
         out = []
         for n, (key, config) in enumerate(pairs):
             sub = ctx.sub(n / len(pairs), (n + 1) / len(pairs), f"configuration {n + 1}/{len(pairs)}, ")
@@ -389,14 +440,14 @@ class Engine(Catalogue, TrainingLabs, InterventionLabs, HistoryLabs, WorkspaceLa
         curve = {name: [[getattr(r.config, req.axis), r.config.seed, r.metrics.accuracy] for r in runs]
                  for name, runs in out}
         self._remember_fewshot("sweep", req, [runs[-1] for _, runs in out], time.time() - t0,
-                               {"axis": req.axis, "curve (value, seed, accuracy)": curve})
+                               {"axis": req.axis, "curve (value, seed, accuracy)": curve}, ctx)
         return out
 
-    def fewshot_preview(self, req: FewShotRequest) -> tuple[str, list[str], int | None]:
+    def fewshot_preview(self, req: FewShotRequest, session: str = "") -> tuple[str, list[str], int | None]:
         """The first configuration's prompt for the first test row: (prompt, its tokens, the context length)."""
         from core.fewshot.demos import build_prompt, chat_wrap, demonstrations, template_of
         task = self.task(req.task)
-        key, config = self._configs(req, task)[0]
+        key, config = self._configs(req, task, session)[0]
         tpl = template_of(task, config)
         row = task.rows("test")[0]
         handle = self.registry.get(key)
@@ -425,12 +476,3 @@ class Engine(Catalogue, TrainingLabs, InterventionLabs, HistoryLabs, WorkspaceLa
                                  method="ablation", granularity="segment", segments=tuple(ex.segments)).check()
         return self.attribute(req, job)
 
-
-def _looks_local(name: str) -> bool:
-    """A folder or file path rather than a Hub id or an embedded or packaged model's name."""
-    import os
-    from core.models.packaged import find_packaged
-    if find_embedded(name) is not None or name == "default" or find_packaged(name) is not None \
-            or name.startswith("openai+"):  # a served model: the policy checks its endpoint when it loads
-        return False
-    return Path(name).expanduser().exists() or name.startswith((".", "/", "~")) or os.sep + os.sep in name

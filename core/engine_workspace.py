@@ -15,11 +15,11 @@ class WorkspaceLabs:
         """Score the systems (a few-shot comparison; recorded in the history) and lay them out."""
         return wsp.build(self.fewshot(req, job))
 
-    def workspace_open(self, history_ids: list[str]) -> wsp.Workspace:
+    def workspace_open(self, history_ids: list[str], session: str = "") -> wsp.Workspace:
         """Systems from one or more few-shot runs in the history (two or more: compared side by side)."""
         runs, ids = [], []
         for hid in [h.strip() for h in history_ids if h and h.strip()]:
-            rec, found, _ = self.history_reopen(hid)
+            rec, found, _ = self.history_reopen(hid, session)
             if not found:
                 raise UserError(f"Run {hid} is a {rec.lab} run; the workspace opens few-shot runs and sweeps.")
             runs += found
@@ -28,23 +28,23 @@ class WorkspaceLabs:
             raise UserError("Name the history run(s) to open, e.g. 20261202-101500-ab12cd.")
         return wsp.build(runs, ids)
 
-    def workspace_tags(self, ws: wsp.Workspace) -> dict[int, list[str]]:
+    def workspace_tags(self, ws: wsp.Workspace, session: str = "") -> dict[int, list[str]]:
         out: dict[int, set] = {}
         if self.history is None:
             return {}
         for hid in sorted({h for h in ws.history_ids if h}):
-            for e in self._history().examples(hid):
+            for e in self._history().examples(hid, viewer=self._viewer(session)):
                 out.setdefault(e.idx, set()).update(e.tags)
         return {i: sorted(t) for i, t in out.items()}
 
-    def workspace_tag(self, ws: wsp.Workspace, indices, tag: str, note: str = "") -> int:
+    def workspace_tag(self, ws: wsp.Workspace, indices, tag: str, note: str = "", session: str = "") -> int:
         """Tag the examples in every history run of the workspace (the History tab and CLI filter by it)."""
         ids = sorted({h for h in ws.history_ids if h})
         if not ids:
             raise UserError("This workspace is not in the history (it could not be recorded), so tags cannot be kept.")
         n = 0
         for hid in ids:
-            n = self.history_tag_examples(hid, indices, tag, note)
+            n = self.history_tag_examples(hid, indices, tag, note, session)
         return n
 
     def _workspace_model(self, key: str) -> str:
@@ -86,4 +86,4 @@ class WorkspaceLabs:
         return wsp.ExampleDetail(ex.index, system, key, ex.prompt, ex.gold, ws.choices,
                                  {s: list(e.probs) for s, e in others.items()},
                                  {s: e.prediction for s, e in others.items()}, int(layer), int(head), note, att,
-                                 attr, self.workspace_tags(ws).get(ex.index, []))
+                                 attr, self.workspace_tags(ws, self._ctx(job).session).get(ex.index, []))

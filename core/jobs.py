@@ -1,18 +1,16 @@
 """Jobs: every engine call runs under a ``JobContext`` scoped to one session and one tab.
 
-A job is *submitted* when a person presses a button (the UI registers it before the
-call waits in the GPU queue), *started* when the engine begins the work, and dropped
-when the work ends. ``cancel(session, tab)`` stops every job of that session and tab,
-queued or running — another session's jobs, and the same session's other tabs, go on.
-A job started with no submitted one waiting (the CLI, a notebook, an API client) is
-created on the spot.
+A job is *submitted* when a request enters the queue — a browser's click or an API client's call alike (the UI
+registers it in a validator Gradio runs before queueing, and hands its id to the call) — *started* when the
+engine begins the work, and dropped when the work ends. ``cancel(session, tab)`` stops every job of that session
+and tab, queued or running — another session's jobs, and the same session's other tabs, go on. A job started
+with no submitted id (the CLI, a notebook) is created on the spot.
 """
 from __future__ import annotations
 
 import itertools
 import threading
 import time
-from collections import deque
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -53,34 +51,40 @@ class JobContext:
 
 
 class Jobs:
-    """Submitted and running jobs, by (session, tab). Thread-safe."""
+    """Submitted and running jobs. Thread-safe."""
 
     def __init__(self):
-        self._pending: dict[tuple[str, str], deque[JobContext]] = {}
+        self._pending: dict[str, JobContext] = {}   # job id -> a job waiting in the queue
         self._running: dict[str, JobContext] = {}
         self._lock = threading.Lock()
 
     def submit(self, session: str, tab: str) -> str:
-        """Register a job that will start later (the UI calls this before the queued call)."""
+        """Register a job that will start later (before its call waits in the queue); returns its id."""
         ctx = JobContext(session or "", tab)
         with self._lock:
             self._prune()
-            self._pending.setdefault((ctx.session, tab), deque()).append(ctx)
+            self._pending[ctx.job_id] = ctx
         return ctx.job_id
 
-    def start(self, session: str, tab: str, progress: Progress | None = None) -> JobContext:
-        """The oldest submitted job of (session, tab), or a new one; raises Cancelled if it was cancelled."""
+    def start(self, session: str, tab: str, progress: Progress | None = None,
+              job_id: str | None = None) -> JobContext:
+        """The submitted job ``job_id`` (or a new one); raises Cancelled if it was cancelled while it waited."""
         with self._lock:
-            queue = self._pending.get((session or "", tab))
-            ctx = queue.popleft() if queue else JobContext(session or "", tab)
-            if queue is not None and not queue:
-                del self._pending[(session or "", tab)]
+            ctx = self._pending.pop(job_id, None) if job_id else None
+            if ctx is None or ctx.session != (session or "") or ctx.tab != tab:
+                ctx = JobContext(session or "", tab)
             ctx.progress = progress
             self._running[ctx.job_id] = ctx
         if ctx.cancelled.is_set():
             self.finish(ctx)
             raise Cancelled("The run")
         return ctx
+
+    def discard(self, job_id: str | None) -> None:
+        """Forget a submitted job whose call ended without starting it (its input was refused, say)."""
+        if job_id:
+            with self._lock:
+                self._pending.pop(job_id, None)
 
     def finish(self, ctx: JobContext) -> None:
         with self._lock:
@@ -90,25 +94,19 @@ class Jobs:
         """Cancel every queued and running job of (session, tab); returns how many."""
         n = 0
         with self._lock:
-            for ctx in self._pending.get((session or "", tab), ()):
-                ctx.cancelled.set()
-                n += 1
-            for ctx in self._running.values():
-                if ctx.session == (session or "") and ctx.tab == tab:
+            for ctx in (*self._pending.values(), *self._running.values()):
+                if ctx.session == (session or "") and ctx.tab == tab and not ctx.cancelled.is_set():
                     ctx.cancelled.set()
                     n += 1
         return n
 
     def active(self, session: str | None = None) -> list[JobContext]:
         with self._lock:
-            jobs = list(self._running.values()) + [c for q in self._pending.values() for c in q]
+            jobs = list(self._running.values()) + list(self._pending.values())
         return [j for j in jobs if session is None or j.session == session]
 
     def _prune(self) -> None:
         now = time.monotonic()
-        for key in list(self._pending):
-            q = self._pending[key]
-            while q and now - q[0].submitted > PENDING_TTL_S:
-                q.popleft()
-            if not q:
-                del self._pending[key]
+        for job_id, ctx in list(self._pending.items()):
+            if now - ctx.submitted > PENDING_TTL_S:
+                del self._pending[job_id]

@@ -5,7 +5,8 @@ import gradio as gr
 
 from core.engine import Engine
 from ui.bertviz_view import VENDOR
-from ui.common import session
+from core.sessions import browser_secret
+from ui.common import POLLER, session
 from ui.tabs import attention as attention_tab
 from ui.tabs import attribution as attribution_tab
 from ui.tabs import fewshot as fewshot_tab
@@ -43,21 +44,37 @@ def build_app(engine: Engine) -> gr.Blocks:
     gr.set_static_paths([VENDOR])  # bertviz's d3 and jQuery, served by the app itself
     from gradio.utils import get_upload_folder
     engine.allow_uploads_from(get_upload_folder())  # files a browser uploaded may be read as data, even exposed
-    keys = engine.loaded_keys()
     with gr.Blocks(title="Emergence Lab") as demo:
         gr.Markdown("# Emergence Lab\nHow language models learn in context, and where their abilities come from.")
-        active = gr.State(keys[-1] if keys else None)
+        active = gr.State(None)  # this session's active model: a new session starts on the server's default
+        owner = gr.State(None)   # whose History this session sees (set once the page has loaded)
+        browser = gr.BrowserState(None, storage_key="emergence-lab-owner",
+                                  secret=browser_secret(engine.config.runs_dir))
         with gr.Tabs():
             for label, tab_id, module in TABS:
                 with gr.Tab(label, id=tab_id):
-                    module.render(engine, active, demo)
+                    if module is history_tab:
+                        module.render(engine, active, demo, owner)
+                    else:
+                        module.render(engine, active, demo)
+
+        def bind(stored, request: gr.Request):
+            """The History's owner: the logged-in user, else this browser's id (made on its first visit)."""
+            user = request.username if engine.config.auth else None
+            kept = engine.sessions.bind_owner(session(request), stored, user)
+            return (kept if kept is not None else gr.update()), engine.sessions.owner(session(request))
+        demo.load(bind, browser, [browser, owner], api_name=False, **POLLER)
+
         def leave(request: gr.Request):  # the browser closed: its jobs stop, its export files go
             engine.end_session(session(request))
         demo.unload(leave)
     return demo
 
 
-def launch_kwargs(engine: Engine) -> dict:
+def launch_kwargs(engine: Engine, auth: list[tuple[str, str]] | None = None) -> dict:
+    """How to serve the app: the bind address, logins (a user name owns its History), upload cap."""
     cfg = engine.config
+    extra = dict(auth=auth, auth_message="Emergence Lab: log in with the name and password your teacher gave "
+                                         "you.") if auth else {}
     return dict(server_name=cfg.host, server_port=cfg.port, share=cfg.share, theme=THEME, css=CSS,
-                max_file_size="50mb", show_error=True)
+                max_file_size="50mb", show_error=True, **extra)

@@ -1,6 +1,8 @@
 """What every tab shares: named forms, the session's jobs, the GPU concurrency group, the model picker."""
 from __future__ import annotations
 
+import functools
+import inspect
 from typing import Callable
 
 import gradio as gr
@@ -10,6 +12,8 @@ from core.engine import Engine
 GPU = "gpu"  # concurrency_id shared by every listener that runs a model
 GPU_QUEUE = dict(concurrency_id=GPU, concurrency_limit=1)
 POLLER = dict(concurrency_limit=None)  # cheap listeners that only read files: never wait behind model work
+# Loading a model waits for no analysis and holds none up (a hanging endpoint must not stall the class).
+LOADING = dict(concurrency_id="load", concurrency_limit=2)
 
 
 class Form:
@@ -38,13 +42,58 @@ def progress_of(progress: gr.Progress | None) -> Callable[[float, str], None] | 
     return None if progress is None else (lambda f, m: progress(f, desc=m))
 
 
-def on_run(engine: Engine, trigger, tab: str, fn, inputs, outputs, api_name: str, **kw):
-    """``trigger`` runs ``fn`` in the GPU queue after registering a job, so Cancel works while it waits."""
-    def submit(request: gr.Request):
-        engine.submit(session(request), tab)
+def job_token(request: gr.Request | None) -> str | None:
+    """The id of the job registered for this call when it entered the queue (see ``on_run``)."""
+    if request is None or getattr(request, "request", None) is None:
+        return None
+    return getattr(request.state, "el_job", None)
 
-    return trigger(submit, None, None, queue=False, api_name=False).then(
-        fn, inputs, outputs, api_name=api_name, **{**GPU_QUEUE, **kw})
+
+def job_of(engine: Engine, request: gr.Request | None, tab: str, progress=None):
+    """The engine job of this call: the one registered as it was queued, so a Cancel sent meanwhile holds."""
+    return engine.job(session(request), tab, progress, job_id=job_token(request))
+
+
+def registered(engine: Engine, tab: str):
+    """A Gradio validator that registers the call's job as it enters the queue — for a browser's click and an API
+    client's call alike — so that the session's Cancel stops it while it still waits."""
+    def submit(request: gr.Request, *values):
+        if getattr(request, "request", None) is not None:
+            request.state.el_job = engine.submit(session(request), tab)
+        ok = [gr.validate(True, "") for _ in values]
+        return ok[0] if len(ok) == 1 else tuple(ok)
+    return submit
+
+
+def released(engine: Engine, fn):
+    """``fn`` that drops its registered job when it ends, whether or not it ever started the job."""
+    def drop(args, kwargs):
+        req = next((a for a in (*args, *kwargs.values()) if isinstance(a, gr.Request)), None)
+        engine.jobs.discard(job_token(req))
+
+    if inspect.isgeneratorfunction(fn):
+        @functools.wraps(fn)
+        def streaming(*args, **kwargs):
+            try:
+                yield from fn(*args, **kwargs)
+            finally:
+                drop(args, kwargs)
+        return streaming
+
+    @functools.wraps(fn)
+    def plain(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            drop(args, kwargs)
+    return plain
+
+
+def on_run(engine: Engine, trigger, tab: str, fn, inputs, outputs, api_name: str, **kw):
+    """``trigger`` runs ``fn`` in the GPU queue; its job is registered as it is queued, so Cancel works while it
+    waits (from the browser and from the API)."""
+    return trigger(released(engine, fn), inputs, outputs, api_name=api_name, validator=registered(engine, tab),
+                   **{**GPU_QUEUE, **kw})
 
 
 def tasks_for_objective(engine: Engine):
@@ -60,13 +109,21 @@ def model_choices(engine: Engine) -> list[str]:
     return list(reversed(engine.loaded_keys()))
 
 
+def model_dropdown(engine: Engine, **kw) -> gr.Dropdown:
+    """A picker of loaded models. Any value is accepted here (a script may name a model loaded after the page was
+    built); the engine says plainly when a name is not loaded."""
+    return gr.Dropdown(model_choices(engine), allow_custom_value=True, **kw)
+
+
 def model_picker(engine: Engine, active: gr.State, demo: gr.Blocks, *pickers: gr.Dropdown) -> None:
-    """Keep dropdowns of loaded models current; the first follows the session's active model."""
-    def refresh(key):
+    """Keep dropdowns of loaded models current; the first follows this session's active model (a new session: the
+    server's default), never the model another session used last."""
+    def refresh(key, request: gr.Request):
         choices = model_choices(engine)
-        first = gr.update(choices=choices, value=key if key in choices else (choices[0] if choices else None))
+        value = key if key in choices else engine.active_model(session(request))
+        first = gr.update(choices=choices, value=value)
         rest = [gr.update(choices=choices) for _ in pickers[1:]]
         return (first, *rest) if rest else first  # one output takes the update itself, not a tuple
 
-    active.change(refresh, active, list(pickers), api_name=False)
-    demo.load(refresh, active, list(pickers), api_name=False)
+    active.change(refresh, active, list(pickers), api_name=False, **POLLER)
+    demo.load(refresh, active, list(pickers), api_name=False, **POLLER)

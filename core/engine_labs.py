@@ -13,6 +13,7 @@ from pathlib import Path
 
 from core.emergence.requests import HeadsRequest, LiveTrainingRequest, SeriesRequest, SweepSeriesRequest
 from core.errors import UserError
+from core.exports import csv_text
 from core.fewshot import run as fewshot
 from core.fewshot.types import FewShotConfig, FewShotRun
 from core.finetune.requests import CompareRequest, DataEfficiencyRequest, FinetuneRequest, MethodsRequest
@@ -34,13 +35,43 @@ class TrainingLabs:
         self.check_path(req.model)
         for path in req.paths:
             self.check_path(path, "data")
+        if req.source == "hub dataset":
+            self.policy.check_dataset(req.hub_id or "")
 
     def finetune_start(self, req: FinetuneRequest, session: str = "") -> str:
         self._check_finetune_paths(req)
-        return self._finetune.submit(req.to_spec(), session=session)
+        spec = req.to_spec()
+        self._check_training_limits([spec], session)
+        return self._finetune.submit(spec, session=session, owner=self.sessions.owner(session))
 
     def finetune_resume(self, name: str, session: str = "") -> str:
+        self._check_training_limits([], session)
+        owner = self._finetune.owner(name)
+        if self.config.per_user and owner not in (None, "", session) and not self.sessions.is_operator(session):
+            raise UserError("This run was started from another browser session; only that session can resume it.")
         return self._finetune.resume(name, session)
+
+    def training_limits(self) -> str:
+        """What this server allows one session (shown in the training tabs)."""
+        return self.config.work_limits.describe()
+
+    def _check_training_limits(self, specs: list, session: str) -> None:
+        """Refuse work over the operator's limits: runs queued or running per session, steps per run."""
+        from core.finetune.data import load_task
+        from core.finetune.train import planned_steps
+        limits = self.config.work_limits
+        if limits.runs_per_session and session:
+            have = self._finetune.active_of(session)
+            if len(have) + max(1, len(specs)) > limits.runs_per_session:
+                raise UserError(f"This server allows {limits.runs_per_session} fine-tuning run(s) queued or running "
+                                f"per session; yours: {', '.join(have) or 'none'}, and this asks for "
+                                f"{max(1, len(specs))} more. Wait for one to end, or cancel it.")
+        if limits.train_steps:
+            for spec in specs:
+                steps = planned_steps(spec, len(load_task(spec, self.config.offline).train))
+                if steps > limits.train_steps:
+                    raise UserError(f"This run would take {steps:,} optimiser steps; this server allows at most "
+                                    f"{limits.train_steps:,} a run. Lower the epochs or set max steps.")
 
     def finetune_status(self, name: str):
         return self._finetune.status(name)
@@ -49,8 +80,9 @@ class TrainingLabs:
         return self._finetune.runs()
 
     def finetune_cancel(self, name: str, session: str = "") -> str:
+        """Stop a run: its own session (or, on a login server, an operator) may; nobody else."""
         owner = self._finetune.owner(name)
-        if owner not in (None, "", session):
+        if owner not in (None, "", session) and not self.sessions.is_operator(session):
             raise UserError("This run was started from another browser session; only that session can cancel it.")
         return self._finetune.cancel(name)
 
@@ -93,8 +125,10 @@ class TrainingLabs:
         from core.finetune import studies
         self._check_finetune_paths(req)
         specs = req.specs()
+        self._check_training_limits(specs, session)
         sid = studies.new_id("methods", req.model)
-        runs = [{"name": self._finetune.submit(spec, f"{sid}-{spec.method}", session), "method": spec.method,
+        owner = self.sessions.owner(session)
+        runs = [{"name": self._finetune.submit(spec, f"{sid}-{spec.method}", session, owner), "method": spec.method,
                  "seed": spec.seed} for spec in specs]
         studies.write_study(self.config.runs_dir, sid, {
             "kind": "methods", "model": req.model, "task": specs[0].data.name, "objective": req.objective,
@@ -110,6 +144,7 @@ class TrainingLabs:
         ctx = self._ctx(job)
         self._check_finetune_paths(req)
         planned = req.specs()
+        self._check_training_limits([spec for _, _, spec in planned], session)
         spec0 = planned[0][2]
         from dataclasses import replace
         # the held-out rows both sides are scored on; demonstrations come from the whole training split
@@ -123,8 +158,9 @@ class TrainingLabs:
                 from core.models.types import cannot
                 raise UserError(cannot(handle.info, "Comparing with prompting") + " Use a causal language model.")
             sid = studies.new_id("data-efficiency", req.model)
-            runs = [{"name": self._finetune.submit(spec, f"{sid}-n{n}-s{seed}", session), "method": spec.method,
-                     "size": n, "seed": seed} for n, seed, spec in planned]
+            owner = self.sessions.owner(session)
+            runs = [{"name": self._finetune.submit(spec, f"{sid}-n{n}-s{seed}", session, owner),
+                     "method": spec.method, "size": n, "seed": seed} for n, seed, spec in planned]
             record = {"kind": "data-efficiency", "model": req.model, "task": spec0.data.name,
                       "objective": req.objective, "created": time.time(), "request": req.to_dict(), "runs": runs,
                       "fewshot": []}
@@ -181,12 +217,12 @@ class TrainingLabs:
     def tag_words(self, req, job: JobContext | None = None):
         """One sentence tagged by a token classifier (with its gold tags when it is a task's)."""
         from core.finetune.tagging import tag
-        return tag(self._handle(req.model), req)
+        return tag(self._handle(req.model, job), req)
 
     def ner_report(self, req, job: JobContext | None = None):
         """Entity scores, confusion and every sentence's tags on a task's test split."""
         from core.finetune.tagging import report
-        return report(self._handle(req.model), req)
+        return report(self._handle(req.model, job), req)
 
     # ---- emergence --------------------------------------------------------------------------
     def series_points(self, req: SeriesRequest):
@@ -209,7 +245,7 @@ class TrainingLabs:
                                       progress=ctx.progress, should_stop=ctx.should_stop,
                                       ablate=req.ablate_heads)
         self.remember("emergence", req, {f"{r.model}@{r.revision}" if r.revision else r.model:
-                                         {"step": r.step, **r.metrics} for r in results},
+                                         {"step": r.step, **r.metrics} for r in results}, ctx,
                       model=req.models, task=req.task, result=[r.to_dict() for r in results])
         return results
 
@@ -233,6 +269,11 @@ class TrainingLabs:
         return self._live.setdefault(session, LiveRuns(Path(self.config.runs_dir)))
 
     def live_start(self, req: LiveTrainingRequest, session: str = "") -> Path:
+        cap = self.config.work_limits.live_runs
+        busy = [s for s, live in list(self._live.items()) if s != session and live.state() == "running"]
+        if cap and len(busy) >= cap:
+            raise UserError(f"{len(busy)} live run(s) are training on this server, its limit ({cap}). Watch the "
+                            "checkpoint series instead, or try again when one ends.")
         return self._live_runs(session).start(req.steps)
 
     def live_status(self, session: str = "") -> tuple[str, list[dict], Path | None]:
@@ -246,9 +287,9 @@ class TrainingLabs:
 
 class InterventionLabs:
     # ---- interventions ----------------------------------------------------------------------
-    def _ablation_setup(self, req):
+    def _ablation_setup(self, req, job: JobContext | None = None):
         from core.interventions.hooks import parse_heads
-        handle = self._local(req.model, "Head ablation")
+        handle = self._local(req.model, "Head ablation", job)
         if handle.info.kind != "causal_lm":
             raise UserError("Head ablation on a few-shot task needs a causal language model.")
         config = FewShotConfig(k=req.k, selection=req.selection if req.k else "first", seed=req.seed,
@@ -260,7 +301,7 @@ class InterventionLabs:
         """The task with and without the chosen heads: (plain run, ablated run)."""
         from core.interventions.ablation import run_ablated
         ctx = self._ctx(job)
-        handle, task, config, heads = self._ablation_setup(req)
+        handle, task, config, heads = self._ablation_setup(req, ctx)
         if not heads:
             raise UserError("Name the heads to ablate, layer.head, e.g. 1.3 (click one in the head-role grid).")
         plain = fewshot.run_fewshot(handle, task, config, ctx.sub(0, 0.5), ctx.should_stop)
@@ -270,78 +311,98 @@ class InterventionLabs:
         """Every head ablated one at a time on the task: a layers x heads grid of accuracy and log p(gold)."""
         from core.interventions.ablation import scan
         ctx = self._ctx(job)
-        handle, task, config, _ = self._ablation_setup(req)
+        handle, task, config, _ = self._ablation_setup(req, ctx)
         res = scan(handle, task, config, req.ablation, ctx.progress, ctx.should_stop)
         self.remember("ablation-scan", req, {"base": {"accuracy": res.base_accuracy, "logp": res.base_logp},
-                                             "ablation": res.mode, "k": res.k},
+                                             "ablation": res.mode, "k": res.k}, ctx,
                       model=res.model_key, task=res.task, result=res.to_dict())
         return res
 
     def patch(self, req, job: JobContext | None = None):
         from core.interventions.patching import patch
-        return patch(self._local(req.model, "Activation patching"), req.clean, req.corrupt, req.target,
+        return patch(self._local(req.model, "Activation patching", job), req.clean, req.corrupt, req.target,
                      self._ctx(job).should_stop)
 
     def logit_lens(self, req, job: JobContext | None = None):
         from core.interventions.patching import logit_lens
-        return logit_lens(self._local(req.model, "The logit lens"), req.text, req.target, req.k)
+        return logit_lens(self._local(req.model, "The logit lens", job), req.text, req.target, req.k)
 
 
 class HistoryLabs:
+    """The History, as the session asking sees it: on a shared server its owner's runs and shared ones."""
+
     def _history(self):
         if self.history is None:
             raise UserError(self.history_error or "The experiment history is not available.")
         return self.history
 
-    def history_runs(self, lab: str | None = None, text: str | None = None, tag: str | None = None,
-                     model: str | None = None, task: str | None = None):
-        return self._history().runs(lab=lab or None, model=model or None, task=task or None, tag=tag or None,
-                                    text=text or None)
+    def _viewer(self, session: str) -> str | None:
+        """Whose History a session sees: its owner's on a shared server; everything (None) on one person's own
+        machine, from the CLI, and for an operator."""
+        if not self.config.per_user or not session or self.sessions.is_operator(session):
+            return None
+        return self.sessions.owner(session)
 
-    def history_reopen(self, run_id: str):
+    def recording_notice(self) -> str:
+        """One plain line when runs are not being recorded (a full or read-only disk), else ''."""
+        if self.history is None:
+            return self.history_error or "The experiment history is not available."
+        return self.history.unwritable() or self.history_error or ""
+
+    def history_runs(self, lab: str | None = None, text: str | None = None, tag: str | None = None,
+                     model: str | None = None, task: str | None = None, session: str = ""):
+        return self._history().runs(lab=lab or None, model=model or None, task=task or None, tag=tag or None,
+                                    text=text or None, viewer=self._viewer(session))
+
+    def history_owned(self, record, session: str = "") -> bool:
+        """Whether the session may change this run (its own, or any on one person's machine)."""
+        viewer = self._viewer(session)
+        return viewer is None or record.owner == viewer
+
+    def history_reopen(self, run_id: str, session: str = ""):
         """(the record, its few-shot runs rebuilt as they were — [] for other labs —, the stored result)."""
-        h = self._history()
-        rec, result = h.get(run_id), h.result(run_id)
+        h, viewer = self._history(), self._viewer(session)
+        rec, result = h.get(run_id, viewer), h.result(run_id, viewer)
         runs = [FewShotRun.from_dict(r) for r in result] if rec.lab in ("fewshot", "sweep") and result else []
         for r in runs:
             r.history_id = run_id
         return rec, runs, result
 
     def history_edit(self, run_id: str, name: str | None = None, note: str | None = None,
-                     tag: str | None = None) -> None:
-        h = self._history()
+                     tag: str | None = None, session: str = "") -> None:
+        h, viewer = self._history(), self._viewer(session)
         if name is not None and name.strip():
-            h.rename(run_id, name.strip())
+            h.rename(run_id, name.strip(), viewer)
         if note is not None:
-            h.set_note(run_id, note)
+            h.set_note(run_id, note, viewer)
         if tag and tag.strip():
-            h.tag(run_id, tag)
+            h.tag(run_id, tag, viewer)
 
-    def history_tag_examples(self, run_id: str, indices, tag: str, note: str = "") -> int:
+    def history_share(self, run_id: str, shared: bool = True, session: str = "") -> None:
+        """Show one of the session's runs to everyone on the server (read-only for them), or stop."""
+        self._history().share(run_id, shared, self._viewer(session))
+
+    def history_tag_examples(self, run_id: str, indices, tag: str, note: str = "", session: str = "") -> int:
         if not (tag or "").strip():
             raise UserError("Type the tag to give the examples (e.g. 'label noise').")
         idx = [int(i) for i in indices]
         if not idx:
             raise UserError("Name the examples to tag by their index, e.g. 3,7,12.")
-        known = {e.idx for e in self._history().examples(run_id)}
+        viewer = self._viewer(session)
+        known = {e.idx for e in self._history().examples(run_id, viewer=viewer)}
         missing = sorted(set(idx) - known)
         if missing:
             raise UserError(f"Run {run_id} has no example {missing[0]}.")
-        self._history().tag_examples(run_id, idx, tag, note)
+        self._history().tag_examples(run_id, idx, tag, note, viewer)
         return len(idx)
 
-    def history_delete(self, run_id: str, confirm: bool) -> None:
+    def history_delete(self, run_id: str, confirm: bool, session: str = "") -> None:
         if not confirm:
             raise UserError("Tick 'yes, delete it' first: a deleted run cannot be brought back.")
-        self._history().delete(run_id)
+        self._history().delete(run_id, self._viewer(session))
 
-    def history_examples_csv(self, run_id: str, tag: str | None = None) -> str:
-        import csv
-        import io
-        buf = io.StringIO()
-        w = csv.writer(buf)
-        w.writerow(["run", "configuration", "index", "input", "gold", "prediction", "correct", "logprobs", "tags"])
-        for e in self._history().examples(run_id, tag or None):
-            w.writerow([run_id, e.config, e.idx, e.input, e.gold, e.prediction, e.correct, json.dumps(e.logprobs),
-                        ";".join(e.tags)])
-        return buf.getvalue()
+    def history_examples_csv(self, run_id: str, tag: str | None = None, session: str = "") -> str:
+        rows = [[run_id, e.config, e.idx, e.input, e.gold, e.prediction, e.correct, json.dumps(e.logprobs),
+                 ";".join(e.tags)] for e in self._history().examples(run_id, tag or None, self._viewer(session))]
+        return csv_text(["run", "configuration", "index", "input", "gold", "prediction", "correct", "logprobs",
+                         "tags"], rows)

@@ -9,6 +9,7 @@ referenced by path.
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import threading
 import time
@@ -43,6 +44,12 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE TABLE example_tags (run_id TEXT NOT NULL REFERENCES runs(id) ON DELETE CASCADE, idx INTEGER NOT NULL,
                                tag TEXT NOT NULL, note TEXT NOT NULL DEFAULT '', PRIMARY KEY (run_id, idx, tag));
     """,
+    # 3: who made each run (a browser's id, a user; '' for the CLI and runs from before) and whether it is shared
+    """
+    ALTER TABLE runs ADD COLUMN owner TEXT NOT NULL DEFAULT '';
+    ALTER TABLE runs ADD COLUMN shared INTEGER NOT NULL DEFAULT 0;
+    CREATE INDEX runs_by_owner ON runs(owner, created);
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -61,6 +68,8 @@ class RunRecord:
     result_path: str | None
     note: str
     tags: tuple[str, ...]
+    owner: str = ""
+    shared: bool = False
 
     def to_dict(self) -> dict:
         return {k: getattr(self, k) for k in self.__dataclass_fields__} | {"tags": list(self.tags)}
@@ -79,28 +88,74 @@ class Example:
 
 
 class History:
-    """The history database. Thread-safe; safe with other processes writing the same file."""
+    """The history database. Thread-safe; safe with other processes writing the same file.
+
+    Each run has an owner (``Sessions.owner``: a browser, a user; '' from the CLI). Methods that take a ``viewer``
+    show that owner its own runs and those shared with everyone, and refuse changes to another's runs; a viewer of
+    None (the CLI, one person's own app, an operator) sees and edits everything.
+
+    A folder that cannot be written (read-only, full) still reads: ``writable`` is False and ``record`` raises a
+    ``UserError`` at once, so a lab shows its result and only recording stops."""
 
     def __init__(self, folder: Path | str):
         self.folder = Path(folder)
         self.path = self.folder / DB_NAME
         self._lock = threading.Lock()
+        self.writable, self.problem = True, ""
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
-            with self._connect() as db:
+            db = self._connect()
+            try:
                 self._migrate(db)
+            finally:
+                db.close()
+            if not (os.access(self.folder, os.W_OK) and os.access(self.path, os.W_OK)):  # a read-only mount
+                raise OSError(30, "Read-only file system")
         except (sqlite3.Error, OSError) as exc:
-            raise UserError(f"The experiment history at {self.path} cannot be opened ({exc}). Runs still work; "
-                            "they are not recorded until the folder is writable.") from exc
+            self.writable, self.problem = False, f"{exc}"
+            if not self._readable():
+                raise UserError(f"The experiment history at {self.path} cannot be opened ({exc}). Runs still "
+                                "work; they are not recorded until the folder is writable.") from exc
 
     # ---- plumbing ------------------------------------------------------------------------
-    def _connect(self) -> sqlite3.Connection:
-        db = sqlite3.connect(self.path, timeout=30.0, isolation_level=None)  # explicit transactions
-        db.execute("PRAGMA journal_mode=WAL")
+    def _readable(self) -> bool:
+        """An existing database of this schema that can at least be read."""
+        if not self.path.exists():
+            return False
+        try:
+            db = self._connect(write=False)
+            try:
+                return self.version(db) == SCHEMA_VERSION
+            finally:
+                db.close()
+        except sqlite3.Error:
+            return False
+
+    def _connect(self, write: bool = True) -> sqlite3.Connection:
+        if write:
+            db = sqlite3.connect(self.path, timeout=30.0, isolation_level=None)  # explicit transactions
+            db.execute("PRAGMA journal_mode=WAL")
+        else:  # reading needs nothing written: works on a read-only or full folder too
+            try:
+                db = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, timeout=30.0, isolation_level=None)
+                db.execute("SELECT 1 FROM sqlite_master LIMIT 1")
+            except sqlite3.Error:  # a WAL database whose folder cannot take its shared-memory file
+                db = sqlite3.connect(f"file:{self.path}?immutable=1", uri=True, isolation_level=None)
         db.execute("PRAGMA foreign_keys=ON")
         db.execute("PRAGMA busy_timeout=30000")
         db.row_factory = sqlite3.Row
         return db
+
+    def unwritable(self) -> str:
+        """Why runs are not being recorded, in one sentence; '' when they are."""
+        if self.writable:
+            return ""
+        return (f"Recording has stopped: the history folder {self.folder} cannot be written ({self.problem}). "
+                "Results are shown, not saved; earlier runs can still be read.")
+
+    def _refuse_unwritable(self) -> None:
+        if not self.writable:
+            raise UserError(self.unwritable())
 
     @staticmethod
     def version(db: sqlite3.Connection) -> int:
@@ -122,15 +177,23 @@ class History:
 
     def _write(self, statements: Iterable[tuple[str, tuple]]) -> None:
         """Run the statements as one transaction (all or nothing)."""
+        self._refuse_unwritable()
         with self._lock:
-            db = self._connect()
+            try:
+                db = self._connect()
+            except (sqlite3.Error, OSError) as exc:
+                raise UserError(f"The run could not be saved in the history ({exc}); the result is shown "
+                                "but not recorded.") from exc
             try:
                 db.execute("BEGIN IMMEDIATE")
                 for sql, args in statements:
                     db.execute(sql, args)
                 db.execute("COMMIT")
-            except sqlite3.OperationalError as exc:
-                db.execute("ROLLBACK") if db.in_transaction else None
+            except (sqlite3.OperationalError, sqlite3.DatabaseError, OSError) as exc:
+                try:
+                    db.execute("ROLLBACK") if db.in_transaction else None
+                except sqlite3.Error:
+                    pass
                 raise UserError(f"The run could not be saved in the history ({exc}); the result is shown "
                                 "but not recorded.") from exc
             finally:
@@ -139,21 +202,27 @@ class History:
     # ---- writing -------------------------------------------------------------------------
     def record(self, lab: str, request: dict, summary: dict, *, model: str | None = None,
                task: str | None = None, elapsed_s: float | None = None, name: str | None = None,
-               examples: Iterable[Example] = (), result: Any = None) -> str:
+               examples: Iterable[Example] = (), result: Any = None, owner: str = "") -> str:
         """Save one finished run (and its per-example rows, and a large result as a file); returns its id."""
+        self._refuse_unwritable()
         run_id = f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
         path = None
         if result is not None:
             path = self.folder / "history" / f"{run_id}.json"
-            path.parent.mkdir(parents=True, exist_ok=True)
             tmp = path.with_suffix(".tmp")
-            tmp.write_text(json.dumps(result, default=str))
-            tmp.replace(path)  # whole or absent
-        stmts = [("INSERT INTO runs (id, lab, name, created, elapsed_s, model, task, request, summary, result_path)"
-                  " VALUES (?,?,?,?,?,?,?,?,?,?)",
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                tmp.write_text(json.dumps(result, default=str))
+                tmp.replace(path)  # whole or absent
+            except OSError as exc:  # a full or read-only disk: nothing half-written is left behind
+                tmp.unlink(missing_ok=True) if tmp.exists() else None
+                raise UserError(f"The run could not be saved in the history ({exc}); the result is shown "
+                                "but not recorded.") from exc
+        stmts = [("INSERT INTO runs (id, lab, name, created, elapsed_s, model, task, request, summary, result_path,"
+                  " owner) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
                   (run_id, lab, name or f"{lab} {task or ''} {model or ''}".strip(), time.time(), elapsed_s, model,
                    task, json.dumps(request, default=str), json.dumps(summary, default=str),
-                   str(path) if path else None))]
+                   str(path) if path else None, owner or ""))]
         stmts += [("INSERT INTO examples (run_id, config, idx, input, gold, prediction, logprobs, correct)"
                    " VALUES (?,?,?,?,?,?,?,?)",
                    (run_id, e.config, e.idx, e.input, e.gold, e.prediction, json.dumps(e.logprobs),
@@ -161,33 +230,46 @@ class History:
         self._write(stmts)
         return run_id
 
-    def rename(self, run_id: str, name: str) -> None:
-        self._write([("UPDATE runs SET name=? WHERE id=?", (name, self._known(run_id)))])
+    def rename(self, run_id: str, name: str, viewer: str | None = None) -> None:
+        self._write([("UPDATE runs SET name=? WHERE id=?", (name, self._own(run_id, viewer)))])
 
-    def set_note(self, run_id: str, note: str) -> None:
-        self._write([("UPDATE runs SET note=? WHERE id=?", (note, self._known(run_id)))])
+    def set_note(self, run_id: str, note: str, viewer: str | None = None) -> None:
+        self._write([("UPDATE runs SET note=? WHERE id=?", (note, self._own(run_id, viewer)))])
 
-    def tag(self, run_id: str, tag: str) -> None:
-        self._write([("INSERT OR IGNORE INTO run_tags VALUES (?,?)", (self._known(run_id), tag.strip()))])
+    def tag(self, run_id: str, tag: str, viewer: str | None = None) -> None:
+        self._write([("INSERT OR IGNORE INTO run_tags VALUES (?,?)", (self._own(run_id, viewer), tag.strip()))])
 
-    def tag_examples(self, run_id: str, indices: Iterable[int], tag: str, note: str = "") -> None:
-        self._known(run_id)
+    def share(self, run_id: str, shared: bool = True, viewer: str | None = None) -> None:
+        """Show the run to everyone on the server (read-only for them), or stop showing it."""
+        self._write([("UPDATE runs SET shared=? WHERE id=?", (int(bool(shared)), self._own(run_id, viewer)))])
+
+    def tag_examples(self, run_id: str, indices: Iterable[int], tag: str, note: str = "",
+                     viewer: str | None = None) -> None:
+        self._own(run_id, viewer)
         self._write([("INSERT OR REPLACE INTO example_tags VALUES (?,?,?,?)", (run_id, int(i), tag.strip(), note))
                      for i in indices])
 
-    def delete(self, run_id: str) -> None:
-        rec = self.get(run_id)
+    def delete(self, run_id: str, viewer: str | None = None) -> None:
+        rec = self.get(run_id, viewer)
+        self._own(run_id, viewer)
         self._write([("DELETE FROM runs WHERE id=?", (run_id,))])
         if rec.result_path:
-            Path(rec.result_path).unlink(missing_ok=True)
+            try:
+                Path(rec.result_path).unlink(missing_ok=True)
+            except OSError:
+                pass  # the row is gone; an undeletable file is only disk space
 
     # ---- reading -------------------------------------------------------------------------
-    def _known(self, run_id: str) -> str:
-        self.get(run_id)
+    def _own(self, run_id: str, viewer: str | None) -> str:
+        """The run's id if ``viewer`` may change it (its owner; None: anyone), else a plain refusal."""
+        rec = self.get(run_id, viewer)
+        if viewer is not None and rec.owner != viewer:
+            raise UserError(f"Run {run_id} is someone else's, shared with you read-only: you can reopen and "
+                            "export it, not change or delete it.")
         return run_id
 
     def _rows(self, sql: str, args: tuple = ()) -> list[sqlite3.Row]:
-        db = self._connect()
+        db = self._connect(write=False)
         try:
             return db.execute(sql, args).fetchall()
         finally:
@@ -196,18 +278,24 @@ class History:
     def _record(self, r: sqlite3.Row) -> RunRecord:
         tags = tuple(t["tag"] for t in self._rows("SELECT tag FROM run_tags WHERE run_id=? ORDER BY tag", (r["id"],)))
         return RunRecord(r["id"], r["lab"], r["name"], r["created"], r["elapsed_s"], r["model"], r["task"],
-                         json.loads(r["request"]), json.loads(r["summary"]), r["result_path"], r["note"], tags)
+                         json.loads(r["request"]), json.loads(r["summary"]), r["result_path"], r["note"], tags,
+                         r["owner"], bool(r["shared"]))
 
-    def get(self, run_id: str) -> RunRecord:
+    def get(self, run_id: str, viewer: str | None = None) -> RunRecord:
+        """One run; a viewer sees only its own and shared runs (another's unshared run is 'not found')."""
         rows = self._rows("SELECT * FROM runs WHERE id=?", (run_id,))
-        if not rows:
+        if not rows or (viewer is not None and rows[0]["owner"] != viewer and not rows[0]["shared"]):
             raise UserError(f"No run {run_id!r} in the history.")
         return self._record(rows[0])
 
     def runs(self, lab: str | None = None, model: str | None = None, task: str | None = None,
-             tag: str | None = None, text: str | None = None, limit: int = 200) -> list[RunRecord]:
-        """Newest first, filtered."""
+             tag: str | None = None, text: str | None = None, limit: int = 200,
+             viewer: str | None = None) -> list[RunRecord]:
+        """Newest first, filtered; a viewer's own runs and those shared with everyone."""
         sql, args = "SELECT * FROM runs WHERE 1=1", []
+        if viewer is not None:
+            sql += " AND (owner=? OR shared=1)"
+            args.append(viewer)
         for col, val in (("lab", lab), ("model", model), ("task", task)):
             if val:
                 sql += f" AND {col}=?"
@@ -222,7 +310,9 @@ class History:
         sql += " ORDER BY created DESC LIMIT ?"
         return [self._record(r) for r in self._rows(sql, (*args, limit))]
 
-    def examples(self, run_id: str, tag: str | None = None) -> list[Example]:
+    def examples(self, run_id: str, tag: str | None = None, viewer: str | None = None) -> list[Example]:
+        if viewer is not None:
+            self.get(run_id, viewer)
         tags: dict[int, list[str]] = {}
         for t in self._rows("SELECT idx, tag FROM example_tags WHERE run_id=?", (run_id,)):
             tags.setdefault(t["idx"], []).append(t["tag"])
@@ -231,8 +321,8 @@ class History:
                for r in self._rows("SELECT * FROM examples WHERE run_id=? ORDER BY config, idx", (run_id,))]
         return [e for e in out if tag is None or tag in e.tags]
 
-    def result(self, run_id: str) -> Any:
-        rec = self.get(run_id)
+    def result(self, run_id: str, viewer: str | None = None) -> Any:
+        rec = self.get(run_id, viewer)
         if not rec.result_path:
             return None
         try:

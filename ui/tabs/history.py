@@ -22,25 +22,35 @@ knowledge", …) and export them (CSV, JSON, the plot as a page that opens offli
 example, open them together in the Error analysis tab."""
 
 
-def runs_table(records) -> pd.DataFrame:
+COLUMNS = ["id", "when", "lab", "name", "model", "task", "accuracy", "tags", "note", "whose"]
+
+
+def runs_table(records, engine: Engine | None = None, sid: str = "") -> pd.DataFrame:
     rows = []
     for r in records:
         head = next((v for v in r.summary.values() if isinstance(v, dict) and "accuracy" in v), None)
+        own = engine is None or engine.history_owned(r, sid)
         rows.append({"id": r.id, "when": time.strftime("%Y-%m-%d %H:%M", time.localtime(r.created)), "lab": r.lab,
                      "name": r.name, "model": r.model or "", "task": r.task or "",
                      "accuracy": round(head["accuracy"], 3) if head else None, "tags": ", ".join(r.tags),
-                     "note": r.note})
-    return pd.DataFrame(rows, columns=["id", "when", "lab", "name", "model", "task", "accuracy", "tags", "note"])
+                     "note": r.note, "whose": ("yours, shared" if r.shared else "yours") if own
+                     else "shared (read-only)"})
+    per_user = engine is not None and engine.config.per_user  # one person's own app: every run is theirs
+    return pd.DataFrame(rows, columns=COLUMNS if per_user else COLUMNS[:-1])
 
 
-def render(engine: Engine, active: gr.State, demo: gr.Blocks) -> None:
-    gr.Markdown(INTRO + (f"\n\n**{engine.history_error}**" if engine.history_error else ""))
+def render(engine: Engine, active: gr.State, demo: gr.Blocks, owner: gr.State | None = None) -> None:
+    shared_server = engine.config.per_user
+    gr.Markdown(INTRO + ("\n\nOn this shared server you see your own runs (kept for this browser, or your login, "
+                         "across reloads and restarts) and those others chose to share, which you can reopen and "
+                         "export but not change." if shared_server else ""))
+    notice = gr.Markdown(engine.recording_notice(), elem_id="hist-notice")
     with gr.Row():
         lab = gr.Dropdown(LABS, value="", label="Lab (empty: all)", scale=1)
         text = gr.Textbox("", label="Name or note contains", scale=2, elem_id="hist-text")
         tag = gr.Textbox("", label="Tag (of the run or of its examples)", scale=1)
         refresh_btn = gr.Button("Refresh", scale=1, elem_id="hist-refresh")
-    table = gr.Dataframe(label="Runs, newest first (click a row to pick it)", interactive=False,
+    table = gr.Dataframe(label="Runs, newest first (click a row to pick it)", interactive=False, wrap=True,
                          elem_id="hist-table")
     with gr.Row():
         run_id = gr.Textbox("", label="Run", scale=2, elem_id="hist-run")
@@ -53,6 +63,9 @@ def render(engine: Engine, active: gr.State, demo: gr.Blocks) -> None:
     with gr.Row():
         confirm = gr.Checkbox(False, label="yes, delete it", scale=1)
         delete_btn = gr.Button("Delete the run", variant="stop", scale=1)
+        share = gr.Checkbox(False, label="Share with everyone on this server (read-only for them)", scale=2,
+                            visible=shared_server, elem_id="hist-share-box")
+        share_btn = gr.Button("Save sharing", scale=1, visible=shared_server, elem_id="hist-share")
     status = gr.Markdown(elem_id="hist-status")
     summary = gr.Dataframe(label="Per configuration", interactive=False, wrap=True, elem_id="hist-summary")
     examples = gr.Dataframe(label="Per example", interactive=False, wrap=True, elem_id="hist-examples")
@@ -71,58 +84,73 @@ def render(engine: Engine, active: gr.State, demo: gr.Blocks) -> None:
         json_file = gr.File(label="Run (JSON)")
         html_file = gr.File(label="Plot (HTML)")
 
+    def table_of(lab_, text_, tag_, request: gr.Request):
+        sid = session(request)
+        return runs_table(engine.history_runs(lab_, text_, tag_, session=sid), engine, sid)
+
     @user_errors
-    def listing(lab_, text_, tag_):
-        return runs_table(engine.history_runs(lab_, text_, tag_))
+    def listing(lab_, text_, tag_, request: gr.Request):
+        return table_of(lab_, text_, tag_, request), engine.recording_notice()
 
     def pick(evt: gr.SelectData, current: pd.DataFrame):
         return current.iloc[evt.index[0]]["id"]
 
     @user_errors
-    def reopen(rid):
-        rec, runs, result = engine.history_reopen((rid or "").strip())
+    def reopen(rid, request: gr.Request):
+        rec, runs, result = engine.history_reopen((rid or "").strip(), session(request))
         raw_value = {"request": rec.request, "summary": rec.summary}
         fig = hp.figure_of(rec, result)
+        whose = "" if engine.history_owned(rec, session(request)) else " Shared with you: read-only."
+        when = time.strftime('%Y-%m-%d %H:%M', time.localtime(rec.created))
         if runs:
             first = runs[0].examples[0].index
-            return (f"**{rec.name}** — {rec.lab}, {time.strftime('%Y-%m-%d %H:%M', time.localtime(rec.created))}, "
-                    f"{len(runs)} configuration(s), as it was.", fp.summary_table(runs), fp.examples_table(runs),
-                    fp.prompts_html(runs, first), fig, raw_value)
-        return (f"**{rec.name}** — {rec.lab}, {time.strftime('%Y-%m-%d %H:%M', time.localtime(rec.created))}, "
-                "as it was recorded.", None, None, "", fig, {**raw_value, "result": result})
+            return (f"**{rec.name}** — {rec.lab}, {when}, {len(runs)} configuration(s), as it was.{whose}",
+                    fp.summary_table(runs), fp.examples_table(runs), fp.prompts_html(runs, first), fig, raw_value,
+                    rec.shared)
+        return (f"**{rec.name}** — {rec.lab}, {when}, as it was recorded.{whose}", None, None, "", fig,
+                {**raw_value, "result": result}, rec.shared)
 
     @user_errors
-    def save(rid, new_name, new_note, new_tag, lab_, text_, tag_):
-        engine.history_edit(rid.strip(), new_name, new_note if new_note else None, new_tag)
-        return "Saved.", runs_table(engine.history_runs(lab_, text_, tag_))
+    def save(rid, new_name, new_note, new_tag, lab_, text_, tag_, request: gr.Request):
+        engine.history_edit(rid.strip(), new_name, new_note if new_note else None, new_tag, session(request))
+        return "Saved.", table_of(lab_, text_, tag_, request)
 
     @user_errors
-    def delete(rid, sure, lab_, text_, tag_):
-        engine.history_delete(rid.strip(), sure)
-        return f"Deleted {rid}.", runs_table(engine.history_runs(lab_, text_, tag_)), False
+    def save_share(rid, shared, lab_, text_, tag_, request: gr.Request):
+        engine.history_share(rid.strip(), bool(shared), session(request))
+        return ("Shared: everyone on this server can reopen it (read-only)." if shared else "No longer shared."), \
+            table_of(lab_, text_, tag_, request)
 
     @user_errors
-    def tag_examples(rid, ids, tg, nt):
-        n = engine.history_tag_examples(rid.strip(), int_list(ids, "examples"), tg, nt or "")
+    def delete(rid, sure, lab_, text_, tag_, request: gr.Request):
+        engine.history_delete(rid.strip(), sure, session(request))
+        return f"Deleted {rid}.", table_of(lab_, text_, tag_, request), False
+
+    @user_errors
+    def tag_examples(rid, ids, tg, nt, request: gr.Request):
+        n = engine.history_tag_examples(rid.strip(), int_list(ids, "examples"), tg, nt or "", session(request))
         return f"Tagged {n} example(s) of {rid} with {tg!r}."
 
     @user_errors
     def export(rid, only, request: gr.Request):
         rid = rid.strip()
-        rec, _, result = engine.history_reopen(rid)
         sid = session(request)
+        rec, _, result = engine.history_reopen(rid, sid)
         fig = hp.figure_of(rec, result)
-        return (engine.export(sid, f"{rid}-examples.csv", engine.history_examples_csv(rid, only or None)),
+        return (engine.export(sid, f"{rid}-examples.csv", engine.history_examples_csv(rid, only or None, sid)),
                 engine.export(sid, f"{rid}.json", json.dumps({"run": rec.to_dict(), "result": result}, default=str)),
                 engine.export(sid, f"{rid}-plot.html", hp.to_html(fig)) if fig is not None else None)
 
     filters = [lab, text, tag]
-    refresh_btn.click(listing, filters, table, api_name="history_list", **POLLER)
-    demo.load(listing, filters, table, api_name=False, **POLLER)
+    refresh_btn.click(listing, filters, [table, notice], api_name="history_list", **POLLER)
+    if owner is not None:  # once the page knows whose History this is
+        owner.change(listing, filters, [table, notice], api_name=False, **POLLER)
+    demo.load(listing, filters, [table, notice], api_name=False, **POLLER)
     table.select(pick, table, run_id, api_name=False)
-    reopen_btn.click(reopen, run_id, [status, summary, examples, prompts, plot, raw], api_name="history_reopen",
+    reopen_btn.click(reopen, run_id, [status, summary, examples, prompts, plot, raw, share], api_name="history_reopen",
                      **POLLER)
     save_btn.click(save, [run_id, name, note, run_tag, *filters], [status, table], api_name="history_save", **POLLER)
+    share_btn.click(save_share, [run_id, share, *filters], [status, table], api_name="history_share", **POLLER)
     delete_btn.click(delete, [run_id, confirm, *filters], [status, table, confirm], api_name="history_delete",
                      **POLLER)
     ex_btn.click(tag_examples, [run_id, ex_ids, ex_tag, ex_note], status, api_name="history_tag_examples", **POLLER)

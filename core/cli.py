@@ -319,6 +319,7 @@ def _finetune_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--precision", choices=PRECISIONS, default="auto")
     p.add_argument("--gradient-checkpointing", action="store_true")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: leave as is)")
+    p.add_argument("--time-limit-s", type=float, help="stop (with a checkpoint) after this many seconds of training")
     p.add_argument("--offline", action="store_true")
     p.add_argument("--out", help="the run folder (model, checkpoints, metrics.json)")
 
@@ -332,8 +333,10 @@ def cmd_finetune(args: argparse.Namespace) -> object:
         torch.set_num_threads(args.threads)
     stop = {"flag": False}
     signal.signal(signal.SIGTERM, lambda *_: stop.update(flag=True))  # cancel: checkpoint, then exit
+    limit = {"time_limit_s": args.time_limit_s} if args.time_limit_s else {}
     if args.resume:
-        return train_run(None, args.resume, resume=True, offline=args.offline, should_stop=lambda: stop["flag"])
+        return train_run(None, args.resume, resume=True, offline=args.offline, should_stop=lambda: stop["flag"],
+                         **limit)
     if not args.out:
         raise UserError("--out DIR is required: the folder the run is written to.")
     if args.spec:
@@ -354,7 +357,7 @@ def cmd_finetune(args: argparse.Namespace) -> object:
             precision=args.precision, gradient_checkpointing=args.gradient_checkpointing,
             virtual_tokens=args.virtual_tokens, train_size=args.train_size,
             target_modules=tuple(x.strip() for x in args.target_modules.split(",")) if args.target_modules else None)
-    return train_run(spec, args.out, offline=args.offline, should_stop=lambda: stop["flag"])
+    return train_run(spec, args.out, offline=args.offline, should_stop=lambda: stop["flag"], **limit)
 
 
 cmd_finetune.arguments = _finetune_args  # type: ignore[attr-defined]
@@ -369,6 +372,24 @@ def cmd_tasks(args: argparse.Namespace) -> object:
     return out
 
 
+def cmd_finetune_cancel(args: argparse.Namespace) -> object:
+    """The operator stops any run, whoever started it (a class's server: a runaway run)."""
+    from core.finetune.runs import request_cancel
+    folder = (Path(args.runs_dir) / args.run).resolve()
+    if not folder.is_relative_to(Path(args.runs_dir).resolve()) or not folder.is_dir():
+        raise UserError(f"No run named {args.run!r} in {args.runs_dir}.")
+    return {"run": args.run, "message": request_cancel(folder)}
+
+
+def _finetune_cancel_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("run", help="the run's name (its folder in the runs folder)")
+    p.add_argument("--runs-dir", default=str(Path(__file__).resolve().parents[1] / "runs"),
+                   help="the app's runs folder (its --runs-dir)")
+
+
+cmd_finetune_cancel.arguments = _finetune_cancel_args  # type: ignore[attr-defined]
+command("finetune-cancel", "stop a fine-tuning run of the app (any session's: the operator's command)")(
+    cmd_finetune_cancel)
 command("tasks", "the built-in tasks (JSON)")(cmd_tasks)
 command("models", "list the embedded and the packaged pretrained models")(cmd_models)
 command("attribute", "which parts of a prompt drove a target (Captum)")(cmd_attribute)

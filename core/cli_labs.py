@@ -101,18 +101,15 @@ def cmd_history(args: argparse.Namespace) -> object:
     if args.action == "rm":
         h.delete(args.run)
         return {"deleted": args.run}
-    import csv
-    import io
     import json
-    buf = io.StringIO()
-    w = csv.writer(buf)
-    w.writerow(["configuration", "index", "input", "gold", "prediction", "correct", "logprobs", "tags"])
-    for e in h.examples(args.run, args.tag):
-        w.writerow([e.config, e.idx, e.input, e.gold, e.prediction, e.correct, json.dumps(e.logprobs), ";".join(e.tags)])
+    from core.exports import csv_text
+    text = csv_text(["configuration", "index", "input", "gold", "prediction", "correct", "logprobs", "tags"],
+                    [[e.config, e.idx, e.input, e.gold, e.prediction, e.correct, json.dumps(e.logprobs),
+                      ";".join(e.tags)] for e in h.examples(args.run, args.tag)])
     if args.out:
-        Path(args.out).write_text(buf.getvalue())
+        Path(args.out).write_text(text)
         return {"run": args.run, "out": args.out}
-    return buf.getvalue()
+    return text
 
 
 cmd_history.arguments = _history_args  # type: ignore[attr-defined]

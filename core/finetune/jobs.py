@@ -23,7 +23,8 @@ from dataclasses import replace
 from pathlib import Path
 
 from core.errors import UserError
-from core.finetune.runs import PID_FILE, Process, last_checkpoint, list_runs, run_state, write_end
+from core.finetune.runs import (CANCEL_FILE, OWNER_FILE, PID_FILE, Process, last_checkpoint, list_runs, run_state,
+                               write_end)
 from core.finetune.types import FinetuneSpec, FinetuneStatus
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -37,9 +38,10 @@ def _slug(text: str) -> str:
 class FinetuneJobs:
     """The app's training queue. Thread-safe; state lives in the run folders."""
 
-    def __init__(self, runs_dir: Path | str, threads: int | None = None):
+    def __init__(self, runs_dir: Path | str, threads: int | None = None, time_limit_s: float | None = None):
         self.runs_dir = Path(runs_dir)
         self.threads = threads
+        self.time_limit_s = time_limit_s  # each run stops itself (with a checkpoint) after this long
         self._queue: deque[tuple[str, list[str]]] = deque()  # (run name, argv)
         self._procs: dict[str, subprocess.Popen] = {}
         self._lock = threading.Lock()
@@ -47,10 +49,11 @@ class FinetuneJobs:
         self._owners: dict[str, str] = {}  # run name -> the session that started it (this app's runs)
 
     # ---- submitting -----------------------------------------------------------------
-    def submit(self, spec: FinetuneSpec, name: str | None = None, session: str = "") -> str:
+    def submit(self, spec: FinetuneSpec, name: str | None = None, session: str = "", owner: str = "") -> str:
         spec.check()
         self.runs_dir.mkdir(parents=True, exist_ok=True)
-        name = name or f"{time.strftime('%Y%m%d-%H%M%S')}-{_slug(spec.model)}-{spec.data.task or 'upload'}-{spec.method}"
+        name = name or (f"{time.strftime('%Y%m%d-%H%M%S')}-{os.urandom(2).hex()}-{_slug(spec.model)}-"
+                        f"{spec.data.task or 'upload'}-{spec.method}")  # two sessions in one second differ
         run_dir = self.runs_dir / name
         if run_dir.exists():
             raise UserError(f"A run named {name!r} already exists.")
@@ -58,6 +61,7 @@ class FinetuneJobs:
         spec = _keep_data(spec, run_dir)
         request = run_dir / "request.json"
         request.write_text(json.dumps(spec.to_dict(), indent=2))
+        (run_dir / OWNER_FILE).write_text(owner)
         self._owners[name] = session
         self._enqueue(name, ["--spec", str(request), "--out", str(run_dir)])
         return name
@@ -65,6 +69,10 @@ class FinetuneJobs:
     def owner(self, name: str) -> str | None:
         """The session that started the run in this app, or None (started elsewhere or before a restart)."""
         return self._owners.get(name)
+
+    def active_of(self, session: str) -> list[str]:
+        """The session's runs that are queued or running."""
+        return [n for n in self.queue() if self._owners.get(n) == session]
 
     def resume(self, name: str, session: str = "") -> str:
         run_dir = self.run_dir(name)
@@ -84,15 +92,22 @@ class FinetuneJobs:
         self._pump()
 
     def _pump(self) -> None:
-        """Start the next queued job when none is running."""
+        """Start the next queued job when none is running (skipping those the operator cancelled meanwhile)."""
         with self._lock:
-            if any(p.poll() is None for p in self._procs.values()) or not self._queue:
+            if any(p.poll() is None for p in self._procs.values()):
+                return
+            while self._queue and (self.runs_dir / self._queue[0][0] / CANCEL_FILE).exists():
+                skipped, _ = self._queue.popleft()
+                write_end(self.runs_dir / skipped, "cancelled", "Cancelled by the operator before it started.")
+            if not self._queue:
                 return
             name, argv = self._queue.popleft()
             run_dir = self.runs_dir / name
             cmd = [sys.executable, "-m", "core", "finetune", *argv]
             if self.threads:
                 cmd += ["--threads", str(self.threads)]
+            if self.time_limit_s:
+                cmd += ["--time-limit-s", f"{self.time_limit_s:g}"]
             log = open(run_dir / "log.txt", "ab")
             self._cancelled.discard(name)
             self._procs[name] = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,

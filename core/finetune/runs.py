@@ -14,6 +14,30 @@ from core.finetune.types import FinetuneStatus
 
 
 PID_FILE = "pid"
+OWNER_FILE = "owner"                 # who started the run (a History owner), for its History record
+CANCEL_FILE = "cancel-requested"     # written by `python -m core finetune-cancel`: the app never starts it
+
+
+def run_owner(run_dir: Path) -> str:
+    try:
+        return (Path(run_dir) / OWNER_FILE).read_text().strip()
+    except OSError:
+        return ""
+
+
+def request_cancel(run_dir: Path) -> str:
+    """Stop a run from outside the app that runs it (the operator's shell): a running one gets SIGTERM (it saves a
+    checkpoint, then stops); a queued one is marked so that its app never starts it."""
+    import os
+    import signal
+    run_dir = Path(run_dir)
+    try:
+        pid = int((run_dir / PID_FILE).read_text())
+        os.killpg(pid, signal.SIGTERM)  # each run is its own process group
+        return f"Sent the stop signal to run {run_dir.name} (process {pid}): it saves a checkpoint, then stops."
+    except (OSError, ValueError):
+        (run_dir / CANCEL_FILE).write_text("cancelled by the operator\n")
+        return f"Run {run_dir.name} is not running: marked so that it is never started."
 
 
 @dataclass(frozen=True)

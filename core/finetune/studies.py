@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -139,7 +140,8 @@ def studies_dir(runs_dir: Path | str) -> Path:
 
 def new_id(kind: str, model: str) -> str:
     slug = "".join(c if c.isalnum() or c in ".-" else "-" for c in Path(model).name)[:24].strip("-") or "model"
-    return f"{time.strftime('%Y%m%d-%H%M%S')}-{'methods' if kind == 'methods' else 'data'}-{slug}"
+    unique = os.urandom(2).hex()  # two sessions starting a study in one second get two ids
+    return f"{time.strftime('%Y%m%d-%H%M%S')}-{unique}-{'methods' if kind == 'methods' else 'data'}-{slug}"
 
 
 def write_study(runs_dir: Path | str, study_id: str, record: dict) -> Path:

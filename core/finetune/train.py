@@ -39,7 +39,7 @@ from core.errors import UserError
 from core.finetune import methods
 from core.finetune.data import collate, encode_split, load_task
 from core.finetune.evaluate import evaluate, forward, loss_of
-from core.finetune.runs import last_checkpoint
+from core.finetune.runs import last_checkpoint, run_owner
 from core.finetune.schedule import batches_per_epoch, epoch_order, eval_due, lr_schedule
 from core.finetune.types import FinetuneSpec
 
@@ -148,8 +148,15 @@ def _events(run_dir: Path, extra: Events | None) -> Events:
     return emit
 
 
+def planned_steps(spec: FinetuneSpec, n_train: int) -> int:
+    """Optimiser steps a run of ``spec`` on ``n_train`` examples takes (its max steps, else its epochs')."""
+    per_epoch = batches_per_epoch(n_train, spec.batch_size)
+    return spec.max_steps or max(1, math.ceil(per_epoch * spec.epochs / spec.grad_accum))
+
+
 def train_run(spec: FinetuneSpec | None, run_dir: Path | str, resume: bool = False, offline: bool = False,
-              should_stop: Callable[[], bool] = lambda: False, on_event: Events | None = None) -> dict:
+              should_stop: Callable[[], bool] = lambda: False, on_event: Events | None = None,
+              time_limit_s: float | None = None) -> dict:
     """Train ``spec`` into ``run_dir`` (see the module doc); return the final metrics.
 
     ``resume=True`` reads the spec from ``run_dir`` and continues from its last checkpoint.
@@ -174,7 +181,7 @@ def train_run(spec: FinetuneSpec | None, run_dir: Path | str, resume: bool = Fal
         (run_dir / "spec.json").write_text(json.dumps(spec.to_dict(), indent=2))
     emit = _events(run_dir, on_event)
     try:
-        return _train(spec, run_dir, resume, offline, should_stop, emit)
+        return _train(spec, run_dir, resume, offline, should_stop, emit, time_limit_s)
     except UserError as err:
         emit({"event": "end", "state": "failed", "message": str(err)})
         raise
@@ -189,7 +196,7 @@ def train_run(spec: FinetuneSpec | None, run_dir: Path | str, resume: bool = Fal
 
 
 def _train(spec: FinetuneSpec, run_dir: Path, resume: bool, offline: bool,
-           should_stop: Callable[[], bool], emit: Events) -> dict:
+           should_stop: Callable[[], bool], emit: Events, time_limit_s: float | None = None) -> dict:
     torch.manual_seed(spec.seed)
     device = devices.resolve_device(spec.device)
     task = load_task(spec, offline)
@@ -199,8 +206,8 @@ def _train(spec: FinetuneSpec, run_dir: Path, resume: bool, offline: bool,
     train_enc = encode_split(task, "train", tokenizer, spec.objective, spec.max_length)
     eval_enc = encode_split(task, "test", tokenizer, spec.objective, spec.max_length)
 
+    total = planned_steps(spec, len(train_enc))
     per_epoch = batches_per_epoch(len(train_enc), spec.batch_size)
-    total = spec.max_steps or max(1, math.ceil(per_epoch * spec.epochs / spec.grad_accum))
     params = [p for p in model.parameters() if p.requires_grad]
     decay = [p for p in params if p.ndim >= 2]
     no_decay = [p for p in params if p.ndim < 2]
@@ -249,11 +256,15 @@ def _train(spec: FinetuneSpec, run_dir: Path, resume: bool, offline: bool,
         emit({"event": "checkpoint", "step": state["step"], "path": str(path),
               **{f"time_{k}_s": round(v, 2) for k, v in times.items() if k != "last_overhead"}})
 
+    deadline = time.monotonic() + time_limit_s if time_limit_s else None
     while state["step"] < total:
-        if should_stop():
+        over_time = deadline is not None and time.monotonic() > deadline
+        if should_stop() or over_time:
             checkpoint()
-            emit({"event": "end", "state": "cancelled", "step": state["step"],
-                  "message": f"Cancelled at step {state['step']}; the last checkpoint is saved."})
+            message = (f"Stopped at step {state['step']}: this server allows {time_limit_s / 60:g} minutes a run. "
+                       "The last checkpoint is saved; resume continues from it.") if over_time else \
+                f"Cancelled at step {state['step']}; the last checkpoint is saved."
+            emit({"event": "end", "state": "cancelled", "step": state["step"], "message": message})
             return {}
         loss_sum, n_tok = 0.0, 0
         for _ in range(spec.grad_accum):
@@ -359,6 +370,6 @@ def _remember(spec: FinetuneSpec, run_dir: Path, metrics: dict, held_out: list) 
                 str(Path(metrics["model_path"])))}}, {k: metrics.get(k) for k in keep}, model=spec.model,
             task=spec.data.name, elapsed_s=metrics["train_seconds"],
             name=run_dir.name, examples=[Example(spec.method, e.index, e.input, e.gold, e.prediction, e.scores,
-                                                 e.correct) for e in held_out])
+                                                 e.correct) for e in held_out], owner=run_owner(run_dir))
     except (UserError, OSError, KeyError):  # an unwritable history never fails a finished run
         pass

@@ -14,6 +14,7 @@ class Option:
     kind: type
     default: float | int
     help: str
+    minimum: float = 1  # the smallest value accepted (counts start at 1; a seed may be 0)
 
 
 @dataclass(frozen=True)
@@ -26,7 +27,7 @@ class MethodInfo:
     per_token_rows: bool = True  # one row per target token (else only the sum)
 
 
-_SEED = Option("seed", int, 0, "random seed for sampling")
+_SEED = Option("seed", int, 0, "random seed for sampling", minimum=0)
 METHODS: dict[str, MethodInfo] = {m.name: m for m in (
     MethodInfo("ig", "Integrated gradients (embeddings)", "gradient", ("causal_lm", "seq_cls", "token_cls"),
                (Option("n_steps", int, 64, "integration steps of the first pass"),
@@ -74,8 +75,8 @@ def options_for(m: MethodInfo, given: dict) -> dict:
             out[k] = opt.kind(v)
         except (TypeError, ValueError) as exc:
             raise UserError(f"Option {k} of {m.label} must be a number, not '{v}'.") from exc
-        if opt.kind is int and out[k] < 1:
-            raise UserError(f"Option {k} of {m.label} must be at least 1.")
+        if opt.kind is int and out[k] < opt.minimum:
+            raise UserError(f"Option {k} of {m.label} must be at least {opt.minimum:g}.")
     return out
 
 

@@ -133,7 +133,7 @@ class Cache:
         if path and path.exists():
             try:
                 self.data = json.loads(path.read_text())
-            except ValueError:
+            except (ValueError, OSError):
                 self.data = {}
 
     @staticmethod
@@ -146,13 +146,21 @@ class Cache:
         return self.data.get(key)
 
     def put(self, key: str, value: dict) -> None:
+        """Keep a result in memory and, where the disk allows, in the file: a full or read-only disk only means
+        the next restart computes it again (the sweep itself goes on)."""
         with self._lock:
             self.data[key] = value
             if self.path:  # whole or not at all: a restart never reads half a file
-                self.path.parent.mkdir(parents=True, exist_ok=True)
                 tmp = self.path.with_name(f"{self.path.name}.{os.getpid()}.tmp")
-                tmp.write_text(json.dumps(self.data))
-                os.replace(tmp, self.path)
+                try:
+                    self.path.parent.mkdir(parents=True, exist_ok=True)
+                    tmp.write_text(json.dumps(self.data))
+                    os.replace(tmp, self.path)
+                except OSError:
+                    try:
+                        tmp.unlink(missing_ok=True)
+                    except OSError:
+                        pass
 
 
 def sweep_series(points: list[Point], task: Task, config: FewShotConfig, seeds: list[int] = (0,),

@@ -7,7 +7,7 @@ language, so they get the recall task; other models get the preset's own.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from core.fewshot.types import FewShotConfig
 

@@ -47,6 +47,14 @@ def _pair(tok, prompt: str, target: str) -> tuple[list[int], list[int]]:
     return whole, whole[n:]
 
 
+def _check_fits(handle: ModelHandle, n_tokens: int, what: str) -> None:
+    """Refuse an input longer than the model reads, as every lab does (the Attention tab words it the same)."""
+    ctx = handle.info.context_length
+    if ctx and n_tokens > ctx:
+        raise UserError(f"{what} is {n_tokens} tokens long but {handle.info.name} reads at most {ctx}. "
+                        "Shorten it, or pick a model with a longer context.")
+
+
 def _target_logprob(logits: torch.Tensor, ids: torch.Tensor, n_target: int) -> torch.Tensor:
     """(batch,) summed log p of the last ``n_target`` tokens of ``ids`` (batch, seq)."""
     lp = torch.log_softmax(logits[:, -n_target - 1:-1].float(), -1)  # (batch, n_target, vocab)
@@ -71,6 +79,7 @@ def patch(handle: ModelHandle, clean: str, corrupt: str, target: str,
     model, tok = handle.model, handle.tokenizer
     clean_ids, t_clean = _pair(tok, clean, target)
     corrupt_ids, t_corrupt = _pair(tok, corrupt, target)
+    _check_fits(handle, max(len(clean_ids), len(corrupt_ids)), "The prompt with its target")
     if len(clean_ids) != len(corrupt_ids) or t_clean != t_corrupt:
         raise UserError(f"The clean and corrupted prompts must have the same length in tokens "
                         f"({len(clean_ids) - len(t_clean)} vs {len(corrupt_ids) - len(t_corrupt)}) and the same "
@@ -172,7 +181,9 @@ def logit_lens(handle: ModelHandle, text: str, target: str | None = None, k: int
     if not (text or "").strip():
         raise UserError("The text is empty.")
     model, tok = handle.model, handle.tokenizer
-    ids = torch.tensor([encode(tok, text)], device=input_device(model))
+    tokens = encode(tok, text)
+    _check_fits(handle, len(tokens), "The text")
+    ids = torch.tensor([tokens], device=input_device(model))  # (1, seq)
     layers, norm, unembed = decoder_layers(model), final_norm(model), model.get_output_embeddings()
     target_id = None
     if target:

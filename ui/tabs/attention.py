@@ -13,7 +13,7 @@ from core.errors import UserError
 from ui import attention_plots as ap
 from ui import bertviz_view
 from ui.errors import user_errors
-from ui.common import Form, model_choices, model_picker, on_run, session
+from ui.common import Form, job_of, model_dropdown, model_picker, on_run, session
 
 BERTVIZ_CAP = 96     # bertviz draws every layer and head: keep it small
 EXAMPLES = [
@@ -38,7 +38,7 @@ def _roles_table(scores, role: str) -> pd.io.formats.style.Styler:
 
 def render(engine: Engine, active: gr.State, demo: gr.Blocks) -> None:
     with gr.Row():
-        model = gr.Dropdown(model_choices(engine), label="Model", scale=3, elem_id="attn-model",
+        model = model_dropdown(engine, label="Model", scale=3, elem_id="attn-model",
                             info="any loaded model (load more in the Model tab)")
         layer = gr.Number(0, label="Layer", precision=0, minimum=0, scale=1)
         head = gr.Number(0, label="Head", precision=0, minimum=0, scale=1)
@@ -88,7 +88,7 @@ def render(engine: Engine, active: gr.State, demo: gr.Blocks) -> None:
         with gr.Tab("Compare", id="compare"):
             with gr.Row():
                 text_b = gr.Textbox(label="Second text (leave empty to compare models instead)", scale=3)
-                model_b = gr.Dropdown(model_choices(engine), label="Second model", scale=2)
+                model_b = model_dropdown(engine, label="Second model", scale=2)
             cmp_btn = gr.Button("Compare this head side by side")
             cmp_plot = gr.Plot()
         with gr.Tab("Export", id="export"):
@@ -107,8 +107,8 @@ def render(engine: Engine, active: gr.State, demo: gr.Blocks) -> None:
     @user_errors
     def run(request: gr.Request, *values):  # gradio passes special arguments only before *values
         req = request_of(values)
-        req = replace(req, model=engine.resolve_key(req.model))
-        with engine.job(session(request), "attention") as job:
+        req = replace(req, model=engine.resolve_key(req.model, session(request)))
+        with job_of(engine, request, "attention") as job:
             res = engine.attention(req, job)
         li, hi = req.layer, req.head
         fig = ap.head_figure(res, li, hi)
@@ -120,8 +120,8 @@ def render(engine: Engine, active: gr.State, demo: gr.Blocks) -> None:
 
     @user_errors
     def run_rollout(key, txt, pr, request: gr.Request = None):
-        req = RolloutRequest.from_mapping(dict(model=engine.resolve_key(key), text=txt, text_pair=pr))
-        with engine.job(session(request), "attention") as job:
+        req = RolloutRequest.from_mapping(dict(model=engine.resolve_key(key, session(request)), text=txt, text_pair=pr))
+        with job_of(engine, request, "attention") as job:
             matrix, tokens = engine.rollout(req, job)
         if len(tokens) > 512:
             raise UserError(f"Rollout draws the whole input: {len(tokens)} tokens is too many to draw "
@@ -130,16 +130,16 @@ def render(engine: Engine, active: gr.State, demo: gr.Blocks) -> None:
 
     @user_errors
     def run_bertviz(key, txt, pr, request: gr.Request = None):
-        req = AttentionRequest.from_mapping(dict(model=engine.resolve_key(key), text=txt, text_pair=pr))
-        with engine.job(session(request), "attention") as job:
+        req = AttentionRequest.from_mapping(dict(model=engine.resolve_key(key, session(request)), text=txt, text_pair=pr))
+        with job_of(engine, request, "attention") as job:
             res = engine.attention_views(req, (0, BERTVIZ_CAP), job)
         note = (f"\n\n*Showing the first {BERTVIZ_CAP} of {res.n_tokens} tokens.*" if res.truncated else "")
         return bertviz_view.iframe(res, "head") + note, bertviz_view.iframe(res, "model") + note
 
     @user_errors
     def run_roles(key, length, sd, rl, request: gr.Request = None):
-        req = HeadRolesRequest.from_mapping(dict(model=engine.resolve_key(key), seq_len=length, seed=sd))
-        with engine.job(session(request), "attention") as job:
+        req = HeadRolesRequest.from_mapping(dict(model=engine.resolve_key(key, session(request)), seq_len=length, seed=sd))
+        with job_of(engine, request, "attention") as job:
             scores = engine.head_scores(req, job)
         return (ap.role_grid(scores, rl), _roles_table(scores, rl),
                 engine.export(session(request), "head_roles.csv", ap.scores_csv(scores)))
@@ -153,9 +153,9 @@ def render(engine: Engine, active: gr.State, demo: gr.Blocks) -> None:
     @user_errors
     def run_compare(request: gr.Request, key_b, txt_b, *values):
         first = request_of(values)
-        req = CompareAttentionRequest(first=replace(first, model=engine.resolve_key(first.model)),
+        req = CompareAttentionRequest(first=replace(first, model=engine.resolve_key(first.model, session(request))),
                                       text_b=txt_b or "", model_b=key_b or "").check()
-        with engine.job(session(request), "attention") as job:
+        with job_of(engine, request, "attention") as job:
             a, b, (name_a, name_b) = engine.compare_attention(req, job)
         li, hi = first.layer, first.head
         return ap.side_by_side(ap.head_figure(a, li, hi), ap.head_figure(b, li, hi), name_a, name_b)

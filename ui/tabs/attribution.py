@@ -10,7 +10,7 @@ from core.attribution.types import METHODS
 from core.engine import Engine
 from ui import attribution_plots as bp
 from ui.errors import user_errors
-from ui.common import Form, model_choices, model_picker, on_run, session
+from ui.common import Form, job_of, model_dropdown, model_picker, on_run, session
 
 EXAMPLE = "w3 = w17 ; w8 = w42 ; w11 = w5 ; w20 = w9 ; w8 ="
 ENGLISH = ("Review: The pasta was wonderful and I loved it.\nSentiment: positive\n\n"
@@ -26,7 +26,7 @@ METHOD_CHOICES = [(m.label, m.name) for m in METHODS.values()]
 
 def render(engine: Engine, active: gr.State, demo: gr.Blocks) -> None:
     with gr.Row():
-        model = gr.Dropdown(model_choices(engine), label="Model", scale=3)
+        model = model_dropdown(engine, label="Model", scale=3)
         method = gr.Dropdown(METHOD_CHOICES, value="ig", label="Method", scale=2)
         granularity = gr.Radio(["token", "word", "segment"], value="segment", label="Features", scale=2)
     prompt = gr.Textbox(EXAMPLE, label="Prompt", lines=4, elem_id="attr-prompt")
@@ -73,14 +73,14 @@ def render(engine: Engine, active: gr.State, demo: gr.Blocks) -> None:
                 separator=sep, generate=generate, n_steps=n_steps, n_samples=n_samples, seed=seed, method=method,
                 hold_query=hold, ablate_heads=ablate)
 
-    def request_of(values) -> AttributionRequest:
+    def request_of(values, request: gr.Request) -> AttributionRequest:
         req = AttributionRequest.from_mapping(form.values(values))
-        return replace(req, model=engine.resolve_key(req.model))
+        return replace(req, model=engine.resolve_key(req.model, session(request)))
 
     @user_errors
     def run(request: gr.Request, *values):  # gradio passes special arguments only before *values
-        req = request_of(values)
-        with engine.job(session(request), "attribution") as job:
+        req = request_of(values, request)
+        with job_of(engine, request, "attribution") as job:
             res = engine.attribute(req, job)
         labels = bp.segment_labels(res)
         rows = [("sum over target tokens", -1)] + [(f"target token {t!r}", i) for i, t in enumerate(res.target_tokens)]
@@ -96,8 +96,8 @@ def render(engine: Engine, active: gr.State, demo: gr.Blocks) -> None:
 
     @user_errors
     def run_compare(request: gr.Request, meth_b, *values):
-        req = CompareMethodsRequest(first=request_of(values), method_b=meth_b).check()
-        with engine.job(session(request), "attribution") as job:
+        req = CompareMethodsRequest(first=request_of(values, request), method_b=meth_b).check()
+        with job_of(engine, request, "attribution") as job:
             a, b = engine.attribute_compare(req, job)
         return bp.compare_figure(a, b, bp.segment_labels(a))
 

@@ -10,7 +10,7 @@ from core.emergence.requests import HeadsRequest, LiveTrainingRequest, SweepSeri
 from core.emergence.series import PYTHIA_SIZES, SERIES_STEPS
 from core.engine import Engine
 from ui import emergence_plots as ep
-from ui.common import Form, POLLER, on_run, progress_of, session
+from ui.common import POLLER, Form, job_of, on_run, progress_of, session
 from ui.errors import user_errors
 
 SOURCES = ["checkpoints", "models"]
@@ -83,7 +83,7 @@ def render(engine: Engine, active: gr.State, demo: gr.Blocks) -> None:
         v = form.values(values)
         req = SweepSeriesRequest.from_mapping(v)
         t0 = time.time()
-        with engine.job(session(request), "emergence", progress_of(progress)) as job:
+        with job_of(engine, request, "emergence", progress_of(progress)) as job:
             results = engine.emergence_sweep(req, job)
         ok = [r for r in results if r.error is None]
         msg = f"{len(ok)} points, k={req.k}, {req.seeds} seed(s), {time.time() - t0:.1f} s (cached points are free)."
@@ -94,7 +94,7 @@ def render(engine: Engine, active: gr.State, demo: gr.Blocks) -> None:
     @user_errors
     def heads(src, text, revs, progress=gr.Progress(), request: gr.Request = None):
         req = HeadsRequest.from_mapping(dict(source=src, models=text, revisions=revs))
-        with engine.job(session(request), "emergence", progress_of(progress)) as job:
+        with job_of(engine, request, "emergence", progress_of(progress)) as job:
             hot = engine.heads_over_training(req, job)
         for err in hot.errors:
             gr.Warning(f"Skipped {err}")

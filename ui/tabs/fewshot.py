@@ -9,7 +9,7 @@ from core.fewshot.presets import PRESETS, task_for
 from core.fewshot.requests import FewShotRequest, SweepRequest
 from core.fewshot.types import ORDERS, PERTURBATIONS, SELECTIONS
 from ui import fewshot_plots as fp
-from ui.common import Form, GPU_QUEUE, model_choices, model_picker, on_run, progress_of, session
+from ui.common import GPU_QUEUE, Form, job_of, model_dropdown, model_picker, on_run, progress_of, session
 from ui.errors import user_errors
 
 N_CONFIGS = 4
@@ -69,7 +69,7 @@ def render(engine: Engine, active: gr.State, demo: gr.Blocks) -> None:
             with gr.Column(min_width=220):
                 widgets = [
                     gr.Checkbox(n < 2, label=f"Configuration {chr(65 + n)}"),
-                    gr.Dropdown(model_choices(engine), label="Model", allow_custom_value=True),
+                    model_dropdown(engine, label="Model"),
                     gr.Number(d.get("k", 4), label="k (demonstrations)", precision=0, minimum=0),
                     gr.Dropdown(list(SELECTIONS), value="first", label="Selection"),
                     gr.Number(0, label="Seed", precision=0),
@@ -146,14 +146,14 @@ def render(engine: Engine, active: gr.State, demo: gr.Blocks) -> None:
                 escape(t.target_delimiter), escape(t.fewshot_delimiter))
 
     @user_errors
-    def do_preview(*args):
-        prompt, tokens, context = engine.fewshot_preview(request_of(form.values(args)))
+    def do_preview(request: gr.Request, *args):
+        prompt, tokens, context = engine.fewshot_preview(request_of(form.values(args)), session(request))
         return prompt, fp.tokens_html(tokens, context)
 
     @user_errors
     def do_run(request: gr.Request, progress=gr.Progress(), *args):  # special arguments come first
         req = request_of(form.values(args))
-        with engine.job(session(request), "fewshot", progress_of(progress)) as job:
+        with job_of(engine, request, "fewshot", progress_of(progress)) as job:
             runs = engine.fewshot(req, job)
         note = f"Ran {len(runs)} configuration(s) on {runs[0].metrics.n} examples of **{runs[0].task}**." + (
             f" Kept in the History tab as `{runs[0].history_id}`." if runs[0].history_id else "")
@@ -164,7 +164,7 @@ def render(engine: Engine, active: gr.State, demo: gr.Blocks) -> None:
         v = sweep_form.values(args)
         req = SweepRequest.from_mapping(dict(axis=v["axis"], values=v["values"], seeds=v["seeds"]),
                                         run=request_of(v))
-        with engine.job(session(request), "fewshot", progress_of(progress)) as job:
+        with job_of(engine, request, "fewshot", progress_of(progress)) as job:
             series = engine.fewshot_sweep(req, job)
         fig = fp.sweep_figure(series, req.axis, list(v["metrics"]) or ["accuracy"])
         last = [runs[-1] for _, runs in series]
@@ -174,9 +174,9 @@ def render(engine: Engine, active: gr.State, demo: gr.Blocks) -> None:
         return (note, fig, *outputs(last, session(request)))
 
     @user_errors
-    def pick_preset(name, model_key):
+    def pick_preset(name, model_key, request: gr.Request):
         p = PRESETS[name]
-        key = engine.resolve_key(model_key)
+        key = engine.resolve_key(model_key, session(request))
         embedded = engine.info(key).source == "embedded"
         tname = task_for(p, embedded)
         updates = []
@@ -205,7 +205,7 @@ def render(engine: Engine, active: gr.State, demo: gr.Blocks) -> None:
     def attribute_example(runs, idx, request: gr.Request = None):
         if not runs:
             raise UserError("Run a configuration first.")
-        with engine.job(session(request), "fewshot") as job:
+        with job_of(engine, request, "fewshot") as job:
             res = engine.attribute_example(runs[0], int(idx or 0), job)
         from ui import attribution_plots as bp
         return bp.bar_figure(res, bp.segment_labels(res))

@@ -6,6 +6,7 @@ import time
 import gradio as gr
 
 from core.engine import Engine
+from core.models.types import Limits
 from core.errors import UserError
 from core.finetune.requests import CompareRequest, FinetuneRequest
 from core.finetune.types import DEFAULT_LR, METHODS, OBJECTIVES, PRECISIONS
@@ -15,7 +16,7 @@ METHOD_INFO = ("full trains every weight; LoRA low-rank adapters; IA3 rescales k
                "embeddings of virtual tokens")
 from ui import fewshot_plots as fp
 from ui import finetune_plots as tp
-from ui.common import Form, POLLER, tasks_for_objective, on_run, progress_of, session
+from ui.common import POLLER, Form, job_of, on_run, progress_of, session, tasks_for_objective
 from ui.errors import user_errors
 
 POLL_S = 1.0
@@ -27,6 +28,8 @@ without demonstrations and the fine-tuned model on the same held-out examples.""
 
 def render(engine: Engine, active: gr.State, demo: gr.Blocks) -> None:
     gr.Markdown(INTRO)
+    if engine.config.work_limits != Limits():  # a shared server: say what one session may ask
+        gr.Markdown(f"*This server's limits: {engine.training_limits()}.*", elem_id="finetune-limits")
     with gr.Row():
         with gr.Column(scale=1):
             gr.Markdown("#### Data")
@@ -182,7 +185,7 @@ def render(engine: Engine, active: gr.State, demo: gr.Blocks) -> None:
     @user_errors
     def compare(name, k, limit, progress=gr.Progress(), request: gr.Request = None):
         req = CompareRequest.from_mapping(dict(run=name, k=k, limit=limit))
-        with engine.job(session(request), "finetune", progress_of(progress)) as job:
+        with job_of(engine, request, "finetune", progress_of(progress)) as job:
             runs = engine.finetune_compare(req, job)
         if len(runs) == 1:
             gr.Info("The base model is not a causal language model, so it cannot be prompted; "

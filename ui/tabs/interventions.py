@@ -9,7 +9,7 @@ from core.attention.requests import HeadRolesRequest
 from core.engine import Engine
 from core.interventions.requests import AblationRequest, LensRequest, PatchRequest
 from ui import interventions_plots as ip
-from ui.common import Form, model_choices, model_picker, on_run, progress_of, session
+from ui.common import Form, job_of, model_dropdown, model_picker, on_run, progress_of, session
 from ui.errors import user_errors
 
 CLEAN = "w3 = w17 ; w8 = w42 ; w11 = w5 ; w8 ="
@@ -19,7 +19,7 @@ CORRUPT = "w3 = w17 ; w8 = w40 ; w11 = w5 ; w8 ="
 def render(engine: Engine, active: gr.State, demo: gr.Blocks) -> None:
     gr.Markdown(ip.EXPLAIN)
     with gr.Row():
-        model = gr.Dropdown(model_choices(engine), label="Model", scale=3, allow_custom_value=True)
+        model = model_dropdown(engine, label="Model", scale=3)
         task = gr.Dropdown(engine.task_names(), value="recall", label="Task", scale=2)
         k = gr.Number(4, label="Demonstrations k", precision=0, minimum=0, scale=1)
         selection = gr.Dropdown(["nearest", "random", "balanced", "first"], value="nearest", label="Selection",
@@ -60,21 +60,21 @@ def render(engine: Engine, active: gr.State, demo: gr.Blocks) -> None:
     form = Form(model=model, task=task, k=k, selection=selection, limit=limit, ablate_heads=heads,
                 ablation=ablation)
 
-    def request_of(values) -> AblationRequest:
+    def request_of(values, request: gr.Request) -> AblationRequest:
         req = AblationRequest.from_mapping(form.values(values))
-        return replace(req, model=engine.resolve_key(req.model))
+        return replace(req, model=engine.resolve_key(req.model, session(request)))
 
     @user_errors
     def do_ablate(request: gr.Request, progress=gr.Progress(), *values):
-        req = request_of(values)
-        with engine.job(session(request), "interventions", progress_of(progress)) as job:
+        req = request_of(values, request)
+        with job_of(engine, request, "interventions", progress_of(progress)) as job:
             plain, ablated = engine.ablate(req, job)
         return ip.ablate_summary(plain, ablated, req.ablate_heads, req.ablation)
 
     @user_errors
     def do_scan(request: gr.Request, progress=gr.Progress(), *values):
-        req = request_of(values)
-        with engine.job(session(request), "interventions", progress_of(progress)) as job:
+        req = request_of(values, request)
+        with job_of(engine, request, "interventions", progress_of(progress)) as job:
             res = engine.ablation_scan(req, job)
             roles = engine.head_scores(HeadRolesRequest(model=req.model), job)
         sid = session(request)
@@ -84,15 +84,15 @@ def render(engine: Engine, active: gr.State, demo: gr.Blocks) -> None:
 
     @user_errors
     def do_patch(request: gr.Request, key, c, x, t):
-        req = PatchRequest.from_mapping(dict(model=engine.resolve_key(key), clean=c, corrupt=x, target=t))
-        with engine.job(session(request), "interventions") as job:
+        req = PatchRequest.from_mapping(dict(model=engine.resolve_key(key, session(request)), clean=c, corrupt=x, target=t))
+        with job_of(engine, request, "interventions") as job:
             res = engine.patch(req, job)
         return ip.patch_figure(res), engine.export(session(request), "patching.json", ip.to_json(res))
 
     @user_errors
     def do_lens(request: gr.Request, key, text, tgt):
-        req = LensRequest.from_mapping(dict(model=engine.resolve_key(key), text=text, target=tgt))
-        with engine.job(session(request), "interventions") as job:
+        req = LensRequest.from_mapping(dict(model=engine.resolve_key(key, session(request)), text=text, target=tgt))
+        with job_of(engine, request, "interventions") as job:
             res = engine.logit_lens(req, job)
         return ip.lens_figure(res), ip.lens_table(res), engine.export(session(request), "logit_lens.json",
                                                                        ip.to_json(res))
@@ -101,9 +101,8 @@ def render(engine: Engine, active: gr.State, demo: gr.Blocks) -> None:
         row, col = evt.index
         return gr.update() if col == 0 else f"{row}.{col - 1}"
 
-    def preset(key):
-        return (gr.update(value=engine.resolve_key(key) if engine.loaded_keys() else key), "recall", 4, "nearest", 0,
-                ip.PRESET)
+    def preset(key, request: gr.Request):
+        return (gr.update(value=key or engine.active_model(session(request))), "recall", 4, "nearest", 0, ip.PRESET)
 
     def cancel(request: gr.Request):
         engine.cancel(session(request), "interventions")

@@ -7,7 +7,7 @@ from core.engine import Engine
 from core.models.requests import LoadRequest
 from core.models.types import DEVICES, DTYPES, KINDS
 from ui import plots
-from ui.common import GPU, Form, POLLER, progress_of, session
+from ui.common import LOADING, POLLER, Form, job_of, progress_of, registered, released, session
 from ui.errors import user_errors
 
 
@@ -28,8 +28,15 @@ def render(engine: Engine, active: gr.State, demo: gr.Blocks) -> None:
             with gr.Accordion("Advanced", open=False):
                 kind = gr.Dropdown(["auto", *KINDS], value="auto", label="Model kind",
                                    info="detected from the config unless set")
-                trust = gr.Checkbox(False, label="Trust remote code",
-                                    info="runs Python code from the model's repository — only for authors you trust")
+                if engine.config.exposed:  # the operator's decision alone on a shared server
+                    listed = ", ".join(engine.config.trust_remote_code_for) or "none"
+                    trust = gr.Checkbox(False, label="Trust remote code", interactive=False, elem_id="model-trust",
+                                        info="off on this shared server: only the operator allows a model's own "
+                                             f"code (--trust-remote-code-for; allowed: {listed})")
+                else:
+                    trust = gr.Checkbox(False, label="Trust remote code", elem_id="model-trust",
+                                        info="runs Python code from the model's repository — only for authors you "
+                                             "trust")
                 with gr.Row():
                     device_map = gr.Dropdown(["", "auto", "balanced", "sequential"], value="",
                                              label="Device map", elem_id="model-device-map",
@@ -39,18 +46,24 @@ def render(engine: Engine, active: gr.State, demo: gr.Blocks) -> None:
                     offload = gr.Textbox("", label="Offload folder (optional)",
                                          placeholder="default: in the cache folder")
             with gr.Accordion("A served model (vLLM, SGLang, llama.cpp: OpenAI-compatible)", open=False):
+                exposed = engine.config.exposed
                 gr.Markdown("Scores and generates through the server's completions API (echo + logprobs); tabs that "
-                            "need attention weights or gradients say so. The API key is read from the environment "
-                            "variable you name, when a request is made, and never stored.")
+                            "need attention weights or gradients say so. " + (
+                                "On this shared server only the endpoints the operator allowed can be called "
+                                f"({', '.join(engine.policy.endpoint_urls()) or 'none'}), with the keys the "
+                                "operator gave." if exposed else
+                                "The API key is read from the environment variable you name, when a request is "
+                                "made, and never stored."))
                 with gr.Row():
                     base_url = gr.Textbox("", label="Base URL", placeholder="http://127.0.0.1:8000/v1",
                                           elem_id="served-url")
                     served_name = gr.Textbox("", label="Model name on the server", elem_id="served-name")
-                    key_env = gr.Textbox("", label="API key: environment variable (optional)",
+                    key_env = gr.Textbox("", label="API key: environment variable (optional)", visible=not exposed,
                                          placeholder="e.g. OPENAI_API_KEY")
                     use_served = gr.Button("Use this server", size="sm")
             with gr.Row():
                 load_btn = gr.Button("Load", variant="primary", elem_id="load-model")
+                cancel_btn = gr.Button("Cancel loading", elem_id="cancel-load")
                 unload_btn = gr.Button("Unload active model", elem_id="unload-model")
         with gr.Column(scale=3):
             card = gr.HTML(plots.info_card(None), elem_id="model-info-card")
@@ -76,23 +89,28 @@ def render(engine: Engine, active: gr.State, demo: gr.Blocks) -> None:
     @user_errors
     def load(request: gr.Request, progress=gr.Progress(), *values):  # special arguments come first
         req = LoadRequest.from_mapping(form.values(values))
-        with engine.job(session(request), "model", progress_of(progress)) as job:
+        with job_of(engine, request, "model", progress_of(progress)) as job:
             return snapshot(engine.load(req, job).key)
 
     @user_errors
-    def unload(key):
+    def unload(key, request: gr.Request):
         if not key:
             raise gr.Error("No active model to unload.")
         engine.unload(key)
-        keys = engine.loaded_keys()
-        return snapshot(keys[-1] if keys else None)
+        return snapshot(engine.active_model(session(request)))
 
     @user_errors
-    def refresh(key):
-        keys = engine.loaded_keys()
-        return snapshot(key if key in keys else (keys[-1] if keys else None))
+    def refresh(key, request: gr.Request):
+        return snapshot(key if key in engine.loaded_keys() else engine.active_model(session(request)))
 
-    load_btn.click(load, form.inputs, outputs, api_name="load_model", concurrency_id=GPU, concurrency_limit=1)
+    # loading runs beside the analyses, never in their queue: a slow or hanging load holds up nobody else
+    load_btn.click(released(engine, load), form.inputs, outputs, api_name="load_model",
+                   validator=registered(engine, "model"), **LOADING)
+
+    def cancel_load(request: gr.Request):
+        n = engine.cancel(session(request), "model")
+        return "Cancelling the load…" if n else "Nothing is loading."
+    cancel_btn.click(cancel_load, None, memory, api_name="cancel_load", queue=False)
 
     def served_model(url, name, env):
         if not url.strip() or not name.strip():
@@ -101,15 +119,15 @@ def render(engine: Engine, active: gr.State, demo: gr.Blocks) -> None:
 
     use_served.click(served_model, [base_url, served_name, key_env], model, api_name="served_model_name",
                      queue=False)
-    unload_btn.click(unload, [active], outputs, api_name="unload_model", concurrency_id=GPU)
+    unload_btn.click(unload, [active], outputs, api_name="unload_model", **LOADING)
     model.change(lambda m: gr.update(choices=engine.revision_choices(m), value=""), model, revision,
                  api_name="revision_choices", queue=False)
     demo.load(refresh, [active], outputs, api_name="model_status", **POLLER)
 
-    def poll(key):
+    def poll(key, request: gr.Request):
         """Until the default model is in: refresh the card, then stop polling."""
         loading = (engine.default_status() or "").startswith("Loading")
-        return (*refresh(key), gr.Timer(active=loading))
+        return (*refresh(key, request), gr.Timer(active=loading))
 
     waiting.tick(poll, [active], outputs + [waiting], api_name=False, **POLLER)
     # finished fine-tuning runs join the list: refresh it whenever the list is opened

@@ -11,7 +11,7 @@ from core.finetune.tagging import ReportRequest, TagRequest
 from ui import attention_plots as ap
 from ui import attribution_plots as bp
 from ui import ner_plots as npl
-from ui.common import GPU_QUEUE, POLLER, session
+from ui.common import GPU_QUEUE, POLLER, job_of
 from ui.errors import user_errors
 
 METHODS = [("Integrated gradients", "ig"), ("Gradient x input", "input_x_gradient"), ("Saliency", "saliency")]
@@ -61,14 +61,14 @@ def render(engine: Engine, active: gr.State, demo: gr.Blocks) -> None:
     @user_errors
     def do_tag(request: gr.Request, value, task_name, i, typed):
         key = ensure(value)
-        with engine.job(session(request), "ner") as job:
+        with job_of(engine, request, "ner") as job:
             t = engine.tag_words(TagRequest.from_mapping(dict(model=key, task=task_name, index=i, text=typed)), job)
         return npl.tagged_html(t), npl.words_table(t), " ".join(t.tokens)
 
     @user_errors
     def do_report(request: gr.Request, value, task_name):
         key = ensure(value)
-        with engine.job(session(request), "ner") as job:
+        with job_of(engine, request, "ner") as job:
             rep = engine.ner_report(ReportRequest.from_mapping(dict(model=key, task=task_name)), job)
         return npl.summary(rep), npl.scores_table(rep), npl.confusion_table(rep), npl.errors_table(rep)
 
@@ -78,7 +78,7 @@ def render(engine: Engine, active: gr.State, demo: gr.Blocks) -> None:
             raise UserError("Tag a sentence first.")
         key = ensure(value)
         req = AttributionRequest.from_mapping(dict(model=key, prompt=text_, word=w, method=m, granularity="word"))
-        with engine.job(session(request), "ner") as job:
+        with job_of(engine, request, "ner") as job:
             res = engine.attribute(req, job)
         words_ = text_.split()
         title = f"why word {int(w)} ({words_[int(w)]}) is tagged {res.target_tokens[0]}"
@@ -90,7 +90,7 @@ def render(engine: Engine, active: gr.State, demo: gr.Blocks) -> None:
             raise UserError("Tag a sentence first.")
         key = ensure(value)
         req = AttentionRequest.from_mapping(dict(model=key, text=text_, layer=lay, head=hd, all_heads=False))
-        with engine.job(session(request), "ner") as job:
+        with job_of(engine, request, "ner") as job:
             res = engine.attention(req, job)
         return ap.head_figure(res, req.layer, req.head)
 

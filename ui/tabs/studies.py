@@ -11,11 +11,12 @@ import time
 import gradio as gr
 
 from core.engine import Engine
+from core.models.types import Limits
 from core.errors import UserError
 from core.finetune.requests import DataEfficiencyRequest, MethodsRequest
 from core.finetune.types import METHODS
 from ui import studies_plots as sp
-from ui.common import Form, POLLER, tasks_for_objective, on_run, progress_of, session
+from ui.common import POLLER, Form, job_of, on_run, progress_of, session, tasks_for_objective
 from ui.errors import user_errors
 
 POLL_S = 1.5
@@ -34,6 +35,9 @@ def _task_dropdown(engine: Engine, label: str = "Task"):
 
 
 def render(engine: Engine, active: gr.State, demo: gr.Blocks) -> None:
+    if engine.config.work_limits != Limits():  # a shared server: say what one session may ask
+        gr.Markdown(f"*This server's limits: {engine.training_limits()}. A study queues one run per method "
+                    "(or size and seed).*")
     with gr.Row():
         pick = gr.Dropdown(engine.studies(), label="Studies (started here or from the CLI)", allow_custom_value=True,
                            scale=3)
@@ -118,7 +122,7 @@ def render(engine: Engine, active: gr.State, demo: gr.Blocks) -> None:
     @user_errors
     def start_data(request: gr.Request, progress=gr.Progress(), *values):
         req = DataEfficiencyRequest.from_mapping(d_form.values(values))
-        with engine.job(session(request), "studies", progress_of(progress)) as job:
+        with job_of(engine, request, "studies", progress_of(progress)) as job:
             sid = engine.data_efficiency_start(req, session(request), job)
         return (sid, *views(sid, request))
 

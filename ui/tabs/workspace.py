@@ -10,7 +10,7 @@ from core.fewshot.requests import FewShotRequest
 from core.history import workspace as wsp
 from ui import attention_plots as ap
 from ui import workspace_plots as wp
-from ui.common import GPU_QUEUE, Form, model_choices, model_picker, on_run, progress_of, session
+from ui.common import GPU_QUEUE, Form, job_of, model_dropdown, model_picker, on_run, progress_of, session
 from ui.errors import user_errors
 
 N_SYSTEMS = 4
@@ -38,7 +38,7 @@ def render(engine: Engine, active: gr.State, demo: gr.Blocks) -> None:
             for n in range(N_SYSTEMS):
                 with gr.Row():
                     use = gr.Checkbox(n < 2, label=f"System {'ABCD'[n]}", scale=1)
-                    model = gr.Dropdown(model_choices(engine), label="Model", allow_custom_value=True, scale=3)
+                    model = model_dropdown(engine, label="Model", scale=3)
                     k = gr.Number([0, 4, 8, 2][n], label="k", precision=0, minimum=0, scale=1)
                     sel = gr.Dropdown(SELECTIONS, value="nearest", label="Selection", scale=1)
                     systems.append((use, model, k, sel))
@@ -95,7 +95,7 @@ def render(engine: Engine, active: gr.State, demo: gr.Blocks) -> None:
         """Every view of the workspace for the slice ``values`` (a dict of the slicer's fields)."""
         if ws is None:
             raise UserError("Run a comparison or open runs from the History first.")
-        tags = engine.workspace_tags(ws)
+        tags = engine.workspace_tags(ws, session(request))
         req = wsp.SliceRequest.from_mapping(values)
         rows = wsp.slice_rows(ws, req, tags)
         system = req.system or ws.systems[0]
@@ -125,16 +125,16 @@ def render(engine: Engine, active: gr.State, demo: gr.Blocks) -> None:
         else:
             task_req = {"source": "upload", "train_file": v["train_file"], "test_file": v["test_file"],
                         "input_template": v["template"], "label_column": v["label_column"], "choices": v["choices"]}
-        configs = [dict(use=sv[f"use{n}"], model=engine.resolve_key(sv[f"model{n}"]), k=sv[f"k{n}"],
+        configs = [dict(use=sv[f"use{n}"], model=engine.resolve_key(sv[f"model{n}"], session(request)), k=sv[f"k{n}"],
                         selection=sv[f"sel{n}"]) for n in range(N_SYSTEMS)]
         req = FewShotRequest.from_mapping({"task": task_req, "configs": configs, "limit": v["limit"]})
-        with engine.job(session(request), "workspace", progress_of(progress)) as job:
+        with job_of(engine, request, "workspace", progress_of(progress)) as job:
             ws = engine.workspace_run(req, job)
         return fresh(ws, request)
 
     @user_errors
     def do_open(request: gr.Request, ids):
-        return fresh(engine.workspace_open(list(ids or [])), request)
+        return fresh(engine.workspace_open(list(ids or []), session(request)), request)
 
     @user_errors
     def do_slice(request: gr.Request, ws, *values):
@@ -146,7 +146,7 @@ def render(engine: Engine, active: gr.State, demo: gr.Blocks) -> None:
             raise UserError("Run a comparison or open runs from the History first.")
         if idx is None:
             raise UserError("Click a row of the examples (or type its number).")
-        with engine.job(session(request), "workspace") as job:
+        with job_of(engine, request, "workspace") as job:
             d = engine.workspace_example(ws, int(idx), system or "", lay, hd, job)
         return (wp.example_html(d), wp.probabilities_table(d), ap.head_figure(d.attention, d.layer, d.head),
                 wp.attribution_figure(d), d.layer, d.head)
@@ -158,17 +158,17 @@ def render(engine: Engine, active: gr.State, demo: gr.Blocks) -> None:
     def do_tag(request: gr.Request, ws, idx, tag_text, note_text, *values):
         if ws is None or idx is None:
             raise UserError("Open an example first.")
-        n = engine.workspace_tag(ws, [int(idx)], tag_text, note_text)
+        n = engine.workspace_tag(ws, [int(idx)], tag_text, note_text, session(request))
         return f"Tagged example {int(idx)} '{tag_text.strip()}' ({n}).", *views(ws, slicer.values(values), request)
 
     @user_errors
     def do_tag_all(request: gr.Request, ws, tag_text, note_text, *values):
         if ws is None:
             raise UserError("Run a comparison or open runs from the History first.")
-        rows = wsp.slice_rows(ws, wsp.SliceRequest.from_mapping(slicer.values(values)), engine.workspace_tags(ws))
+        rows = wsp.slice_rows(ws, wsp.SliceRequest.from_mapping(slicer.values(values)), engine.workspace_tags(ws, session(request)))
         if rows.empty:
             raise UserError("The slice is empty: nothing to tag.")
-        n = engine.workspace_tag(ws, [int(i) for i in rows["index"]], tag_text, note_text)
+        n = engine.workspace_tag(ws, [int(i) for i in rows["index"]], tag_text, note_text, session(request))
         return f"Tagged {n} example(s) '{tag_text.strip()}'.", *views(ws, slicer.values(values), request)
 
     source.change(lambda s: (gr.update(visible=s == "built-in"), gr.update(visible=s == "upload")), source,
@@ -187,10 +187,10 @@ def render(engine: Engine, active: gr.State, demo: gr.Blocks) -> None:
     tag_all.click(do_tag_all, [state, tag, note, *slicer.inputs], [tag_md, *view_outs], api_name="workspace_tag_slice",
                   queue=False)
 
-    def history_choices():
+    def history_choices(request: gr.Request):
         if engine.history is None:
             return gr.update(choices=[])
-        return gr.update(choices=[(f"{r.id} · {r.name}", r.id) for r in engine.history_runs()
+        return gr.update(choices=[(f"{r.id} · {r.name}", r.id) for r in engine.history_runs(session=session(request))
                                   if r.lab in ("fewshot", "sweep")])
 
     picks.focus(history_choices, None, picks, api_name=False, queue=False)

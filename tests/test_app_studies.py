@@ -1,4 +1,5 @@
 """The Tuning studies and Tag words tabs through their API (gradio_client), two sessions apart."""
+import httpx
 import pytest
 from gradio_client import Client
 from gradio_client.exceptions import AppError
@@ -55,6 +56,8 @@ def test_a_prompt_is_worth_how_many_examples(client, app_server):
     assert "2 of 2 runs finished" in out[1] and "Prompting measured at 2" in out[1]
     table = out[5]
     assert [r[0] for r in table["data"]] == ["fine-tuning", "fine-tuning", "prompting", "prompting"]
-    with pytest.raises(AppError, match="minimum value 1"):
+    # a value the form itself refuses is refused as the call joins the queue (HTTP 400 with the reason)
+    with pytest.raises(httpx.HTTPStatusError) as err:
         client.predict("el-2l-128", "wordgroups", "classification", "lora", "3e-3", 32, 64, 32, 0, "8", "0", 1,
                        api_name="/study_data_efficiency")
+    assert err.value.response.status_code == 400 and "minimum value 1" in err.value.response.text

@@ -33,9 +33,9 @@ def test_a_fewshot_comparison_is_kept_reopened_tagged_and_exported(client, app_s
     # a reload: a new session sees it in the list
     from gradio_client import Client
     other = Client(app_server[1], verbose=False)
-    listing = other.predict("fewshot", "", "", api_name="/history_list")
+    listing, _notice = other.predict("fewshot", "", "", api_name="/history_list")
     assert run_id in [r[0] for r in listing["data"]]
-    status, summary2, examples, prompts, plot, raw = other.predict(run_id, api_name="/history_reopen")
+    status, summary2, examples, prompts, plot, raw, _shared = other.predict(run_id, api_name="/history_reopen")
     assert summary2["data"] == summary["data"] and "as it was" in status  # the same numbers
     col = examples["headers"].index("B ✓")  # B: k=0, at chance on recall: errors to look at
     wrong = [int(r[0]) for r in examples["data"] if r[col] == "✗"][:3]
@@ -47,7 +47,7 @@ def test_a_fewshot_comparison_is_kept_reopened_tagged_and_exported(client, app_s
     lines = open(csv_path).read().strip().splitlines()
     assert len(lines) == 1 + 3 * 2 and all("label noise" in ln for ln in lines[1:])  # 3 examples x 2 configs
     assert json.load(open(json_path))["run"]["id"] == run_id
-    tagged = other.predict("", "", "label noise", api_name="/history_list")
+    tagged, _notice = other.predict("", "", "label noise", api_name="/history_list")
     assert [r[0] for r in tagged["data"]] == [run_id]
     with pytest.raises(AppError, match="yes, delete it"):
         other.predict(run_id, False, "", "", "", api_name="/history_delete")

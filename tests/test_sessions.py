@@ -135,13 +135,13 @@ def _request(config: dict, limit: int):
 
 def test_a_cancel_pressed_while_queued_is_honoured(tmp_path):
     engine = Engine(AppConfig(runs_dir=tmp_path, model=None))
-    engine.submit("s1", "fewshot")          # the button was pressed; the call waits in the queue
-    engine.submit("s2", "fewshot")          # another person's run waits too
+    mine = engine.submit("s1", "fewshot")    # the button was pressed (or an API call sent); it waits in the queue
+    theirs = engine.submit("s2", "fewshot")  # another person's run waits too
     assert engine.cancel("s1", "fewshot") == 1
     with pytest.raises(Cancelled):
-        with engine.job("s1", "fewshot"):
+        with engine.job("s1", "fewshot", job_id=mine):
             pass
-    with engine.job("s2", "fewshot") as job:  # not theirs
+    with engine.job("s2", "fewshot", job_id=theirs) as job:  # not theirs
         assert not job.should_stop()
     with engine.job("s1", "fewshot") as job:  # the next run of s1 starts clean; finished jobs are dropped
         assert not job.should_stop() and job.job_id
@@ -171,7 +171,7 @@ def test_the_page_can_answer_while_the_default_model_loads(tmp_path):
     engine.expect_default()  # app.py: before the page is built
     assert engine.default_status().startswith("Loading the default model (el-2l-128)")
     with pytest.raises(UserError, match="still loading"):
-        engine.resolve_key(None)
+        engine.resolve_key(None, wait_s=0)
     engine.load_default_in_background().join()  # after the page answers
     assert engine.default_status() is None and engine.resolve_key(None) == "el-2l-128"
 

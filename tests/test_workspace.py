@@ -94,7 +94,10 @@ def test_tags_are_kept_in_the_history_and_slice_the_table(engine, ws):
 
 
 def test_history_runs_reopen_into_a_workspace_and_compare(engine, ws):
+    # (this ran on el-2l-128 while it said el-1l-64 before a name that is not loaded was refused)
+    engine.load(LoadRequest(model="el-1l-64"))
     other = engine.workspace_run(request(("el-1l-64", 4, "nearest")))
+    assert other.runs[0].model_key == "el-1l-64"
     both = engine.workspace_open([ws.history_ids[0], other.history_ids[0]])
     assert len(both.systems) == 3 and len(both.table) == 24
     assert both.runs[0].examples[0].prompt == ws.runs[0].examples[0].prompt

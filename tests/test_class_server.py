@@ -183,7 +183,7 @@ def test_a_hanging_endpoint_delays_nobody_and_its_load_can_be_cancelled(server):
     out = b.predict("el-2l-128", 0, 1, *ATTN, api_name="/attention")  # B is served meanwhile
     assert "tokens" in out[0] and not load.done()
     a.predict(api_name="/cancel_load")
-    with pytest.raises(AppError, match="cancelled|timed out"):
+    with pytest.raises(AppError, match="cancelled|did not answer"):
         load.result(timeout=120)
 
 

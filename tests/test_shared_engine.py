@@ -286,7 +286,7 @@ def test_a_hanging_endpoint_times_out_without_retrying(tmp_path):
     from core.models.served import Client, parse_endpoint
     silent = Silent()
     client = Client(parse_endpoint(f"openai+{silent.url}#m"), timeout=0.5, retries=3)
-    with pytest.raises(UserError, match="timed out 4 times|timed out"):
+    with pytest.raises(UserError, match="did not answer within 0.5 s"):
         client.request("GET", f"{silent.url}/models")
     assert len(silent.conns) == 1  # one try: a server that never answers is not asked again
     silent.close()

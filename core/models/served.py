@@ -98,10 +98,14 @@ class Client:
                 return r.json()
             except (httpx.TransportError, _Transient) as err:
                 # a server that accepts and never answers is not retried: each try would only wait again
-                if attempt == self.retries or isinstance(err, httpx.ReadTimeout):
+                if isinstance(err, httpx.ReadTimeout):
+                    raise UserError(f"The server at {self.endpoint.base_url} accepted the request but did not answer "
+                                    f"within {self._http.timeout.read:g} s. Check that it runs and is not overloaded."
+                                    ) from None
+                if attempt == self.retries:
                     kind = "timed out" if isinstance(err, httpx.TimeoutException) else f"failed ({err})"
                     raise UserError(f"The server at {self.endpoint.base_url} is unreachable or failing: the request "
-                                    f"{kind} {self.retries + 1} times. Check that it runs and the address.") from None
+                                    f"{kind} {attempt + 1} times. Check that it runs and the address.") from None
                 time.sleep(delay)
                 delay *= 2
         raise AssertionError("unreachable")

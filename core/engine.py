@@ -445,16 +445,15 @@ class Engine(Catalogue, TrainingLabs, InterventionLabs, HistoryLabs, WorkspaceLa
 
     def fewshot_preview(self, req: FewShotRequest, session: str = "") -> tuple[str, list[str], int | None]:
         """The first configuration's prompt for the first test row: (prompt, its tokens, the context length)."""
-        from core.fewshot.demos import build_prompt, chat_wrap, demonstrations, template_of
+        from core.fewshot.demos import chat_wrap
+        from core.fewshot.run import plan_prompts
         task = self.task(req.task)
         key, config = self._configs(req, task, session)[0]
-        tpl = template_of(task, config)
-        row = task.rows("test")[0]
         handle = self.registry.get(key)
-        prompt = build_prompt(tpl, demonstrations(task, config, row, 0), tpl.render(row))
-        if config.chat:
-            before, after = chat_wrap(handle.tokenizer)
-            prompt = before + prompt + after
+        plan = plan_prompts(task, config, chat_wrap(handle.tokenizer) if config.chat else ("", ""), first_only=True)
+        if not plan.segments:
+            raise UserError("The task has no test rows to preview.")
+        prompt = plan.prompts[0]
         ids = handle.tokenizer(prompt)["input_ids"]
         return prompt, [handle.tokenizer.decode([i]) for i in ids], handle.info.context_length
 

@@ -17,7 +17,7 @@ computed once (``core.fewshot.scoring``).
 from __future__ import annotations
 
 import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Callable
 
 import numpy as np
@@ -27,7 +27,7 @@ from core.fewshot.demos import (build_prompt, chat_wrap, wrapped, content_free_q
 from core.errors import Cancelled, UserError
 from core.fewshot.types import CONTENT_FREE, Demo, Example, FewShotConfig, FewShotRun, Metrics
 from core.fewshot.scoring import encode, generate_greedy, score_continuations, split_context
-from core.tasks import Task
+from core.tasks import Task, Template
 from core.models.types import ModelHandle, cannot
 from core.models.devices import input_device
 
@@ -54,6 +54,40 @@ def _stop_strings(delimiter: str) -> tuple[str, ...]:
     return (delimiter,) if delimiter.strip() or "\n" in delimiter else ("\n",)
 
 
+@dataclass
+class PromptPlan:
+    """What a few-shot run will score: its rows, their queries and demonstrations, and the prompts."""
+    template: Template
+    task: Task                 # the task with the configuration's template
+    rows: list[dict]
+    queries: list[str]
+    demos: list[list[Demo]]    # one set per row (the same list object when shared)
+    segments: list[list[str]]  # each prompt's pieces (instruction, one per demonstration, the query)
+
+    @property
+    def prompts(self) -> list[str]:
+        return ["".join(s) for s in self.segments]
+
+
+def plan_prompts(task: Task, config: FewShotConfig, wrap: tuple[str, str] = ("", ""),
+                 first_only: bool = False) -> PromptPlan:
+    """The prompts of a run, built once for the run and for its preview (so the two never differ).
+    ``first_only``: only the first row's prompt (demonstrations chosen exactly as the run chooses them)."""
+    template = template_of(task, config)
+    task = task.with_template(template)  # validates the template's fields against both splits
+    rows = task.rows("test")[: config.limit] if config.limit else task.rows("test")
+    queries = [template.render(r) for r in rows]
+    # nearest: TF-IDF over every query of the run, as the run computes it (a single query would weigh differently)
+    similarity = nearest_similarity(task, template, queries) if config.selection == "nearest" else None
+    per_query = config.per_query or config.selection == "nearest"
+    n = min(1, len(rows)) if first_only else len(rows)
+    shared = [] if per_query else demonstrations(task, config)
+    demos = [demonstrations(task, config, r, i, similarity) for i, r in enumerate(rows[:n])] if per_query \
+        else [shared] * n
+    segments = [wrapped(prompt_segments(template, d, q), wrap) for d, q in zip(demos, queries)]
+    return PromptPlan(template, task, rows, queries, demos, segments)
+
+
 def run_fewshot(handle: ModelHandle, task: Task, config: FewShotConfig, progress: Progress | None = None,
                 should_stop: Callable[[], bool] = lambda: False, memo: dict | None = None) -> FewShotRun:
     """``memo``: encodings shared with other runs of the same tokenizer (``core.fewshot.scoring.encode_many``)."""
@@ -62,25 +96,20 @@ def run_fewshot(handle: ModelHandle, task: Task, config: FewShotConfig, progress
     if handle.info.kind != "causal_lm":
         raise UserError(cannot(handle.info, "Few-shot prompting"))
     t0 = time.time()
-    template = template_of(task, config)
-    task = task.with_template(template)  # validates the template's fields against both splits
-    rows = task.rows("test")[: config.limit] if config.limit else task.rows("test")
-    queries = [template.render(r) for r in rows]
+    wrap = chat_wrap(handle.tokenizer) if config.chat else ("", "")
+    plan = plan_prompts(task, config, wrap)
+    template, task, rows, queries, demos, segments = (plan.template, plan.task, plan.rows, plan.queries, plan.demos,
+                                                      plan.segments)
+    prompts = plan.prompts
     mapping = label_map(task, config)
     golds = [mapping.get(task.gold(r), task.gold(r)) for r in rows]
     choices = scored_choices(task, config)
-    similarity = nearest_similarity(task, template, queries) if config.selection == "nearest" else None
     per_query = config.per_query or config.selection == "nearest"
-    shared = [] if per_query else demonstrations(task, config)
-    demos = [demonstrations(task, config, r, i, similarity) for i, r in enumerate(rows)] if per_query \
-        else [shared] * len(rows)
+    shared = demos[0] if demos and not per_query else []
 
     groups: dict[tuple, list[int]] = {}
     for i, d in enumerate(demos):
         groups.setdefault(tuple((x.index, x.shown) for x in d), []).append(i)
-    wrap = chat_wrap(handle.tokenizer) if config.chat else ("", "")
-    segments = [wrapped(prompt_segments(template, d, q), wrap) for d, q in zip(demos, queries)]
-    prompts = ["".join(s) for s in segments]
     model, tok = handle.model, handle.tokenizer
     n_total = len(rows) * (1 + (task.generative))
     examples: list[Example | None] = [None] * len(rows)

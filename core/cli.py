@@ -225,57 +225,54 @@ def _fewshot_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", help="write the JSON here instead of printing it")
 
 
-def _fewshot_task(args: argparse.Namespace):
-    from core.tasks import Template, load_builtin, read_table, task_from_tables
+def _fewshot_task(args: argparse.Namespace) -> dict:
+    """The task request's fields from the flags, as the Few-shot tab fills them (a built-in task's own template
+    unless a flag changes a part of it)."""
+    from core.tasks import load_builtin
     if args.task:
-        task = load_builtin(args.task)
-        template = task.template
+        base = load_builtin(args.task).template
+        fields = {"source": "built-in", "name": args.task, "input_template": base.input,
+                  "instruction": base.instruction, "target_delimiter": base.target_delimiter,
+                  "fewshot_delimiter": base.fewshot_delimiter}
     else:
         missing = [f for f in ("test", "template", "label_column") if not getattr(args, f)]
         if missing:
             raise UserError(f"--train needs --{missing[0].replace('_', '-')} too.")
-        template = Template(unescape(args.template))
-    changes = {k: unescape(v) for k, v in (("input", args.template), ("instruction", args.instruction),
-                                             ("target_delimiter", args.target_delimiter),
-                                             ("fewshot_delimiter", args.fewshot_delimiter)) if v is not None}
-    template = Template(**{**template.__dict__, **changes})
-    if args.task:
-        return task.with_template(template)
-    choices = [c for c in unescape(args.choices or "").split(",") if c]
-    return task_from_tables(read_table(args.train), read_table(args.test), template, args.label_column,
-                            choices, name=Path(args.train).stem)
+        fields = {"source": "upload", "train_file": str(Path(args.train).resolve()),
+                  "test_file": str(Path(args.test).resolve()), "label_column": args.label_column,
+                  "choices": args.choices or "", "target_delimiter": " ", "fewshot_delimiter": "\n\n"}
+    fields.update({k: unescape(v) for k, v in (("input_template", args.template), ("instruction", args.instruction),
+                                               ("target_delimiter", args.target_delimiter),
+                                               ("fewshot_delimiter", args.fewshot_delimiter)) if v is not None})
+    return fields
 
 
 def cmd_fewshot(args: argparse.Namespace) -> object:
+    """The Few-shot tab's run from the shell: the same request, the same engine call, recorded in the History."""
     from dataclasses import asdict
-    from core.fewshot.run import run_fewshot
-    from core.fewshot.types import FewShotConfig
+    from core.fewshot.requests import FewShotRequest
     perturb, flip = args.perturb, 0.0
     if perturb.startswith("flip"):
         try:
             perturb, flip = "flip", float(args.perturb.split(":", 1)[1])
         except (IndexError, ValueError):
             raise UserError("--perturb flip needs a fraction, e.g. flip:0.5") from None
-    task = _fewshot_task(args)
-    config = FewShotConfig(k=args.k, selection=args.selection, seed=args.seed, order=args.order,
-                           per_query=args.per_query, perturb=perturb, flip_fraction=flip,
-                           calibrate=args.calibrate, limit=args.limit)
-    handle = load_from_args(args)
-    if args.ablate_heads:
-        from core.interventions.ablation import run_ablated
-        from core.interventions.hooks import parse_heads
-        heads = parse_heads(args.ablate_heads, handle.info.n_layers, handle.info.n_heads)
-        run = run_ablated(handle, task, config, heads, args.ablation)
-    else:
-        run = run_fewshot(handle, task, config)
+    task_fields = _fewshot_task(args)
+    engine, key = _engine(args)
+    req = FewShotRequest.from_mapping({
+        "task": task_fields, "limit": args.limit, "ablate_heads": args.ablate_heads, "ablation": args.ablation,
+        "configs": [dict(model=key, k=args.k, selection=args.selection, seed=args.seed, order=args.order,
+                         per_query=args.per_query, perturb=perturb, flip=flip, calibrate=args.calibrate)]})
+    run = engine.fewshot(req)[0]
+    generative = run.choices is None
     return {"accuracy": run.metrics.accuracy, "metrics": asdict(run.metrics),
             "model": run.model, "task": run.task, "choices": run.choices,
-            "demonstrations": [asdict(d) for d in run.demos],
+            "demonstrations": [asdict(d) for d in run.demos], "history_id": run.history_id,
             "examples": [{"index": e.index, "gold": e.gold, "prediction": e.prediction,
                           "choice_logprobs": e.choice_logprobs, "correct": bool(e.correct),
                           "gold_logprob": e.gold_logprob,
-                          **({"edit_distance": e.edit_distance} if task.generative else {}),
-                          **({"prediction_calibrated": e.prediction_calibrated} if config.calibrate else {})}
+                          **({"edit_distance": e.edit_distance} if generative else {}),
+                          **({"prediction_calibrated": e.prediction_calibrated} if args.calibrate else {})}
                          for e in run.examples]}
 
 
@@ -375,16 +372,18 @@ def cmd_tasks(args: argparse.Namespace) -> object:
 def cmd_finetune_cancel(args: argparse.Namespace) -> object:
     """The operator stops any run, whoever started it (a class's server: a runaway run)."""
     from core.finetune.runs import request_cancel
-    folder = (Path(args.runs_dir) / args.run).resolve()
-    if not folder.is_relative_to(Path(args.runs_dir).resolve()) or not folder.is_dir():
-        raise UserError(f"No run named {args.run!r} in {args.runs_dir}.")
+    from core.models.types import default_runs_dir
+    runs = Path(args.runs_dir) if args.runs_dir else default_runs_dir()
+    folder = (runs / args.run).resolve()
+    if not folder.is_relative_to(runs.resolve()) or not folder.is_dir():
+        raise UserError(f"No run named {args.run!r} in {runs}.")
     return {"run": args.run, "message": request_cancel(folder)}
 
 
 def _finetune_cancel_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("run", help="the run's name (its folder in the runs folder)")
-    p.add_argument("--runs-dir", default=str(Path(__file__).resolve().parents[1] / "runs"),
-                   help="the app's runs folder (its --runs-dir)")
+    p.add_argument("--runs-dir", default=None, help="the app's runs folder (its --runs-dir; default: "
+                   "$EMERGENCE_LAB_RUNS, else the project's runs/)")
 
 
 cmd_finetune_cancel.arguments = _finetune_cancel_args  # type: ignore[attr-defined]

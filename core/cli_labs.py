@@ -82,7 +82,8 @@ command("heads-over-training", "head roles and the in-context-learning score at 
 def _history_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("action", choices=["list", "show", "export", "rm"])
     p.add_argument("run", nargs="?", help="the run's id (show, export, rm)")
-    p.add_argument("--runs-dir", default="runs", help="the folder holding history.sqlite (default: ./runs)")
+    p.add_argument("--runs-dir", help="the folder holding history.sqlite (default: $EMERGENCE_LAB_RUNS, else the "
+                   "project's runs/, as the app)")
     p.add_argument("--lab", help="list: only this lab (fewshot, sweep, attribution, ablation-scan, emergence)")
     p.add_argument("--tag", help="list: runs with this tag (or with examples tagged so); export: only those examples")
     p.add_argument("--out", help="export: write the examples CSV here (default: print it)")
@@ -91,7 +92,8 @@ def _history_args(p: argparse.ArgumentParser) -> None:
 def cmd_history(args: argparse.Namespace) -> object:
     from pathlib import Path
     from core.history.store import History
-    h = History(Path(args.runs_dir))
+    from core.models.types import default_runs_dir
+    h = History(Path(args.runs_dir) if args.runs_dir else default_runs_dir())
     if args.action == "list":
         return [{k: v for k, v in r.to_dict().items() if k not in ("request",)} for r in h.runs(args.lab, tag=args.tag)]
     if not args.run:

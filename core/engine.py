@@ -421,7 +421,14 @@ class Engine(Catalogue, TrainingLabs, InterventionLabs, HistoryLabs, WorkspaceLa
         out = []
         for n, (key, config) in enumerate(pairs):
             sub = ctx.sub(n / len(pairs), (n + 1) / len(pairs), f"configuration {n + 1}/{len(pairs)}: ")
-            out.append(fewshot.run_fewshot(self.registry.get(key), task, config, sub, ctx.should_stop))
+            if req.ablate_heads.strip():  # the same run with some heads knocked out (any task, CSV ones too)
+                from core.interventions.ablation import run_ablated
+                from core.interventions.hooks import parse_heads
+                handle = self._local(key, "Head ablation", ctx)
+                heads = parse_heads(req.ablate_heads, handle.info.n_layers, handle.info.n_heads)
+                out.append(run_ablated(handle, task, config, heads, req.ablation, sub, ctx.should_stop))
+            else:
+                out.append(fewshot.run_fewshot(self.registry.get(key), task, config, sub, ctx.should_stop))
         self._remember_fewshot("fewshot", req, out, time.time() - t0, job=ctx)
         return out
 

@@ -12,6 +12,32 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 if "EMERGENCE_LAB_CACHE" not in os.environ:  # converted GGUF/packaged models: once per test session, not in ~
     import tempfile
     os.environ["EMERGENCE_LAB_CACHE"] = tempfile.mkdtemp(prefix="el-cache-")
+# runs and the History of every engine, CLI call and app the tests start (subprocesses inherit it): never the
+# project's own runs/, whose History a person reads in the app
+import tempfile  # noqa: E402
+os.environ["EMERGENCE_LAB_RUNS"] = tempfile.mkdtemp(prefix="el-runs-")
+
+
+def _project_writes() -> dict[str, float]:
+    """Files the tests could write into the project folder: its runs/ (ignored by git, read by the app)."""
+    folder = ROOT / "runs"
+    return {str(p): p.stat().st_mtime for p in folder.rglob("*") if p.is_file()} if folder.is_dir() else {}
+
+
+def pytest_sessionstart(session):
+    session.config._el_project_files = _project_writes()
+
+
+def pytest_sessionfinish(session, exitstatus):
+    before = getattr(session.config, "_el_project_files", None)
+    if before is None or getattr(session.config, "workerinput", None) is not None:
+        return
+    changed = sorted(p for p, t in _project_writes().items() if before.get(p) != t)
+    if changed:
+        session.config.get_terminal_writer().line(
+            f"The tests wrote into the project folder ({len(changed)} files), e.g. {changed[:3]}: a test must write "
+            "only under temporary folders.", red=True)
+        session.exitstatus = 1
 
 
 def needs_package(name: str):

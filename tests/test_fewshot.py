@@ -143,6 +143,11 @@ def test_cli_writes_the_documented_json(tmp_path):
     e = data["examples"][0]
     assert set(e) >= {"index", "gold", "prediction", "choice_logprobs", "correct"}
     assert len(e["choice_logprobs"]) == 12 and data["accuracy"] == np.mean([x["correct"] for x in data["examples"]])
+    # recorded in the History like the tab's run (the runs folder: $EMERGENCE_LAB_RUNS, a temporary one here)
+    from core.history.store import History
+    from core.models.types import default_runs_dir
+    rec = History(default_runs_dir()).get(data["history_id"])
+    assert rec.lab == "fewshot" and rec.task == "train" and rec.summary
     bad = subprocess.run([sys.executable, "-m", "core", "fewshot", "--task", "sentiment", "--template", "{nope}",
                           "--k", "2"], cwd=ROOT, capture_output=True, text=True)
     assert bad.returncode == 2 and "no column 'nope'" in bad.stderr

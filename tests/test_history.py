@@ -166,9 +166,12 @@ def test_a_read_only_folder_is_a_message_and_the_engine_still_works(tmp_path):
         History(folder)
     from core.engine import Engine
     from core.models.types import AppConfig
-    engine = Engine(AppConfig(runs_dir=folder, model=None)) if os.geteuid() != 0 else None
-    if engine is not None:
-        assert engine.history is None and "cannot be opened" in engine.history_error
+    engine = Engine(AppConfig(runs_dir=folder, model=None))  # as root too: the blocked folder is a file then
+    assert engine.history is None and "cannot be opened" in engine.history_error
+    assert any(value == "el-2l-128" for _, value in engine.model_choices())  # the pickers still fill
+    assert engine.finetune_runs() == []
+    with pytest.raises(UserError, match="cannot be opened"):  # the History tab says why it is empty
+        engine.history_runs()
 
 
 def test_cli_history_list_show_export_rm(tmp_path):

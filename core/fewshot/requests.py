@@ -86,8 +86,12 @@ class FewShotRequest(Request):
     limit: int | None = field(None, help="score only the first N test rows")
     manual: tuple[int, ...] = field((), help="hand-picked train rows (selection = manual)")
     chat: bool = field(False, help="wrap each prompt in the tokenizer's chat template (instruct models)")
+    ablate_heads: str = field("", help="heads ablated while scoring, layer.head, e.g. 1.3,0.2")
+    ablation: str = field("zero", help="zero, or mean (each head's mean output on the task's prompts)")
 
     def check(self):
+        if self.ablation not in ("zero", "mean"):
+            raise UserError("Ablation is zero or mean.")
         if self.limit is not None and self.limit <= 0:
             object.__setattr__(self, "limit", None)  # 0 in the tab: every test row
         if not any(c.use for c in self.configs):
@@ -159,5 +163,6 @@ def task_of(req: TaskRequest, offline: bool = False):
         test = read_table(req.test_file, Path(req.test_file).name) if req.test_file else None
         if test is None:
             train, test = split_table(train)
+    name = Path(req.train_file).stem if req.source == "upload" else req.hub_id.strip()
     return task_from_tables(train, test, template, req.label_column.strip(),
-                            [c.strip() for c in (req.choices or "").split(",")], name="upload")
+                            [c.strip() for c in (req.choices or "").split(",")], name=name or "upload")

@@ -180,9 +180,10 @@ def list_runs(runs_dir: Path | str) -> list[RunSummary]:
     """Every run under ``runs_dir``, newest first."""
     out = []
     root = Path(runs_dir)
-    if not root.exists():
+    try:
+        found = [p for p in root.iterdir() if (p / "spec.json").exists() or (p / "request.json").exists()]
+    except OSError:  # no folder, a file in its place, or one that cannot be read: no runs to list
         return out
-    found = [p for p in root.iterdir() if (p / "spec.json").exists() or (p / "request.json").exists()]
     for d in sorted(found, key=lambda p: p.stat().st_mtime, reverse=True):
         try:
             spec = json.loads((d / ("spec.json" if (d / "spec.json").exists() else "request.json")).read_text())

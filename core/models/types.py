@@ -1,6 +1,7 @@
 """Dataclasses shared across the engine. Results never hold a reference to a model."""
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -102,6 +103,15 @@ class ModelHandle:
         return bool(getattr(self.model, "served", False))
 
 
+RUNS_ENV = "EMERGENCE_LAB_RUNS"
+
+
+def default_runs_dir() -> Path:
+    """Where runs and the History go unless a --runs-dir says otherwise: $EMERGENCE_LAB_RUNS, else the project's
+    ./runs (the same folder whichever directory a command is started from)."""
+    return Path(os.environ.get(RUNS_ENV) or Path(__file__).resolve().parents[2] / "runs")
+
+
 @dataclass(frozen=True)
 class AppConfig:
     """Everything ``app.py`` parses from the command line."""
@@ -120,7 +130,7 @@ class AppConfig:
     device_map: str | None = None     # every load split across devices ("auto"), unless a load says otherwise
     max_memory: str | None = None     # with a device map: "0=20GiB, cpu=64GiB"
     offload_folder: str | None = None
-    runs_dir: Path = field(default_factory=lambda: Path(__file__).resolve().parents[2] / "runs")
+    runs_dir: Path = field(default_factory=lambda: default_runs_dir())
     trust_remote_code_for: tuple[str, ...] = ()  # models whose repository code an exposed server may run
     endpoint_timeout_s: float = 20.0  # a served model's connect/read timeout (a hanging server fails fast)
     auth: bool = False                # visitors log in (--auth-file): the History's owner is the user name

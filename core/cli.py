@@ -10,49 +10,12 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Callable
 
+from core import cli_labs, cli_studies  # noqa: F401 - their commands register themselves
+from core.cli_base import (_COMMANDS, add_model_args, command, engine_for, load_from_args,  # noqa: F401
+                           spec_from_args)
 from core.errors import UserError
 from core.request import unescape
-
-Command = Callable[[argparse.Namespace], object]
-_COMMANDS: dict[str, tuple[Command, Callable[[argparse.ArgumentParser], None], str]] = {}
-
-
-def command(name: str, help: str):
-    """Register ``fn`` as subcommand ``name``; ``fn.arguments(parser)`` adds its flags."""
-    def wrap(fn):
-        _COMMANDS[name] = (fn, getattr(fn, "arguments", lambda p: None), help)
-        return fn
-    return wrap
-
-
-def add_model_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", default="default",
-                   help="Hub id, local folder, 'default' or an embedded model's name")
-    p.add_argument("--revision", help="Hub revision or embedded checkpoint (e.g. step1000)")
-    p.add_argument("--device", default="auto")
-    p.add_argument("--dtype", default="auto")
-    p.add_argument("--kind", default="auto", help="auto, causal_lm, masked_lm, seq_cls, token_cls or encoder")
-    p.add_argument("--trust-remote-code", action="store_true")
-    p.add_argument("--device-map", help="'auto': split the layers over the GPUs, the CPU and disk (accelerate)")
-    p.add_argument("--max-memory", help="with --device-map: memory per device, e.g. '0=20GiB,1=20GiB,cpu=64GiB'")
-    p.add_argument("--offload-folder", help="with --device-map: where layers that fit nowhere go on disk")
-
-
-def spec_from_args(args: argparse.Namespace, **overrides):
-    from core.models.types import ModelSpec
-    from core.models.requests import LoadRequest
-    LoadRequest.from_args(args)  # the same checks as every other load
-    return ModelSpec(model=args.model, revision=args.revision, device=args.device, dtype=args.dtype,
-                     kind=args.kind, trust_remote_code=args.trust_remote_code, device_map=args.device_map,
-                     max_memory=args.max_memory, offload_folder=args.offload_folder, **overrides)
-
-
-def load_from_args(args: argparse.Namespace, **overrides):
-    from core.models.loading import load_model
-    return load_model(spec_from_args(args, **overrides))
-
 
 def cmd_models(args: argparse.Namespace) -> object:
     """The embedded models with their checkpoints, then the pretrained ones that install from the index."""
@@ -103,40 +66,6 @@ def cmd_train_tiny(args: argparse.Namespace) -> object:
 
 cmd_train_tiny.arguments = _train_tiny_args  # type: ignore[attr-defined]
 
-def _engine(args: argparse.Namespace):
-    """An engine for one CLI call, with the model the flags name loaded: (engine, its registry key)."""
-    from core.engine import Engine
-    from core.models.requests import LoadRequest
-    from core.models.types import AppConfig
-    engine = Engine(AppConfig(model=None, max_models=1))
-    return engine, engine.load(LoadRequest.from_args(args)).key
-
-
-def _request_class(path: str):
-    import importlib
-    module, name = path.split(":")
-    return getattr(importlib.import_module(module), name)
-
-
-def request_command(name: str, help: str, request: str, method: str, skip: tuple[str, ...] = ()) -> None:
-    """A subcommand whose flags are the request's fields: load the model, call ``engine.<method>``, print JSON.
-
-    ``request`` is ``"module:Class"``, imported only when this subcommand runs.
-    """
-    def arguments(p: argparse.ArgumentParser) -> None:
-        add_model_args(p)
-        _request_class(request).add_arguments(p, skip=("model", *skip))
-        p.add_argument("--out", help="write the JSON here instead of printing it")
-
-    def run(args: argparse.Namespace) -> object:
-        engine, key = _engine(args)
-        values = {k: unescape(v) if isinstance(v, str) else v for k, v in vars(args).items() if v is not None}
-        return getattr(engine, method)(_request_class(request).from_mapping(values, model=key)).to_dict()
-
-    run.arguments = arguments  # type: ignore[attr-defined]
-    command(name, help)(run)
-
-
 def _heads_args(p: argparse.ArgumentParser) -> None:
     from core.attention.requests import HeadRolesRequest
     add_model_args(p)
@@ -146,7 +75,7 @@ def _heads_args(p: argparse.ArgumentParser) -> None:
 
 def cmd_heads(args: argparse.Namespace) -> object:
     from core.attention.requests import HeadRolesRequest
-    engine, key = _engine(args)
+    engine, key = engine_for(args)
     scores = engine.head_scores(HeadRolesRequest.from_args(args, model=key)).to_dict()
     scores.pop("source")
     return scores
@@ -164,7 +93,7 @@ def _attention_args(p: argparse.ArgumentParser) -> None:
 
 def cmd_attention(args: argparse.Namespace) -> object:
     from core.attention.requests import AttentionRequest
-    engine, key = _engine(args)
+    engine, key = engine_for(args)
     req = AttentionRequest.from_args(args, model=key, all_heads=False)
     res = engine.attention(req)
     return {"tokens": res.tokens, "attention": res.head(req.layer, req.head).astype(float).tolist()}
@@ -190,7 +119,7 @@ def cmd_attribute(args: argparse.Namespace) -> object:
             raise UserError(f"--segments is not valid JSON: {exc}") from exc
         if not isinstance(segments, list) or not all(isinstance(x, str) for x in segments):
             raise UserError("--segments must be a JSON list of strings.")
-    engine, key = _engine(args)
+    engine, key = engine_for(args)
     values = {k: unescape(v) if isinstance(v, str) else v for k, v in vars(args).items() if v is not None}
     req = AttributionRequest.from_mapping(values, model=key, segments=tuple(segments))
     return engine.attribute(req).to_dict()
@@ -258,7 +187,7 @@ def cmd_fewshot(args: argparse.Namespace) -> object:
         except (IndexError, ValueError):
             raise UserError("--perturb flip needs a fraction, e.g. flip:0.5") from None
     task_fields = _fewshot_task(args)
-    engine, key = _engine(args)
+    engine, key = engine_for(args)
     req = FewShotRequest.from_mapping({
         "task": task_fields, "limit": args.limit, "ablate_heads": args.ablate_heads, "ablation": args.ablation,
         "configs": [dict(model=key, k=args.k, selection=args.selection, seed=args.seed, order=args.order,
@@ -401,9 +330,6 @@ command("finetune", "fine-tune a model (full, lora, ia3, prefix or prompt) on a 
 command("train-tiny", "train an embedded-style tiny model from scratch")(cmd_train_tiny)
 
 
-from core import cli_labs  # noqa: E402,F401 - registers the emergence and interventions commands
-from core import cli_studies  # noqa: E402,F401 - registers finetune-compare and data-efficiency
-
 def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     """Every subcommand, with the flags of the one ``argv`` names (the others' flags import heavy modules)."""
     ap = argparse.ArgumentParser(prog="python -m core", description="Emergence Lab engine.",
@@ -412,7 +338,9 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
                                         "(default ~/.cache/emergence-lab)")
     sub = ap.add_subparsers(dest="command", metavar="COMMAND", required=True)
     chosen = next((a for a in (argv if argv is not None else sys.argv[1:]) if not a.startswith("-")), None)
-    for name, (fn, add_args, help_text) in _COMMANDS.items():
+    # this module's commands first (models, info, attention, ...), then the labs' modules in their order
+    listed = sorted(_COMMANDS.items(), key=lambda kv: kv[1][0].__module__ != __name__)
+    for name, (fn, add_args, help_text) in listed:
         p = sub.add_parser(name, help=help_text, description=help_text)
         if chosen is None or name == chosen:
             add_args(p)

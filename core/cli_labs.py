@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import argparse
 
-from core.cli import command, request_command
+from core.cli_base import command, request_command
 from core.errors import UserError
 from core.request import unescape
 

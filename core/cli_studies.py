@@ -9,14 +9,14 @@ from __future__ import annotations
 import argparse
 import sys
 
-from core.cli import command
+from core.cli_base import command
 from core.request import unescape
 
 
 def _study_args(request: str, skip: tuple[str, ...]):
     def arguments(p: argparse.ArgumentParser) -> None:
-        from core.cli import _request_class
-        _request_class(request).add_arguments(p, skip=("source", "hub_id", *skip))
+        from core.cli_base import request_class
+        request_class(request).add_arguments(p, skip=("source", "hub_id", *skip))
         p.add_argument("--runs-dir", help="where the runs and the study file go (default: $EMERGENCE_LAB_RUNS, else "
                        "the project's runs/, as the app)")
         p.add_argument("--offline", action="store_true")
@@ -26,13 +26,13 @@ def _study_args(request: str, skip: tuple[str, ...]):
 
 def _run_study(args: argparse.Namespace, request: str, start: str) -> object:
     from pathlib import Path
-    from core.cli import _request_class
+    from core.cli_base import request_class
     from core.engine import Engine
     from core.models.types import AppConfig, default_runs_dir
     values = {k: unescape(v) if isinstance(v, str) else v for k, v in vars(args).items() if v is not None}
     values["source"] = "upload" if values.get("train_file") else "built-in"
     values.setdefault("model", "default")
-    req = _request_class(request).from_mapping(values)
+    req = request_class(request).from_mapping(values)
     runs_dir = Path(args.runs_dir) if args.runs_dir else default_runs_dir()
     engine = Engine(AppConfig(model=None, runs_dir=runs_dir, offline=args.offline, max_models=1))
     sid = getattr(engine, start)(req)

@@ -7,7 +7,7 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from core.attention.capture import AttentionResult, HeadScores
+from core.attention.types import AttentionResult, HeadScores
 
 SCALE = "Blues"
 ROLE_TITLES = {"induction": "Induction (prefix matching)", "previous_token": "Previous token",

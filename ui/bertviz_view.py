@@ -12,7 +12,7 @@ import html
 import re
 from pathlib import Path
 
-from core.attention.capture import AttentionResult
+from core.attention.types import AttentionResult
 from core.lazy import lazy
 
 torch = lazy("torch")

@@ -5,7 +5,7 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from core.emergence.series import HeadsOverTraining, PointResult
+from core.emergence.types import HeadsOverTraining, PointResult
 
 METRIC_TITLES = {"accuracy": "accuracy / exact match (discontinuous)", "gold_logprob": "log p(gold) (continuous)",
                  "edit_distance": "token edit distance (continuous)", "brier": "Brier score (continuous)"}

@@ -8,7 +8,7 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from core.fewshot.run import summarise
+from core.fewshot.types import summarise
 from core.fewshot.types import FewShotRun
 
 METRIC_LABELS = {"accuracy": "accuracy (exact match)", "accuracy_norm": "accuracy (length-normalised)",

@@ -7,7 +7,7 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from core.finetune.runs import RunSummary
+from core.finetune.types import RunSummary
 from core.finetune.types import FinetuneStatus
 from ui.plots import human_bytes
 

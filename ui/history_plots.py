@@ -23,11 +23,11 @@ def figure_of(rec, result) -> go.Figure | None:
                                 kept=tuple(result.get("kept") or ()), convergence=result.get("convergence"))
         return bar_figure(res, segment_labels(res))
     if lab == "emergence" and result:
-        from core.emergence.series import PointResult
+        from core.emergence.types import PointResult
         from ui.emergence_plots import scores_figure
         return scores_figure([PointResult(**p) for p in result])
     if lab == "ablation-scan" and result:
-        from core.interventions.ablation import AblationScan
+        from core.interventions.types import AblationScan
         from ui.interventions_plots import scan_figure
         grid = result["grid"]
         return scan_figure(AblationScan(result["model"], result["task"], result["k"], result["ablation"],

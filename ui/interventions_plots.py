@@ -11,10 +11,10 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from core.attention.capture import HeadScores
+from core.attention.types import HeadScores
 from core.fewshot.types import FewShotRun
-from core.interventions.ablation import AblationScan
-from core.interventions.patching import LensResult, PatchResult
+from core.interventions.types import AblationScan
+from core.interventions.types import LensResult, PatchResult
 
 EXPLAIN = """**From correlation to cause.** A head's attention pattern says where it looks; knocking it out says
 whether the model *needs* it. Olsson et al. 2022 ablate induction heads and in-context learning falls. In a

@@ -6,7 +6,7 @@ import html
 import pandas as pd
 
 from core.finetune.ner_metrics import entities
-from core.finetune.tagging import NerReport, Tagged
+from core.finetune.types import NerReport, Tagged
 
 TYPE_COLOURS = {"PER": "#fde68a", "LOC": "#bfdbfe", "ORG": "#bbf7d0", "MISC": "#e9d5ff"}
 EXPLAIN = """**Named entities, word by word.** A token classifier (fine-tune one in the Fine-tune tab with the

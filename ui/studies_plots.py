@@ -8,7 +8,7 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from core.finetune.studies import Study
+from core.finetune.types import Study
 from ui.plots import human_bytes
 
 COLOURS = {"full": "#0f172a", "lora": "#4f46e5", "ia3": "#16a34a", "prefix": "#d97706", "prompt": "#dc2626"}

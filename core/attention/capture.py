@@ -9,12 +9,12 @@ and the pass stops after the last layer that is needed.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Callable
 
 import numpy as np
 
 from core.attention import head_roles
+from core.attention.types import AttentionResult, HeadScores, check_range  # noqa: F401 - re-exported
 from core.errors import UserError
 from core.models.loading import attention_implementation
 from core.models.types import ModelHandle
@@ -28,64 +28,6 @@ Consumer = Callable[[int, "torch.Tensor"], None]  # (layer, weights (batch, head
 
 class _Stop(Exception):
     """Raised from a hook once every needed layer has been seen."""
-
-
-@dataclass(frozen=True)
-class AttentionResult:
-    model_key: str
-    tokens: list[str]             # as the tokenizer splits them
-    display: list[str]            # readable: spaces shown, newlines as ↵
-    token_ids: list[int]
-    layers: dict[int, np.ndarray]  # layer -> (heads, q, k) float32, for the kept heads
-    heads: tuple[int, ...]        # which heads the arrays hold, in order
-    n_layers: int
-    n_heads: int
-    causal: bool
-    window: tuple[int, int]       # [start, end) of the positions kept
-    n_tokens: int                 # length of the whole input
-    segment_ids: list[int] | None = None  # BERT sentence A/B
-
-    def head(self, layer: int, head: int) -> np.ndarray:
-        """(q, k) weights of one head."""
-        _check_range("Layer", [layer], self.n_layers)
-        _check_range("Head", [head], self.n_heads)
-        if layer not in self.layers:
-            raise UserError(f"Layer {layer} was not computed (have {sorted(self.layers)}).")
-        if head not in self.heads:
-            raise UserError(f"Head {head} was not computed (have {list(self.heads)}).")
-        return self.layers[layer][self.heads.index(head)]
-
-    def mean_over_heads(self, layer: int) -> np.ndarray:
-        return self.layers[layer].mean(0)  # (q, k)
-
-    @property
-    def truncated(self) -> bool:
-        return self.window != (0, self.n_tokens)
-
-
-@dataclass(frozen=True)
-class HeadScores:
-    induction: np.ndarray        # (layers, heads)
-    previous_token: np.ndarray   # (layers, heads)
-    sink: np.ndarray             # (layers, heads)
-    entropy: np.ndarray          # (layers, heads), nats
-    source: str                  # how they were measured
-    roles: tuple[str, ...] = field(default=("induction", "previous_token", "sink", "entropy"))
-
-    def get(self, role: str) -> np.ndarray:
-        if role not in self.roles:
-            raise UserError(f"Unknown head role '{role}'. Use one of {', '.join(self.roles)}.")
-        return getattr(self, role)
-
-    def top(self, role: str, n: int = 3) -> list[tuple[int, int, float]]:
-        """The n highest-scoring (layer, head, score)."""
-        s = self.get(role)
-        order = np.argsort(s, axis=None)[::-1][:n]
-        return [(int(i // s.shape[1]), int(i % s.shape[1]), float(s.flat[i])) for i in order]
-
-    def to_dict(self) -> dict:
-        return {"n_layers": int(self.induction.shape[0]), "n_heads": int(self.induction.shape[1]),
-                "scores": {r: self.get(r).round(6).tolist() for r in self.roles}, "source": self.source}
 
 
 # ---- capture ------------------------------------------------------------------
@@ -147,14 +89,6 @@ def _encode(handle: ModelHandle, text: str, text_pair: str | None = None) -> dic
     return dict(enc)
 
 
-def _check_range(what: str, values: list[int], n: int) -> list[int]:
-    bad = [v for v in values if not 0 <= v < n]
-    if bad:
-        raise UserError(f"{what} {bad[0]} is out of range: this model has {n} {what.lower()}s "
-                        f"(0 to {n - 1}).")
-    return sorted(set(values))
-
-
 def display_tokens(tokenizer, ids: list[int]) -> list[str]:
     """One readable string per token: leading spaces as ·, newlines as ↵."""
     out = []
@@ -174,8 +108,8 @@ def compute_attention(handle: ModelHandle, text: str, layers: list[int] | None =
                       window: tuple[int, int] | None = None) -> AttentionResult:
     """Attention weights of the requested layers and heads, for ``text`` (and ``text_pair``)."""
     info = handle.info
-    layers = _check_range("Layer", list(range(info.n_layers)) if layers is None else list(layers), info.n_layers)
-    heads = _check_range("Head", list(range(info.n_heads)) if heads is None else list(heads), info.n_heads)
+    layers = check_range("Layer", list(range(info.n_layers)) if layers is None else list(layers), info.n_layers)
+    heads = check_range("Head", list(range(info.n_heads)) if heads is None else list(heads), info.n_heads)
     if not layers or not heads:
         raise UserError("Choose at least one layer and one head.")
     enc = _encode(handle, text, text_pair)

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import re
 
-import torch
-
-from core.attribution.attribute import _gradient_rows, _ig_rows, _baseline_id, _merge
+from core.attribution.gradients import baseline_id, gradient_rows, ig_rows, merge_convergence
 from core.attribution.types import AttributionResult
 from core.errors import UserError
+from core.lazy import lazy
 from core.models.types import ModelHandle
+
+torch = lazy("torch")  # imported on first use: the app's page is built without it
 
 
 def label_index(handle: ModelHandle, label: str | int | None) -> int:
@@ -74,11 +75,11 @@ def attribute_classifier(handle, m, prompt_ids, n_special, features, groups, lab
 
         def on_body(e):
             return forward(torch.cat([e, e_tail.expand(e.shape[0], -1, -1)], 1)) if e_tail is not None else forward(e)
-        tok_attr, fx, fb, conv = _ig_rows(handle, body, n_special, [on_body], _baseline_id(handle), opts,
+        tok_attr, fx, fb, conv = ig_rows(handle, body, n_special, [on_body], baseline_id(handle), opts,
                                           should_stop, kept)
         return AttributionResult(features, tok_attr @ groups[: tok_attr.shape[1]], [str(name)], fx[0], fb[0],
-                                 conv[0].delta, m.name, granularity, kept=kept_idx, convergence=_merge(conv))
-    tok_attr, fx, fb = _gradient_rows(handle, m.name, body, n_special, [(forward, ids_tail)],
-                                              _baseline_id(handle), opts, should_stop, kept)
+                                 conv[0].delta, m.name, granularity, kept=kept_idx, convergence=merge_convergence(conv))
+    tok_attr, fx, fb = gradient_rows(handle, m.name, body, n_special, [(forward, ids_tail)],
+                                              baseline_id(handle), opts, should_stop, kept)
     return AttributionResult(features, tok_attr @ groups[: tok_attr.shape[1]], [str(name)], fx[0], fb[0],
                              None, m.name, granularity, kept=kept_idx)

@@ -20,7 +20,7 @@ import json
 import os
 import re
 import threading
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Callable
 
@@ -33,6 +33,7 @@ from core.fewshot.run import run_fewshot
 from core.fewshot.types import FewShotConfig
 from core.models.loading import Borrow, ModelRegistry, PathPolicy
 from core.models.presets import PYTHIA_STEPS
+from core.emergence.types import METRICS, PYTHIA_SIZES, SERIES_STEPS, HeadsOverTraining, PointResult  # noqa: F401
 from core.tasks import Task
 from core.models.types import ModelSpec
 from core.models.devices import input_device
@@ -41,10 +42,7 @@ from core.lazy import lazy, no_grad
 torch = lazy("torch")
 
 Progress = Callable[[float, str], None]
-SERIES_STEPS = (0, 64, 512, 1000, 4000, 16000, 64000, 143000)  # a log-spaced subset of Pythia's revisions
 assert set(SERIES_STEPS) <= set(PYTHIA_STEPS)
-PYTHIA_SIZES = ("70m", "160m", "410m", "1b", "1.4b")
-METRICS = ("accuracy", "gold_logprob", "edit_distance", "brier")
 
 
 @dataclass(frozen=True)
@@ -85,22 +83,6 @@ def series_points(models: list[str] | None = None, checkpoints: str | None = Non
             raise UserError(f"Name the revisions of {name} to use (e.g. step1000,step2000): only Pythia's are known.")
         revisions = [f"step{s}" for s in SERIES_STEPS]
     return [Point(name, r, _step_of(r)) for r in revisions]
-
-
-@dataclass
-class PointResult:
-    model: str
-    revision: str | None
-    step: int | None
-    n_params: int
-    metrics: dict[str, float | None]         # mean over seeds
-    std: dict[str, float | None]             # std over seeds
-    chance: float
-    seeds: list[int] = field(default_factory=list)
-    error: str | None = None                 # this point could not be loaded or scored; the rest ran
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 def _metric_values(run) -> dict[str, float | None]:
@@ -259,20 +241,6 @@ def late_minus_early(model, ids: torch.Tensor) -> float:
 
 def icl_score(handle, ids: torch.Tensor) -> float:
     return late_minus_early(handle.model, ids)
-
-
-@dataclass
-class HeadsOverTraining:
-    steps: list[int | None]
-    labels: list[str]
-    induction: list            # step x layer x head
-    previous_token: list
-    icl_score: list[float]
-    errors: list[str] = field(default_factory=list)  # checkpoints that could not be loaded (skipped)
-
-    def to_dict(self) -> dict:
-        return {"steps": self.steps, "induction": self.induction, "previous_token": self.previous_token,
-                "icl_score": self.icl_score, "labels": self.labels, "errors": self.errors}
 
 
 def _zero_ablated(handle, heads_text: str):

@@ -26,6 +26,7 @@ import sys
 import threading
 from typing import Iterator
 from core.lazy import lazy
+from core.models.backend import backend_of
 
 torch = lazy("torch")
 
@@ -112,7 +113,7 @@ def usable(model) -> bool:
     whose attention implementation is sdpa or eager; not virtual-token wrappers or served models)."""
     impl = getattr(getattr(model, "config", None), "_attn_implementation", None)
     return (impl in _NAMES and hasattr(model, "set_attn_implementation")
-            and not getattr(model, "n_virtual", 0) and not getattr(model, "served", False)
+            and not getattr(model, "n_virtual", 0) and backend_of(model) is None
             and not getattr(model, "hf_device_map", None))
 
 

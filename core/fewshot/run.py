@@ -25,7 +25,7 @@ import numpy as np
 from core.fewshot.demos import (build_prompt, chat_wrap, wrapped, content_free_query, demonstrations, label_map, nearest_similarity,
                                 prompt_segments, scored_choices, template_of)
 from core.errors import Cancelled, UserError
-from core.fewshot.types import CONTENT_FREE, Demo, Example, FewShotConfig, FewShotRun, Metrics
+from core.fewshot.types import CONTENT_FREE, Demo, Example, FewShotConfig, FewShotRun, Metrics, summarise  # noqa: F401
 from core.fewshot.scoring import encode, generate_greedy, score_continuations, split_context
 from core.tasks import Task, Template
 from core.models.types import ModelHandle, cannot
@@ -295,12 +295,3 @@ def sweep(handle: ModelHandle, task: Task, config: FewShotConfig, values: list, 
     return runs
 
 
-def summarise(runs: list[FewShotRun], metric: str = "accuracy", axis: str = "k") -> list[dict]:
-    """Mean and std of a metric over seeds, per value of the swept axis."""
-    by_x: dict = {}
-    for r in runs:
-        value = getattr(r.metrics, metric)
-        if value is not None:
-            by_x.setdefault(getattr(r.config, axis), []).append(value)
-    return [{"x": x, "mean": float(np.mean(v)), "std": float(np.std(v)), "n": len(v)}
-            for x, v in sorted(by_x.items())]

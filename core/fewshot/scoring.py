@@ -19,12 +19,12 @@ model are therefore the ones lm-eval feeds; only the arithmetic is shared:
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
 
 from core.errors import Cancelled, UserError
+from core.models.backend import Generation, Scores, backend_of, split_context  # noqa: F401 - re-exported
 from core.models.loading import context_length
 from core.models.devices import input_device
 from core.fewshot import prefix_attention
@@ -68,21 +68,6 @@ def prefix_token_id(tokenizer) -> int:
     if tid is None:
         raise UserError("The prompt is empty and the tokenizer has neither a BOS nor an EOS token to start from.")
     return tid
-
-
-def split_context(context: str, continuation: str) -> tuple[str, str]:
-    """Trailing spaces of the context move onto the continuation."""
-    n = len(context) - len(context.rstrip())
-    return (context[:-n], context[-n:] + continuation) if n else (context, continuation)
-
-
-@dataclass(frozen=True)
-class Scores:
-    logprob: np.ndarray     # (queries, choices) summed log-likelihood of each continuation
-    greedy: np.ndarray      # (queries, choices) bool: every token was the argmax
-    n_tokens: np.ndarray    # (queries, choices) continuation length in tokens
-    context_tokens: np.ndarray  # (queries,) context length in tokens
-    shared_prefix: int      # tokens computed once and reused
 
 
 def _encode_all(tokenizer, contexts, continuations, memo: dict | None = None):
@@ -183,8 +168,9 @@ def score_continuations(model, tokenizer, contexts: list[str], continuations: li
                         should_stop: Callable[[], bool] = lambda: False,
                         progress: Callable[[float, str], None] | None = None, memo: dict | None = None) -> Scores:
     """Summed log-likelihood of every ``continuations[i][j]`` after ``contexts[i]`` (``memo``: see ``encode_many``)."""
-    if getattr(model, "served", False):  # a model behind an OpenAI-compatible server (core.models.served)
-        return model.score_continuations(contexts, continuations, should_stop, progress)
+    backend = backend_of(model)
+    if backend is not None:  # it scores by itself (a model behind an OpenAI-compatible server)
+        return backend.score_continuations(contexts, continuations, should_stop, progress)
     ctx_ids, cont_ids = _encode_all(tokenizer, contexts, continuations, memo)
     for i, (ctx, conts) in enumerate(zip(ctx_ids, cont_ids)):
         if any(len(c) == 0 for c in conts):
@@ -243,18 +229,13 @@ def score_continuations(model, tokenizer, contexts: list[str], continuations: li
     return Scores(logprob, greedy, n_tokens, np.array([len(c) for c in ctx_ids]), n_prefix)
 
 
-@dataclass(frozen=True)
-class Generation:
-    text: str             # up to (not including) the first stop string
-    token_ids: list[int]  # the generated tokens, cut at the stop string
-
-
 def generate_greedy(model, tokenizer, contexts: list[str], max_new_tokens: int,
                     stop: tuple[str, ...] = ("\n\n",), batch_tokens: int = BATCH_TOKENS,
                     should_stop: Callable[[], bool] = lambda: False, memo: dict | None = None) -> list[Generation]:
     """Greedy continuations, reusing the shared prefix; rows of equal length share a batch."""
-    if getattr(model, "served", False):
-        return model.generate_greedy(contexts, max_new_tokens, stop, should_stop)
+    backend = backend_of(model)
+    if backend is not None:
+        return backend.generate_greedy(contexts, max_new_tokens, stop, should_stop)
     encoded = iter(encode_many(tokenizer, [c for c in contexts if c], memo))
     ctx_ids = [next(encoded) if c else [prefix_token_id(tokenizer)] for c in contexts]
     for i, ctx in enumerate(ctx_ids):

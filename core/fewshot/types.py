@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
+import numpy as np
+
 from core.tasks import Template
 
 SELECTIONS = ("first", "random", "balanced", "nearest", "manual")
@@ -116,3 +118,14 @@ class FewShotRun:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+def summarise(runs: list[FewShotRun], metric: str = "accuracy", axis: str = "k") -> list[dict]:
+    """Mean and std of a metric over seeds, per value of the swept axis."""
+    by_x: dict = {}
+    for r in runs:
+        value = getattr(r.metrics, metric)
+        if value is not None:
+            by_x.setdefault(getattr(r.config, axis), []).append(value)
+    return [{"x": x, "mean": float(np.mean(v)), "std": float(np.std(v)), "n": len(v)}
+            for x, v in sorted(by_x.items())]

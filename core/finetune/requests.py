@@ -178,3 +178,23 @@ class DataEfficiencyRequest(FinetuneRequest):
         # only the final score is compared: evaluate once, at the end of each run
         return [(n, seed, replace(base, train_size=n, seed=seed, eval_every=base.max_steps).check())
                 for n in sorted(set(self.sizes)) for seed in range(self.seeds)]
+
+
+@dataclass(frozen=True)
+class TagRequest(Request):
+    model: str = field("", help="a loaded token classifier's key")
+    text: str = field("", help="a sentence (words split at spaces); empty: the task's test sentence")
+    task: str = field("ner", help="a built-in token task, for its test sentences and gold tags")
+    index: int = field(0, help="which test sentence of the task (when no text is given)")
+
+    def check(self):
+        if self.index < 0:
+            raise UserError("The sentence number starts at 0.")
+        return self
+
+
+@dataclass(frozen=True)
+class ReportRequest(Request):
+    model: str = field("", help="a loaded token classifier's key")
+    task: str = field("ner", help="a built-in token task")
+    limit: int | None = field(None, help="score only the first N test sentences")

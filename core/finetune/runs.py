@@ -10,6 +10,7 @@ import re
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from core.finetune.types import RunSummary  # noqa: F401 - re-exported
 from core.finetune.types import FinetuneStatus
 
 
@@ -156,24 +157,6 @@ def read_status(run_dir: Path | str) -> FinetuneStatus:
             st.state, st.message = ev["state"], ev.get("message", "")
             st.metrics = ev.get("metrics")
     return st
-
-
-@dataclass(frozen=True)
-class RunSummary:
-    name: str
-    path: str
-    model_path: str | None     # the loadable final model, when the run finished
-    state: str
-    base_model: str
-    objective: str
-    method: str
-    eval_accuracy: float | None   # the run's held-out score: accuracy, or entity F1 for token classification
-    steps: int
-    metric: str = "accuracy"
-
-    @property
-    def score(self) -> float | None:
-        return self.eval_accuracy
 
 
 def list_runs(runs_dir: Path | str) -> list[RunSummary]:

@@ -16,120 +16,16 @@ the CLI and a restarted app agree, as they do for single runs.
 from __future__ import annotations
 
 import json
-import math
 import os
 import time
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
 
-import numpy as np
 
 from core.errors import UserError
-from core.finetune.types import FinetuneStatus
+from core.finetune.types import FewShotPoint, FinetuneStatus, Study, StudyRun  # noqa: F401 - re-exported
 
 Status = Callable[[str], FinetuneStatus]
-
-
-@dataclass(frozen=True)
-class StudyRun:
-    """One run of a study, as its folder tells it."""
-
-    name: str
-    method: str
-    size: int | None            # training examples (data efficiency), None: all
-    seed: int
-    state: str
-    score: float | None         # held-out accuracy (entity F1 for token classification)
-    trainable_params: int | None = None
-    total_params: int | None = None
-    peak_memory_bytes: int | None = None
-    peak_memory_kind: str = ""
-    tokens_per_second: float | None = None
-    train_seconds: float | None = None
-    loss_curve: list[tuple[int, float]] = field(default_factory=list)    # (step, train loss)
-    score_curve: list[tuple[int, float]] = field(default_factory=list)   # (step, held-out score)
-    message: str = ""
-
-    @property
-    def trainable_share(self) -> float | None:
-        return self.trainable_params / self.total_params if self.trainable_params and self.total_params else None
-
-
-@dataclass(frozen=True)
-class FewShotPoint:
-    k: int
-    seed: int
-    accuracy: float
-
-
-@dataclass(frozen=True)
-class Study:
-    id: str
-    kind: str                   # methods | data-efficiency
-    model: str
-    task: str
-    metric: str                 # accuracy | entity F1
-    runs: list[StudyRun]
-    fewshot: list[FewShotPoint] = field(default_factory=list)
-    created: float = 0.0
-    request: dict = field(default_factory=dict)
-    error: str = ""             # why the study stopped before its runs could (prompting failed, cancelled)
-
-    @property
-    def done(self) -> bool:
-        return all(r.state in ("finished", "failed", "cancelled") for r in self.runs)
-
-    @property
-    def progress(self) -> str:
-        n = sum(r.state == "finished" for r in self.runs)
-        failed = [r for r in self.runs if r.state in ("failed", "cancelled")]
-        return f"{n} of {len(self.runs)} runs finished" + (f", {len(failed)} failed or cancelled" if failed else "")
-
-    # ---- data efficiency ------------------------------------------------------------------
-    def finetune_curve(self) -> list[tuple[int, float, float, int]]:
-        """(size, mean score, standard deviation, seeds) per training-set size, finished runs only."""
-        by: dict[int, list[float]] = {}
-        for r in self.runs:
-            if r.state == "finished" and r.score is not None and r.size is not None:
-                by.setdefault(r.size, []).append(r.score)
-        return [(n, float(np.mean(v)), float(np.std(v)), len(v)) for n, v in sorted(by.items())]
-
-    def fewshot_curve(self) -> list[tuple[int, float, float, int]]:
-        """(k, mean accuracy, standard deviation, seeds)."""
-        by: dict[int, list[float]] = {}
-        for p in self.fewshot:
-            by.setdefault(p.k, []).append(p.accuracy)
-        return [(k, float(np.mean(v)), float(np.std(v)), len(v)) for k, v in sorted(by.items())]
-
-    def crossing(self) -> dict:
-        """Where fine-tuning's mean first reaches prompting's best mean: {size, reference, k, note}."""
-        prompt = self.fewshot_curve()
-        ft = self.finetune_curve()
-        if not prompt or not ft:
-            return {"size": None, "reference": None, "k": None, "note": "not measured yet"}
-        k, ref = max(((k, m) for k, m, _, _ in prompt), key=lambda x: x[1])
-        out = {"reference": ref, "k": k}
-        for i, (n, m, _, _) in enumerate(ft):
-            if m >= ref:
-                if i == 0:
-                    return {**out, "size": float(n), "note": f"fine-tuning on {n} examples already matches "
-                                                              f"prompting's best ({ref:.2f} at k={k})"}
-                n0, m0 = ft[i - 1][0], ft[i - 1][1]
-                t = (ref - m0) / (m - m0) if m > m0 else 1.0
-                size = 2 ** (math.log2(n0) + t * (math.log2(n) - math.log2(n0)))
-                return {**out, "size": size, "note": f"fine-tuning reaches prompting's best ({ref:.2f} at k={k}) "
-                                                     f"at about {size:.0f} training examples"}
-        return {**out, "size": None, "note": f"fine-tuning stays below prompting's best ({ref:.2f} at k={k}) up "
-                                             f"to {ft[-1][0]} training examples"}
-
-    def to_dict(self) -> dict:
-        d = asdict(self)
-        d.update(done=self.done, progress=self.progress)
-        if self.kind == "data-efficiency":
-            d.update(finetune_curve=self.finetune_curve(), fewshot_curve=self.fewshot_curve(),
-                     crossing=self.crossing())
-        return d
 
 
 # ---- files ---------------------------------------------------------------------------------

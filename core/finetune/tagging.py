@@ -6,65 +6,14 @@ confusion table by entity type, and every sentence's tags for error analysis.
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
 
 from core.errors import UserError
 from core.finetune import ner
 from core.finetune.evaluate import TokenPrediction, predict_tokens
-from core.finetune.ner_metrics import NerScores, confusion, score
+from core.finetune.ner_metrics import confusion, score
 from core.models.types import ModelHandle, cannot
-from core.request import Request
-from core.request import field as rfield
-
-
-@dataclass(frozen=True)
-class TagRequest(Request):
-    model: str = rfield("", help="a loaded token classifier's key")
-    text: str = rfield("", help="a sentence (words split at spaces); empty: the task's test sentence")
-    task: str = rfield("ner", help="a built-in token task, for its test sentences and gold tags")
-    index: int = rfield(0, help="which test sentence of the task (when no text is given)")
-
-    def check(self):
-        if self.index < 0:
-            raise UserError("The sentence number starts at 0.")
-        return self
-
-
-@dataclass(frozen=True)
-class ReportRequest(Request):
-    model: str = rfield("", help="a loaded token classifier's key")
-    task: str = rfield("ner", help="a built-in token task")
-    limit: int | None = rfield(None, help="score only the first N test sentences")
-
-
-@dataclass(frozen=True)
-class Tagged:
-    model_key: str
-    tokens: list[str]
-    predicted: list[str]
-    confidence: list[float]
-    gold: list[str] | None = None      # when the sentence comes from a task
-    index: int | None = None
-
-    @property
-    def errors(self) -> list[int]:
-        return [] if self.gold is None else [i for i, (p, g) in enumerate(zip(self.predicted, self.gold)) if p != g]
-
-    def to_dict(self) -> dict:
-        return {**asdict(self), "errors": self.errors}
-
-
-@dataclass(frozen=True)
-class NerReport:
-    model_key: str
-    task: str
-    scores: NerScores
-    confusion: dict[str, dict[str, int]]
-    sentences: list[Tagged] = field(default_factory=list)
-
-    def to_dict(self) -> dict:
-        return {"model_key": self.model_key, "task": self.task, "scores": self.scores.to_dict(),
-                "confusion": self.confusion, "sentences": [s.to_dict() for s in self.sentences]}
+from core.finetune.requests import ReportRequest, TagRequest  # noqa: F401 - re-exported
+from core.finetune.types import NerReport, Tagged
 
 
 def _labels(handle: ModelHandle) -> tuple[str, ...]:

@@ -7,7 +7,7 @@ one scoring run per head.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Callable
 
 import numpy as np
@@ -18,6 +18,7 @@ from core.fewshot.scoring import encode
 from core.fewshot.types import FewShotConfig, FewShotRun
 from core.interventions.hooks import ablated, head_means
 from core.interventions.requests import MODES
+from core.interventions.types import AblationScan
 from core.models.types import ModelHandle
 from core.tasks import Task
 from core.lazy import lazy
@@ -51,27 +52,6 @@ def run_ablated(handle: ModelHandle, task: Task, config: FewShotConfig, heads: l
     means = means_for(handle, _reference(handle, task, config), heads) if heads and mode == "mean" else None
     with ablated(handle.model, heads, means):
         return run_fewshot(handle, task, config, progress, should_stop)
-
-
-@dataclass
-class AblationScan:
-    model_key: str
-    task: str
-    k: int
-    mode: str
-    base_accuracy: float
-    base_logp: float
-    accuracy: np.ndarray   # (layers, heads) with that head ablated
-    logp: np.ndarray       # (layers, heads) mean log p(gold)
-    chance: float
-
-    def to_dict(self) -> dict:
-        L, H = self.accuracy.shape
-        return {"model": self.model_key, "task": self.task, "k": self.k, "ablation": self.mode,
-                "layers": L, "heads": H, "chance": self.chance,
-                "base": {"accuracy": self.base_accuracy, "logp": self.base_logp},
-                "grid": [[{"accuracy": float(self.accuracy[i, j]), "logp": float(self.logp[i, j])}
-                          for j in range(H)] for i in range(L)]}
 
 
 def scan(handle: ModelHandle, task: Task, config: FewShotConfig, mode: str = "zero",

@@ -8,36 +8,19 @@ position, and each head's output (all positions) at each layer.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
 
 from core.errors import Cancelled, UserError
 from core.fewshot.scoring import encode, split_context
+from core.interventions.types import LensResult, PatchResult
 from core.interventions.hooks import decoder_layers, final_norm, head_dim, out_projections
 from core.models.types import ModelHandle
 from core.models.devices import input_device
 from core.lazy import lazy, no_grad
 
 torch = lazy("torch")
-
-
-@dataclass
-class PatchResult:
-    model_key: str
-    tokens: list[str]              # the corrupted prompt's tokens (positions of the residual grid)
-    clean_tokens: list[str]
-    target: str
-    logprob_clean: float
-    logprob_corrupt: float
-    residual: np.ndarray           # (layers, positions) restored fraction
-    heads: np.ndarray              # (layers, heads) restored fraction
-
-    def to_dict(self) -> dict:
-        return {"model": self.model_key, "tokens": self.tokens, "clean_tokens": self.clean_tokens,
-                "target": self.target, "logprob_clean": self.logprob_clean, "logprob_corrupt": self.logprob_corrupt,
-                "residual": self.residual.round(6).tolist(), "heads": self.heads.round(6).tolist()}
 
 
 def _pair(tok, prompt: str, target: str) -> tuple[list[int], list[int]]:
@@ -156,21 +139,6 @@ def patch(handle: ModelHandle, clean: str, corrupt: str, target: str,
     show = lambda ids: [tok.decode([t]) for t in ids[:positions]]  # noqa: E731
     return PatchResult(handle.info.key, show(corrupt_ids), show(clean_ids), target, lp_clean, lp_corrupt,
                        residual, heads)
-
-
-@dataclass
-class LensResult:
-    model_key: str
-    tokens: list[str]
-    top_tokens: list[list[list[tuple[str, float]]]]  # [layer][position] -> top-k (token, prob)
-    target: str | None
-    target_prob: np.ndarray | None                    # (layers, positions): p(target's first token)
-    final: np.ndarray                                 # (positions, vocab) the last layer's distribution
-
-    def to_dict(self) -> dict:
-        return {"model": self.model_key, "tokens": self.tokens, "target": self.target,
-                "top": [[[[t, round(p, 6)] for t, p in pos] for pos in layer] for layer in self.top_tokens],
-                "target_prob": None if self.target_prob is None else self.target_prob.round(6).tolist()}
 
 
 @no_grad

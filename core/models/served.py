@@ -29,6 +29,7 @@ from typing import Callable
 import numpy as np
 
 from core.errors import Cancelled, ModelLoadError, UserError
+from core.models.backend import Generation, Scores, split_context
 
 PREFIX = "openai+"
 _NAME = re.compile(r"^openai\+(https?://[^#\s]+)#([^;\s]+)(?:;key=([A-Za-z_][A-Za-z0-9_]*))?$")
@@ -163,9 +164,8 @@ class Echo:
 
 
 class ServedModel:
-    """The scorer's and the generator's interface (``score_continuations``, ``generate_greedy``) over HTTP."""
-
-    served = True
+    """The scorer's and the generator's interface (``score_continuations``, ``generate_greedy``) over HTTP: a
+    ``core.models.backend.ScoringBackend``."""
 
     def __init__(self, endpoint: Endpoint, client: Client | None = None):
         self.endpoint = endpoint
@@ -249,7 +249,6 @@ class ServedModel:
     def score_continuations(self, contexts: list[str], continuations: list[list[str]],
                             should_stop: Callable[[], bool] = lambda: False,
                             progress: Callable[[float, str], None] | None = None):
-        from core.fewshot.scoring import Scores, split_context
         pairs = [(q, j, *split_context(c, cont)) for q, (c, conts) in enumerate(zip(contexts, continuations))
                  for j, cont in enumerate(conts)]
         if self.mode == "forced":
@@ -276,7 +275,6 @@ class ServedModel:
         return Scores(logprob, greedy, n_tokens, ctx_tokens, 0)
 
     def _score_forced(self, contexts, continuations, pairs, should_stop, progress):
-        from core.fewshot.scoring import Scores
         results = self.client.map(lambda p: self._forced(p[2], p[3]), pairs, should_stop, progress)
         width = max(len(c) for c in continuations)
         logprob = np.zeros((len(contexts), width))
@@ -288,8 +286,6 @@ class ServedModel:
 
     def generate_greedy(self, contexts: list[str], max_new_tokens: int, stop: tuple[str, ...] = ("\n\n",),
                         should_stop: Callable[[], bool] = lambda: False):
-        from core.fewshot.scoring import Generation
-
         def one(ctx: str):
             body = {"model": self.endpoint.model, "prompt": ctx, "max_tokens": max_new_tokens, "temperature": 0.0,
                     "stop": [s for s in stop if s] or None}

@@ -100,7 +100,8 @@ class ModelHandle:
 
     @property
     def served(self) -> bool:
-        return bool(getattr(self.model, "served", False))
+        from core.models.backend import backend_of
+        return backend_of(self.model) is not None
 
 
 RUNS_ENV = "EMERGENCE_LAB_RUNS"

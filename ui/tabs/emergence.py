@@ -7,7 +7,7 @@ import gradio as gr
 import pandas as pd
 
 from core.emergence.requests import HeadsRequest, LiveTrainingRequest, SweepSeriesRequest
-from core.emergence.series import PYTHIA_SIZES, SERIES_STEPS
+from core.emergence.types import PYTHIA_SIZES, SERIES_STEPS
 from core.engine import Engine
 from ui import emergence_plots as ep
 from ui.common import POLLER, Form, job_of, on_run, progress_of, session

@@ -7,7 +7,7 @@ from core.attention.requests import AttentionRequest
 from core.attribution.requests import AttributionRequest
 from core.engine import Engine
 from core.errors import UserError
-from core.finetune.tagging import ReportRequest, TagRequest
+from core.finetune.requests import ReportRequest, TagRequest
 from ui import attention_plots as ap
 from ui import attribution_plots as bp
 from ui import ner_plots as npl

@@ -226,7 +226,9 @@ def _finetune_args(p: argparse.ArgumentParser) -> None:
                         "word: --task ner or CoNLL files)")
     p.add_argument("--method", choices=METHODS, default="lora")
     p.add_argument("--epochs", type=float, default=3.0)
-    p.add_argument("--lr", type=float, help="learning rate (default 5e-5 full, 5e-4 LoRA)")
+    from core.finetune.types import default_lr_note
+    p.add_argument("--lr", type=float, help="learning rate (" + default_lr_note().replace("empty: ", "default: ")
+                   .replace("%", "%%") + ")")
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--grad-accum", type=int, default=1)
     p.add_argument("--max-length", type=int, default=256)
@@ -342,7 +344,7 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     listed = sorted(_COMMANDS.items(), key=lambda kv: kv[1][0].__module__ != __name__)
     for name, (fn, add_args, help_text) in listed:
         p = sub.add_parser(name, help=help_text, description=help_text)
-        if chosen is None or name == chosen:
+        if name == chosen:  # only the named command's flags (the top-level --help lists commands only)
             add_args(p)
         p.set_defaults(_fn=fn)
     return ap

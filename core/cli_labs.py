@@ -3,70 +3,62 @@ from __future__ import annotations
 
 import argparse
 
-from core.cli_base import command, request_command
+from core.cli_base import command, request_class, request_command
 from core.errors import UserError
 from core.request import unescape
 
 
-def _series_args(p: argparse.ArgumentParser) -> None:
-    src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--models", help="comma-separated models (e.g. sizes of one family)")
-    src.add_argument("--checkpoints", help="one model whose checkpoints form the series ('default': the "
-                                           "embedded default model's; a Pythia id: its stepN revisions)")
-    p.add_argument("--revisions", help="comma-separated revisions for --checkpoints (e.g. step1000,step2000)")
-    p.add_argument("--device", default="auto")
-    p.add_argument("--offline", action="store_true")
-    p.add_argument("--out", help="write the JSON here instead of printing it")
+def _series_args(request: str):
+    """The flags of a series request (its fields, its defaults), ``--models`` or ``--checkpoints`` for the series."""
+    def arguments(p: argparse.ArgumentParser) -> None:
+        src = p.add_mutually_exclusive_group(required=True)
+        src.add_argument("--models", help="comma-separated models (e.g. sizes of one family)")
+        src.add_argument("--checkpoints", help="one model whose checkpoints form the series ('default': the "
+                                               "embedded default model's; a Pythia id: its stepN revisions)")
+        request_class(request).add_arguments(p, skip=("source", "models"))
+        p.add_argument("--device", default="auto")
+        p.add_argument("--offline", action="store_true")
+        p.add_argument("--runs-dir", help="where the History and the series cache go (default: "
+                                          "$EMERGENCE_LAB_RUNS, else the project's runs/)")
+        p.add_argument("--out", help="write the JSON here instead of printing it")
+    return arguments
 
 
-def _points(args: argparse.Namespace):
-    from core.emergence.series import series_points
-    models = [m for m in args.models.split(",")] if args.models else None
-    revisions = [r.strip() for r in args.revisions.split(",")] if args.revisions else None
-    return series_points(models, args.checkpoints, revisions)
+def _series_call(args: argparse.Namespace, request: str):
+    """(engine, request): the Emergence tab's request from the flags, for an engine of this call."""
+    from pathlib import Path
+    from core.engine import Engine
+    from core.models.types import AppConfig, default_runs_dir
+    values = {k: unescape(v) if isinstance(v, str) else v for k, v in vars(args).items() if v is not None}
+    req = request_class(request).from_mapping(values, source="checkpoints" if args.checkpoints else "models",
+                                              models=args.checkpoints or args.models)
+    runs = Path(args.runs_dir) if args.runs_dir else default_runs_dir()
+    return Engine(AppConfig(model=None, device=args.device, offline=args.offline, max_models=1,
+                            runs_dir=runs)), req
 
 
-def _emergence_args(p: argparse.ArgumentParser) -> None:
-    _series_args(p)
-    p.add_argument("--task", required=True, help="a built-in task (python -m core tasks)")
-    p.add_argument("--k", type=int, default=4)
-    p.add_argument("--seeds", type=int, default=1, help="random demonstration sets per point")
-    p.add_argument("--selection", default="random", help="demonstration selection: random, first, balanced, "
-                                                          "nearest (per query, most similar first)")
-    p.add_argument("--limit", type=int, help="score only the first N test rows")
+SWEEP = "core.emergence.requests:SweepSeriesRequest"
+HEADS = "core.emergence.requests:HeadsRequest"
 
 
 def cmd_emergence(args: argparse.Namespace) -> object:
-    from core.emergence.series import sweep_series
-    from core.fewshot.types import FewShotConfig
-    from core.tasks import load_builtin
-    from core.fewshot.types import SELECTIONS
-    if args.selection not in SELECTIONS or args.selection == "manual":
-        raise UserError(f"--selection must be one of {', '.join(s for s in SELECTIONS if s != 'manual')}.")
-    config = FewShotConfig(k=args.k, selection=args.selection if args.k else "first", limit=args.limit)
-    from core.emergence.series import standalone_borrow
-    results = sweep_series(_points(args), load_builtin(args.task), config, list(range(args.seeds)),
-                           device=args.device, borrow=standalone_borrow(offline=args.offline))
-    return {"task": args.task, "k": args.k, "seeds": args.seeds,
+    """The Emergence tab's sweep from the shell: the same request and defaults, recorded in the History."""
+    engine, req = _series_call(args, SWEEP)
+    results = engine.emergence_sweep(req)
+    return {"task": req.task, "k": req.k, "seeds": req.seeds, "selection": req.selection,
             "points": [{"model": r.model if not r.revision else f"{r.model}@{r.revision}", "step": r.step,
                         "n_params": r.n_params, "metrics": r.metrics, "std": r.std, "chance": r.chance,
                         **({"error": r.error} if r.error else {})}
                        for r in results]}
 
 
-def _heads_training_args(p: argparse.ArgumentParser) -> None:
-    _series_args(p)
-    p.add_argument("--text", help="measure the in-context-learning score on this text instead")
-
-
 def cmd_heads_over_training(args: argparse.Namespace) -> object:
-    from core.emergence.series import heads_over_training, standalone_borrow
-    return heads_over_training(_points(args), device=args.device, text=unescape(args.text),
-                               borrow=standalone_borrow(offline=args.offline)).to_dict()
+    engine, req = _series_call(args, HEADS)
+    return engine.heads_over_training(req).to_dict()
 
 
-cmd_emergence.arguments = _emergence_args  # type: ignore[attr-defined]
-cmd_heads_over_training.arguments = _heads_training_args  # type: ignore[attr-defined]
+cmd_emergence.arguments = _series_args(SWEEP)  # type: ignore[attr-defined]
+cmd_heads_over_training.arguments = _series_args(HEADS)  # type: ignore[attr-defined]
 
 request_command("ablation-scan", "every head ablated one at a time on a task: accuracy and log p(gold) per head",
                 "core.interventions.requests:AblationRequest", "ablation_scan", skip=("ablate_heads",))

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from dataclasses import replace
 
 from core.errors import UserError
-from core.finetune.types import DEFAULT_LR, METHODS, DataSpec, FinetuneSpec
+from core.finetune.types import METHODS, DataSpec, FinetuneSpec
 from core.request import Request, field
 
 SOURCES = ("built-in", "upload", "hub dataset")
@@ -27,7 +27,7 @@ class FinetuneRequest(Request):
     objective: str = field("classification")
     method: str = field("lora")
     epochs: float = field(3.0)
-    lr: float | None = field(None, help="learning rate (empty: per method)")
+    lr: float | None = field(None, help="learning rate (empty: per method and model size)")
     batch_size: int = field(16)
     grad_accum: int = field(1)
     max_length: int = field(256)
@@ -144,7 +144,7 @@ class MethodsRequest(FinetuneRequest):
     def specs(self) -> list[FinetuneSpec]:
         lrs = _method_lrs(self.method_lrs)
         base = self.to_spec()
-        return [replace(base, method=m, lr=lrs.get(m, self.lr if self.lr is not None else DEFAULT_LR[m])).check()
+        return [replace(base, method=m, lr=lrs.get(m, self.lr)).check()  # None: the trainer's default for the model
                 for m in self.methods]
 
 

@@ -211,8 +211,10 @@ def _train(spec: FinetuneSpec, run_dir: Path, resume: bool, offline: bool,
     params = [p for p in model.parameters() if p.requires_grad]
     decay = [p for p in params if p.ndim >= 2]
     no_decay = [p for p in params if p.ndim < 2]
+    n_trainable, n_total = methods.parameter_counts(model)
+    lr = spec.learning_rate_for(n_total)  # none given: the default for this model's size
     optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": spec.weight_decay},
-                                   {"params": no_decay, "weight_decay": 0.0}], lr=spec.learning_rate)
+                                   {"params": no_decay, "weight_decay": 0.0}], lr=lr)
     scheduler = lr_schedule(optimizer, int(spec.warmup_ratio * total), total)
     amp = precision(spec, device)
     scaler = torch.amp.GradScaler("cuda") if amp == torch.float16 else None
@@ -231,12 +233,11 @@ def _train(spec: FinetuneSpec, run_dir: Path, resume: bool, offline: bool,
         state = saved["state"]
         emit({"event": "resume", "step": state["step"], "checkpoint": str(ckpt)})
 
-    n_trainable, n_total = methods.parameter_counts(model)
     labels = list(task.labels) if spec.objective == "token-classification" else (
         list(task.choices) if task.choices else None)
     emit({"event": "start", "total_steps": total, "step": state["step"], "n_train": len(train_enc),
           "n_eval": len(eval_enc), "trainable_params": n_trainable, "total_params": n_total,
-          "method": spec.method, "objective": spec.objective,
+          "method": spec.method, "objective": spec.objective, "lr": lr, "lr_default": spec.lr is None,
           "device": str(device), "precision": str(amp).replace("torch.", "") if amp else "fp32",
           "task": task.name, "choices": labels})
 

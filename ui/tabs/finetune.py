@@ -9,7 +9,7 @@ from core.engine import Engine
 from core.models.types import Limits
 from core.errors import UserError
 from core.finetune.requests import CompareRequest, FinetuneRequest
-from core.finetune.types import DEFAULT_LR, METHODS, OBJECTIVES, PRECISIONS
+from core.finetune.types import METHODS, OBJECTIVES, PRECISIONS, default_lr_note
 
 METHOD_INFO = ("full trains every weight; LoRA low-rank adapters; IA3 rescales keys, values and feed-forward "
                "activations; prefix tuning learns a key/value prefix per layer; prompt tuning learns input "
@@ -60,8 +60,8 @@ def render(engine: Engine, active: gr.State, demo: gr.Blocks) -> None:
             method = gr.Radio(list(METHODS), value="lora", label="Method", info=METHOD_INFO)
             with gr.Row():
                 epochs = gr.Number(10, label="Epochs", minimum=0.01)
-                lr = gr.Textbox("3e-3", label="Learning rate",
-                                info=f"empty: {DEFAULT_LR['lora']:g} LoRA, {DEFAULT_LR['full']:g} full")
+                lr = gr.Textbox("", label="Learning rate", placeholder="the default for the model's size",
+                                info=default_lr_note())
                 batch = gr.Number(32, label="Batch size", precision=0, minimum=1)
             with gr.Accordion("Advanced", open=False):
                 with gr.Row():

@@ -12,8 +12,8 @@ import sys
 from pathlib import Path
 
 from core import cli_labs, cli_studies  # noqa: F401 - their commands register themselves
-from core.cli_base import (_COMMANDS, add_model_args, command, engine_for, load_from_args,  # noqa: F401
-                           spec_from_args)
+from core.cli_base import (_COMMANDS, add_model_args, command, engine_for, flag_values,  # noqa: F401
+                           load_from_args, spec_from_args)
 from core.errors import UserError
 from core.request import unescape
 
@@ -120,7 +120,7 @@ def cmd_attribute(args: argparse.Namespace) -> object:
         if not isinstance(segments, list) or not all(isinstance(x, str) for x in segments):
             raise UserError("--segments must be a JSON list of strings.")
     engine, key = engine_for(args)
-    values = {k: unescape(v) if isinstance(v, str) else v for k, v in vars(args).items() if v is not None}
+    values = flag_values(args)
     req = AttributionRequest.from_mapping(values, model=key, segments=tuple(segments))
     return engine.attribute(req).to_dict()
 

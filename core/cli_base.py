@@ -57,6 +57,11 @@ def engine_for(args: argparse.Namespace):
     return engine, engine.load(LoadRequest.from_args(args)).key
 
 
+def flag_values(args: argparse.Namespace) -> dict:
+    """The flags given, with shell escapes (\\n, \\t) read as the characters: a request's ``from_mapping`` input."""
+    return {k: unescape(v) if isinstance(v, str) else v for k, v in vars(args).items() if v is not None}
+
+
 def request_class(path: str):
     import importlib
     module, name = path.split(":")
@@ -75,7 +80,7 @@ def request_command(name: str, help: str, request: str, method: str, skip: tuple
 
     def run(args: argparse.Namespace) -> object:
         engine, key = engine_for(args)
-        values = {k: unescape(v) if isinstance(v, str) else v for k, v in vars(args).items() if v is not None}
+        values = flag_values(args)
         return getattr(engine, method)(request_class(request).from_mapping(values, model=key)).to_dict()
 
     run.arguments = arguments  # type: ignore[attr-defined]

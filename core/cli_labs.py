@@ -3,9 +3,8 @@ from __future__ import annotations
 
 import argparse
 
-from core.cli_base import command, request_class, request_command
+from core.cli_base import command, flag_values, request_class, request_command
 from core.errors import UserError
-from core.request import unescape
 
 
 def _series_args(request: str):
@@ -29,7 +28,7 @@ def _series_call(args: argparse.Namespace, request: str):
     from pathlib import Path
     from core.engine import Engine
     from core.models.types import AppConfig, default_runs_dir
-    values = {k: unescape(v) if isinstance(v, str) else v for k, v in vars(args).items() if v is not None}
+    values = flag_values(args)
     req = request_class(request).from_mapping(values, source="checkpoints" if args.checkpoints else "models",
                                               models=args.checkpoints or args.models)
     runs = Path(args.runs_dir) if args.runs_dir else default_runs_dir()

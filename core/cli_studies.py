@@ -9,8 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from core.cli_base import command
-from core.request import unescape
+from core.cli_base import command, flag_values
 
 
 def _study_args(request: str, skip: tuple[str, ...]):
@@ -29,7 +28,7 @@ def _run_study(args: argparse.Namespace, request: str, start: str) -> object:
     from core.cli_base import request_class
     from core.engine import Engine
     from core.models.types import AppConfig, default_runs_dir
-    values = {k: unescape(v) if isinstance(v, str) else v for k, v in vars(args).items() if v is not None}
+    values = flag_values(args)
     values["source"] = "upload" if values.get("train_file") else "built-in"
     values.setdefault("model", "default")
     req = request_class(request).from_mapping(values)

@@ -357,20 +357,20 @@ class Engine(Catalogue, TrainingLabs, InterventionLabs, HistoryLabs, WorkspaceLa
 
     # ---- attribution ------------------------------------------------------------------------
     def attribute(self, req: AttributionRequest, job: JobContext | None = None) -> attribution.AttributionResult:
+        req = req.check()  # (a request built directly, in a notebook, is checked and normalised here too)
         ctx = self._ctx(job)
         handle = self._handle(req.model, job)
         if handle.served:
             return self._attribute_served(handle, req, ctx)
-        if (req.label or "").strip() and handle.info.kind not in ("seq_cls", "token_cls"):
+        if req.label is not None and handle.info.kind not in ("seq_cls", "token_cls"):
             raise UserError(f"A class label is for sequence classifiers; {handle.info.name} is a "
                             f"{handle.info.kind.replace('_', ' ')}. Give a target (and a foil) instead.")
         with self._ablation(handle, req.ablate_heads, req.ablation, [req.prompt]):
             res = attribution.attribute(
-                    handle, req.prompt, req.target if (req.target or "").strip() else None, req.method,
-                req.granularity,
-                should_stop=ctx.should_stop, foil=req.foil if (req.foil or "").strip() else None,
-                segments=req.feature_segments(), generate=0 if (req.target or "").strip() else req.generate,
-                label=req.label or None, word=req.word, n_steps=req.n_steps, n_samples=req.n_samples, seed=req.seed,
+                handle, req.prompt, req.target, req.method, req.granularity,
+                should_stop=ctx.should_stop, foil=req.foil,
+                segments=req.feature_segments(), generate=0 if req.target is not None else req.generate,
+                label=req.label, word=req.word, n_steps=req.n_steps, n_samples=req.n_samples, seed=req.seed,
                 keep=req.kept)
         res = replace(res, model_key=handle.info.key)
         self.remember("attribution", req, {"method": res.method, "granularity": res.granularity,
@@ -389,10 +389,10 @@ class Engine(Catalogue, TrainingLabs, InterventionLabs, HistoryLabs, WorkspaceLa
                             "Shapley value sampling, LIME and KernelSHAP work on a served model.")
         if req.ablate_heads.strip():
             raise UserError(needs_weights(handle.info, "Ablating heads"))
-        res = attribute_served(handle, req.prompt, req.target if (req.target or "").strip() else None, req.method,
+        res = attribute_served(handle, req.prompt, req.target, req.method,
                                req.granularity, segments=req.feature_segments(), generate=req.generate,
                                n_samples=req.n_samples, seed=req.seed, should_stop=ctx.should_stop,
-                               foil=req.foil if (req.foil or "").strip() else None)
+                               foil=req.foil)
         return replace(res, model_key=handle.info.key)
 
     def attribute_compare(self, req: CompareMethodsRequest, job: JobContext | None = None):

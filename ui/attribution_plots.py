@@ -13,7 +13,7 @@ from plotly.subplots import make_subplots
 from core.attribution.types import METHODS, AttributionResult
 
 
-def segment_labels(result: AttributionResult, demo_sep: str | None = None) -> list[str]:
+def segment_labels(result: AttributionResult) -> list[str]:
     """Short labels: for segments, 'demo i (label)' with the query last; else the text itself."""
     if result.granularity != "segment":
         return [f"{i}:{s.strip() or repr(s)}" for i, s in enumerate(result.segments)]

@@ -177,15 +177,6 @@ def head_scores(handle: ModelHandle, seq_len: int | None = None, seed: int = 0,
                                     f"seed {seed}")
 
 
-def text_head_scores(result: AttentionResult) -> dict[str, np.ndarray]:
-    """Previous-token, sink and entropy scores on the user's own text, per computed layer."""
-    layers = sorted(result.layers)
-    att = np.stack([result.layers[i] for i in layers])  # (layers, heads, q, k)
-    return {"layers": np.array(layers),
-            "previous_token": head_roles.previous_token_score(att).numpy(),
-            "sink": head_roles.sink_score(att).numpy(), "entropy": head_roles.entropy(att).numpy()}
-
-
 def rollout(handle: ModelHandle, text: str, text_pair: str | None = None) -> tuple[np.ndarray, list[str]]:
     """Attention rollout (Abnar & Zuidema 2020): (q, k) flow from the input tokens to the top layer."""
     enc = _encode(handle, text, text_pair)

@@ -47,6 +47,10 @@ class AttributionRequest(Request):
     ablation: str = field("zero", help="zero, or mean (each head's mean output over this input)")
 
     def check(self):
+        for name in ("target", "foil", "label"):  # a blank field (a form's empty box) means none, once, here
+            value = getattr(self, name)
+            if value is not None and not str(value).strip():
+                object.__setattr__(self, name, None)
         if not (self.prompt or "").strip():
             raise UserError("The prompt is empty. Type the text whose parts you want to score.")
         if self.method not in METHODS:

@@ -48,10 +48,6 @@ class TokenTask:
     labels: tuple[str, ...]          # "O" first, then B-/I- tags
     description: str = ""
 
-    @property
-    def entity_types(self) -> list[str]:
-        return sorted({t[2:] for t in self.labels if t != "O"})
-
     def subsample(self, n: int | None, seed: int) -> "TokenTask":
         """A seeded sample of ``n`` training sentences (the test split unchanged)."""
         if not n or n >= len(self.train):

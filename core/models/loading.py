@@ -413,10 +413,6 @@ class ModelRegistry:
         _free_memory(collect=big)
         return True
 
-    def unload_all(self) -> None:
-        for key in self.keys():
-            self.unload(key)
-
     def keys(self) -> list[str]:
         """Loaded keys, least recently used first."""
         with self._lock:

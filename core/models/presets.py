@@ -25,11 +25,3 @@ HUB_PRESETS: tuple[Preset, ...] = (
            "DistilBERT sentiment classifier (SST-2)"),
     Preset("google-bert/bert-base-uncased", "masked_lm", "BERT base, masked LM"),
 )
-
-
-def pythia_revision(step: int) -> str:
-    """The Hub revision name of a Pythia training checkpoint."""
-    if step not in PYTHIA_STEPS:
-        raise ValueError(f"Pythia has no checkpoint at step {step}; steps are 0, 1, 2, 4, ..., 512, "
-                         "1000 and every 1000 up to 143000.")
-    return f"step{step}"

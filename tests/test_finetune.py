@@ -78,6 +78,7 @@ def test_a_run_without_a_learning_rate_takes_the_one_for_its_models_size(tmp_pat
     from core.finetune.types import DEFAULT_LR, DEFAULT_LR_SMALL, default_lr
     assert default_lr("lora", 462_976) == DEFAULT_LR_SMALL["lora"] == 3e-3
     assert default_lr("lora", 135_000_000) == default_lr("lora") == DEFAULT_LR["lora"]
+    assert default_lr("lora", 22_700_000, "token-classification") == 5e-3  # MiniLM tagging: F1 0.96, not 0.71
     events = []
     spec = FinetuneSpec(model="default", data=DataSpec(task="wordgroups"), objective="classification",
                         method="lora", epochs=1, batch_size=32, max_steps=2)

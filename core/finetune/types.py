@@ -25,9 +25,16 @@ SMALL_MODEL_PARAMS = 10_000_000
 DEFAULT_LR_SMALL = {"full": 1e-3, "lora": 3e-3, "ia3": 3e-2, "prefix": 1e-2, "prompt": 3e-2}
 
 
-def default_lr(method: str, n_params: int | None = None) -> float:
+# Tagging words with LoRA on all-MiniLM-L6-v2 (22M; python -m core finetune --task ner, 3 epochs, 150 steps):
+# entity F1 0.71 at 5e-4 (as reported with issue 27), 0.943 at 2e-3 and 0.961 at 5e-3 (measured 2026-12-03).
+DEFAULT_LR_TOKEN = {"lora": 5e-3}
+
+
+def default_lr(method: str, n_params: int | None = None, objective: str = "classification") -> float:
     """The learning rate used when none is given, for a model of ``n_params`` parameters (None: a large one)."""
     small = n_params is not None and n_params < SMALL_MODEL_PARAMS
+    if not small and objective == "token-classification" and method in DEFAULT_LR_TOKEN:
+        return DEFAULT_LR_TOKEN[method]
     return (DEFAULT_LR_SMALL if small else DEFAULT_LR)[method]
 
 
@@ -36,7 +43,8 @@ def default_lr_note() -> str:
     def table(t):
         return ", ".join(f"{m} {t[m]:g}" for m in ("lora", "full", "ia3", "prefix", "prompt"))
     return (f"empty: by the model's size — under {SMALL_MODEL_PARAMS // 1_000_000}M parameters (the embedded "
-            f"models) {table(DEFAULT_LR_SMALL)}; larger models {table(DEFAULT_LR)}")
+            f"models) {table(DEFAULT_LR_SMALL)}; larger models {table(DEFAULT_LR)} (LoRA tagging words: "
+            f"{DEFAULT_LR_TOKEN['lora']:g})")
 
 
 @dataclass(frozen=True)
@@ -96,7 +104,7 @@ class FinetuneSpec:
         return self.lr if self.lr is not None else DEFAULT_LR[self.method]
 
     def learning_rate_for(self, n_params: int) -> float:
-        return self.lr if self.lr is not None else default_lr(self.method, n_params)
+        return self.lr if self.lr is not None else default_lr(self.method, n_params, self.objective)
 
     def check(self) -> "FinetuneSpec":
         """Raise ``UserError`` naming the first bad setting."""

@@ -18,8 +18,9 @@ METHODS = ("full", "lora", "ia3", "prefix", "prompt")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 STATES = ("queued", "running", "finished", "failed", "cancelled")
 # The learning rate of a run that names none, by the size of its model: a model of 20M parameters and more
-# (MiniLM, SmolLM2, Pythia) takes the usual small steps; the embedded models (0.1M-0.5M) stay at chance with those
-# (a held-out two-layer model: 0.515 at LoRA's 5e-4, 0.90 at 2e-3) and take the larger ones measured on them.
+# (MiniLM, SmolLM2, Pythia) takes the usual small steps; the embedded models (0.1M-0.5M) learn little with those
+# and take the larger ones measured on them (python -m core finetune --model default --task wordgroups, LoRA,
+# 150 steps: held-out accuracy 0.63 at 5e-4, 0.835 at 3e-3; measured 2026-12-03).
 DEFAULT_LR = {"full": 5e-5, "lora": 5e-4, "ia3": 5e-3, "prefix": 5e-3, "prompt": 3e-2}
 SMALL_MODEL_PARAMS = 10_000_000
 DEFAULT_LR_SMALL = {"full": 1e-3, "lora": 3e-3, "ia3": 3e-2, "prefix": 1e-2, "prompt": 3e-2}

@@ -7,7 +7,7 @@ from core.engine import Engine
 from core.errors import UserError
 from core.finetune.requests import DataEfficiencyRequest, MethodsRequest
 from core.finetune.studies import FewShotPoint, Study, StudyRun
-from core.finetune.types import DEFAULT_LR
+from core.finetune.types import DEFAULT_LR_SMALL
 from core.models.types import AppConfig
 
 
@@ -32,7 +32,8 @@ def test_methods_side_by_side_share_task_data_and_budget(engine):
         assert r.score is not None and r.loss_curve and len(r.loss_curve) == 6 and r.tokens_per_second > 0
         assert r.peak_memory_bytes > 0
     specs = [json.loads((engine._finetune.run_dir(r.name) / "spec.json").read_text()) for r in st.runs]
-    assert {s["lr"] for s in specs} == {3e-3, DEFAULT_LR["prefix"], 1e-3}  # lora, full as asked; prefix: default
+    assert [s["lr"] for s in specs] == [3e-3, None, 1e-3]  # lora, full as asked; prefix: the trainer's default
+    assert engine.finetune_status(by["prefix"].name).lr == DEFAULT_LR_SMALL["prefix"]  # for a model of this size
     assert len({json.dumps([s["data"], s["max_steps"], s["batch_size"], s["seed"]]) for s in specs}) == 1
     assert "3 of 3 runs finished" in st.progress
     # the runs are ordinary runs: listed, loadable

@@ -136,8 +136,12 @@ def read_status(run_dir: Path | str) -> FinetuneStatus:
         if kind == "start":
             st.state, st.total_steps = "running", ev["total_steps"]
             st.started = st.started or ev["time"]
+            st.lr = ev.get("lr")
+            rate = "" if st.lr is None else (f", learning rate {st.lr:g}" + (
+                " (the default for a model of this size)" if ev.get("lr_default") else ""))
             st.message = (f"Training {ev['trainable_params']:,} of {ev['total_params']:,} parameters on "
-                          f"{ev['device']} ({ev['precision']}): {ev['n_train']} examples, {ev['n_eval']} held out.")
+                          f"{ev['device']} ({ev['precision']}{rate}): {ev['n_train']} examples, "
+                          f"{ev['n_eval']} held out.")
         elif kind == "train":
             st.train_loss.append((ev["step"], ev["loss"]))
             st.epoch, st.tokens_per_second, st.eta_s = ev["epoch"], ev["tokens_per_second"], ev["eta_s"]

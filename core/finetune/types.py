@@ -168,6 +168,7 @@ class FinetuneStatus:
     metrics: dict | None = None
     started: float | None = None
     times: dict = field(default_factory=dict)  # seconds in train / eval / checkpoint so far: where the time goes
+    lr: float | None = None                # the learning rate the run trains with (given, or its default)
 
     @property
     def done(self) -> bool:

@@ -16,7 +16,11 @@ from core.errors import UserError
 from core.exports import csv_text
 from core.fewshot import run as fewshot
 from core.fewshot.types import FewShotConfig, FewShotRun
-from core.finetune.requests import CompareRequest, DataEfficiencyRequest, FinetuneRequest, MethodsRequest
+from core.finetune.requests import (CompareRequest, DataEfficiencyRequest, FinetuneRequest, MethodsRequest,
+                                    ReportRequest, TagRequest)
+from core.finetune.types import NerReport, Tagged
+from core.interventions.requests import AblationRequest, LensRequest, PatchRequest
+from core.interventions.types import AblationScan, LensResult, PatchResult
 from core.jobs import JobContext
 from core.tasks import Task
 
@@ -214,12 +218,12 @@ class TrainingLabs:
             time.sleep(poll)
 
     # ---- token classification ---------------------------------------------------------------
-    def tag_words(self, req, job: JobContext | None = None):
+    def tag_words(self, req: TagRequest, job: JobContext | None = None) -> Tagged:
         """One sentence tagged by a token classifier (with its gold tags when it is a task's)."""
         from core.finetune.tagging import tag
         return tag(self._handle(req.model, job), req)
 
-    def ner_report(self, req, job: JobContext | None = None):
+    def ner_report(self, req: ReportRequest, job: JobContext | None = None) -> NerReport:
         """Entity scores, confusion and every sentence's tags on a task's test split."""
         from core.finetune.tagging import report
         return report(self._handle(req.model, job), req)
@@ -287,7 +291,7 @@ class TrainingLabs:
 
 class InterventionLabs:
     # ---- interventions ----------------------------------------------------------------------
-    def _ablation_setup(self, req, job: JobContext | None = None):
+    def _ablation_setup(self, req: AblationRequest, job: JobContext | None = None):
         from core.interventions.hooks import parse_heads
         handle = self._local(req.model, "Head ablation", job)
         if handle.info.kind != "causal_lm":
@@ -297,7 +301,7 @@ class InterventionLabs:
         heads = parse_heads(req.ablate_heads, handle.info.n_layers, handle.info.n_heads)
         return handle, self.builtin_task(req.task), config, heads
 
-    def ablate(self, req, job: JobContext | None = None) -> tuple[FewShotRun, FewShotRun]:
+    def ablate(self, req: AblationRequest, job: JobContext | None = None) -> tuple[FewShotRun, FewShotRun]:
         """The task with and without the chosen heads: (plain run, ablated run)."""
         from core.interventions.ablation import run_ablated
         ctx = self._ctx(job)
@@ -307,7 +311,7 @@ class InterventionLabs:
         plain = fewshot.run_fewshot(handle, task, config, ctx.sub(0, 0.5), ctx.should_stop)
         return plain, run_ablated(handle, task, config, heads, req.ablation, ctx.sub(0.5, 1.0), ctx.should_stop)
 
-    def ablation_scan(self, req, job: JobContext | None = None):
+    def ablation_scan(self, req: AblationRequest, job: JobContext | None = None) -> AblationScan:
         """Every head ablated one at a time on the task: a layers x heads grid of accuracy and log p(gold)."""
         from core.interventions.ablation import scan
         ctx = self._ctx(job)
@@ -318,12 +322,12 @@ class InterventionLabs:
                       model=res.model_key, task=res.task, result=res.to_dict())
         return res
 
-    def patch(self, req, job: JobContext | None = None):
+    def patch(self, req: PatchRequest, job: JobContext | None = None) -> PatchResult:
         from core.interventions.patching import patch
         return patch(self._local(req.model, "Activation patching", job), req.clean, req.corrupt, req.target,
                      self._ctx(job).should_stop)
 
-    def logit_lens(self, req, job: JobContext | None = None):
+    def logit_lens(self, req: LensRequest, job: JobContext | None = None) -> LensResult:
         from core.interventions.patching import logit_lens
         return logit_lens(self._local(req.model, "The logit lens", job), req.text, req.target, req.k)
 

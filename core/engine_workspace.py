@@ -7,11 +7,12 @@ import re
 
 from core.errors import UserError
 from core.history import workspace as wsp
+from core.fewshot.requests import FewShotRequest
 from core.jobs import JobContext
 
 
 class WorkspaceLabs:
-    def workspace_run(self, req, job: JobContext | None = None) -> wsp.Workspace:
+    def workspace_run(self, req: FewShotRequest, job: JobContext | None = None) -> wsp.Workspace:
         """Score the systems (a few-shot comparison; recorded in the history) and lay them out."""
         return wsp.build(self.fewshot(req, job))
 

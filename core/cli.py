@@ -12,8 +12,8 @@ import sys
 from pathlib import Path
 
 from core import cli_labs, cli_studies  # noqa: F401 - their commands register themselves
-from core.cli_base import (_COMMANDS, add_model_args, command, engine_for, flag_values,  # noqa: F401
-                           load_from_args, spec_from_args)
+from core.cli_base import (_COMMANDS, add_model_args, add_task_data_args, command, engine_for,  # noqa: F401
+                           flag_values, load_from_args, spec_from_args, task_fields)
 from core.errors import UserError
 from core.request import unescape
 
@@ -131,49 +131,18 @@ cmd_attribute.arguments = _attribute_args  # type: ignore[attr-defined]
 def _fewshot_args(p: argparse.ArgumentParser) -> None:
     from core.fewshot.types import ORDERS, SELECTIONS
     add_model_args(p)
-    src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--task", help="a built-in task: sentiment, topic, antonyms, addition, recall")
-    src.add_argument("--train", help="CSV/JSONL of demonstrations (needs --test)")
-    p.add_argument("--test", help="CSV/JSONL of queries")
-    p.add_argument("--template", help="demonstration input with {column} fields, e.g. 'Review: {text}\\nSentiment:'")
-    p.add_argument("--instruction", help="text printed once before the demonstrations")
-    p.add_argument("--choices", help="comma-separated verbalised labels (omit for a generative task)")
-    p.add_argument("--label-column", help="column holding the label (a choice, or its index)")
+    add_task_data_args(p)
     p.add_argument("--k", type=int, default=4)
     p.add_argument("--selection", choices=SELECTIONS, default="first")
     p.add_argument("--order", choices=ORDERS, default="as_chosen")
     p.add_argument("--per-query", action="store_true", help="draw demonstrations per query")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--target-delimiter")
-    p.add_argument("--fewshot-delimiter")
     p.add_argument("--perturb", default="gold", help="gold, random, flip:P (fraction P flipped) or unrelated")
     p.add_argument("--calibrate", action="store_true", help="contextual calibration (Zhao et al. 2021)")
     p.add_argument("--limit", type=int, help="score only the first N test rows")
     p.add_argument("--ablate-heads", default="", help="heads ablated while scoring, layer.head, e.g. 1.3,0.2")
     p.add_argument("--ablation", default="zero", help="zero, or mean (each head's mean output on the task's prompts)")
     p.add_argument("--out", help="write the JSON here instead of printing it")
-
-
-def _fewshot_task(args: argparse.Namespace) -> dict:
-    """The task request's fields from the flags, as the Few-shot tab fills them (a built-in task's own template
-    unless a flag changes a part of it)."""
-    from core.tasks import load_builtin
-    if args.task:
-        base = load_builtin(args.task).template
-        fields = {"source": "built-in", "name": args.task, "input_template": base.input,
-                  "instruction": base.instruction, "target_delimiter": base.target_delimiter,
-                  "fewshot_delimiter": base.fewshot_delimiter}
-    else:
-        missing = [f for f in ("test", "template", "label_column") if not getattr(args, f)]
-        if missing:
-            raise UserError(f"--train needs --{missing[0].replace('_', '-')} too.")
-        fields = {"source": "upload", "train_file": str(Path(args.train).resolve()),
-                  "test_file": str(Path(args.test).resolve()), "label_column": args.label_column,
-                  "choices": args.choices or "", "target_delimiter": " ", "fewshot_delimiter": "\n\n"}
-    fields.update({k: unescape(v) for k, v in (("input_template", args.template), ("instruction", args.instruction),
-                                               ("target_delimiter", args.target_delimiter),
-                                               ("fewshot_delimiter", args.fewshot_delimiter)) if v is not None})
-    return fields
 
 
 def cmd_fewshot(args: argparse.Namespace) -> object:
@@ -186,10 +155,10 @@ def cmd_fewshot(args: argparse.Namespace) -> object:
             perturb, flip = "flip", float(args.perturb.split(":", 1)[1])
         except (IndexError, ValueError):
             raise UserError("--perturb flip needs a fraction, e.g. flip:0.5") from None
-    task_fields = _fewshot_task(args)
+    fields = task_fields(args)
     engine, key = engine_for(args)
     req = FewShotRequest.from_mapping({
-        "task": task_fields, "limit": args.limit, "ablate_heads": args.ablate_heads, "ablation": args.ablation,
+        "task": fields, "limit": args.limit, "ablate_heads": args.ablate_heads, "ablation": args.ablation,
         "configs": [dict(model=key, k=args.k, selection=args.selection, seed=args.seed, order=args.order,
                          per_query=args.per_query, perturb=perturb, flip=flip, calibrate=args.calibrate)]})
     run = engine.fewshot(req)[0]

@@ -86,3 +86,46 @@ def request_command(name: str, help: str, request: str, method: str, skip: tuple
     run.arguments = arguments  # type: ignore[attr-defined]
     run.__module__ = sys._getframe(1).f_globals.get("__name__", __name__)  # listed with its caller's commands
     command(name, help)(run)
+
+
+# ---- a task from data: the same flags wherever a lab scores a task ------------------------------
+def add_task_data_args(p: argparse.ArgumentParser, built_in_required: bool = True) -> None:
+    """``--task NAME`` (a built-in) or ``--train A --test B --template T --label-column C [--choices …]``."""
+    if built_in_required:
+        src = p.add_mutually_exclusive_group(required=True)
+        src.add_argument("--task", help="a built-in task (python -m core tasks)")
+        src.add_argument("--train", help="CSV/JSONL of demonstrations (needs --test)")
+    else:
+        p.add_argument("--train", help="CSV/JSONL of demonstrations (needs --test): this task instead of --task")
+    p.add_argument("--test", help="CSV/JSONL of queries")
+    p.add_argument("--template", help="demonstration input with {column} fields, e.g. 'Review: {text}\\nSentiment:'")
+    p.add_argument("--instruction", help="text printed once before the demonstrations")
+    p.add_argument("--choices", help="comma-separated verbalised labels (omit for a generative task)")
+    p.add_argument("--label-column", help="column holding the label (a choice, or its index)")
+    p.add_argument("--target-delimiter")
+    p.add_argument("--fewshot-delimiter")
+
+
+def task_fields(args: argparse.Namespace) -> dict:
+    """The task request's fields from those flags, as the Few-shot tab fills them (a built-in task's own template
+    unless a flag changes a part of it)."""
+    from pathlib import Path
+    from core.errors import UserError
+    from core.tasks import load_builtin
+    if not getattr(args, "train", None):
+        base = load_builtin(args.task).template
+        fields = {"source": "built-in", "name": args.task, "input_template": base.input,
+                  "instruction": base.instruction, "target_delimiter": base.target_delimiter,
+                  "fewshot_delimiter": base.fewshot_delimiter}
+    else:
+        missing = [f for f in ("test", "template", "label_column") if not getattr(args, f)]
+        if missing:
+            raise UserError(f"--train needs --{missing[0].replace('_', '-')} too.")
+        fields = {"source": "upload", "train_file": str(Path(args.train).resolve()),
+                  "test_file": str(Path(args.test).resolve()), "label_column": args.label_column,
+                  "choices": args.choices or "", "target_delimiter": " ", "fewshot_delimiter": "\n\n"}
+    fields.update({k: unescape(v) for k, v in (("input_template", args.template), ("instruction", args.instruction),
+                                               ("target_delimiter", args.target_delimiter),
+                                               ("fewshot_delimiter", args.fewshot_delimiter)) if v is not None})
+    return fields
+

@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import argparse
 
-from core.cli_base import command, flag_values, request_class, request_command
+from core.cli_base import (add_model_args, add_task_data_args, command, engine_for, flag_values, request_class,
+                           request_command, task_fields)
 from core.errors import UserError
 
 
@@ -59,8 +60,27 @@ def cmd_heads_over_training(args: argparse.Namespace) -> object:
 cmd_emergence.arguments = _series_args(SWEEP)  # type: ignore[attr-defined]
 cmd_heads_over_training.arguments = _series_args(HEADS)  # type: ignore[attr-defined]
 
-request_command("ablation-scan", "every head ablated one at a time on a task: accuracy and log p(gold) per head",
-                "core.interventions.requests:AblationRequest", "ablation_scan", skip=("ablate_heads",))
+ABLATION = "core.interventions.requests:AblationRequest"
+
+
+def _ablation_scan_args(p: argparse.ArgumentParser) -> None:
+    add_model_args(p)
+    request_class(ABLATION).add_arguments(p, skip=("model", "ablate_heads"))
+    add_task_data_args(p, built_in_required=False)  # any task the Few-shot lab takes, with the same flags
+    p.add_argument("--out", help="write the JSON here instead of printing it")
+
+
+def cmd_ablation_scan(args: argparse.Namespace) -> object:
+    from core.fewshot.requests import TaskRequest
+    engine, key = engine_for(args)
+    data = TaskRequest.from_mapping(task_fields(args)) if args.train else None
+    return engine.ablation_scan(request_class(ABLATION).from_mapping(flag_values(args), model=key,
+                                                                     data=data)).to_dict()
+
+
+cmd_ablation_scan.arguments = _ablation_scan_args  # type: ignore[attr-defined]
+command("ablation-scan", "every head ablated one at a time on a task (a built-in one, or --train/--test CSV): "
+        "accuracy and log p(gold) per head")(cmd_ablation_scan)
 request_command("patch", "activation patching from a clean into a corrupted prompt: restored fraction per layer",
                 "core.interventions.requests:PatchRequest", "patch")
 request_command("logit-lens", "each layer's residual stream read through the unembedding",

@@ -299,7 +299,8 @@ class InterventionLabs:
         config = FewShotConfig(k=req.k, selection=req.selection if req.k else "first", seed=req.seed,
                                limit=req.limit)
         heads = parse_heads(req.ablate_heads, handle.info.n_layers, handle.info.n_heads)
-        return handle, self.builtin_task(req.task), config, heads
+        task = self.task(req.data) if req.data is not None else self.builtin_task(req.task)
+        return handle, task, config, heads
 
     def ablate(self, req: AblationRequest, job: JobContext | None = None) -> tuple[FewShotRun, FewShotRun]:
         """The task with and without the chosen heads: (plain run, ablated run)."""

@@ -151,6 +151,18 @@ def test_cli_ablation_scan_patch_and_lens(tmp_path):
     run("ablation-scan", "--model", "default", "--task", "recall", "--k", "4", "--limit", "12", "--out", str(out))
     d = json.loads(out.read_text())
     assert d["layers"] == 2 and d["heads"] == 4 and len(d["grid"]) == 2 and "accuracy" in d["base"]
+    # the same task from CSV files, with the Few-shot command's flags: the same grid (it took built-in tasks only)
+    from core.tasks import load_builtin
+    task = load_builtin("recall")
+    task.train.to_csv(tmp_path / "train.csv", index=False)
+    task.test.to_csv(tmp_path / "test.csv", index=False)
+    csv_out = tmp_path / "scan-csv.json"
+    run("ablation-scan", "--model", "default", "--train", str(tmp_path / "train.csv"), "--test",
+        str(tmp_path / "test.csv"), "--template", task.template.input, "--label-column", "value", "--choices",
+        ",".join(task.choices), "--fewshot-delimiter", task.template.fewshot_delimiter, "--k", "4", "--limit", "12",
+        "--out", str(csv_out))
+    c = json.loads(csv_out.read_text())
+    assert c["task"] == "train" and c["base"] == d["base"] and c["grid"] == d["grid"]
     p = tmp_path / "patch.json"
     run("patch", "--model", "default", "--clean", "w3 = w17 ; w8 = w42 ; w8 =", "--corrupt",
         "w3 = w17 ; w8 = w40 ; w8 =", "--target", " w42", "--out", str(p))

@@ -4,6 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from core.errors import UserError
+from core.fewshot.requests import TaskRequest
 from core.fewshot.types import SELECTIONS
 from core.request import Request, field
 
@@ -12,10 +13,12 @@ MODES = ("zero", "mean")  # zero the head's output, or write its mean over a ref
 
 @dataclass(frozen=True)
 class AblationRequest(Request):
-    """A built-in task scored with k demonstrations, with some heads ablated (none: the plain run)."""
+    """A task scored with k demonstrations, with some heads ablated (none: the plain run). The task is a built-in
+    one by name, or ``data``: any task the Few-shot lab takes (CSV/JSONL with a template, a Hub dataset)."""
 
     model: str = field("", help="a loaded model's key")
     task: str = field("recall", help="a built-in task")
+    data: TaskRequest | None = field(None, cli=False)
     k: int = field(4, help="demonstrations")
     selection: str = field("nearest", help="demonstration selection")
     seed: int = field(0, help="seed of the demonstration draw")

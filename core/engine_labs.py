@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from core.emergence.requests import HeadsRequest, LiveTrainingRequest, SeriesRequest, SweepSeriesRequest
@@ -23,6 +24,8 @@ from core.interventions.requests import AblationRequest, LensRequest, PatchReque
 from core.interventions.types import AblationScan, LensResult, PatchResult
 from core.jobs import JobContext
 from core.tasks import Task
+
+FEWSHOT_LABS = ("fewshot", "sweep", "ablation")  # labs whose History records are few-shot runs
 
 
 class TrainingLabs:
@@ -309,8 +312,15 @@ class InterventionLabs:
         handle, task, config, heads = self._ablation_setup(req, ctx)
         if not heads:
             raise UserError("Name the heads to ablate, layer.head, e.g. 1.3 (click one in the head-role grid).")
-        plain = fewshot.run_fewshot(handle, task, config, ctx.sub(0, 0.5), ctx.should_stop)
-        return plain, run_ablated(handle, task, config, heads, req.ablation, ctx.sub(0.5, 1.0), ctx.should_stop)
+        t0 = time.time()
+        plain = fewshot.run_fewshot(handle, task, replace(config, name="A: all heads"), ctx.sub(0, 0.5),
+                                    ctx.should_stop)
+        ablated = run_ablated(handle, task, replace(config, name=f"B: {req.ablate_heads} {req.ablation}-ablated"),
+                              heads, req.ablation, ctx.sub(0.5, 1.0), ctx.should_stop)
+        # kept like a few-shot comparison: reopened with its tables, opened example by example in Error analysis
+        self._remember_fewshot("ablation", req, [plain, ablated], time.time() - t0,
+                               {"ablated heads": req.ablate_heads, "ablation": req.ablation}, ctx)
+        return plain, ablated
 
     def ablation_scan(self, req: AblationRequest, job: JobContext | None = None) -> AblationScan:
         """Every head ablated one at a time on the task: a layers x heads grid of accuracy and log p(gold)."""
@@ -368,7 +378,7 @@ class HistoryLabs:
         """(the record, its few-shot runs rebuilt as they were — [] for other labs —, the stored result)."""
         h, viewer = self._history(), self._viewer(session)
         rec, result = h.get(run_id, viewer), h.result(run_id, viewer)
-        runs = [FewShotRun.from_dict(r) for r in result] if rec.lab in ("fewshot", "sweep") and result else []
+        runs = [FewShotRun.from_dict(r) for r in result] if rec.lab in FEWSHOT_LABS and result else []
         for r in runs:
             r.history_id = run_id
         return rec, runs, result

@@ -74,6 +74,27 @@ def test_every_lab_reopens_with_its_plot(app_server):
         assert fig is not None and len(fig.data) >= 1, lab
 
 
+def test_an_ablation_is_kept_and_a_series_is_listed_with_its_last_point(app_server):
+    """(issue 29: a single Ablate run never appeared in the History, and an emergence run was listed with its
+    first checkpoint's accuracy)"""
+    from core.emergence.requests import SweepSeriesRequest
+    from core.interventions.requests import AblationRequest
+    from ui.tabs.history import runs_table
+    engine, _ = app_server
+    engine.load(engine.spec("default"))
+    plain, ablated = engine.ablate(AblationRequest.from_mapping(dict(model="el-2l-128", task="recall", k=4,
+                                                                     limit=8, ablate_heads="1.3")))
+    rec = engine.history_runs(lab="ablation")[0]
+    _, runs, _ = engine.history_reopen(rec.id)
+    assert [r.config.name for r in runs] == ["A: all heads", "B: 1.3 zero-ablated"]
+    assert [r.metrics.accuracy for r in runs] == [plain.metrics.accuracy, ablated.metrics.accuracy]
+    assert runs_table([rec])["accuracy"][0] == round(ablated.metrics.accuracy, 3)
+    points = engine.emergence_sweep(SweepSeriesRequest.from_mapping(dict(source="models", models="el-1l-64,el-2l-128",
+                                                                         task="recall", k=2, limit=6, seeds=1)))
+    listed = runs_table([engine.history_runs(lab="emergence")[0]])
+    assert listed["accuracy"][0] == round(points[-1].metrics["accuracy"], 3)
+
+
 def test_the_history_survives_a_restart(tmp_path):
     h = History(tmp_path)
     rid = h.record("fewshot", {"k": 4}, {"A": {"accuracy": 0.5}}, model="m", task="t",

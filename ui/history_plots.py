@@ -45,7 +45,7 @@ def figure_of(rec, result) -> go.Figure | None:
                           yaxis=dict(range=[0, 1.02], title="accuracy"), height=380,
                           xaxis=dict(title=summary.get("axis", "")))
         return fig
-    if lab == "fewshot":
+    if lab in ("fewshot", "ablation"):
         rows = [(k, v) for k, v in summary.items() if isinstance(v, dict) and "accuracy" in v]
         if rows:
             fig = go.Figure(go.Bar(x=[k for k, _ in rows], y=[v["accuracy"] for _, v in rows]))

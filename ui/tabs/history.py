@@ -14,7 +14,7 @@ from ui import history_plots as hp
 from ui.common import POLLER, session
 from ui.errors import user_errors
 
-LABS = ["", "fewshot", "sweep", "attention", "attribution", "ablation-scan", "emergence", "finetune"]
+LABS = ["", "fewshot", "sweep", "attention", "attribution", "ablation", "ablation-scan", "emergence", "finetune"]
 INTRO = """Every run of the Attention, Attribution, Interventions, Few-shot, Fine-tune and Emergence tabs is kept
 here as it finishes — across page reloads and restarts of the app — with the SHA-256 of the weights that made it.
 Reopen one to see its tables and plot as they were; tag the examples you looked at ("label noise", "needs world
@@ -28,7 +28,9 @@ COLUMNS = ["id", "when", "lab", "name", "model", "task", "accuracy", "tags", "no
 def runs_table(records, engine: Engine | None = None, sid: str = "") -> pd.DataFrame:
     rows = []
     for r in records:
-        head = next((v for v in r.summary.values() if isinstance(v, dict) and "accuracy" in v), None)
+        scored = [v for v in r.summary.values() if isinstance(v, dict) and v.get("accuracy") is not None]
+        # a series and an ablation are listed with their last score (the final checkpoint, the ablated run)
+        head = (scored[-1] if r.lab in ("emergence", "ablation") else scored[0]) if scored else None
         own = engine is None or engine.history_owned(r, sid)
         rows.append({"id": r.id, "when": time.strftime("%Y-%m-%d %H:%M", time.localtime(r.created)), "lab": r.lab,
                      "name": r.name, "model": r.model or "", "task": r.task or "",

@@ -191,7 +191,7 @@ def render(engine: Engine, active: gr.State, demo: gr.Blocks) -> None:
         if engine.history is None:
             return gr.update(choices=[])
         return gr.update(choices=[(f"{r.id} · {r.name}", r.id) for r in engine.history_runs(session=session(request))
-                                  if r.lab in ("fewshot", "sweep")])
+                                  if r.lab in ("fewshot", "sweep", "ablation")])
 
     picks.focus(history_choices, None, picks, api_name=False, queue=False)
     demo.load(history_choices, None, picks, api_name=False)

@@ -35,7 +35,7 @@ from core.models import devices
 from core.models.embedded import MODELS_DIR
 from core.models.loading import ModelRegistry, PathPolicy
 from core.models.requests import LoadRequest
-from core.models.types import AppConfig, ModelHandle, ModelInfo, ModelSpec
+from core.models.types import AppConfig, ModelHandle, ModelInfo, ModelSpec, unknown_tokens_note
 from core.sessions import Sessions
 from core.tasks import Task
 
@@ -372,7 +372,8 @@ class Engine(Catalogue, TrainingLabs, InterventionLabs, HistoryLabs, WorkspaceLa
                 segments=req.feature_segments(), generate=0 if req.target is not None else req.generate,
                 label=req.label, word=req.word, n_steps=req.n_steps, n_samples=req.n_samples, seed=req.seed,
                 keep=req.kept)
-        res = replace(res, model_key=handle.info.key)
+        ids = handle.tokenizer(req.prompt)["input_ids"]
+        res = replace(res, model_key=handle.info.key, note=unknown_tokens_note(handle.tokenizer, ids, handle.info.name))
         self.remember("attribution", req, {"method": res.method, "granularity": res.granularity,
                                            "target_logprob": res.target_logprob,
                                            "top_feature": res.segments[int(abs(res.scores).argmax())]}, job,

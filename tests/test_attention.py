@@ -173,3 +173,24 @@ def test_default_model_has_the_induction_head_its_card_names():
     scores = head_scores(load_model(ModelSpec("default")), seed=0)  # the grid's own default probe
     marked = {(li, hi) for li, hi, s in scores.top("induction", 8) if s >= 0.5}
     assert named == marked
+
+
+def test_english_on_a_toy_vocabulary_is_said_not_shown_silently(tmp_path):
+    """(issue 29: English typed into the embedded model became all <unk> with no word of warning)"""
+    from core.attribution.requests import AttributionRequest
+    from core.engine import Engine
+    from core.models.types import AppConfig
+    from ui.attention_plots import notice
+    from ui.attribution_plots import summary
+    engine = Engine(AppConfig(model=None, runs_dir=tmp_path, offline=True))
+    key = engine.load(engine.spec("default")).key
+    h = engine.registry.get(key)
+    english = compute_attention(h, "The cat sat on the mat.", [0], [0])
+    assert english.note.startswith("6 of 6 tokens are unknown to el-2l-128") and "⚠" in notice(english, 256)
+    assert compute_attention(h, "w1 w2 w3 w1 w2 w3", [0], [0]).note == ""  # its own words: nothing to say
+    res = engine.attribute(AttributionRequest(model=key, prompt="The cat sat on the", target=" w17",
+                                              method="ablation", granularity="word"))
+    assert "unknown to el-2l-128" in res.note and summary(res).startswith("⚠")
+    ok = engine.attribute(AttributionRequest(model=key, prompt="w3 = w17 ; w3 =", target=" w17",
+                                             method="ablation", granularity="word"))
+    assert ok.note == "" and not summary(ok).startswith("⚠")

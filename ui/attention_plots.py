@@ -133,8 +133,9 @@ def _csv(s: str) -> str:
 def notice(result: AttentionResult, cap: int) -> str:
     """A plain sentence about what part of a long input is shown."""
     s, e = result.window
+    warn = f"\n\n⚠ {result.note}" if result.note else ""
     if result.truncated:
         return (f"The input has {result.n_tokens} tokens; showing positions {s}–{e - 1} "
-                f"(at most {cap} at once). Move the window to see the rest.")
-    return f"{result.n_tokens} tokens."
+                f"(at most {cap} at once). Move the window to see the rest.{warn}")
+    return f"{result.n_tokens} tokens.{warn}"
 

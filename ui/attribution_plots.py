@@ -56,8 +56,9 @@ def colored_text(result: AttributionResult, row: int | None = None) -> str:
 def summary(result: AttributionResult) -> str:
     m = METHODS[result.method]
     what = "log p(target) − log p(foil)" if result.foil else "log p(target)"
-    lines = [f"**{m.label}**, {result.granularity} level, explaining {what}.",
-             f"- explained value: {result.target_logprob:.4f}"]
+    lines = ([f"⚠ {result.note}", ""] if result.note else []) + [
+        f"**{m.label}**, {result.granularity} level, explaining {what}.",
+        f"- explained value: {result.target_logprob:.4f}"]
     if result.baseline_logprob is not None:
         gap = result.target_logprob - result.baseline_logprob
         held = (f"every feature but {', '.join(repr(result.segments[i]) for i in result.kept)} blanked"

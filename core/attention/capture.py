@@ -17,7 +17,7 @@ from core.attention import head_roles
 from core.attention.types import AttentionResult, HeadScores, check_range  # noqa: F401 - re-exported
 from core.errors import UserError
 from core.models.loading import attention_implementation
-from core.models.types import ModelHandle
+from core.models.types import ModelHandle, unknown_tokens_note
 from core.models.devices import input_device
 from core.lazy import lazy
 
@@ -134,6 +134,7 @@ def compute_attention(handle: ModelHandle, text: str, layers: list[int] | None =
         layers=kept, heads=tuple(heads), n_layers=info.n_layers, n_heads=info.n_heads,
         causal=is_causal(handle), window=(start, end), n_tokens=n,
         segment_ids=tt[0, start:end].tolist() if tt is not None and text_pair else None,
+        note=unknown_tokens_note(handle.tokenizer, ids, info.name),
     )
 
 

@@ -23,6 +23,7 @@ class AttentionResult:
     window: tuple[int, int]       # [start, end) of the positions kept
     n_tokens: int                 # length of the whole input
     segment_ids: list[int] | None = None  # BERT sentence A/B
+    note: str = ""                # a warning about the input (most of it unknown to the tokenizer)
 
     def head(self, layer: int, head: int) -> np.ndarray:
         """(q, k) weights of one head."""

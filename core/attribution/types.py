@@ -95,6 +95,7 @@ class AttributionResult:
     kept: tuple[int, ...] = ()    # features held at their input value in the baseline (score 0)
     model_key: str = ""           # the registry key of the model that produced it
     convergence: dict | None = None  # integrated gradients: steps used, delta, tolerance, converged, note
+    note: str = ""                # a warning about the input (most of it unknown to the tokenizer)
 
     @property
     def scores(self) -> np.ndarray:

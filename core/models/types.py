@@ -177,6 +177,20 @@ class Limits:
 EXPOSED_LIMITS = Limits(runs_per_session=1, train_steps=5000, train_minutes=30.0, live_runs=2)
 
 
+def unknown_tokens_note(tokenizer, ids: list[int], model_name: str) -> str:
+    """A warning when a third or more of a text's tokens are the tokenizer's unknown token (English typed into a
+    model with a toy vocabulary, say): what the model then sees is mostly one symbol. "" otherwise."""
+    unk = getattr(tokenizer, "unk_token_id", None)
+    special = set(getattr(tokenizer, "all_special_ids", ()) or ()) - {unk}
+    words = [i for i in ids if i not in special]
+    n = sum(i == unk for i in words) if unk is not None else 0
+    if not words or n * 3 < len(words):
+        return ""
+    return (f"{n} of {len(words)} tokens are unknown to {model_name} ({tokenizer.unk_token}): its vocabulary does not "
+            "cover this text, so the model sees mostly one symbol. The embedded models read only their own toy "
+            "words (w0, w1, …: see the model card); load a pretrained model (smollm2-135m) for English.")
+
+
 def needs_weights(info: ModelInfo, action: str) -> str:
     """A plain refusal for what a served model cannot give (attention weights, gradients, hooks)."""
     return (f"{action} needs the model's weights; {info.name} is served by {info.location}, which returns "

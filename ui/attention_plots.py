@@ -1,6 +1,8 @@
 """Pure figure builders for attention results. Result in, plotly figure (or HTML) out."""
 from __future__ import annotations
 
+import html
+
 import math
 
 import numpy as np
@@ -133,7 +135,7 @@ def _csv(s: str) -> str:
 def notice(result: AttentionResult, cap: int) -> str:
     """A plain sentence about what part of a long input is shown."""
     s, e = result.window
-    warn = f"\n\n⚠ {result.note}" if result.note else ""
+    warn = f"\n\n⚠ {html.escape(result.note)}" if result.note else ""  # (<unk> is not a tag)
     if result.truncated:
         return (f"The input has {result.n_tokens} tokens; showing positions {s}–{e - 1} "
                 f"(at most {cap} at once). Move the window to see the rest.{warn}")

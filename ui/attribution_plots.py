@@ -56,7 +56,7 @@ def colored_text(result: AttributionResult, row: int | None = None) -> str:
 def summary(result: AttributionResult) -> str:
     m = METHODS[result.method]
     what = "log p(target) − log p(foil)" if result.foil else "log p(target)"
-    lines = ([f"⚠ {result.note}", ""] if result.note else []) + [
+    lines = ([f"⚠ {html.escape(result.note)}", ""] if result.note else []) + [
         f"**{m.label}**, {result.granularity} level, explaining {what}.",
         f"- explained value: {result.target_logprob:.4f}"]
     if result.baseline_logprob is not None:

@@ -130,3 +130,17 @@ def test_every_lab_records_with_the_weights_that_made_it(engine, ws, tmp_path):
     rows = engine.history.examples(ft.id)  # every held-out example's answer, as the final evaluation saw it
     assert len(rows) == 20 and sum(r.correct for r in rows) / 20 == metrics["eval_accuracy"]
     assert all(r.prediction in ("w0", "w1") and len(r.logprobs) == 2 for r in rows)
+
+
+def test_a_clicked_row_opens_the_system_that_got_it_wrong(ws):
+    """(issue 29: clicking the row where one system was wrong opened the other, which was right)"""
+    from ui.workspace_plots import examples_table, system_for_click
+    shown = examples_table(ws, ws.table)
+    a, b = ws.systems
+    cols = list(shown.columns)
+    wrong_a = next(i for i in range(len(shown)) if shown.iloc[i][a].startswith("✗") and shown.iloc[i][b].startswith("✓"))
+    assert system_for_click(ws, shown, wrong_a, cols.index("input"), b) == a   # the one that got it wrong
+    assert system_for_click(ws, shown, wrong_a, cols.index(b), a) == b          # a system's own column: that one
+    right = [i for i in range(len(shown)) if all(shown.iloc[i][s].startswith("✓") for s in ws.systems)]
+    if right:
+        assert system_for_click(ws, shown, right[0], cols.index("gold"), b) == b  # nothing wrong: as picked

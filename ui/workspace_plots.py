@@ -103,3 +103,17 @@ def choices_for(ws: wsp.Workspace | None) -> list[str]:
     if ws is None:
         return []
     return list(ws.choices or sorted(set(ws.table["gold"])))
+
+
+def system_for_click(ws: wsp.Workspace, shown: pd.DataFrame, row: int, column: int, current: str | None) -> str:
+    """Which system a click on the examples table opens: the system whose column was clicked; else the first system
+    that got the row wrong (the one worth looking at); else the system picked in the slicer, else the first."""
+    columns = list(shown.columns)
+    name = columns[column] if 0 <= column < len(columns) else ""
+    if name in ws.systems:
+        return name
+    wrong = [s for s in ws.systems if s in columns and str(shown.iloc[row][s]).startswith("✗")]
+    if wrong:
+        return wrong[0]
+    return current if current in ws.systems else ws.systems[0]
+

@@ -151,8 +151,10 @@ def render(engine: Engine, active: gr.State, demo: gr.Blocks) -> None:
         return (wp.example_html(d), wp.probabilities_table(d), ap.head_figure(d.attention, d.layer, d.head),
                 wp.attribution_figure(d), d.layer, d.head)
 
-    def pick_row(evt: gr.SelectData, shown):
-        return int(shown.iloc[evt.index[0], 0])
+    def pick_row(evt: gr.SelectData, shown, ws, current):
+        row, column = evt.index[0], evt.index[1]
+        system = wp.system_for_click(ws, shown, row, column, current) if ws is not None else current
+        return int(shown.iloc[row, 0]), system
 
     @user_errors
     def do_tag(request: gr.Request, ws, idx, tag_text, note_text, *values):
@@ -179,8 +181,9 @@ def render(engine: Engine, active: gr.State, demo: gr.Blocks) -> None:
     example_outs = [example, probs, attn_plot, attr_plot, layer, head]
     example_btn.click(do_example, [state, index, layer, head, s_system], example_outs, api_name="workspace_example",
                       **GPU_QUEUE)
-    table.select(pick_row, table, index, api_name=False).then(
-        do_example, [state, index, gr.State(None), gr.State(None), s_system], example_outs, api_name=False,
+    clicked = gr.State(None)  # the system the click opens (its column, else the one that got the row wrong)
+    table.select(pick_row, [table, state, s_system], [index, clicked], api_name=False).then(
+        do_example, [state, index, gr.State(None), gr.State(None), clicked], example_outs, api_name=False,
         **GPU_QUEUE)
     tag_one.click(do_tag, [state, index, tag, note, *slicer.inputs], [tag_md, *view_outs], api_name="workspace_tag",
                   queue=False)

@@ -40,6 +40,16 @@ def pytest_sessionfinish(session, exitstatus):
         session.exitstatus = 1
 
 
+def wait_until(cond, what: str, ceiling: float = 300.0, poll: float = 0.05) -> None:
+    """Wait on a condition (no timing is asserted; the ceiling only stops a hung test)."""
+    import time
+    end = time.monotonic() + ceiling
+    while not cond():
+        if time.monotonic() > end:
+            pytest.fail(f"gave up waiting for {what}")
+        time.sleep(poll)
+
+
 def needs_package(name: str):
     """Skip (with the install command) when a packaged pretrained model is not installed."""
     from core.models.packaged import find_packaged

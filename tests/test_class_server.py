@@ -8,14 +8,13 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 
-from conftest import _free_port
+from conftest import _free_port, wait_until
 from fewshot_form import TASK, configs
 from served_stub import Silent, Stub
 from test_shared_engine import remote_code_model
@@ -24,14 +23,6 @@ ROOT = Path(__file__).resolve().parent.parent
 CONFIG = dict(use=True, model="el-2l-128", k=4, selection="first", seed=0, order="as_chosen",
               perturb="gold", flip=0.5, calibrate=False, per_query=False, variant="")
 ATTN = ("w1 w2 w3 w1 w2 w3", "", 0, 256)  # text, second segment, window start and size
-
-
-def wait_until(cond, what: str, ceiling: float = 300.0):
-    end = time.monotonic() + ceiling
-    while not cond():
-        if time.monotonic() > end:
-            pytest.fail(f"gave up waiting for {what}")
-        time.sleep(0.05)
 
 
 def hub_cache_model(cache: Path, repo: str, marker: Path) -> None:

@@ -1,22 +1,14 @@
 """A run's state is the same in every view: its status card, the run history and the folder itself."""
-import time
 
 import pytest
 
+from conftest import wait_until
 from core.finetune.jobs import FinetuneJobs
 from core.finetune.runs import list_runs, log_tail
 from core.finetune.types import DataSpec, FinetuneSpec
 
 SPEC = FinetuneSpec(model="default", data=DataSpec(task="wordgroups"), lr=3e-3, epochs=40, batch_size=8,
                     eval_every=20)
-
-
-def wait_until(cond, what, ceiling=300.0):
-    end = time.monotonic() + ceiling
-    while not cond():
-        if time.monotonic() > end:
-            pytest.fail(f"gave up waiting for {what}")
-        time.sleep(0.2)
 
 
 def states(jobs, root, name):

@@ -1,7 +1,6 @@
 """Several people on one server: jobs, cancel and exports belong to one session and one tab."""
 import json
 import threading
-import time
 
 import pytest
 from gradio_client import Client
@@ -11,6 +10,7 @@ from core.engine import Engine
 from core.errors import Cancelled
 from core.models.types import AppConfig
 
+from conftest import wait_until
 from fewshot_form import TASK
 from fewshot_form import configs as form_configs
 CONFIG = dict(use=True, model="el-2l-128", k=4, selection="nearest", seed=0, order="as_chosen",
@@ -25,15 +25,6 @@ def long_sweep(client):
     """A few-shot sweep with a prefix per query: long enough to be cancelled while it runs."""
     return client.submit(*TASK, *configs(dict()), "", 0, "k", ",".join(map(str, range(0, 13))),
                          ",".join(map(str, range(8))), ["accuracy"], api_name="/fewshot_sweep")
-
-
-def wait_until(cond, what: str, ceiling: float = 300.0):
-    """Wait on a condition (no timing is asserted; the ceiling only stops a hung test)."""
-    end = time.monotonic() + ceiling
-    while not cond():
-        if time.monotonic() > end:
-            pytest.fail(f"gave up waiting for {what}")
-        time.sleep(0.05)
 
 
 @pytest.fixture(scope="module")

@@ -256,21 +256,19 @@ class Engine(Catalogue, TrainingLabs, InterventionLabs, HistoryLabs, WorkspaceLa
                 and key not in self.registry.keys() and time.monotonic() < deadline:
             time.sleep(0.05)
         keys = self.registry.keys()
+        asked = key
         if not key:
             key = self.active_model(session) or ""
-            if not key and self._default_loading.is_set():
-                raise UserError(self.default_status() + " It is still loading: press the button again once it is in.")
-            if not key:
-                raise UserError("No model is loaded for this session. Load one in the Model tab first.")
+        elif key == "default" and default in keys:
+            key = default
+        if key in keys:
             return key
-        if key == "default" and default in keys:
-            return default
-        if key not in keys:
-            if self._default_loading.is_set():
-                raise UserError(self.default_status() + " It is still loading: press the button again once it is in.")
-            raise UserError(f"Model {key!r} is not loaded. Load it in the Model tab (loaded now: "
-                            f"{', '.join(keys) or 'none'}).")
-        return key
+        if self._default_loading.is_set():
+            raise UserError(self.default_status() + " It is still loading: press the button again once it is in.")
+        if not asked:
+            raise UserError("No model is loaded for this session. Load one in the Model tab first.")
+        raise UserError(f"Model {key!r} is not loaded. Load it in the Model tab (loaded now: "
+                        f"{', '.join(keys) or 'none'}).")
 
     def info(self, key: str, session: str = "") -> ModelInfo:
         return self.registry.get(self.resolve_key(key, session)).info

@@ -63,6 +63,7 @@ class PromptPlan:
     queries: list[str]
     demos: list[list[Demo]]    # one set per row (the same list object when shared)
     segments: list[list[str]]  # each prompt's pieces (instruction, one per demonstration, the query)
+    shared: list[Demo]         # the set every row shares ([] when drawn per query)
 
     @property
     def prompts(self) -> list[str]:
@@ -85,7 +86,7 @@ def plan_prompts(task: Task, config: FewShotConfig, wrap: tuple[str, str] = ("",
     demos = [demonstrations(task, config, r, i, similarity) for i, r in enumerate(rows[:n])] if per_query \
         else [shared] * n
     segments = [wrapped(prompt_segments(template, d, q), wrap) for d, q in zip(demos, queries)]
-    return PromptPlan(template, task, rows, queries, demos, segments)
+    return PromptPlan(template, task, rows, queries, demos, segments, shared)
 
 
 def run_fewshot(handle: ModelHandle, task: Task, config: FewShotConfig, progress: Progress | None = None,
@@ -98,14 +99,12 @@ def run_fewshot(handle: ModelHandle, task: Task, config: FewShotConfig, progress
     t0 = time.time()
     wrap = chat_wrap(handle.tokenizer) if config.chat else ("", "")
     plan = plan_prompts(task, config, wrap)
-    template, task, rows, queries, demos, segments = (plan.template, plan.task, plan.rows, plan.queries, plan.demos,
-                                                      plan.segments)
+    template, task, rows, queries, demos, segments, shared = (plan.template, plan.task, plan.rows, plan.queries,
+                                                              plan.demos, plan.segments, plan.shared)
     prompts = plan.prompts
     mapping = label_map(task, config)
     golds = [mapping.get(task.gold(r), task.gold(r)) for r in rows]
     choices = scored_choices(task, config)
-    per_query = config.per_query or config.selection == "nearest"
-    shared = demos[0] if demos and not per_query else []
 
     groups: dict[tuple, list[int]] = {}
     for i, d in enumerate(demos):

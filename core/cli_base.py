@@ -48,12 +48,19 @@ def load_from_args(args: argparse.Namespace, **overrides):
     return load_model(spec_from_args(args, **overrides))
 
 
+def cli_engine(runs_dir: str | None = None, offline: bool = False, device: str = "auto"):
+    """An engine for one CLI call: one model at a time, the runs folder given (else the app's default)."""
+    from pathlib import Path
+    from core.engine import Engine
+    from core.models.types import AppConfig, default_runs_dir
+    return Engine(AppConfig(model=None, max_models=1, runs_dir=Path(runs_dir) if runs_dir else default_runs_dir(),
+                            offline=offline, device=device))
+
+
 def engine_for(args: argparse.Namespace):
     """An engine for one CLI call, with the model the flags name loaded: (engine, its registry key)."""
-    from core.engine import Engine
     from core.models.requests import LoadRequest
-    from core.models.types import AppConfig
-    engine = Engine(AppConfig(model=None, max_models=1))
+    engine = cli_engine()  # the model's own flags (device, dtype, ...) go with its load
     return engine, engine.load(LoadRequest.from_args(args)).key
 
 

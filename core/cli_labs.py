@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import argparse
 
-from core.cli_base import (add_model_args, add_task_data_args, command, engine_for, flag_values, request_class,
-                           request_command, task_fields)
+from core.cli_base import (add_model_args, add_task_data_args, cli_engine, command, engine_for, flag_values,
+                           request_class, request_command, task_fields)
 from core.errors import UserError
 
 
@@ -26,15 +26,10 @@ def _series_args(request: str):
 
 def _series_call(args: argparse.Namespace, request: str):
     """(engine, request): the Emergence tab's request from the flags, for an engine of this call."""
-    from pathlib import Path
-    from core.engine import Engine
-    from core.models.types import AppConfig, default_runs_dir
     values = flag_values(args)
     req = request_class(request).from_mapping(values, source="checkpoints" if args.checkpoints else "models",
                                               models=args.checkpoints or args.models)
-    runs = Path(args.runs_dir) if args.runs_dir else default_runs_dir()
-    return Engine(AppConfig(model=None, device=args.device, offline=args.offline, max_models=1,
-                            runs_dir=runs)), req
+    return cli_engine(args.runs_dir, args.offline, args.device), req
 
 
 SWEEP = "core.emergence.requests:SweepSeriesRequest"

@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from core.cli_base import command, flag_values
+from core.cli_base import cli_engine, command, flag_values
 
 
 def _study_args(request: str, skip: tuple[str, ...]):
@@ -24,16 +24,12 @@ def _study_args(request: str, skip: tuple[str, ...]):
 
 
 def _run_study(args: argparse.Namespace, request: str, start: str) -> object:
-    from pathlib import Path
     from core.cli_base import request_class
-    from core.engine import Engine
-    from core.models.types import AppConfig, default_runs_dir
     values = flag_values(args)
     values["source"] = "upload" if values.get("train_file") else "built-in"
     values.setdefault("model", "default")
     req = request_class(request).from_mapping(values)
-    runs_dir = Path(args.runs_dir) if args.runs_dir else default_runs_dir()
-    engine = Engine(AppConfig(model=None, runs_dir=runs_dir, offline=args.offline, max_models=1))
+    engine = cli_engine(args.runs_dir, args.offline)
     sid = getattr(engine, start)(req)
     print(f"study {sid}: {len(engine.study(sid).runs)} runs queued", file=sys.stderr)
     seen = {}

@@ -111,13 +111,13 @@ def main(argv: list[str] | None = None) -> None:
     from ui.app import build_app, launch_kwargs
 
     engine = Engine(cfg)
-    engine.expect_default()  # the Model tab says "loading…" until it is in
+    engine.models.expect_default()  # the Model tab says "loading…" until it is in
     if cfg.exposed:
         logging.warning("serving beyond localhost: local model paths are limited to %s",
                         ", ".join(map(str, ("assets/models", *cfg.model_dirs))))
     demo = build_app(engine)  # gr.Blocks queues by default; .queue() again rebuilt its FastAPI app (0.35 s)
     demo.launch(prevent_thread_lock=True, **launch_kwargs(engine, auth))
-    engine.load_default_in_background()  # after the page answers: loading beside the build slowed both
+    engine.models.load_default_in_background()  # after the page answers: loading beside the build slowed both
     _report_default(engine)
     demo.block_thread()
 
@@ -125,11 +125,11 @@ def main(argv: list[str] | None = None) -> None:
 def _report_default(engine) -> None:
     """Log when the default model is in (or why not): the page was answering meanwhile."""
     import time
-    while engine.default_status() and engine.default_status().startswith("Loading"):
+    while engine.models.default_status() and engine.models.default_status().startswith("Loading"):
         time.sleep(0.1)
-    if engine.default_error:
-        logging.warning("could not load %s: %s", engine.config.model, engine.default_error)
-    for info in engine.loaded():
+    if engine.runtime.default.error:
+        logging.warning("could not load %s: %s", engine.config.model, engine.runtime.default.error)
+    for info in engine.models.loaded():
         logging.info("loaded %s (%s params) on %s", info.key, info.n_params, info.device)
 
 

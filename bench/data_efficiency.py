@@ -39,7 +39,7 @@ def main() -> None:
     engine = Engine(AppConfig(model=None, runs_dir=runs, offline=True))
     req = DataEfficiencyRequest.from_mapping(PRESETS[a.preset])
     load, t0 = os.getloadavg()[0], time.time()
-    st = engine.study_wait(engine.data_efficiency_start(req), poll=2.0)
+    st = engine.studies.wait(engine.studies.data_efficiency_start(req), poll=2.0)
     print(f"{req.model} on {st.task}: {req.method} {req.objective}, {req.max_steps} steps per run, "
           f"{req.seeds} seeds; {time.time() - t0:.0f} s; load average {load:.1f} before, "
           f"{os.getloadavg()[0]:.1f} after")

@@ -40,7 +40,7 @@ def main() -> None:
                                            method_lrs=a.method_lrs, max_steps=a.steps, batch_size=a.batch_size,
                                            lora_r=a.lora_r, lora_alpha=2 * a.lora_r))
     load = os.getloadavg()[0]
-    st = engine.study_wait(engine.compare_methods_start(req), poll=2.0)
+    st = engine.studies.wait(engine.studies.methods_start(req), poll=2.0)
     ref = next((r for r in st.runs if r.method == "full" and r.state == "finished"), None)
     print(f"{a.model} on {a.task} ({a.objective}), {a.steps} steps of {a.batch_size}; load average {load:.1f} "
           f"before, {os.getloadavg()[0]:.1f} after")

@@ -35,7 +35,7 @@ def main() -> None:
         t0 = time.time()
         req = SweepSeriesRequest.from_mapping(dict(source="models", models=a.models, task=task, k=a.k,
                                                    seeds=a.seeds, selection="random", limit=a.limit))
-        for r in engine.emergence_sweep(req):
+        for r in engine.emergence.sweep(req):
             m = {k: None if v is None else round(v, 3) for k, v in r.metrics.items()}
             print(f"{task:15s} {r.model:14s} {r.n_params / 1e6:6.0f}M  {m}  chance {r.chance:.2f}"
                   + (f"  error: {r.error}" if r.error else ""))
@@ -43,11 +43,11 @@ def main() -> None:
     from core.attention.requests import HeadRolesRequest
     from core.models.requests import LoadRequest
     for name in a.models.split(","):
-        key = engine.load(LoadRequest(model=name)).key
-        s = engine.head_scores(HeadRolesRequest(model=key))
+        key = engine.models.load(LoadRequest(model=name)).key
+        s = engine.attention.head_scores(HeadRolesRequest(model=key))
         print(name, {role: [(f"L{l}.H{h}", round(v, 2)) for l, h, v in s.top(role, 3)]
                      for role in ("induction", "previous_token", "sink")})
-        engine.unload(key)
+        engine.models.unload(key)
 
 
 if __name__ == "__main__":

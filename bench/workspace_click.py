@@ -4,7 +4,7 @@ answer) on the embedded default model, against the issue's 5-second target.
     python bench/workspace_click.py [--limit 48] [--clicks 10]
 
 Runs the Error analysis tab's default comparison (recall; A: k=0, B: k=4 nearest), then opens examples as a click
-does (``engine.workspace_example``): the first click also measures the head roles (to preselect the top induction
+does (``engine.workspace.example``): the first click also measures the head roles (to preselect the top induction
 head; cached after), the next ones do not. Prints the first and the median later click, with the load average.
 """
 from __future__ import annotations
@@ -34,12 +34,12 @@ def main() -> None:
     a = ap.parse_args()
     from test_workspace import request
     engine = Engine(AppConfig(model=None, runs_dir=Path(tempfile.mkdtemp()), offline=True))
-    engine.load(LoadRequest(model="default"))
-    ws = engine.workspace_run(request(("el-2l-128", 0, "first"), ("el-2l-128", 4, "nearest"), limit=a.limit))
+    engine.models.load(LoadRequest(model="default"))
+    ws = engine.workspace.run(request(("el-2l-128", 0, "first"), ("el-2l-128", 4, "nearest"), limit=a.limit))
     times = []
     for n in range(a.clicks):
         t0 = time.perf_counter()
-        engine.workspace_example(ws, int(ws.table["index"].iloc[n]), ws.systems[1])
+        engine.workspace.example(ws, int(ws.table["index"].iloc[n]), ws.systems[1])
         times.append(time.perf_counter() - t0)
     later = statistics.median(times[1:]) if len(times) > 1 else times[0]
     print(f"load average {os.getloadavg()[0]:.1f}; first click {times[0]:.2f} s (head roles included), median of the "

@@ -76,7 +76,7 @@ def _heads_args(p: argparse.ArgumentParser) -> None:
 def cmd_heads(args: argparse.Namespace) -> object:
     from core.attention.requests import HeadRolesRequest
     engine, key = engine_for(args)
-    scores = engine.head_scores(HeadRolesRequest.from_args(args, model=key)).to_dict()
+    scores = engine.attention.head_scores(HeadRolesRequest.from_args(args, model=key)).to_dict()
     scores.pop("source")
     return scores
 
@@ -95,7 +95,7 @@ def cmd_attention(args: argparse.Namespace) -> object:
     from core.attention.requests import AttentionRequest
     engine, key = engine_for(args)
     req = AttentionRequest.from_args(args, model=key, all_heads=False)
-    res = engine.attention(req)
+    res = engine.attention.run(req)
     return {"tokens": res.tokens, "attention": res.head(req.layer, req.head).astype(float).tolist()}
 
 
@@ -122,7 +122,7 @@ def cmd_attribute(args: argparse.Namespace) -> object:
     engine, key = engine_for(args)
     values = flag_values(args)
     req = AttributionRequest.from_mapping(values, model=key, segments=tuple(segments))
-    return engine.attribute(req).to_dict()
+    return engine.attribution.run(req).to_dict()
 
 
 cmd_attribute.arguments = _attribute_args  # type: ignore[attr-defined]
@@ -161,7 +161,7 @@ def cmd_fewshot(args: argparse.Namespace) -> object:
         "task": fields, "limit": args.limit, "ablate_heads": args.ablate_heads, "ablation": args.ablation,
         "configs": [dict(model=key, k=args.k, selection=args.selection, seed=args.seed, order=args.order,
                          per_query=args.per_query, perturb=perturb, flip=flip, calibrate=args.calibrate)]})
-    run = engine.fewshot(req)[0]
+    run = engine.fewshot.run(req)[0]
     generative = run.choices is None
     return {"accuracy": run.metrics.accuracy, "metrics": asdict(run.metrics),
             "model": run.model, "task": run.task, "choices": run.choices,

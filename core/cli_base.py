@@ -4,6 +4,7 @@ commands (``cli_labs``, ``cli_studies``) import this; it imports none of them.""
 from __future__ import annotations
 
 import argparse
+import operator
 import sys
 from typing import Callable
 
@@ -61,7 +62,7 @@ def engine_for(args: argparse.Namespace):
     """An engine for one CLI call, with the model the flags name loaded: (engine, its registry key)."""
     from core.models.requests import LoadRequest
     engine = cli_engine()  # the model's own flags (device, dtype, ...) go with its load
-    return engine, engine.load(LoadRequest.from_args(args)).key
+    return engine, engine.models.load(LoadRequest.from_args(args)).key
 
 
 def flag_values(args: argparse.Namespace) -> dict:
@@ -76,7 +77,7 @@ def request_class(path: str):
 
 
 def request_command(name: str, help: str, request: str, method: str, skip: tuple[str, ...] = ()) -> None:
-    """A subcommand whose flags are the request's fields: load the model, call ``engine.<method>``, print JSON.
+    """A subcommand whose flags are the request's fields: load the model, call ``engine.<lab>.<action>`` (``method``), print JSON.
 
     ``request`` is ``"module:Class"``, imported only when this subcommand runs.
     """
@@ -88,7 +89,7 @@ def request_command(name: str, help: str, request: str, method: str, skip: tuple
     def run(args: argparse.Namespace) -> object:
         engine, key = engine_for(args)
         values = flag_values(args)
-        return getattr(engine, method)(request_class(request).from_mapping(values, model=key)).to_dict()
+        return operator.attrgetter(method)(engine)(request_class(request).from_mapping(values, model=key)).to_dict()
 
     run.arguments = arguments  # type: ignore[attr-defined]
     run.__module__ = sys._getframe(1).f_globals.get("__name__", __name__)  # listed with its caller's commands

@@ -39,7 +39,7 @@ HEADS = "core.emergence.requests:HeadsRequest"
 def cmd_emergence(args: argparse.Namespace) -> object:
     """The Emergence tab's sweep from the shell: the same request and defaults, recorded in the History."""
     engine, req = _series_call(args, SWEEP)
-    results = engine.emergence_sweep(req)
+    results = engine.emergence.sweep(req)
     return {"task": req.task, "k": req.k, "seeds": req.seeds, "selection": req.selection,
             "points": [{"model": r.model if not r.revision else f"{r.model}@{r.revision}", "step": r.step,
                         "n_params": r.n_params, "metrics": r.metrics, "std": r.std, "chance": r.chance,
@@ -49,7 +49,7 @@ def cmd_emergence(args: argparse.Namespace) -> object:
 
 def cmd_heads_over_training(args: argparse.Namespace) -> object:
     engine, req = _series_call(args, HEADS)
-    return engine.heads_over_training(req).to_dict()
+    return engine.emergence.heads_over_training(req).to_dict()
 
 
 cmd_emergence.arguments = _series_args(SWEEP)  # type: ignore[attr-defined]
@@ -69,7 +69,7 @@ def cmd_ablation_scan(args: argparse.Namespace) -> object:
     from core.fewshot.requests import TaskRequest
     engine, key = engine_for(args)
     data = TaskRequest.from_mapping(task_fields(args)) if args.train else None
-    return engine.ablation_scan(request_class(ABLATION).from_mapping(flag_values(args), model=key,
+    return engine.interventions.ablation_scan(request_class(ABLATION).from_mapping(flag_values(args), model=key,
                                                                      data=data)).to_dict()
 
 
@@ -77,9 +77,9 @@ cmd_ablation_scan.arguments = _ablation_scan_args  # type: ignore[attr-defined]
 command("ablation-scan", "every head ablated one at a time on a task (a built-in one, or --train/--test CSV): "
         "accuracy and log p(gold) per head")(cmd_ablation_scan)
 request_command("patch", "activation patching from a clean into a corrupted prompt: restored fraction per layer",
-                "core.interventions.requests:PatchRequest", "patch")
+                "core.interventions.requests:PatchRequest", "interventions.patch")
 request_command("logit-lens", "each layer's residual stream read through the unembedding",
-                "core.interventions.requests:LensRequest", "logit_lens")
+                "core.interventions.requests:LensRequest", "interventions.logit_lens")
 command("emergence", "a task's scores across a series of models or checkpoints")(cmd_emergence)
 command("heads-over-training", "head roles and the in-context-learning score at every checkpoint")(
     cmd_heads_over_training)

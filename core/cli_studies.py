@@ -30,8 +30,8 @@ def _run_study(args: argparse.Namespace, request: str, start: str) -> object:
     values.setdefault("model", "default")
     req = request_class(request).from_mapping(values)
     engine = cli_engine(args.runs_dir, args.offline)
-    sid = getattr(engine, start)(req)
-    print(f"study {sid}: {len(engine.study(sid).runs)} runs queued", file=sys.stderr)
+    sid = getattr(engine.studies, start)(req)
+    print(f"study {sid}: {len(engine.studies.get(sid).runs)} runs queued", file=sys.stderr)
     seen = {}
 
     def report(st):
@@ -41,14 +41,14 @@ def _run_study(args: argparse.Namespace, request: str, start: str) -> object:
                 score = f", {st.metric} {r.score:.3f}" if r.score is not None and r.state == "finished" else ""
                 print(f"  {r.name}: {r.state}{score}", file=sys.stderr)
     try:
-        return engine.study_wait(sid, on_update=report).to_dict()
+        return engine.studies.wait(sid, on_update=report).to_dict()
     except KeyboardInterrupt:
-        print(engine.study_cancel(sid), file=sys.stderr)
+        print(engine.studies.cancel(sid), file=sys.stderr)
         raise
 
 
 def cmd_finetune_compare(args: argparse.Namespace) -> object:
-    return _run_study(args, "core.finetune.requests:MethodsRequest", "compare_methods_start")
+    return _run_study(args, "core.finetune.requests:MethodsRequest", "methods_start")
 
 
 def cmd_data_efficiency(args: argparse.Namespace) -> object:

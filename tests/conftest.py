@@ -104,7 +104,7 @@ def app_server(tmp_path_factory):
     from ui.app import build_app, launch_kwargs
 
     engine = Engine(AppConfig(port=_free_port(), offline=True, runs_dir=tmp_path_factory.mktemp("runs")))
-    engine.load_default()
+    engine.models.load_default()
     demo = build_app(engine)
     kwargs = launch_kwargs(engine)
     demo.queue().launch(prevent_thread_lock=True, quiet=True, **kwargs)

@@ -33,7 +33,7 @@ def test_train_then_compare_with_prompting(client, app_server):
     assert row[1] == "finished" and row[6] >= 0.85
     # the finished run is in the model list every tab loads from
     folder = row[history["headers"].index("model folder")]
-    assert any(value == folder for _, value in engine.model_choices())
+    assert any(value == folder for _, value in engine.catalogue.model_choices())
     summary, examples = client.predict(run, 6, 100, api_name="/finetune_compare")
     acc = {r[0]: float(r[3]) for r in summary["data"]}
     assert acc["C: fine-tuned, k=0"] >= 0.85

@@ -43,7 +43,7 @@ def test_methods_study_streams_to_the_end_and_is_watched_from_another_session(cl
     other = Client(url, verbose=False)  # a second browser finds it and sees the same
     watched = other.predict(sid, api_name="/study_watch")
     assert watched[0] == sid and watched[2]["data"] == table["data"]
-    assert sid in engine.studies()
+    assert sid in engine.studies.ids()
 
 
 @pytest.mark.slow

@@ -39,7 +39,7 @@ def test_run_slice_open_an_example_and_tag_it(session, app_server):
     tagged = session.predict("", "", "", "", "", "all", "", "mislabelled?", api_name="/workspace_slice")[5]["data"]
     assert [r[0] for r in tagged] == [idx] and tagged[0][-1] == "mislabelled?"
     # a new browser session finds the run in the History and reopens it with its tag
-    hid = next(r.id for r in engine.history_runs() if r.lab == "fewshot")
+    hid = next(r.id for r in engine.history.runs() if r.lab == "fewshot")
     other = Client(url, verbose=False)
     *_, status2, summary2, _, _, _, table2, _ = other.predict([hid], api_name="/workspace_open")
     assert summary2["data"] == summary["data"] and "mislabelled?" in {r[-1] for r in table2["data"]}

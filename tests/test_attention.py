@@ -183,14 +183,14 @@ def test_english_on_a_toy_vocabulary_is_said_not_shown_silently(tmp_path):
     from ui.attention_plots import notice
     from ui.attribution_plots import summary
     engine = Engine(AppConfig(model=None, runs_dir=tmp_path, offline=True))
-    key = engine.load(engine.spec("default")).key
-    h = engine.registry.get(key)
+    key = engine.models.load(engine.models.spec("default")).key
+    h = engine.runtime.registry.get(key)
     english = compute_attention(h, "The cat sat on the mat.", [0], [0])
     assert english.note.startswith("6 of 6 tokens are unknown to el-2l-128") and "⚠" in notice(english, 256)
     assert compute_attention(h, "w1 w2 w3 w1 w2 w3", [0], [0]).note == ""  # its own words: nothing to say
-    res = engine.attribute(AttributionRequest(model=key, prompt="The cat sat on the", target=" w17",
+    res = engine.attribution.run(AttributionRequest(model=key, prompt="The cat sat on the", target=" w17",
                                               method="ablation", granularity="word"))
     assert "unknown to el-2l-128" in res.note and summary(res).startswith("⚠")
-    ok = engine.attribute(AttributionRequest(model=key, prompt="w3 = w17 ; w3 =", target=" w17",
+    ok = engine.attribution.run(AttributionRequest(model=key, prompt="w3 = w17 ; w3 =", target=" w17",
                                              method="ablation", granularity="word"))
     assert ok.note == "" and not summary(ok).startswith("⚠")

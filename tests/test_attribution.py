@@ -122,7 +122,7 @@ def test_cancel_stops_a_running_attribution(tiny_models):
     from core.models.types import AppConfig
 
     engine = Engine(AppConfig(model=None))
-    key = engine.load(ModelSpec(str(tiny_models["llama"]))).key
+    key = engine.models.load(ModelSpec(str(tiny_models["llama"]))).key
     calls = []
     from core.attribution.requests import AttributionRequest
     req = AttributionRequest(model=key, prompt=PROMPT, target=" positive", method="ig", n_steps=20000).check()
@@ -132,16 +132,16 @@ def test_cancel_stops_a_running_attribution(tiny_models):
         engine.cancel("session-1", "attribution")
         engine.cancel("session-2", "attribution")  # another session's cancel is not this run's
 
-    hook = engine.registry.get(key).model.register_forward_hook(cancel_on_first_call)
+    hook = engine.runtime.registry.get(key).model.register_forward_hook(cancel_on_first_call)
     try:
         with pytest.raises(Cancelled, match="cancelled"):
             with engine.job("session-1", "attribution") as job:
-                engine.attribute(req, job)
+                engine.attribution.run(req, job)
     finally:
         hook.remove()
     assert len(calls) <= 2  # 20,000 steps at <= 64 per call would have been >= 313 calls
     with engine.job("session-1", "attribution") as job:  # a new run of the same session starts uncancelled
-        r = engine.attribute(replace(req, n_steps=8), job)
+        r = engine.attribution.run(replace(req, n_steps=8), job)
     assert r.matrix.shape[0] == 1  # a new run on the same job starts uncancelled
 
 

@@ -35,8 +35,8 @@ def _pair(engines, tiny_models, arch, tmp_path_factory):
     from core.models.requests import LoadRequest
     plain, split = engines
     path = tiny_models[arch]
-    a = plain.load(LoadRequest(model=str(path))).key
-    b = split.load(LoadRequest(model=str(path), device_map="auto", max_memory=_half(path),
+    a = plain.models.load(LoadRequest(model=str(path))).key
+    b = split.models.load(LoadRequest(model=str(path), device_map="auto", max_memory=_half(path),
                                offload_folder=str(tmp_path_factory.mktemp(f"offload-{arch}")))).key
     return a, b
 
@@ -51,36 +51,36 @@ def test_a_split_model_gives_the_one_device_results(engines, tiny_models, arch, 
     from core.tasks import load_builtin
     plain, split = engines
     a, b = _pair(engines, tiny_models, arch, tmp_path_factory)
-    info = split.info(b)
+    info = split.models.info(b)
     assert set(info.device_map.values()) == {"cpu", "disk"}, info.device_map  # really split
     assert set(info.memory_by_device) == {"cpu", "disk"} and sum(info.memory_by_device.values()) > 0
-    assert split.memory()["models_bytes_by_device"]["disk"] > 0
+    assert split.models.memory()["models_bytes_by_device"]["disk"] > 0
 
     text = "w5 w9 w2 w5 w9 w2 good movie"
-    for layer in range(plain.info(a).n_layers):  # attention exactly
-        ra = plain.attention(AttentionRequest(model=a, text=text, layer=layer))
-        rb = split.attention(AttentionRequest(model=b, text=text, layer=layer))
+    for layer in range(plain.models.info(a).n_layers):  # attention exactly
+        ra = plain.attention.run(AttentionRequest(model=a, text=text, layer=layer))
+        rb = split.attention.run(AttentionRequest(model=b, text=text, layer=layer))
         assert np.array_equal(ra.layers[layer], rb.layers[layer])
-    ha, hb = plain.head_scores(HeadRolesRequest(model=a, seq_len=10)), split.head_scores(HeadRolesRequest(model=b, seq_len=10))
+    ha, hb = plain.attention.head_scores(HeadRolesRequest(model=a, seq_len=10)), split.attention.head_scores(HeadRolesRequest(model=b, seq_len=10))
     assert np.array_equal(ha.induction, hb.induction) and np.array_equal(ha.sink, hb.sink)
     from core.attention.requests import RolloutRequest
-    assert np.array_equal(plain.rollout(RolloutRequest(model=a, text=text))[0],
-                          split.rollout(RolloutRequest(model=b, text=text))[0])
+    assert np.array_equal(plain.attention.rollout(RolloutRequest(model=a, text=text))[0],
+                          split.attention.rollout(RolloutRequest(model=b, text=text))[0])
 
     task = load_builtin("sentiment")  # few-shot scoring with the shared-prefix cache
-    ca = run_fewshot(plain.registry.get(a), task, FewShotConfig(k=4, limit=12))
-    cb = run_fewshot(split.registry.get(b), task, FewShotConfig(k=4, limit=12))
+    ca = run_fewshot(plain.runtime.registry.get(a), task, FewShotConfig(k=4, limit=12))
+    cb = run_fewshot(split.runtime.registry.get(b), task, FewShotConfig(k=4, limit=12))
     assert cb.examples[0].choice_logprobs and cb.metrics.accuracy == ca.metrics.accuracy
     for ea, eb in zip(ca.examples, cb.examples):
         assert np.allclose(ea.choice_logprobs, eb.choice_logprobs, atol=1e-5)
-    ga = generate_greedy(plain.registry.get(a).model, plain.registry.get(a).tokenizer, ["w1 w2 w3"], 4)
-    gb = generate_greedy(split.registry.get(b).model, split.registry.get(b).tokenizer, ["w1 w2 w3"], 4)
+    ga = generate_greedy(plain.runtime.registry.get(a).model, plain.runtime.registry.get(a).tokenizer, ["w1 w2 w3"], 4)
+    gb = generate_greedy(split.runtime.registry.get(b).model, split.runtime.registry.get(b).tokenizer, ["w1 w2 w3"], 4)
     assert ga == gb
 
     for method in ("ig", "ablation", "saliency"):  # attributions: gradients flow back through the hooks
         req = dict(prompt="w3 = w17 ; w3 =", target=" w17", method=method, granularity="word")
-        xa = plain.attribute(AttributionRequest.from_mapping({**req, "model": a}))
-        xb = split.attribute(AttributionRequest.from_mapping({**req, "model": b}))
+        xa = plain.attribution.run(AttributionRequest.from_mapping({**req, "model": a}))
+        xb = split.attribution.run(AttributionRequest.from_mapping({**req, "model": b}))
         assert np.allclose(xa.scores, xb.scores, rtol=1e-4, atol=1e-6), method
 
 
@@ -92,7 +92,7 @@ def test_a_series_sweeps_split_models(tiny_models, tmp_path):
     plain = Engine(AppConfig(model=None, runs_dir=tmp_path / "a", offline=True))
     split = Engine(AppConfig(model=None, runs_dir=tmp_path / "b", offline=True, device_map="auto",
                              max_memory="cpu=20000", offload_folder=str(tmp_path / "off")))
-    ra, rb = plain.emergence_sweep(req), split.emergence_sweep(req)
+    ra, rb = plain.emergence.sweep(req), split.emergence.sweep(req)
     for pa, pb in zip(ra, rb):
         assert pa.error is None and pb.error is None
         assert pa.metrics["accuracy"] == pb.metrics["accuracy"]

@@ -11,7 +11,7 @@ from core.models.types import AppConfig
 @pytest.fixture(scope="module")
 def engine(tmp_path_factory):
     e = Engine(AppConfig(model=None, runs_dir=tmp_path_factory.mktemp("runs"), offline=True))
-    e.load(LoadRequest(model="default"))
+    e.models.load(LoadRequest(model="default"))
     return e
 
 
@@ -22,7 +22,7 @@ def test_the_preview_is_the_runs_first_prompt(engine, selection, per_query):
         "task": {"source": "built-in", "name": "recall", "input_template": "{key} =", "target_delimiter": " ",
                  "fewshot_delimiter": " ; "},
         "configs": [dict(model="el-2l-128", k=4, selection=selection, seed=3, per_query=per_query)], "limit": 6})
-    prompt, tokens, context = engine.fewshot_preview(req)
-    run = engine.fewshot(req)[0]
+    prompt, tokens, context = engine.fewshot.preview(req)
+    run = engine.fewshot.run(req)[0]
     assert prompt == run.examples[0].prompt
     assert len(tokens) > 4 and context == 64

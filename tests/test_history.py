@@ -61,16 +61,16 @@ def test_every_lab_reopens_with_its_plot(app_server):
     from core.interventions.requests import AblationRequest
     from ui.history_plots import figure_of
     engine, _ = app_server
-    engine.load(engine.spec("default"))
-    engine.attention(AttentionRequest(model="el-2l-128", text="w1 w2 w1 w2", layer=1, head=3))
-    engine.attribute(AttributionRequest(model="el-2l-128", prompt="w3 = w17 ; w3 =", target=" w17",
+    engine.models.load(engine.models.spec("default"))
+    engine.attention.run(AttentionRequest(model="el-2l-128", text="w1 w2 w1 w2", layer=1, head=3))
+    engine.attribution.run(AttributionRequest(model="el-2l-128", prompt="w3 = w17 ; w3 =", target=" w17",
                                         method="ablation", granularity="word"))
-    engine.ablation_scan(AblationRequest.from_mapping(dict(model="el-2l-128", task="recall", k=2, limit=6)))
-    engine.emergence_sweep(SweepSeriesRequest.from_mapping(dict(source="models", models="el-1l-64,el-2l-128",
+    engine.interventions.ablation_scan(AblationRequest.from_mapping(dict(model="el-2l-128", task="recall", k=2, limit=6)))
+    engine.emergence.sweep(SweepSeriesRequest.from_mapping(dict(source="models", models="el-1l-64,el-2l-128",
                                                                 task="recall", k=2, limit=6, seeds=1)))
     for lab in ("attention", "attribution", "ablation-scan", "emergence"):
-        rec = engine.history_runs(lab=lab)[0]
-        fig = figure_of(rec, engine.history.result(rec.id))
+        rec = engine.history.runs(lab=lab)[0]
+        fig = figure_of(rec, engine.runtime.history.result(rec.id))
         assert fig is not None and len(fig.data) >= 1, lab
 
 
@@ -81,17 +81,17 @@ def test_an_ablation_is_kept_and_a_series_is_listed_with_its_last_point(app_serv
     from core.interventions.requests import AblationRequest
     from ui.tabs.history import runs_table
     engine, _ = app_server
-    engine.load(engine.spec("default"))
-    plain, ablated = engine.ablate(AblationRequest.from_mapping(dict(model="el-2l-128", task="recall", k=4,
+    engine.models.load(engine.models.spec("default"))
+    plain, ablated = engine.interventions.ablate(AblationRequest.from_mapping(dict(model="el-2l-128", task="recall", k=4,
                                                                      limit=8, ablate_heads="1.3")))
-    rec = engine.history_runs(lab="ablation")[0]
-    _, runs, _ = engine.history_reopen(rec.id)
+    rec = engine.history.runs(lab="ablation")[0]
+    _, runs, _ = engine.history.reopen(rec.id)
     assert [r.config.name for r in runs] == ["A: all heads", "B: 1.3 zero-ablated"]
     assert [r.metrics.accuracy for r in runs] == [plain.metrics.accuracy, ablated.metrics.accuracy]
     assert runs_table([rec])["accuracy"][0] == round(ablated.metrics.accuracy, 3)
-    points = engine.emergence_sweep(SweepSeriesRequest.from_mapping(dict(source="models", models="el-1l-64,el-2l-128",
+    points = engine.emergence.sweep(SweepSeriesRequest.from_mapping(dict(source="models", models="el-1l-64,el-2l-128",
                                                                          task="recall", k=2, limit=6, seeds=1)))
-    listed = runs_table([engine.history_runs(lab="emergence")[0]])
+    listed = runs_table([engine.history.runs(lab="emergence")[0]])
     assert listed["accuracy"][0] == round(points[-1].metrics["accuracy"], 3)
 
 
@@ -188,11 +188,11 @@ def test_a_read_only_folder_is_a_message_and_the_engine_still_works(tmp_path):
     from core.engine import Engine
     from core.models.types import AppConfig
     engine = Engine(AppConfig(runs_dir=folder, model=None))  # as root too: the blocked folder is a file then
-    assert engine.history is None and "cannot be opened" in engine.history_error
-    assert any(value == "el-2l-128" for _, value in engine.model_choices())  # the pickers still fill
-    assert engine.finetune_runs() == []
+    assert engine.runtime.history is None and "cannot be opened" in engine.runtime.history_error
+    assert any(value == "el-2l-128" for _, value in engine.catalogue.model_choices())  # the pickers still fill
+    assert engine.finetune.runs() == []
     with pytest.raises(UserError, match="cannot be opened"):  # the History tab says why it is empty
-        engine.history_runs()
+        engine.history.runs()
 
 
 def test_cli_history_list_show_export_rm(tmp_path):

@@ -3,8 +3,13 @@ file or inside a function — and kept by this test:
 
 - no import circles in ``core/``;
 - ``core/models/`` imports no lab (nor the engine, the CLI, the task data): backends implement its protocols;
-- a lab's modules (``core/<lab>/``) never import the engine, the CLI, sessions or exports;
-- ``ui/`` reaches ``core/`` only through the engine, requests, result types and a few pure helpers;
+- a lab's compute modules (``core/<lab>/*`` but its ``service.py``) never import the engine, the CLI, the runtime,
+  sessions, exports or any lab service: they take a handle and plain arguments;
+- only lab services (and the engine that builds them) touch the runtime;
+- a lab service reaches another lab only through its constructor: it never imports another lab's service (a
+  type-only import under ``if TYPE_CHECKING:`` is no arrow at run time);
+- ``ui/`` and the CLI reach the labs only through the engine (never a service or the runtime); ``ui/`` reaches
+  ``core/`` only through the engine, requests, result types and a few pure helpers;
 - the plot builders (``ui/*_plots.py``) import requests, result types and pure helpers, never the engine.
 
 ``violations(root)`` is run on the project, and on a copy with planted violations to show each rule can fail.
@@ -18,7 +23,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 LABS = ("attention", "attribution", "build", "emergence", "fewshot", "finetune", "history", "interventions")
 MODELS_MAY_IMPORT = ("core.models", "core.errors", "core.lazy", "core.request")
-LAB_MUST_NOT = ("core.engine", "core.engine_", "core.cli", "core.sessions", "core.exports")
+LAB_MUST_NOT = ("core.engine", "core.cli", "core.runtime", "core.sessions", "core.exports", "core.catalogue")
+SERVICES = ("core.catalogue",)  # lab services outside a lab package (the model lab and the pickers' catalogue)
 # what ui/ may import from core/: the engine, requests, result types, and pure helpers over them
 UI_MAY_IMPORT = ("core.engine", "core.errors", "core.lazy", "core.request", "core.sessions", "core.models.types",
                  "core.models.requests", "core.fewshot.presets", "core.history.workspace",
@@ -29,6 +35,14 @@ PLOTS_MAY_IMPORT = tuple(m for m in UI_MAY_IMPORT if m != "core.engine")
 def _is(module: str, prefixes: tuple[str, ...]) -> bool:
     return any(module == p or module.startswith(p + ".") or (p.endswith("_") and module.startswith(p))
                for p in prefixes)
+
+
+def _service(module: str) -> bool:
+    return module.endswith(".service") or _is(module, SERVICES)
+
+
+def _lab_of(module: str) -> str | None:
+    return module.split(".")[1] if module.startswith("core.") and module.count(".") >= 2 else None
 
 
 def _request_or_types(module: str) -> bool:
@@ -45,7 +59,13 @@ def imports_of(root: Path, path: Path, known: set[str]) -> set[str]:
     name = module_name(root, path)
     package = name if path.name == "__init__.py" else name.rpartition(".")[0]
     found = set()
-    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+    tree = ast.parse(path.read_text(), str(path))
+    type_only = {id(n) for node in ast.walk(tree) if isinstance(node, ast.If)
+                 and getattr(node.test, "id", getattr(node.test, "attr", None)) == "TYPE_CHECKING"
+                 for stmt in node.body for n in ast.walk(stmt)}
+    for node in ast.walk(tree):
+        if id(node) in type_only:
+            continue
         if isinstance(node, ast.Import):
             found.update(a.name for a in node.names)
         elif isinstance(node, ast.ImportFrom):
@@ -113,10 +133,16 @@ def violations(root: Path) -> list[str]:
         for dep in sorted(deps):
             if mod.startswith("core.models") and not _is(dep, MODELS_MAY_IMPORT):
                 out.append(f"{mod} imports {dep}: core/models/ imports no lab (define a protocol in core/models/)")
-            lab = mod.split(".")[1] if mod.startswith("core.") and mod.count(".") >= 2 else None
-            if lab in LABS and _is(dep, LAB_MUST_NOT):
-                out.append(f"{mod} imports {dep}: a lab's modules never import the engine, the CLI, sessions or "
-                           "exports")
+            lab = _lab_of(mod)
+            if lab in LABS and not _service(mod) and (_is(dep, LAB_MUST_NOT) or _service(dep)):
+                out.append(f"{mod} imports {dep}: a lab's compute modules never import the engine, the CLI, the "
+                           "runtime, sessions, exports or a service")
+            if dep == "core.runtime" and not (_service(mod) or mod == "core.engine"):
+                out.append(f"{mod} imports {dep}: only lab services touch the runtime")
+            if _service(mod) and _service(dep) and _lab_of(dep) != lab:
+                out.append(f"{mod} imports {dep}: a lab reaches another lab only through its constructor")
+            if (mod.startswith("ui") or mod.startswith("core.cli")) and (_service(dep) or dep == "core.runtime"):
+                out.append(f"{mod} imports {dep}: the UI and the CLI reach the labs through the engine only")
             if mod.startswith("ui") and dep.startswith("core"):
                 plots = mod.endswith("_plots")
                 allowed = PLOTS_MAY_IMPORT if plots else UI_MAY_IMPORT
@@ -143,9 +169,16 @@ def test_each_rule_fails_on_a_planted_violation(tmp_path):
     plant("core/fewshot/scoring.py", "import core.fewshot.run")  # run imports scoring: a circle
     plant("ui/tabs/attention.py", "from core.attention.capture import compute_attention")
     plant("ui/attention_plots.py", "from core.engine import Engine")
+    plant("core/fewshot/run.py", "from core.runtime import Runtime")
+    plant("core/interventions/service.py", "from core.fewshot.service import FewShotLab")
+    plant("core/cli_labs.py", "from core.attention.service import AttentionLab")
     found = "\n".join(violations(tmp_path))
     assert "core.models.served imports core.fewshot.scoring" in found
     assert "core.attention.capture imports core.engine" in found
     assert "import circle: " in found and "core.fewshot.run" in found and "core.fewshot.scoring" in found
     assert "ui.tabs.attention imports core.attention.capture" in found
     assert "ui.attention_plots imports core.engine" in found
+    assert "core.fewshot.run imports core.runtime: a lab's compute modules never" in found
+    assert "core.fewshot.run imports core.runtime: only lab services touch the runtime" in found
+    assert "core.interventions.service imports core.fewshot.service: a lab reaches another lab only" in found
+    assert "core.cli_labs imports core.attention.service: the UI and the CLI reach the labs" in found

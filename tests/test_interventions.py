@@ -183,19 +183,19 @@ def test_ablation_composes_with_attention_attribution_and_the_emergence_series(t
     from core.engine import Engine
     from core.models.types import AppConfig
     engine = Engine(AppConfig(runs_dir=tmp_path, model="default"))
-    key = engine.load_default().key
+    key = engine.models.load_default().key
     text = "w3 = w17 ; w8 = w42 ; w11 = w5 ; w8 ="
-    plain = engine.attention(AttentionRequest(model=key, text=text, layer=1).check())
-    cut = engine.attention(AttentionRequest(model=key, text=text, layer=1, ablate_heads="0.3").check())
+    plain = engine.attention.run(AttentionRequest(model=key, text=text, layer=1).check())
+    cut = engine.attention.run(AttentionRequest(model=key, text=text, layer=1, ablate_heads="0.3").check())
     assert np.abs(plain.layers[1] - cut.layers[1]).max() > 1e-3  # layer 1 reads what L0.H3 wrote
-    assert np.array_equal(engine.attention(AttentionRequest(model=key, text=text, layer=1).check()).layers[1],
+    assert np.array_equal(engine.attention.run(AttentionRequest(model=key, text=text, layer=1).check()).layers[1],
                           plain.layers[1])  # undone after the call
-    a = engine.attribute(AttributionRequest(model=key, prompt=text, target=" w42", method="ablation",
+    a = engine.attribution.run(AttributionRequest(model=key, prompt=text, target=" w42", method="ablation",
                                             granularity="word").check())
-    b = engine.attribute(AttributionRequest(model=key, prompt=text, target=" w42", method="ablation",
+    b = engine.attribution.run(AttributionRequest(model=key, prompt=text, target=" w42", method="ablation",
                                             granularity="word", ablate_heads="0.3").check())
     assert a.target_logprob > b.target_logprob + 1.0  # recall needs the previous-token head
     req = dict(source="checkpoints", models="default", task="recall", k=4, selection="nearest", seeds=1, limit=24)
-    whole = engine.emergence_sweep(SweepSeriesRequest.from_mapping(req))
-    without = engine.emergence_sweep(SweepSeriesRequest.from_mapping(dict(req, ablate_heads="0.3")))
+    whole = engine.emergence.sweep(SweepSeriesRequest.from_mapping(req))
+    without = engine.emergence.sweep(SweepSeriesRequest.from_mapping(dict(req, ablate_heads="0.3")))
     assert whole[-1].metrics["accuracy"] >= 0.9 and without[-1].metrics["accuracy"] <= 0.3

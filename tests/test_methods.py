@@ -162,7 +162,7 @@ def test_a_prompt_tuned_run_is_compared_with_the_base_and_few_shot(tmp_path):
     spec = FinetuneSpec(model="default", data=DataSpec(task="wordgroups", max_eval=30), objective="causal",
                         method="prompt", lr=3e-2, max_steps=4, batch_size=32)
     metrics = train_run(spec, tmp_path / "prompt-run")
-    runs = engine.finetune_compare(CompareRequest(run="prompt-run", k=2, limit=30))
+    runs = engine.finetune.compare(CompareRequest(run="prompt-run", k=2, limit=30))
     assert [r.config.name for r in runs] == ["A: base, k=0", "B: base, k=2", "C: fine-tuned, k=0"]
     assert runs[2].metrics.accuracy == metrics["eval_accuracy"]
-    assert any(value == metrics["model_path"] for _, value in engine.model_choices())  # listed for every tab
+    assert any(value == metrics["model_path"] for _, value in engine.catalogue.model_choices())  # listed for every tab

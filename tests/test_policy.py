@@ -19,7 +19,7 @@ def exposed(tmp_path_factory, tiny_models):
     runs = tmp_path_factory.mktemp("exposed-runs")
     engine = Engine(AppConfig(host="0.0.0.0", port=_free_port(), offline=True, runs_dir=runs, model="default"))
     assert engine.config.exposed
-    engine.load_default()
+    engine.models.load_default()
     demo = build_app(engine)
     kwargs = dict(launch_kwargs(engine), server_name="127.0.0.1")  # exposed by its settings, bound locally here
     demo.queue().launch(prevent_thread_lock=True, quiet=True, **kwargs)
@@ -45,7 +45,7 @@ def test_every_tab_refuses_a_folder_outside(exposed):
                        api_name="/emergence_sweep")
     with pytest.raises(AppError, match="not allowed"):
         client.predict("checkpoints", outside, "", api_name="/emergence_heads")
-    assert engine.finetune_runs() == []  # nothing was queued
+    assert engine.finetune.runs() == []  # nothing was queued
 
 
 def test_allowed_folders_uploads_and_embedded_models_still_work(exposed, tmp_path):
@@ -65,8 +65,8 @@ def test_engine_refuses_data_files_outside_even_when_typed(exposed, tmp_path):
     data.write_text("text,label\na,b\n")
     req = FinetuneRequest.from_mapping(dict(model="default", source="upload", train_file=str(data)))
     with pytest.raises(PathNotAllowedError):
-        engine.finetune_start(req)
+        engine.finetune.start(req)
     from core.fewshot.requests import TaskRequest
     with pytest.raises(PathNotAllowedError):
-        engine.task(TaskRequest.from_mapping(dict(source="upload", train_file=str(data), label_column="label",
+        engine.fewshot.task(TaskRequest.from_mapping(dict(source="upload", train_file=str(data), label_column="label",
                                                   input_template="{text}")))

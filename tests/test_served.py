@@ -41,14 +41,14 @@ def test_few_shot_through_the_server_equals_the_local_scorer(engine, stub, local
     from core.fewshot.run import run_fewshot
     from core.fewshot.types import FewShotConfig
     from core.tasks import load_builtin
-    key = engine.load(LoadRequest(model=served(stub))).key
-    assert engine.registry.get(key).model.mode == "echo"  # its echo agrees with its next-token log-probabilities
-    info = engine.info(key)
+    key = engine.models.load(LoadRequest(model=served(stub))).key
+    assert engine.runtime.registry.get(key).model.mode == "echo"  # its echo agrees with its next-token log-probabilities
+    info = engine.models.info(key)
     assert info.source == "served" and info.kind == "causal_lm" and "no attention weights" in info.origin
     task = load_builtin("sentiment")
     for config in (FewShotConfig(k=0, limit=10), FewShotConfig(k=3, selection="random", seed=1, limit=10,
                                                                calibrate=True)):
-        theirs = run_fewshot(engine.registry.get(key), task, config)
+        theirs = run_fewshot(engine.runtime.registry.get(key), task, config)
         ours = run_fewshot(local, task, config)
         assert np.allclose([e.choice_logprobs for e in theirs.examples], [e.choice_logprobs for e in ours.examples],
                            atol=1e-4)
@@ -63,7 +63,7 @@ def test_a_server_whose_echo_is_shifted_is_scored_by_forced_decoding(engine, stu
     from core.fewshot.types import FewShotConfig
     from core.tasks import load_builtin
     stub.shift = True
-    handle = engine.registry.get(engine.load(LoadRequest(model=served(stub))).key)
+    handle = engine.runtime.registry.get(engine.models.load(LoadRequest(model=served(stub))).key)
     assert handle.model.mode == "forced"
     config = FewShotConfig(k=2, limit=8)
     theirs = run_fewshot(handle, load_builtin("sentiment"), config)
@@ -75,7 +75,7 @@ def test_a_server_whose_echo_is_shifted_is_scored_by_forced_decoding(engine, stu
 
 def test_greedy_generation_through_the_server(engine, stub, local):
     from core.fewshot.scoring import generate_greedy
-    handle = engine.registry.get(engine.load(LoadRequest(model=served(stub))).key)
+    handle = engine.runtime.registry.get(engine.models.load(LoadRequest(model=served(stub))).key)
     a = generate_greedy(handle.model, handle.tokenizer, ["w1 w2 w3", "w5 w5"], 3, stop=())
     b = generate_greedy(local.model, local.tokenizer, ["w1 w2 w3", "w5 w5"], 3, stop=())
     assert [g.text.strip() for g in a] == [g.text.strip() for g in b]
@@ -86,23 +86,23 @@ def test_what_needs_the_weights_is_refused_with_the_way_out(engine, stub):
     from core.attention.requests import AttentionRequest, HeadRolesRequest
     from core.attribution.requests import AttributionRequest
     from core.interventions.requests import LensRequest
-    key = engine.load(LoadRequest(model=served(stub))).key
-    for call in (lambda: engine.attention(AttentionRequest(model=key, text="w1 w2")),
-                 lambda: engine.head_scores(HeadRolesRequest(model=key)),
-                 lambda: engine.logit_lens(LensRequest.from_mapping(dict(model=key, text="w1 w2"))),
-                 lambda: engine.attribute(AttributionRequest(model=key, prompt="w1 w2", target=" w3", method="ig"))):
+    key = engine.models.load(LoadRequest(model=served(stub))).key
+    for call in (lambda: engine.attention.run(AttentionRequest(model=key, text="w1 w2")),
+                 lambda: engine.attention.head_scores(HeadRolesRequest(model=key)),
+                 lambda: engine.interventions.logit_lens(LensRequest.from_mapping(dict(model=key, text="w1 w2"))),
+                 lambda: engine.attribution.run(AttributionRequest(model=key, prompt="w1 w2", target=" w3", method="ig"))):
         with pytest.raises(UserError, match="no attention weights or gradients. Load the model locally"):
             call()
 
 
 def test_perturbation_attribution_of_a_served_model_equals_the_local_one(engine, stub, tiny_models):
     from core.attribution.requests import AttributionRequest
-    remote = engine.load(LoadRequest(model=served(stub))).key
-    near = engine.load(LoadRequest(model=str(tiny_models["llama"]))).key
+    remote = engine.models.load(LoadRequest(model=served(stub))).key
+    near = engine.models.load(LoadRequest(model=str(tiny_models["llama"]))).key
     req = dict(prompt="w3 = w17 ; w8 = w42 ; w3 =", target=" w17", method="ablation", granularity="segment",
                separator=" ; ")
-    a = engine.attribute(AttributionRequest.from_mapping({**req, "model": remote}))
-    b = engine.attribute(AttributionRequest.from_mapping({**req, "model": near}))
+    a = engine.attribution.run(AttributionRequest.from_mapping({**req, "model": remote}))
+    b = engine.attribution.run(AttributionRequest.from_mapping({**req, "model": near}))
     assert a.segments == b.segments and a.model_key == remote
     assert np.allclose(a.scores, b.scores, atol=1e-4)
     assert a.target_logprob == pytest.approx(b.target_logprob, abs=1e-4)
@@ -115,7 +115,7 @@ def test_a_series_of_served_models(engine, stub, local, tiny_models):
         names = f"{served(stub)},openai+{other.url}#second"
         req = SweepSeriesRequest.from_mapping(dict(source="models", models=names, task="sentiment", k=2, limit=8,
                                                    selection="random", seeds=1))
-        points = engine.emergence_sweep(req)
+        points = engine.emergence.sweep(req)
         assert [p.error for p in points] == [None, None]
         assert points[0].metrics == points[1].metrics  # the same weights behind both
     finally:
@@ -142,26 +142,26 @@ def test_transient_failures_are_retried_and_lasting_ones_are_a_message(stub, loc
 def test_a_server_without_prompt_logprobs_or_the_model_is_refused_at_load(engine, stub):
     stub.logprobs = False
     with pytest.raises(ModelLoadError, match="returns no log-probabilities"):
-        engine.load(LoadRequest(model=served(stub)))
+        engine.models.load(LoadRequest(model=served(stub)))
     stub.logprobs = True
     with pytest.raises(ModelLoadError, match="does not serve 'other'"):
-        engine.load(LoadRequest(model=f"openai+{stub.url}#other"))
+        engine.models.load(LoadRequest(model=f"openai+{stub.url}#other"))
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]  # nothing listens here
     with pytest.raises(UserError, match="unreachable"):
-        engine.load(LoadRequest(model=f"openai+http://127.0.0.1:{port}/v1#m"))
+        engine.models.load(LoadRequest(model=f"openai+http://127.0.0.1:{port}/v1#m"))
     with pytest.raises(ModelLoadError, match="not a served model's name"):
-        engine.load(LoadRequest(model="openai+ftp://x"))
+        engine.models.load(LoadRequest(model="openai+ftp://x"))
 
 
 def test_an_exposed_server_calls_only_the_endpoints_it_was_started_with(tmp_path, stub):
     from core.errors import PathNotAllowedError
     exposed = Engine(AppConfig(model=None, runs_dir=tmp_path, host="0.0.0.0", offline=True))
     with pytest.raises(PathNotAllowedError, match="only calls the served models it was started with"):
-        exposed.load(LoadRequest(model=served(stub)))
+        exposed.models.load(LoadRequest(model=served(stub)))
     allowed = Engine(AppConfig(model=None, runs_dir=tmp_path, host="0.0.0.0", offline=True, endpoints=(stub.url,)))
-    assert allowed.load(LoadRequest(model=served(stub))).source == "served"
+    assert allowed.models.load(LoadRequest(model=served(stub))).source == "served"
 
 
 def test_the_api_key_comes_from_the_environment_and_is_never_stored(stub, monkeypatch):

@@ -38,14 +38,14 @@ def two(app_server):
 def test_cancel_in_one_session_leaves_the_other_running(two):
     engine, a, b = two
     job = long_sweep(a)
-    wait_until(lambda: engine.jobs.active(a.session_hash), "A's sweep to start")
+    wait_until(lambda: engine.runtime.jobs.active(a.session_hash), "A's sweep to start")
     b.predict(api_name="/cancel_fewshot")             # B's Cancel: not A's run
     a.predict(api_name="/cancel_attribution")         # A's Cancel in another tab: not this run either
-    assert not [j for j in engine.jobs.active(a.session_hash) if j.should_stop()]
+    assert not [j for j in engine.runtime.jobs.active(a.session_hash) if j.should_stop()]
     a.predict(api_name="/cancel_fewshot")             # A's own Cancel in this tab stops it
     with pytest.raises(AppError, match="cancelled"):
         job.result()
-    wait_until(lambda: not engine.jobs.active(a.session_hash), "A's job to be dropped")
+    wait_until(lambda: not engine.runtime.jobs.active(a.session_hash), "A's job to be dropped")
 
 
 def test_a_session_is_served_while_another_watches_a_training_run(two):
@@ -62,7 +62,7 @@ def test_a_session_is_served_while_another_watches_a_training_run(two):
         b.predict(name, api_name="/finetune_cancel")  # B cannot stop A's run
     a.predict(name, api_name="/finetune_cancel")
     wait_until(watch.done, "the watched run to end")
-    assert engine.finetune_status(name).state == "cancelled"
+    assert engine.finetune.status(name).state == "cancelled"
 
 
 def test_each_session_gets_its_own_export_files(two):
@@ -72,9 +72,9 @@ def test_each_session_gets_its_own_export_files(two):
     out_b = b.predict("el-2l-128", 0, 1, "w4 w5 w6 w4 w5 w6", "", 0, 256, api_name="/attention")
     csv_a, csv_b = out_a[4], out_b[4]
     assert csv_a != csv_b and "w1" in open(csv_a).read() and "w4" in open(csv_b).read()
-    folder_a = engine.exports.folder(a.session_hash)
+    folder_a = engine.runtime.exports.folder(a.session_hash)
     engine.end_session(a.session_hash)  # the browser left: its files go, the other session's stay
-    assert not folder_a.exists() and engine.exports.folder(b.session_hash).exists()
+    assert not folder_a.exists() and engine.runtime.exports.folder(b.session_hash).exists()
 
 
 def test_configuration_labels_are_said_once(two):
@@ -96,11 +96,11 @@ def test_demonstration_attribution_uses_the_run_s_own_checkpoint(two):
               "", 4, api_name="/fewshot_run")
     fig = a.predict(0, api_name="/fewshot_attribute")
     got = _values(json.loads(fig["plot"])["data"][0]["y"])
-    runs = engine.fewshot(_request(dict(model="el-2l-128@step0", k=3, selection="first", per_query=False), 4))
-    ref = engine.attribute_example(runs[0], 0)
+    runs = engine.fewshot.run(_request(dict(model="el-2l-128@step0", k=3, selection="first", per_query=False), 4))
+    ref = engine.attribution.example(runs[0], 0)
     assert runs[0].model_key == "el-2l-128@step0"
     assert got == pytest.approx(ref.scores.tolist(), abs=1e-6)
-    engine.unload("el-2l-128@step0")
+    engine.models.unload("el-2l-128@step0")
     with pytest.raises(AppError, match="no longer loaded"):
         a.predict(0, api_name="/fewshot_attribute")
 
@@ -136,7 +136,7 @@ def test_a_cancel_pressed_while_queued_is_honoured(tmp_path):
         assert not job.should_stop()
     with engine.job("s1", "fewshot") as job:  # the next run of s1 starts clean; finished jobs are dropped
         assert not job.should_stop() and job.job_id
-    assert engine.jobs.active() == []
+    assert engine.runtime.jobs.active() == []
 
 
 def test_job_ids_are_unique_per_call(tmp_path):
@@ -159,12 +159,12 @@ def test_job_ids_are_unique_per_call(tmp_path):
 def test_the_page_can_answer_while_the_default_model_loads(tmp_path):
     from core.errors import UserError
     engine = Engine(AppConfig(runs_dir=tmp_path, model="default"))
-    engine.expect_default()  # app.py: before the page is built
-    assert engine.default_status().startswith("Loading the default model (el-2l-128)")
+    engine.models.expect_default()  # app.py: before the page is built
+    assert engine.models.default_status().startswith("Loading the default model (el-2l-128)")
     with pytest.raises(UserError, match="still loading"):
-        engine.resolve_key(None, wait_s=0)
-    engine.load_default_in_background().join()  # after the page answers
-    assert engine.default_status() is None and engine.resolve_key(None) == "el-2l-128"
+        engine.models.resolve_key(None, wait_s=0)
+    engine.models.load_default_in_background().join()  # after the page answers
+    assert engine.models.default_status() is None and engine.models.resolve_key(None) == "el-2l-128"
 
 
 def test_a_series_sweep_borrows_its_points_from_the_registry(tmp_path, monkeypatch):
@@ -172,17 +172,17 @@ def test_a_series_sweep_borrows_its_points_from_the_registry(tmp_path, monkeypat
     from core.emergence import series
     from core.emergence.requests import SweepSeriesRequest
     engine = Engine(AppConfig(runs_dir=tmp_path, model="default"))
-    engine.load_default()
+    engine.models.load_default()
     seen, score = [], series.run_fewshot
 
     def spy(handle, *a, **kw):  # what the registry holds while a point is scored
-        seen.append(tuple(engine.loaded_keys()))
+        seen.append(tuple(engine.models.loaded_keys()))
         return score(handle, *a, **kw)
     monkeypatch.setattr(series, "run_fewshot", spy)
-    engine.emergence_sweep(SweepSeriesRequest.from_mapping(
+    engine.emergence.sweep(SweepSeriesRequest.from_mapping(
         dict(source="models", models="el-1l-64,el-2l-128", task="recall", k=2, seeds=1, limit=6)))
     assert ("el-2l-128", "el-1l-64") in seen          # the point was in the registry while it was scored
-    assert engine.loaded_keys() == ["el-2l-128"]      # ... and given back; the person's own model stays
+    assert engine.models.loaded_keys() == ["el-2l-128"]      # ... and given back; the person's own model stays
 
 
 def test_scoring_a_classifier_leaves_the_shared_tokenizer_as_it_was(tiny_models):

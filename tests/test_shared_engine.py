@@ -47,19 +47,19 @@ def test_remote_code_is_the_operators_decision_on_an_exposed_server(tmp_path):
     exposed = Engine(AppConfig(model=None, host="0.0.0.0", runs_dir=tmp_path / "runs",
                                model_dirs=(tmp_path / "models",), offline=True))
     with pytest.raises(PathNotAllowedError, match="operator's decision"):
-        exposed.load(LoadRequest(model=str(inside), trust_remote_code=True))
+        exposed.models.load(LoadRequest(model=str(inside), trust_remote_code=True))
     with pytest.raises(ModelLoadError, match="only the operator"):
-        exposed.load(LoadRequest(model=str(inside)))  # unticked: transformers refuses the code
+        exposed.models.load(LoadRequest(model=str(inside)))  # unticked: transformers refuses the code
     assert not marker.exists()
     local = Engine(AppConfig(model=None, runs_dir=tmp_path / "runs2", offline=True))
     with pytest.raises(ModelLoadError, match="Tick 'trust remote code'"):
-        local.load(LoadRequest(model=str(inside)))
+        local.models.load(LoadRequest(model=str(inside)))
     assert not marker.exists()
     # the operator's list: that model's code runs (whatever the visitor ticked) — and only that one's
     allowed = Engine(AppConfig(model=None, host="0.0.0.0", runs_dir=tmp_path / "runs3", offline=True,
                                model_dirs=(tmp_path / "models",), trust_remote_code_for=(str(inside),)))
     with pytest.raises(ModelLoadError):
-        allowed.load(LoadRequest(model=str(inside)))  # the toy code is no real model, but it ran
+        allowed.models.load(LoadRequest(model=str(inside)))  # the toy code is no real model, but it ran
     assert marker.exists()
 
 
@@ -102,12 +102,12 @@ def test_the_engine_checks_dataset_names_in_few_shot_and_fine_tuning(tmp_path):
     from core.finetune.requests import FinetuneRequest
     engine = Engine(AppConfig(model=None, host="0.0.0.0", runs_dir=tmp_path, offline=True))
     with pytest.raises(PathNotAllowedError, match="Hub dataset ids only"):
-        engine.task(TaskRequest.from_mapping(dict(source="hub dataset", hub_id="/etc", label_column="label",
+        engine.fewshot.task(TaskRequest.from_mapping(dict(source="hub dataset", hub_id="/etc", label_column="label",
                                                   input_template="{text}")))
     with pytest.raises(PathNotAllowedError, match="Hub dataset ids only"):
-        engine.finetune_preview(FinetuneRequest.from_mapping(dict(model="default", source="hub dataset",
+        engine.finetune.preview(FinetuneRequest.from_mapping(dict(model="default", source="hub dataset",
                                                                   hub_id="../..")))
-    assert engine.finetune_runs() == []
+    assert engine.finetune.runs() == []
 
 
 # ---- endpoint keys ----------------------------------------------------------------------------
@@ -127,10 +127,10 @@ def test_a_visitor_never_names_the_servers_environment_variables(tmp_path, llama
                                   endpoints=(f"{stub.url};key=EL_OPERATOR_KEY",)))
         for env in ("EL_SECRET", "HOME", "NO_SUCH_VARIABLE"):
             with pytest.raises(PathNotAllowedError, match="keys come only from the operator") as err:
-                engine.load(LoadRequest(model=f"openai+{stub.url}#stub-model;key={env}"))
+                engine.models.load(LoadRequest(model=f"openai+{stub.url}#stub-model;key={env}"))
             assert "not set" not in str(err.value)  # the same words whether the variable exists or not
         assert stub.requests == 0
-        engine.load(LoadRequest(model=f"openai+{stub.url}#stub-model"))
+        engine.models.load(LoadRequest(model=f"openai+{stub.url}#stub-model"))
         assert set(stub.auth) == {"Bearer the-operators-key"}
         assert not any("secret" in (a or "") or os.environ["HOME"] in (a or "") for a in stub.auth)
     finally:
@@ -164,8 +164,8 @@ def test_every_csv_cell_that_a_spreadsheet_would_run_is_escaped(tmp_path):
 
 def test_the_history_exports_its_examples_escaped(tmp_path):
     engine = Engine(AppConfig(model=None, runs_dir=tmp_path, offline=True))
-    rid = engine.history.record("fewshot", {}, {}, examples=[Example("A", 0, "=2+2", "@gold", "-x", [0.1], True)])
-    rows = list(csv.reader(io.StringIO(engine.history_examples_csv(rid), newline="")))
+    rid = engine.runtime.history.record("fewshot", {}, {}, examples=[Example("A", 0, "=2+2", "@gold", "-x", [0.1], True)])
+    rows = list(csv.reader(io.StringIO(engine.history.examples_csv(rid), newline="")))
     assert rows[1][3:6] == ["'=2+2", "'@gold", "'-x"]
 
 
@@ -194,21 +194,21 @@ def test_a_shared_servers_engine_records_and_lists_by_owner(tmp_path, tiny_model
     from core.attention.requests import AttentionRequest
     engine = Engine(AppConfig(model=None, host="0.0.0.0", runs_dir=tmp_path, offline=True,
                               model_dirs=(Path(tiny_models["gpt2"]).parent,)))
-    key = engine.load(LoadRequest(model=str(tiny_models["gpt2"]))).key
-    kept = engine.sessions.bind_owner("sa", None)
-    assert engine.sessions.bind_owner("sa2", kept) is kept  # the same browser after a reload
-    engine.sessions.bind_owner("sb", "not-an-id-this-server-made")
+    key = engine.models.load(LoadRequest(model=str(tiny_models["gpt2"]))).key
+    kept = engine.runtime.sessions.bind_owner("sa", None)
+    assert engine.runtime.sessions.bind_owner("sa2", kept) is kept  # the same browser after a reload
+    engine.runtime.sessions.bind_owner("sb", "not-an-id-this-server-made")
     with engine.job("sa", "attention") as job:
-        engine.attention(AttentionRequest(model=key, text="w1 w2 w1 w2", layer=0, head=0), job)
-    assert len(engine.history_runs(session="sa")) == 1 and len(engine.history_runs(session="sa2")) == 1
-    assert engine.history_runs(session="sb") == []
-    rid = engine.history_runs(session="sa")[0].id
+        engine.attention.run(AttentionRequest(model=key, text="w1 w2 w1 w2", layer=0, head=0), job)
+    assert len(engine.history.runs(session="sa")) == 1 and len(engine.history.runs(session="sa2")) == 1
+    assert engine.history.runs(session="sb") == []
+    rid = engine.history.runs(session="sa")[0].id
     with pytest.raises(UserError, match="No run"):
-        engine.history_edit(rid, name="taken", session="sb")
-    engine.history_share(rid, True, session="sa")
+        engine.history.edit(rid, name="taken", session="sb")
+    engine.history.share(rid, True, session="sa")
     with pytest.raises(UserError, match="someone else's"):
-        engine.history_delete(rid, True, session="sb")
-    assert [r.id for r in engine.history_runs(session="sb")] == [rid]
+        engine.history.delete(rid, True, session="sb")
+    assert [r.id for r in engine.history.runs(session="sb")] == [rid]
 
 
 # ---- jobs: a Cancel sent while the job waits ---------------------------------------------------
@@ -234,13 +234,13 @@ def test_a_cancel_sent_while_a_job_waits_stops_it_and_no_other():
 def test_a_hanging_endpoint_neither_blocks_other_models_nor_resists_cancel(tmp_path, tiny_models):
     silent = Silent()
     engine = Engine(AppConfig(model=None, runs_dir=tmp_path, offline=True, endpoint_timeout_s=60))
-    key = engine.load(LoadRequest(model=str(tiny_models["gpt2"]))).key
+    key = engine.models.load(LoadRequest(model=str(tiny_models["gpt2"]))).key
     ctx = JobContext("a", "model")
     errors = []
 
     def load():
         try:
-            engine.load(LoadRequest(model=f"openai+{silent.url}#m"), ctx)
+            engine.models.load(LoadRequest(model=f"openai+{silent.url}#m"), ctx)
         except UserError as exc:
             errors.append(exc)
 
@@ -250,8 +250,8 @@ def test_a_hanging_endpoint_neither_blocks_other_models_nor_resists_cancel(tmp_p
     while not silent.conns and time.monotonic() < deadline:
         time.sleep(0.05)
     assert silent.conns, "the load never reached the endpoint"
-    assert engine.registry.get(key).info.key == key  # another model is served while the load hangs
-    assert engine.info(key).n_layers == 2
+    assert engine.runtime.registry.get(key).info.key == key  # another model is served while the load hangs
+    assert engine.models.info(key).n_layers == 2
     ctx.cancelled.set()
     t.join(60)
     assert not t.is_alive() and isinstance(errors[0], Cancelled)
@@ -268,7 +268,7 @@ def test_two_sessions_loading_models_at_once_both_get_them(tmp_path):
     def load(name: str, revision: str | None):
         barrier.wait()
         try:
-            keys.append(engine.load(LoadRequest(model=name, revision=revision)).key)
+            keys.append(engine.models.load(LoadRequest(model=name, revision=revision)).key)
         except UserError as exc:
             errors.append(exc)
     threads = [threading.Thread(target=load, args=nr)
@@ -277,9 +277,9 @@ def test_two_sessions_loading_models_at_once_both_get_them(tmp_path):
         t.start()
     for t in threads:
         t.join(300)
-    assert errors == [] and sorted(keys) == sorted(engine.loaded_keys()) and len(keys) == 3
+    assert errors == [] and sorted(keys) == sorted(engine.models.loaded_keys()) and len(keys) == 3
     for key in keys:  # every weight is real (none left on the meta device)
-        assert all(p.device.type == "cpu" for p in engine.registry.get(key).model.parameters())
+        assert all(p.device.type == "cpu" for p in engine.runtime.registry.get(key).model.parameters())
 
 
 def test_a_hanging_endpoint_times_out_without_retrying(tmp_path):
@@ -353,10 +353,10 @@ def small_disk(tmp_path):
 def test_a_full_then_read_only_runs_folder_stops_only_recording(small_disk, tiny_models):
     from core.attention.requests import AttentionRequest
     engine = Engine(AppConfig(model=None, runs_dir=small_disk, offline=True))
-    key = engine.load(LoadRequest(model=str(tiny_models["gpt2"]))).key
+    key = engine.models.load(LoadRequest(model=str(tiny_models["gpt2"]))).key
     req = AttentionRequest(model=key, text="w1 w2 w3 w1 w2 w3", layer=0, head=0)
-    engine.attention(req)
-    assert len(engine.history_runs()) == 1 and engine.recording_notice() == ""
+    engine.attention.run(req)
+    assert len(engine.history.runs()) == 1 and engine.history.recording_notice() == ""
     with open(small_disk / "filler", "wb") as f:  # fill the disk
         try:
             while True:
@@ -364,15 +364,15 @@ def test_a_full_then_read_only_runs_folder_stops_only_recording(small_disk, tiny
                 f.flush()
         except OSError:
             pass
-    res = engine.attention(req)  # the lab answers
-    assert res.n_tokens == 6 and "could not be saved" in engine.recording_notice()
-    assert len(engine.history_runs()) == 1  # what was saved is listed
+    res = engine.attention.run(req)  # the lab answers
+    assert res.n_tokens == 6 and "could not be saved" in engine.history.recording_notice()
+    assert len(engine.history.runs()) == 1  # what was saved is listed
     assert subprocess.run(["mount", "-o", "remount,ro", str(small_disk)], capture_output=True).returncode == 0
     reopened = Engine(AppConfig(model=None, runs_dir=small_disk, offline=True))  # an app started on it
-    assert reopened.history is not None and not reopened.history.writable
-    assert len(reopened.history_runs()) == 1 and "cannot be written" in reopened.recording_notice()
-    key = reopened.load(LoadRequest(model=str(tiny_models["gpt2"]))).key
-    assert reopened.attention(AttentionRequest(model=key, text="w1 w2 w1", layer=0, head=0)).n_tokens == 3
+    assert reopened.history.available() and not reopened.runtime.history.writable
+    assert len(reopened.history.runs()) == 1 and "cannot be written" in reopened.history.recording_notice()
+    key = reopened.models.load(LoadRequest(model=str(tiny_models["gpt2"]))).key
+    assert reopened.attention.run(AttentionRequest(model=key, text="w1 w2 w1", layer=0, head=0)).n_tokens == 3
 
 
 # ---- the operator's limits --------------------------------------------------------------------
@@ -382,54 +382,54 @@ def test_training_limits_hold_and_the_operator_stops_any_run(tmp_path):
                               limits=Limits(runs_per_session=1, train_steps=400)))
     big = FinetuneRequest.from_mapping(dict(model="default", task="wordgroups", epochs=1000, batch_size=8))
     with pytest.raises(UserError, match="at most 400 a run"):
-        engine.finetune_start(big, session="s1")
+        engine.finetune.start(big, session="s1")
     ok = FinetuneRequest.from_mapping(dict(model="default", task="wordgroups", max_steps=300, batch_size=8,
                                            eval_every=0))
-    name = engine.finetune_start(ok, session="s1")
+    name = engine.finetune.start(ok, session="s1")
     with pytest.raises(UserError, match="1 fine-tuning run"):
-        engine.finetune_start(ok, session="s1")
+        engine.finetune.start(ok, session="s1")
     with pytest.raises(UserError, match="another browser session"):
-        engine.finetune_cancel(name, "s2")
+        engine.finetune.cancel(name, "s2")
     deadline = time.monotonic() + 300  # the operator, from a shell: python -m core finetune-cancel
-    while engine.finetune_status(name).state == "queued" and time.monotonic() < deadline:
+    while engine.finetune.status(name).state == "queued" and time.monotonic() < deadline:
         time.sleep(0.2)
     out = subprocess.run([sys.executable, "-m", "core", "finetune-cancel", name, "--runs-dir", str(tmp_path)],
                          cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
-    st = engine._finetune.wait(name, timeout=300)
+    st = engine.runtime.finetune_jobs.wait(name, timeout=300)
     assert st.state in ("cancelled", "finished"), st
-    assert engine.finetune_start(ok, session="s1")  # its slot is free again
+    assert engine.finetune.start(ok, session="s1")  # its slot is free again
 
 
 def test_an_operator_may_stop_any_run(tmp_path):
     engine = Engine(AppConfig(model=None, host="0.0.0.0", runs_dir=tmp_path, offline=True, auth=True,
                               operators=("teacher",)))
-    engine.sessions.bind_owner("t", user="teacher")
-    engine.sessions.bind_owner("s", user="student")
-    assert engine.sessions.is_operator("t") and not engine.sessions.is_operator("s")
-    engine._finetune._owners["run-x"] = "s"
+    engine.runtime.sessions.bind_owner("t", user="teacher")
+    engine.runtime.sessions.bind_owner("s", user="student")
+    assert engine.runtime.sessions.is_operator("t") and not engine.runtime.sessions.is_operator("s")
+    engine.runtime.finetune_jobs._owners["run-x"] = "s"
     with pytest.raises(UserError, match="another browser session"):
-        engine.finetune_cancel("run-x", "other")
-    assert "not running" in engine.finetune_cancel("run-x", "t")  # let through (there is no such process)
+        engine.finetune.cancel("run-x", "other")
+    assert "not running" in engine.finetune.cancel("run-x", "t")  # let through (there is no such process)
 
 
 # ---- bounded inputs ---------------------------------------------------------------------------
 def test_the_logit_lens_and_patching_refuse_a_text_longer_than_the_model_reads(tmp_path, tiny_models):
     from core.interventions.requests import LensRequest, PatchRequest
     engine = Engine(AppConfig(model=None, runs_dir=tmp_path, offline=True))
-    key = engine.load(LoadRequest(model=str(tiny_models["gpt2"]))).key
+    key = engine.models.load(LoadRequest(model=str(tiny_models["gpt2"]))).key
     long = " ".join(["w1"] * 20001)
     with pytest.raises(UserError, match="reads at most 64"):
-        engine.logit_lens(LensRequest.from_mapping(dict(model=key, text=long)))
+        engine.interventions.logit_lens(LensRequest.from_mapping(dict(model=key, text=long)))
     with pytest.raises(UserError, match="reads at most 64"):
-        engine.patch(PatchRequest.from_mapping(dict(model=key, clean=long, corrupt=long, target=" w2")))
+        engine.interventions.patch(PatchRequest.from_mapping(dict(model=key, clean=long, corrupt=long, target=" w2")))
 
 
 def test_sampling_attribution_methods_take_the_tabs_default_seed_0(tmp_path, tiny_models):
     from core.attribution.requests import AttributionRequest
     engine = Engine(AppConfig(model=None, runs_dir=tmp_path, offline=True))
-    key = engine.load(LoadRequest(model=str(tiny_models["gpt2"]))).key
+    key = engine.models.load(LoadRequest(model=str(tiny_models["gpt2"]))).key
     for method in ("shapley", "lime", "kernel_shap", "gradient_shap"):
-        res = engine.attribute(AttributionRequest(model=key, prompt="w1 w2 w3", target=" w4", method=method,
+        res = engine.attribution.run(AttributionRequest(model=key, prompt="w1 w2 w3", target=" w4", method=method,
                                                   n_samples=4, seed=0))
         assert res.scores.shape[0] == 3, method

@@ -22,13 +22,13 @@ def request(*configs, task="recall", limit=24) -> FewShotRequest:
 @pytest.fixture(scope="module")
 def engine(tmp_path_factory):
     e = Engine(AppConfig(model=None, runs_dir=tmp_path_factory.mktemp("runs"), offline=True))
-    e.load(LoadRequest(model="default"))
+    e.models.load(LoadRequest(model="default"))
     return e
 
 
 @pytest.fixture(scope="module")
 def ws(engine):
-    return engine.workspace_run(request(("el-2l-128", 0, "first"), ("el-2l-128", 4, "nearest")))
+    return engine.workspace.run(request(("el-2l-128", 0, "first"), ("el-2l-128", 4, "nearest")))
 
 
 def test_one_table_of_examples_with_every_systems_answer(ws):
@@ -71,41 +71,41 @@ def test_slices_confusion_and_per_slice_accuracy(ws):
 
 
 def test_an_example_opens_with_its_attention_and_attribution(engine, ws):
-    d = engine.workspace_example(ws, int(ws.table["index"].iloc[2]), ws.systems[1])
+    d = engine.workspace.example(ws, int(ws.table["index"].iloc[2]), ws.systems[1])
     assert d.head_note.startswith("the model's top induction head") and (d.layer, d.head) == (1, 3)
     assert d.attention.head(d.layer, d.head).shape[0] == len(d.attention.tokens)
     assert d.attribution.method == "ablation" and d.attribution.granularity == "segment"
     assert len(d.attribution.segments) == 5  # four demonstrations and the query
     assert set(d.probabilities) == set(ws.systems) and abs(sum(d.probabilities[ws.systems[1]]) - 1) < 1e-6
-    z = engine.workspace_example(ws, int(ws.table["index"].iloc[2]), ws.systems[0], layer=0, head=2)
+    z = engine.workspace.example(ws, int(ws.table["index"].iloc[2]), ws.systems[0], layer=0, head=2)
     assert z.head_note == "chosen" and z.attribution.granularity == "word"  # k=0: no demonstrations: words
 
 
 def test_tags_are_kept_in_the_history_and_slice_the_table(engine, ws):
     idx = [int(i) for i in ws.table["index"].iloc[:3]]
-    engine.workspace_tag(ws, idx, "needs world knowledge", "three to look at")
-    tags = engine.workspace_tags(ws)
+    engine.workspace.tag(ws, idx, "needs world knowledge", "three to look at")
+    tags = engine.workspace.tags(ws)
     assert all("needs world knowledge" in tags[i] for i in idx)
     sliced = wsp.slice_rows(ws, wsp.SliceRequest(tag="needs world knowledge"), tags)
     assert sorted(sliced["index"]) == sorted(idx)
-    assert {e.idx for e in engine.history.examples(ws.history_ids[0], "needs world knowledge")} == set(idx)
+    assert {e.idx for e in engine.runtime.history.examples(ws.history_ids[0], "needs world knowledge")} == set(idx)
     with pytest.raises(UserError, match="Type the tag"):
-        engine.workspace_tag(ws, idx, "  ")
+        engine.workspace.tag(ws, idx, "  ")
 
 
 def test_history_runs_reopen_into_a_workspace_and_compare(engine, ws):
     # (this ran on el-2l-128 while it said el-1l-64 before a name that is not loaded was refused)
-    engine.load(LoadRequest(model="el-1l-64"))
-    other = engine.workspace_run(request(("el-1l-64", 4, "nearest")))
+    engine.models.load(LoadRequest(model="el-1l-64"))
+    other = engine.workspace.run(request(("el-1l-64", 4, "nearest")))
     assert other.runs[0].model_key == "el-1l-64"
-    both = engine.workspace_open([ws.history_ids[0], other.history_ids[0]])
+    both = engine.workspace.open([ws.history_ids[0], other.history_ids[0]])
     assert len(both.systems) == 3 and len(both.table) == 24
     assert both.runs[0].examples[0].prompt == ws.runs[0].examples[0].prompt
     s = wsp.summary(both, both.table)
     assert s[both.systems[2]]["delta_vs_first"] == pytest.approx(s[both.systems[2]]["accuracy"]
                                                                  - s[both.systems[0]]["accuracy"])
     with pytest.raises(UserError, match="the same test rows"):
-        engine.workspace_open([ws.history_ids[0], engine.workspace_run(request(("el-2l-128", 0, "first"),
+        engine.workspace.open([ws.history_ids[0], engine.workspace.run(request(("el-2l-128", 0, "first"),
                                                                                limit=10)).history_ids[0]])
 
 
@@ -113,21 +113,21 @@ def test_every_lab_records_with_the_weights_that_made_it(engine, ws, tmp_path):
     from core.attention.requests import AttentionRequest
     from core.finetune.train import train_run
     from core.finetune.types import DataSpec, FinetuneSpec
-    rec = engine.history.get(ws.history_ids[0])
+    rec = engine.runtime.history.get(ws.history_ids[0])
     sha = rec.request["weights_sha256"]["el-2l-128"]
     assert len(sha) == 64
-    engine.attention(AttentionRequest(model="el-2l-128", text="w1 w2 w1 w2", layer=1, head=3))
-    att = engine.history_runs(lab="attention")[0]
+    engine.attention.run(AttentionRequest(model="el-2l-128", text="w1 w2 w1 w2", layer=1, head=3))
+    att = engine.history.runs(lab="attention")[0]
     assert att.request["weights_sha256"]["el-2l-128"] == sha and att.summary["head"] == 3
-    stored = engine.history.result(att.id)
+    stored = engine.runtime.history.result(att.id)
     assert len(stored["attention"]) == len(stored["tokens"])  # the drawn map, compactly
     spec = FinetuneSpec(model="default", data=DataSpec(task="wordgroups", max_eval=20), method="ia3", max_steps=2,
                         batch_size=16)
     metrics = train_run(spec, engine.config.runs_dir / "ft-recorded")
-    ft = engine.history_runs(lab="finetune")[0]
+    ft = engine.history.runs(lab="finetune")[0]
     assert ft.name == "ft-recorded" and ft.summary["eval_accuracy"] == metrics["eval_accuracy"]
     assert len(ft.request["weights_sha256"]["saved model"]) == 64
-    rows = engine.history.examples(ft.id)  # every held-out example's answer, as the final evaluation saw it
+    rows = engine.runtime.history.examples(ft.id)  # every held-out example's answer, as the final evaluation saw it
     assert len(rows) == 20 and sum(r.correct for r in rows) / 20 == metrics["eval_accuracy"]
     assert all(r.prediction in ("w0", "w1") and len(r.logprobs) == 2 for r in rows)
 

@@ -61,8 +61,8 @@ def build_app(engine: Engine) -> gr.Blocks:
         def bind(stored, request: gr.Request):
             """The History's owner: the logged-in user, else this browser's id (made on its first visit)."""
             user = request.username if engine.config.auth else None
-            kept = engine.sessions.bind_owner(session(request), stored, user)
-            return (kept if kept is not None else gr.update()), engine.sessions.owner(session(request))
+            kept = engine.runtime.sessions.bind_owner(session(request), stored, user)
+            return (kept if kept is not None else gr.update()), engine.runtime.sessions.owner(session(request))
         demo.load(bind, browser, [browser, owner], api_name=False, **POLLER)
 
         def leave(request: gr.Request):  # the browser closed: its jobs stop, its export files go

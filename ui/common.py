@@ -69,7 +69,7 @@ def released(engine: Engine, fn):
     """``fn`` that drops its registered job when it ends, whether or not it ever started the job."""
     def drop(args, kwargs):
         req = next((a for a in (*args, *kwargs.values()) if isinstance(a, gr.Request)), None)
-        engine.jobs.discard(job_token(req))
+        engine.runtime.jobs.discard(job_token(req))
 
     if inspect.isgeneratorfunction(fn):
         @functools.wraps(fn)
@@ -99,14 +99,14 @@ def on_run(engine: Engine, trigger, tab: str, fn, inputs, outputs, api_name: str
 def tasks_for_objective(engine: Engine):
     """A listener: the task picker's choices for an objective (token tasks for token classification)."""
     def update(objective, current):
-        names = engine.token_task_names() if objective == "token-classification" else engine.task_names()
+        names = engine.catalogue.token_task_names() if objective == "token-classification" else engine.catalogue.task_names()
         return gr.update(choices=names, value=current if current in names else (names[0] if names else None))
     return update
 
 
 def model_choices(engine: Engine) -> list[str]:
     """Loaded models, most recently used first."""
-    return list(reversed(engine.loaded_keys()))
+    return list(reversed(engine.models.loaded_keys()))
 
 
 def model_dropdown(engine: Engine, **kw) -> gr.Dropdown:
@@ -120,7 +120,7 @@ def model_picker(engine: Engine, active: gr.State, demo: gr.Blocks, *pickers: gr
     server's default), never the model another session used last."""
     def refresh(key, request: gr.Request):
         choices = model_choices(engine)
-        value = key if key in choices else engine.active_model(session(request))
+        value = key if key in choices else engine.models.active_model(session(request))
         first = gr.update(choices=choices, value=value)
         rest = [gr.update(choices=choices) for _ in pickers[1:]]
         return (first, *rest) if rest else first  # one output takes the update itself, not a tuple

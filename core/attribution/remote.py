@@ -10,11 +10,13 @@ from __future__ import annotations
 from typing import Callable
 
 import numpy as np
-import torch
 
 from core.attribution.types import AttributionResult, method_info, options_for
 from core.errors import Cancelled, UserError
+from core.lazy import lazy
 from core.models.types import ModelHandle
+
+torch = lazy("torch")
 
 
 def attribute_served(handle: ModelHandle, prompt: str, target: str | None, method: str, granularity: str,

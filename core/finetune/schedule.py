@@ -45,3 +45,10 @@ def epoch_order(n: int, seed: int, epoch: int) -> list[int]:
 
 def batches_per_epoch(n: int, batch_size: int) -> int:
     return math.ceil(n / batch_size)
+
+
+def planned_steps(spec, n_train: int) -> int:
+    """Optimiser steps a run of ``spec`` (a ``FinetuneSpec``) on ``n_train`` examples takes (its max steps, else
+    its epochs')."""
+    per_epoch = batches_per_epoch(n_train, spec.batch_size)
+    return spec.max_steps or max(1, math.ceil(per_epoch * spec.epochs / spec.grad_accum))

@@ -24,7 +24,6 @@ accuracy here is exactly what the Few-shot tab reports for it.
 from __future__ import annotations
 
 import json
-import math
 import os
 import shutil
 import time
@@ -40,7 +39,7 @@ from core.finetune import methods
 from core.finetune.data import collate, encode_split, load_task
 from core.finetune.evaluate import evaluate, forward, loss_of
 from core.finetune.runs import last_checkpoint, run_owner
-from core.finetune.schedule import batches_per_epoch, epoch_order, eval_due, lr_schedule
+from core.finetune.schedule import batches_per_epoch, epoch_order, eval_due, lr_schedule, planned_steps
 from core.finetune.types import FinetuneSpec
 
 KEEP_CHECKPOINTS = 2
@@ -146,12 +145,6 @@ def _events(run_dir: Path, extra: Events | None) -> Events:
         if extra:
             extra(event)
     return emit
-
-
-def planned_steps(spec: FinetuneSpec, n_train: int) -> int:
-    """Optimiser steps a run of ``spec`` on ``n_train`` examples takes (its max steps, else its epochs')."""
-    per_epoch = batches_per_epoch(n_train, spec.batch_size)
-    return spec.max_steps or max(1, math.ceil(per_epoch * spec.epochs / spec.grad_accum))
 
 
 def train_run(spec: FinetuneSpec | None, run_dir: Path | str, resume: bool = False, offline: bool = False,

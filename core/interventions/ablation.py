@@ -7,8 +7,9 @@ one scoring run per head.
 """
 from __future__ import annotations
 
+import contextlib
 from dataclasses import replace
-from typing import Callable
+from typing import Callable, Iterator
 
 import numpy as np
 
@@ -16,7 +17,7 @@ from core.errors import Cancelled, UserError
 from core.fewshot.run import run_fewshot
 from core.fewshot.scoring import encode
 from core.fewshot.types import FewShotConfig, FewShotRun
-from core.interventions.hooks import ablated, head_means
+from core.interventions.hooks import ablated, head_means, parse_heads
 from core.interventions.requests import MODES
 from core.interventions.types import AblationScan
 from core.models.types import ModelHandle
@@ -36,6 +37,18 @@ def means_for(handle: ModelHandle, prompts: list[str], heads: list[tuple[int, in
         for key, v in head_means(handle.model, ids, heads).items():
             sums[key] = sums.get(key, 0) + v / len(prompts)
     return sums
+
+
+@contextlib.contextmanager
+def heads_ablated(handle: ModelHandle, heads_text: str, mode: str, reference: list[str]) -> Iterator[None]:
+    """The heads a request names (``layer.head``, ...) ablated for the block — zeroed, or set to their mean over
+    ``reference`` — and restored after; no heads: the model as it is."""
+    heads = parse_heads(heads_text, handle.info.n_layers, handle.info.n_heads)
+    if mode not in MODES:
+        raise UserError(f"Ablation is one of {', '.join(MODES)}.")
+    means = means_for(handle, reference, heads) if heads and mode == "mean" else None
+    with ablated(handle.model, heads, means):
+        yield
 
 
 def _reference(handle: ModelHandle, task: Task, config: FewShotConfig, n: int = 8) -> list[str]:

@@ -107,9 +107,9 @@ def render(engine: Engine, active: gr.State, demo: gr.Blocks) -> None:
     @user_errors
     def run(request: gr.Request, *values):  # gradio passes special arguments only before *values
         req = request_of(values)
-        req = replace(req, model=engine.resolve_key(req.model, session(request)))
+        req = replace(req, model=engine.models.resolve_key(req.model, session(request)))
         with job_of(engine, request, "attention") as job:
-            res = engine.attention(req, job)
+            res = engine.attention.run(req, job)
         li, hi = req.layer, req.head
         fig = ap.head_figure(res, li, hi)
         sid = session(request)
@@ -120,9 +120,9 @@ def render(engine: Engine, active: gr.State, demo: gr.Blocks) -> None:
 
     @user_errors
     def run_rollout(key, txt, pr, request: gr.Request = None):
-        req = RolloutRequest.from_mapping(dict(model=engine.resolve_key(key, session(request)), text=txt, text_pair=pr))
+        req = RolloutRequest.from_mapping(dict(model=engine.models.resolve_key(key, session(request)), text=txt, text_pair=pr))
         with job_of(engine, request, "attention") as job:
-            matrix, tokens = engine.rollout(req, job)
+            matrix, tokens = engine.attention.rollout(req, job)
         if len(tokens) > 512:
             raise UserError(f"Rollout draws the whole input: {len(tokens)} tokens is too many to draw "
                             "(at most 512). Shorten the text.")
@@ -130,17 +130,17 @@ def render(engine: Engine, active: gr.State, demo: gr.Blocks) -> None:
 
     @user_errors
     def run_bertviz(key, txt, pr, request: gr.Request = None):
-        req = AttentionRequest.from_mapping(dict(model=engine.resolve_key(key, session(request)), text=txt, text_pair=pr))
+        req = AttentionRequest.from_mapping(dict(model=engine.models.resolve_key(key, session(request)), text=txt, text_pair=pr))
         with job_of(engine, request, "attention") as job:
-            res = engine.attention_views(req, (0, BERTVIZ_CAP), job)
+            res = engine.attention.views(req, (0, BERTVIZ_CAP), job)
         note = (f"\n\n*Showing the first {BERTVIZ_CAP} of {res.n_tokens} tokens.*" if res.truncated else "")
         return bertviz_view.iframe(res, "head") + note, bertviz_view.iframe(res, "model") + note
 
     @user_errors
     def run_roles(key, length, sd, rl, request: gr.Request = None):
-        req = HeadRolesRequest.from_mapping(dict(model=engine.resolve_key(key, session(request)), seq_len=length, seed=sd))
+        req = HeadRolesRequest.from_mapping(dict(model=engine.models.resolve_key(key, session(request)), seq_len=length, seed=sd))
         with job_of(engine, request, "attention") as job:
-            scores = engine.head_scores(req, job)
+            scores = engine.attention.head_scores(req, job)
         return (ap.role_grid(scores, rl), _roles_table(scores, rl),
                 engine.export(session(request), "head_roles.csv", ap.scores_csv(scores)))
 
@@ -153,10 +153,10 @@ def render(engine: Engine, active: gr.State, demo: gr.Blocks) -> None:
     @user_errors
     def run_compare(request: gr.Request, key_b, txt_b, *values):
         first = request_of(values)
-        req = CompareAttentionRequest(first=replace(first, model=engine.resolve_key(first.model, session(request))),
+        req = CompareAttentionRequest(first=replace(first, model=engine.models.resolve_key(first.model, session(request))),
                                       text_b=txt_b or "", model_b=key_b or "").check()
         with job_of(engine, request, "attention") as job:
-            a, b, (name_a, name_b) = engine.compare_attention(req, job)
+            a, b, (name_a, name_b) = engine.attention.compare(req, job)
         li, hi = first.layer, first.head
         return ap.side_by_side(ap.head_figure(a, li, hi), ap.head_figure(b, li, hi), name_a, name_b)
 

@@ -75,13 +75,13 @@ def render(engine: Engine, active: gr.State, demo: gr.Blocks) -> None:
 
     def request_of(values, request: gr.Request) -> AttributionRequest:
         req = AttributionRequest.from_mapping(form.values(values))
-        return replace(req, model=engine.resolve_key(req.model, session(request)))
+        return replace(req, model=engine.models.resolve_key(req.model, session(request)))
 
     @user_errors
     def run(request: gr.Request, *values):  # gradio passes special arguments only before *values
         req = request_of(values, request)
         with job_of(engine, request, "attribution") as job:
-            res = engine.attribute(req, job)
+            res = engine.attribution.run(req, job)
         labels = bp.segment_labels(res)
         rows = [("sum over target tokens", -1)] + [(f"target token {t!r}", i) for i, t in enumerate(res.target_tokens)]
         sid = session(request)
@@ -98,7 +98,7 @@ def render(engine: Engine, active: gr.State, demo: gr.Blocks) -> None:
     def run_compare(request: gr.Request, meth_b, *values):
         req = CompareMethodsRequest(first=request_of(values, request), method_b=meth_b).check()
         with job_of(engine, request, "attribution") as job:
-            a, b = engine.attribute_compare(req, job)
+            a, b = engine.attribution.compare(req, job)
         return bp.compare_figure(a, b, bp.segment_labels(a))
 
     def cancel(request: gr.Request):

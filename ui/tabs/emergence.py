@@ -49,7 +49,7 @@ def render(engine: Engine, active: gr.State, demo: gr.Blocks) -> None:
         revisions = gr.Textbox("", label="Revisions (Hub checkpoints)", placeholder="step1000,step2000")
         ablate = gr.Textbox("", label="Heads zero-ablated at every point (layer.head; empty: none)")
     with gr.Row():
-        task = gr.Dropdown(engine.task_names(), value="recall", label="Task")
+        task = gr.Dropdown(engine.catalogue.task_names(), value="recall", label="Task")
         k = gr.Number(4, label="Demonstrations k", precision=0, minimum=0)
         selection = gr.Dropdown(["nearest", "random", "balanced", "first"], value="nearest", label="Selection",
                                 info="nearest: per query, the most similar training rows")
@@ -84,7 +84,7 @@ def render(engine: Engine, active: gr.State, demo: gr.Blocks) -> None:
         req = SweepSeriesRequest.from_mapping(v)
         t0 = time.time()
         with job_of(engine, request, "emergence", progress_of(progress)) as job:
-            results = engine.emergence_sweep(req, job)
+            results = engine.emergence.sweep(req, job)
         ok = [r for r in results if r.error is None]
         msg = f"{len(ok)} points, k={req.k}, {req.seeds} seed(s), {time.time() - t0:.1f} s (cached points are free)."
         msg += "".join(f"\n- **skipped {r.model}{'@' + r.revision if r.revision else ''}**: {r.error}"
@@ -95,7 +95,7 @@ def render(engine: Engine, active: gr.State, demo: gr.Blocks) -> None:
     def heads(src, text, revs, progress=gr.Progress(), request: gr.Request = None):
         req = HeadsRequest.from_mapping(dict(source=src, models=text, revisions=revs))
         with job_of(engine, request, "emergence", progress_of(progress)) as job:
-            hot = engine.heads_over_training(req, job)
+            hot = engine.emergence.heads_over_training(req, job)
         for err in hot.errors:
             gr.Warning(f"Skipped {err}")
         return ep.heads_figure(hot), ep.heads_heatmap(hot)
@@ -112,9 +112,9 @@ def render(engine: Engine, active: gr.State, demo: gr.Blocks) -> None:
     @user_errors
     def train_live(steps, request: gr.Request = None):
         sid = session(request)
-        parent = engine.live_start(LiveTrainingRequest.from_mapping(dict(steps=steps)), sid)
+        parent = engine.emergence.live_start(LiveTrainingRequest.from_mapping(dict(steps=steps)), sid)
         while True:
-            state, events, folder = engine.live_status(sid)
+            state, events, folder = engine.emergence.live_status(sid)
             yield ep.live_status(state, events, parent.name, folder), ep.live_figure(events)
             if state != "running":
                 return
@@ -123,6 +123,6 @@ def render(engine: Engine, active: gr.State, demo: gr.Blocks) -> None:
     # a live run trains in its own process; watching it only reads its progress file
     live_btn.click(train_live, live_steps, [live_status, live_plot], api_name="emergence_live", **POLLER)
     def stop_live(request: gr.Request):
-        gr.Info(engine.live_stop(session(request)))
+        gr.Info(engine.emergence.live_stop(session(request)))
 
     live_stop.click(stop_live, None, None, api_name="emergence_live_stop", queue=False)

@@ -37,7 +37,7 @@ def render(engine: Engine, active: gr.State, demo: gr.Blocks) -> None:
                 "configurations on the same test examples. Scoring follows lm-evaluation-harness exactly.")
     with gr.Row():
         source = gr.Radio(["built-in", "upload", "hub dataset"], value="built-in", label="Task source", scale=1)
-        task_name = gr.Dropdown(engine.task_names(), value="recall", label="Built-in task", scale=1)
+        task_name = gr.Dropdown(engine.catalogue.task_names(), value="recall", label="Built-in task", scale=1)
         task_info = gr.Markdown(elem_classes="el-empty")
     with gr.Row(visible=False) as upload_row:
         train_file = gr.File(label="Train split: demonstrations (CSV/JSONL)", type="filepath",
@@ -138,7 +138,7 @@ def render(engine: Engine, active: gr.State, demo: gr.Blocks) -> None:
         if src != "built-in":
             hint = "Upload your data" if src == "upload" else "Name a Hub dataset (train and test splits)"
             return gr.update(visible=True), hint + ", map its columns and write the template.", *[gr.update()] * 4
-        task = engine.builtin_task(name)
+        task = engine.catalogue.builtin_task(name)
         t = task.template
         desc = (f"**{name}** — {task.description} {len(task.train)} demonstrations, {len(task.test)} queries; "
                 + (f"choices: {', '.join(task.choices)}." if task.choices else "generative (exact match)."))
@@ -147,14 +147,14 @@ def render(engine: Engine, active: gr.State, demo: gr.Blocks) -> None:
 
     @user_errors
     def do_preview(request: gr.Request, *args):
-        prompt, tokens, context = engine.fewshot_preview(request_of(form.values(args)), session(request))
+        prompt, tokens, context = engine.fewshot.preview(request_of(form.values(args)), session(request))
         return prompt, fp.tokens_html(tokens, context)
 
     @user_errors
     def do_run(request: gr.Request, progress=gr.Progress(), *args):  # special arguments come first
         req = request_of(form.values(args))
         with job_of(engine, request, "fewshot", progress_of(progress)) as job:
-            runs = engine.fewshot(req, job)
+            runs = engine.fewshot.run(req, job)
         note = f"Ran {len(runs)} configuration(s) on {runs[0].metrics.n} examples of **{runs[0].task}**." + (
             f" Kept in the History tab as `{runs[0].history_id}`." if runs[0].history_id else "")
         return (note, None, *outputs(runs, session(request)))
@@ -165,7 +165,7 @@ def render(engine: Engine, active: gr.State, demo: gr.Blocks) -> None:
         req = SweepRequest.from_mapping(dict(axis=v["axis"], values=v["values"], seeds=v["seeds"]),
                                         run=request_of(v))
         with job_of(engine, request, "fewshot", progress_of(progress)) as job:
-            series = engine.fewshot_sweep(req, job)
+            series = engine.fewshot.sweep(req, job)
         fig = fp.sweep_figure(series, req.axis, list(v["metrics"]) or ["accuracy"])
         last = [runs[-1] for _, runs in series]
         note = (f"Swept {req.axis} over {v['values']} with seeds {v['seeds']}: {sum(len(s) for _, s in series)} "
@@ -176,8 +176,8 @@ def render(engine: Engine, active: gr.State, demo: gr.Blocks) -> None:
     @user_errors
     def pick_preset(name, model_key, request: gr.Request):
         p = PRESETS[name]
-        key = engine.resolve_key(model_key, session(request))
-        embedded = engine.info(key).source == "embedded"
+        key = engine.models.resolve_key(model_key, session(request))
+        embedded = engine.models.info(key).source == "embedded"
         tname = task_for(p, embedded)
         updates = []
         for n in range(N_CONFIGS):
@@ -188,7 +188,7 @@ def render(engine: Engine, active: gr.State, demo: gr.Blocks) -> None:
                         gr.update(value=c.perturb if c else "gold"), gr.update(value=c.flip_fraction if c else 0.5),
                         gr.update(value=c.calibrate if c else False), gr.update(value=False), gr.update(value="")]
         vals = ",".join(str(v) for v in p.values_for(embedded))
-        t = engine.builtin_task(tname).template  # set here, not by the task's change event: the sweep
+        t = engine.catalogue.builtin_task(tname).template  # set here, not by the task's change event: the sweep
         return (p.explanation, "built-in", tname, *updates, p.axis, vals, ",".join(map(str, p.seeds)),
                 list(p.metrics), escape(t.instruction), escape(t.input), escape(t.target_delimiter),
                 escape(t.fewshot_delimiter))  # that follows reads them before that event lands
@@ -206,7 +206,7 @@ def render(engine: Engine, active: gr.State, demo: gr.Blocks) -> None:
         if not runs:
             raise UserError("Run a configuration first.")
         with job_of(engine, request, "fewshot") as job:
-            res = engine.attribute_example(runs[0], int(idx or 0), job)
+            res = engine.attribution.example(runs[0], int(idx or 0), job)
         from ui import attribution_plots as bp
         return bp.bar_figure(res, bp.segment_labels(res))
 

@@ -29,14 +29,14 @@ without demonstrations and the fine-tuned model on the same held-out examples.""
 def render(engine: Engine, active: gr.State, demo: gr.Blocks) -> None:
     gr.Markdown(INTRO)
     if engine.config.work_limits != Limits():  # a shared server: say what one session may ask
-        gr.Markdown(f"*This server's limits: {engine.training_limits()}.*", elem_id="finetune-limits")
+        gr.Markdown(f"*This server's limits: {engine.finetune.limits()}.*", elem_id="finetune-limits")
     with gr.Row():
         with gr.Column(scale=1):
             gr.Markdown("#### Data")
             source = gr.Radio(["built-in", "upload", "hub dataset"], value="built-in", label="Source")
             hub_id = gr.Textbox(label="Hub dataset id (needs network)", placeholder="e.g. stanfordnlp/sst2",
                                 visible=False)
-            task_name = gr.Dropdown(engine.task_names(), value="wordgroups" if "wordgroups" in engine.task_names() else None,
+            task_name = gr.Dropdown(engine.catalogue.task_names(), value="wordgroups" if "wordgroups" in engine.catalogue.task_names() else None,
                                     label="Built-in task")
             train_file = gr.File(label="Train file (CSV/JSONL; CoNLL for token classification)",
                                  file_types=[".csv", ".jsonl", ".json", ".conll", ".txt"], type="filepath",
@@ -52,7 +52,7 @@ def render(engine: Engine, active: gr.State, demo: gr.Blocks) -> None:
             preview = gr.Dataframe(label="What the model reads", interactive=False, wrap=True)
         with gr.Column(scale=1):
             gr.Markdown("#### Model and training")
-            model = gr.Dropdown(engine.model_choices(), value="el-2l-128", allow_custom_value=True,
+            model = gr.Dropdown(engine.catalogue.model_choices(), value="el-2l-128", allow_custom_value=True,
                                 label="Base model (embedded name, Hub id or folder)")
             objective = gr.Radio(list(OBJECTIVES), value="classification", label="Objective",
                                  info="classification: a new label head; causal: learn to write the label after the "
@@ -90,11 +90,11 @@ def render(engine: Engine, active: gr.State, demo: gr.Blocks) -> None:
                 resume_btn = gr.Button("Resume")
     gr.Markdown("#### Run")
     with gr.Row():
-        run_pick = gr.Dropdown([r.name for r in engine.finetune_runs()], label="Runs", allow_custom_value=True, scale=3)
+        run_pick = gr.Dropdown([r.name for r in engine.finetune.runs()], label="Runs", allow_custom_value=True, scale=3)
         watch_btn = gr.Button("Watch", scale=1)
     status = gr.HTML(tp.progress_html(None), elem_id="ft-status")
     curve = gr.Plot(tp.loss_figure(None), label="Loss and held-out accuracy", elem_id="ft-curve")
-    history = gr.Dataframe(tp.runs_table(engine.finetune_runs()), label="Run history", interactive=False)
+    history = gr.Dataframe(tp.runs_table(engine.finetune.runs()), label="Run history", interactive=False)
     gr.Markdown("#### Base vs fine-tuned vs few-shot, on the same held-out examples")
     with gr.Row():
         cmp_k = gr.Number(6, label="Demonstrations for the few-shot column", precision=0, minimum=1)
@@ -123,7 +123,7 @@ def render(engine: Engine, active: gr.State, demo: gr.Blocks) -> None:
 
     @user_errors
     def do_preview(*values):
-        task, rows = engine.finetune_preview(FinetuneRequest.from_mapping(form.values(values)))
+        task, rows = engine.finetune.preview(FinetuneRequest.from_mapping(form.values(values)))
         choices = getattr(task, "labels", None) or task.choices
         labels = ", ".join(choices) if choices else "free text (generative)"
         chance = f"; chance {1 / len(task.choices):.2f}" if getattr(task, "choices", None) else ""
@@ -133,8 +133,8 @@ def render(engine: Engine, active: gr.State, demo: gr.Blocks) -> None:
     preview_btn.click(do_preview, form.inputs, [preview_md, preview], api_name="finetune_preview")
 
     def snapshot(name):
-        st = engine.finetune_status(name) if name else None
-        return tp.progress_html(st), tp.loss_figure(st), tp.runs_table(engine.finetune_runs())
+        st = engine.finetune.status(name) if name else None
+        return tp.progress_html(st), tp.loss_figure(st), tp.runs_table(engine.finetune.runs())
 
     def stream(name):
         """Yield (run name, status, curve, history) every POLL_S seconds until the run ends.
@@ -142,7 +142,7 @@ def render(engine: Engine, active: gr.State, demo: gr.Blocks) -> None:
         The run goes on if the browser leaves; the name is a plain value (the list refreshes on focus).
         """
         while True:
-            done = engine.finetune_status(name).done
+            done = engine.finetune.status(name).done
             yield name, *snapshot(name)
             if done:
                 return
@@ -155,7 +155,7 @@ def render(engine: Engine, active: gr.State, demo: gr.Blocks) -> None:
 
     @user_errors
     def start(request: gr.Request, *values):  # gradio passes special arguments only before *values
-        yield from stream(engine.finetune_start(FinetuneRequest.from_mapping(form.values(values)), session(request)))
+        yield from stream(engine.finetune.start(FinetuneRequest.from_mapping(form.values(values)), session(request)))
 
     @user_errors
     def watch(name):
@@ -163,14 +163,14 @@ def render(engine: Engine, active: gr.State, demo: gr.Blocks) -> None:
 
     @user_errors
     def resume(name, request: gr.Request = None):
-        yield from stream(engine.finetune_resume(picked(name, "resume"), session(request)))
+        yield from stream(engine.finetune.resume(picked(name, "resume"), session(request)))
 
     @user_errors
     def cancel(name, request: gr.Request = None):
         if not name:
             raise UserError("No run is selected.")
-        gr.Info(engine.finetune_cancel(name, session(request)))
-        return tp.progress_html(engine.finetune_status(name))
+        gr.Info(engine.finetune.cancel(name, session(request)))
+        return tp.progress_html(engine.finetune.status(name))
 
     # starting, watching and resuming only read the run's files: they never wait behind model work
     outs = [run_pick, status, curve, history]
@@ -179,14 +179,14 @@ def render(engine: Engine, active: gr.State, demo: gr.Blocks) -> None:
     resume_btn.click(resume, run_pick, outs, api_name="finetune_resume", **POLLER)
     cancel_btn.click(cancel, run_pick, status, api_name="finetune_cancel", queue=False)
     run_pick.input(lambda n: snapshot(n) if n else (tp.progress_html(None), tp.loss_figure(None),
-                                                     tp.runs_table(engine.finetune_runs())),
+                                                     tp.runs_table(engine.finetune.runs())),
                    run_pick, [status, curve, history], api_name=False, **POLLER)
 
     @user_errors
     def compare(name, k, limit, progress=gr.Progress(), request: gr.Request = None):
         req = CompareRequest.from_mapping(dict(run=name, k=k, limit=limit))
         with job_of(engine, request, "finetune", progress_of(progress)) as job:
-            runs = engine.finetune_compare(req, job)
+            runs = engine.finetune.compare(req, job)
         if len(runs) == 1:
             gr.Info("The base model is not a causal language model, so it cannot be prompted; "
                     "showing the fine-tuned model alone.")
@@ -194,7 +194,7 @@ def render(engine: Engine, active: gr.State, demo: gr.Blocks) -> None:
 
     on_run(engine, cmp_btn.click, "finetune", compare, [run_pick, cmp_k, cmp_limit], [cmp_summary, cmp_examples],
            "finetune_compare")
-    run_pick.focus(lambda: gr.update(choices=[r.name for r in engine.finetune_runs()]), None, run_pick,
+    run_pick.focus(lambda: gr.update(choices=[r.name for r in engine.finetune.runs()]), None, run_pick,
                    api_name=False, queue=False)
-    demo.load(lambda: (gr.update(choices=[r.name for r in engine.finetune_runs()]),
-                       tp.runs_table(engine.finetune_runs())), None, [run_pick, history], api_name=False)
+    demo.load(lambda: (gr.update(choices=[r.name for r in engine.finetune.runs()]),
+                       tp.runs_table(engine.finetune.runs())), None, [run_pick, history], api_name=False)

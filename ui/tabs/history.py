@@ -31,7 +31,7 @@ def runs_table(records, engine: Engine | None = None, sid: str = "") -> pd.DataF
         scored = [v for v in r.summary.values() if isinstance(v, dict) and v.get("accuracy") is not None]
         # a series and an ablation are listed with their last score (the final checkpoint, the ablated run)
         head = (scored[-1] if r.lab in ("emergence", "ablation") else scored[0]) if scored else None
-        own = engine is None or engine.history_owned(r, sid)
+        own = engine is None or engine.history.owned(r, sid)
         rows.append({"id": r.id, "when": time.strftime("%Y-%m-%d %H:%M", time.localtime(r.created)), "lab": r.lab,
                      "name": r.name, "model": r.model or "", "task": r.task or "",
                      "accuracy": round(head["accuracy"], 3) if head else None, "tags": ", ".join(r.tags),
@@ -46,7 +46,7 @@ def render(engine: Engine, active: gr.State, demo: gr.Blocks, owner: gr.State | 
     gr.Markdown(INTRO + ("\n\nOn this shared server you see your own runs (kept for this browser, or your login, "
                          "across reloads and restarts) and those others chose to share, which you can reopen and "
                          "export but not change." if shared_server else ""))
-    notice = gr.Markdown(engine.recording_notice(), elem_id="hist-notice")
+    notice = gr.Markdown(engine.history.recording_notice(), elem_id="hist-notice")
     with gr.Row():
         lab = gr.Dropdown(LABS, value="", label="Lab (empty: all)", scale=1)
         text = gr.Textbox("", label="Name or note contains", scale=2, elem_id="hist-text")
@@ -88,21 +88,21 @@ def render(engine: Engine, active: gr.State, demo: gr.Blocks, owner: gr.State | 
 
     def table_of(lab_, text_, tag_, request: gr.Request):
         sid = session(request)
-        return runs_table(engine.history_runs(lab_, text_, tag_, session=sid), engine, sid)
+        return runs_table(engine.history.runs(lab_, text_, tag_, session=sid), engine, sid)
 
     @user_errors
     def listing(lab_, text_, tag_, request: gr.Request):
-        return table_of(lab_, text_, tag_, request), engine.recording_notice()
+        return table_of(lab_, text_, tag_, request), engine.history.recording_notice()
 
     def pick(evt: gr.SelectData, current: pd.DataFrame):
         return current.iloc[evt.index[0]]["id"]
 
     @user_errors
     def reopen(rid, request: gr.Request):
-        rec, runs, result = engine.history_reopen((rid or "").strip(), session(request))
+        rec, runs, result = engine.history.reopen((rid or "").strip(), session(request))
         raw_value = {"request": rec.request, "summary": rec.summary}
         fig = hp.figure_of(rec, result)
-        whose = "" if engine.history_owned(rec, session(request)) else " Shared with you: read-only."
+        whose = "" if engine.history.owned(rec, session(request)) else " Shared with you: read-only."
         when = time.strftime('%Y-%m-%d %H:%M', time.localtime(rec.created))
         if runs:
             first = runs[0].examples[0].index
@@ -114,32 +114,32 @@ def render(engine: Engine, active: gr.State, demo: gr.Blocks, owner: gr.State | 
 
     @user_errors
     def save(rid, new_name, new_note, new_tag, lab_, text_, tag_, request: gr.Request):
-        engine.history_edit(rid.strip(), new_name, new_note if new_note else None, new_tag, session(request))
+        engine.history.edit(rid.strip(), new_name, new_note if new_note else None, new_tag, session(request))
         return "Saved.", table_of(lab_, text_, tag_, request)
 
     @user_errors
     def save_share(rid, shared, lab_, text_, tag_, request: gr.Request):
-        engine.history_share(rid.strip(), bool(shared), session(request))
+        engine.history.share(rid.strip(), bool(shared), session(request))
         return ("Shared: everyone on this server can reopen it (read-only)." if shared else "No longer shared."), \
             table_of(lab_, text_, tag_, request)
 
     @user_errors
     def delete(rid, sure, lab_, text_, tag_, request: gr.Request):
-        engine.history_delete(rid.strip(), sure, session(request))
+        engine.history.delete(rid.strip(), sure, session(request))
         return f"Deleted {rid}.", table_of(lab_, text_, tag_, request), False
 
     @user_errors
     def tag_examples(rid, ids, tg, nt, request: gr.Request):
-        n = engine.history_tag_examples(rid.strip(), int_list(ids, "examples"), tg, nt or "", session(request))
+        n = engine.history.tag_examples(rid.strip(), int_list(ids, "examples"), tg, nt or "", session(request))
         return f"Tagged {n} example(s) of {rid} with {tg!r}."
 
     @user_errors
     def export(rid, only, request: gr.Request):
         rid = rid.strip()
         sid = session(request)
-        rec, _, result = engine.history_reopen(rid, sid)
+        rec, _, result = engine.history.reopen(rid, sid)
         fig = hp.figure_of(rec, result)
-        return (engine.export(sid, f"{rid}-examples.csv", engine.history_examples_csv(rid, only or None, sid)),
+        return (engine.export(sid, f"{rid}-examples.csv", engine.history.examples_csv(rid, only or None, sid)),
                 engine.export(sid, f"{rid}.json", json.dumps({"run": rec.to_dict(), "result": result}, default=str)),
                 engine.export(sid, f"{rid}-plot.html", hp.to_html(fig)) if fig is not None else None)
 

@@ -20,7 +20,7 @@ def render(engine: Engine, active: gr.State, demo: gr.Blocks) -> None:
     gr.Markdown(ip.EXPLAIN)
     with gr.Row():
         model = model_dropdown(engine, label="Model", scale=3)
-        task = gr.Dropdown(engine.task_names(), value="recall", label="Task", scale=2)
+        task = gr.Dropdown(engine.catalogue.task_names(), value="recall", label="Task", scale=2)
         k = gr.Number(4, label="Demonstrations k", precision=0, minimum=0, scale=1)
         selection = gr.Dropdown(["nearest", "random", "balanced", "first"], value="nearest", label="Selection",
                                 scale=1)
@@ -62,21 +62,21 @@ def render(engine: Engine, active: gr.State, demo: gr.Blocks) -> None:
 
     def request_of(values, request: gr.Request) -> AblationRequest:
         req = AblationRequest.from_mapping(form.values(values))
-        return replace(req, model=engine.resolve_key(req.model, session(request)))
+        return replace(req, model=engine.models.resolve_key(req.model, session(request)))
 
     @user_errors
     def do_ablate(request: gr.Request, progress=gr.Progress(), *values):
         req = request_of(values, request)
         with job_of(engine, request, "interventions", progress_of(progress)) as job:
-            plain, ablated = engine.ablate(req, job)
+            plain, ablated = engine.interventions.ablate(req, job)
         return ip.ablate_summary(plain, ablated, req.ablate_heads, req.ablation)
 
     @user_errors
     def do_scan(request: gr.Request, progress=gr.Progress(), *values):
         req = request_of(values, request)
         with job_of(engine, request, "interventions", progress_of(progress)) as job:
-            res = engine.ablation_scan(req, job)
-            roles = engine.head_scores(HeadRolesRequest(model=req.model), job)
+            res = engine.interventions.ablation_scan(req, job)
+            roles = engine.attention.head_scores(HeadRolesRequest(model=req.model), job)
         sid = session(request)
         return (ip.scan_summary(res), ip.scan_figure(res, roles), ip.scan_table(res),
                 engine.export(sid, "ablation_scan.csv", ip.scan_csv(res)),
@@ -84,16 +84,16 @@ def render(engine: Engine, active: gr.State, demo: gr.Blocks) -> None:
 
     @user_errors
     def do_patch(request: gr.Request, key, c, x, t):
-        req = PatchRequest.from_mapping(dict(model=engine.resolve_key(key, session(request)), clean=c, corrupt=x, target=t))
+        req = PatchRequest.from_mapping(dict(model=engine.models.resolve_key(key, session(request)), clean=c, corrupt=x, target=t))
         with job_of(engine, request, "interventions") as job:
-            res = engine.patch(req, job)
+            res = engine.interventions.patch(req, job)
         return ip.patch_figure(res), engine.export(session(request), "patching.json", ip.to_json(res))
 
     @user_errors
     def do_lens(request: gr.Request, key, text, tgt):
-        req = LensRequest.from_mapping(dict(model=engine.resolve_key(key, session(request)), text=text, target=tgt))
+        req = LensRequest.from_mapping(dict(model=engine.models.resolve_key(key, session(request)), text=text, target=tgt))
         with job_of(engine, request, "interventions") as job:
-            res = engine.logit_lens(req, job)
+            res = engine.interventions.logit_lens(req, job)
         return ip.lens_figure(res), ip.lens_table(res), engine.export(session(request), "logit_lens.json",
                                                                        ip.to_json(res))
 
@@ -102,7 +102,7 @@ def render(engine: Engine, active: gr.State, demo: gr.Blocks) -> None:
         return gr.update() if col == 0 else f"{row}.{col - 1}"
 
     def preset(key, request: gr.Request):
-        return (gr.update(value=key or engine.active_model(session(request))), "recall", 4, "nearest", 0, ip.PRESET)
+        return (gr.update(value=key or engine.models.active_model(session(request))), "recall", 4, "nearest", 0, ip.PRESET)
 
     def cancel(request: gr.Request):
         engine.cancel(session(request), "interventions")

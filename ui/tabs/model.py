@@ -13,15 +13,15 @@ from ui.errors import user_errors
 
 def render(engine: Engine, active: gr.State, demo: gr.Blocks) -> None:
     """Build the tab. ``active`` holds this session's current model key, shared with other tabs."""
-    emb = engine.default_model_name(engine.config.model)
+    emb = engine.catalogue.default_model_name(engine.config.model)
     default = emb or (engine.config.model or "")
     with gr.Row():
         with gr.Column(scale=2):
-            model = gr.Dropdown(engine.model_choices(), value=default if emb else None,
+            model = gr.Dropdown(engine.catalogue.model_choices(), value=default if emb else None,
                                 allow_custom_value=True, label="Model", elem_id="model-select",
                                 info="An embedded model, a Hub preset, a Hub id or a local folder")
             with gr.Row():
-                revision = gr.Dropdown(engine.revision_choices(default), value="", allow_custom_value=True,
+                revision = gr.Dropdown(engine.catalogue.revision_choices(default), value="", allow_custom_value=True,
                                        label="Revision / checkpoint", info="empty = final (main)")
                 device = gr.Dropdown(list(DEVICES), value="auto", label="Device")
                 dtype = gr.Dropdown(list(DTYPES), value="auto", label="Dtype")
@@ -50,7 +50,7 @@ def render(engine: Engine, active: gr.State, demo: gr.Blocks) -> None:
                 gr.Markdown("Scores and generates through the server's completions API (echo + logprobs); tabs that "
                             "need attention weights or gradients say so. " + (
                                 "On this shared server only the endpoints the operator allowed can be called "
-                                f"({', '.join(engine.policy.endpoint_urls()) or 'none'}), with the keys the "
+                                f"({', '.join(engine.runtime.policy.endpoint_urls()) or 'none'}), with the keys the "
                                 "operator gave." if exposed else
                                 "The API key is read from the environment variable you name, when a request is "
                                 "made, and never stored."))
@@ -71,15 +71,15 @@ def render(engine: Engine, active: gr.State, demo: gr.Blocks) -> None:
     loaded = gr.Dataframe(plots.loaded_table([]), label="Loaded models (least recently used first)",
                           interactive=False)
     memory = gr.Markdown(elem_id="memory-summary")
-    waiting = gr.Timer(1.0, active=engine.default_status() is not None)  # while the default model loads
+    waiting = gr.Timer(1.0, active=engine.models.default_status() is not None)  # while the default model loads
 
     def snapshot(key: str | None):
-        infos = engine.loaded()
+        infos = engine.models.loaded()
         info = next((i for i in infos if i.key == key), None)
-        note = engine.default_status()
+        note = engine.models.default_status()
         card_html = plots.info_card(info) if info or not note else plots.status_card(note)
         return (card_html, info.to_dict() if info else None, plots.loaded_table(infos),
-                plots.memory_summary(engine.memory()), key if info else None)
+                plots.memory_summary(engine.models.memory()), key if info else None)
 
     outputs = [card, details, loaded, memory, active]
 
@@ -90,18 +90,18 @@ def render(engine: Engine, active: gr.State, demo: gr.Blocks) -> None:
     def load(request: gr.Request, progress=gr.Progress(), *values):  # special arguments come first
         req = LoadRequest.from_mapping(form.values(values))
         with job_of(engine, request, "model", progress_of(progress)) as job:
-            return snapshot(engine.load(req, job).key)
+            return snapshot(engine.models.load(req, job).key)
 
     @user_errors
     def unload(key, request: gr.Request):
         if not key:
             raise gr.Error("No active model to unload.")
-        engine.unload(key)
-        return snapshot(engine.active_model(session(request)))
+        engine.models.unload(key)
+        return snapshot(engine.models.active_model(session(request)))
 
     @user_errors
     def refresh(key, request: gr.Request):
-        return snapshot(key if key in engine.loaded_keys() else engine.active_model(session(request)))
+        return snapshot(key if key in engine.models.loaded_keys() else engine.models.active_model(session(request)))
 
     # loading runs beside the analyses, never in their queue: a slow or hanging load holds up nobody else
     load_btn.click(released(engine, load), form.inputs, outputs, api_name="load_model",
@@ -120,15 +120,15 @@ def render(engine: Engine, active: gr.State, demo: gr.Blocks) -> None:
     use_served.click(served_model, [base_url, served_name, key_env], model, api_name="served_model_name",
                      queue=False)
     unload_btn.click(unload, [active], outputs, api_name="unload_model", **LOADING)
-    model.change(lambda m: gr.update(choices=engine.revision_choices(m), value=""), model, revision,
+    model.change(lambda m: gr.update(choices=engine.catalogue.revision_choices(m), value=""), model, revision,
                  api_name="revision_choices", queue=False)
     demo.load(refresh, [active], outputs, api_name="model_status", **POLLER)
 
     def poll(key, request: gr.Request):
         """Until the default model is in: refresh the card, then stop polling."""
-        loading = (engine.default_status() or "").startswith("Loading")
+        loading = (engine.models.default_status() or "").startswith("Loading")
         return (*refresh(key, request), gr.Timer(active=loading))
 
     waiting.tick(poll, [active], outputs + [waiting], api_name=False, **POLLER)
     # finished fine-tuning runs join the list: refresh it whenever the list is opened
-    model.focus(lambda: gr.update(choices=engine.model_choices()), None, model, api_name=False, queue=False)
+    model.focus(lambda: gr.update(choices=engine.catalogue.model_choices()), None, model, api_name=False, queue=False)

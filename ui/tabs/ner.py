@@ -19,9 +19,9 @@ METHODS = [("Integrated gradients", "ig"), ("Gradient x input", "input_x_gradien
 
 def render(engine: Engine, active: gr.State, demo: gr.Blocks) -> None:
     gr.Markdown(npl.EXPLAIN)
-    tasks = engine.token_task_names()
+    tasks = engine.catalogue.token_task_names()
     with gr.Row():
-        model = gr.Dropdown(engine.token_models(), label="Token classifier", allow_custom_value=True, scale=3,
+        model = gr.Dropdown(engine.catalogue.token_models(), label="Token classifier", allow_custom_value=True, scale=3,
                             elem_id="ner-model")
         task = gr.Dropdown(tasks, value=tasks[0] if tasks else None, label="Task (test sentences)", scale=1)
         index = gr.Number(0, label="Test sentence #", precision=0, minimum=0, scale=1)
@@ -56,20 +56,20 @@ def render(engine: Engine, active: gr.State, demo: gr.Blocks) -> None:
         errors = gr.Dataframe(label="Sentences with an error (click one to open it)", interactive=False, wrap=True)
 
     def ensure(value):
-        return engine.token_model_key(value)
+        return engine.catalogue.token_model_key(value)
 
     @user_errors
     def do_tag(request: gr.Request, value, task_name, i, typed):
         key = ensure(value)
         with job_of(engine, request, "ner") as job:
-            t = engine.tag_words(TagRequest.from_mapping(dict(model=key, task=task_name, index=i, text=typed)), job)
+            t = engine.tagging.tag(TagRequest.from_mapping(dict(model=key, task=task_name, index=i, text=typed)), job)
         return npl.tagged_html(t), npl.words_table(t), " ".join(t.tokens)
 
     @user_errors
     def do_report(request: gr.Request, value, task_name):
         key = ensure(value)
         with job_of(engine, request, "ner") as job:
-            rep = engine.ner_report(ReportRequest.from_mapping(dict(model=key, task=task_name)), job)
+            rep = engine.tagging.report(ReportRequest.from_mapping(dict(model=key, task=task_name)), job)
         return npl.summary(rep), npl.scores_table(rep), npl.confusion_table(rep), npl.errors_table(rep)
 
     @user_errors
@@ -79,7 +79,7 @@ def render(engine: Engine, active: gr.State, demo: gr.Blocks) -> None:
         key = ensure(value)
         req = AttributionRequest.from_mapping(dict(model=key, prompt=text_, word=w, method=m, granularity="word"))
         with job_of(engine, request, "ner") as job:
-            res = engine.attribute(req, job)
+            res = engine.attribution.run(req, job)
         words_ = text_.split()
         title = f"why word {int(w)} ({words_[int(w)]}) is tagged {res.target_tokens[0]}"
         return bp.summary(res), bp.bar_figure(res, [f"{i}:{x.strip()}" for i, x in enumerate(res.segments)], title)
@@ -91,7 +91,7 @@ def render(engine: Engine, active: gr.State, demo: gr.Blocks) -> None:
         key = ensure(value)
         req = AttentionRequest.from_mapping(dict(model=key, text=text_, layer=lay, head=hd, all_heads=False))
         with job_of(engine, request, "ner") as job:
-            res = engine.attention(req, job)
+            res = engine.attention.run(req, job)
         return ap.head_figure(res, req.layer, req.head)
 
     def open_error(evt: gr.SelectData, table):
@@ -106,5 +106,5 @@ def render(engine: Engine, active: gr.State, demo: gr.Blocks) -> None:
     attn_btn.click(do_attention, [model, sentence, layer, head], attn_plot, api_name="ner_attention", **gpu)
     errors.select(open_error, errors, [index, text], api_name=False).then(
         do_tag, [model, task, index, text], [tagged, words, sentence], api_name=False, **gpu)
-    model.focus(lambda: gr.update(choices=engine.token_models()), None, model, api_name=False, **POLLER)
-    demo.load(lambda: gr.update(choices=engine.token_models()), None, model, api_name=False)
+    model.focus(lambda: gr.update(choices=engine.catalogue.token_models()), None, model, api_name=False, **POLLER)
+    demo.load(lambda: gr.update(choices=engine.catalogue.token_models()), None, model, api_name=False)

@@ -31,15 +31,15 @@ PRESETS = {  # name -> form values
 
 
 def _task_dropdown(engine: Engine, label: str = "Task"):
-    return gr.Dropdown(engine.task_names() + engine.token_task_names(), value="wordgroups", label=label)
+    return gr.Dropdown(engine.catalogue.task_names() + engine.catalogue.token_task_names(), value="wordgroups", label=label)
 
 
 def render(engine: Engine, active: gr.State, demo: gr.Blocks) -> None:
     if engine.config.work_limits != Limits():  # a shared server: say what one session may ask
-        gr.Markdown(f"*This server's limits: {engine.training_limits()}. A study queues one run per method "
+        gr.Markdown(f"*This server's limits: {engine.finetune.limits()}. A study queues one run per method "
                     "(or size and seed).*")
     with gr.Row():
-        pick = gr.Dropdown(engine.studies(), label="Studies (started here or from the CLI)", allow_custom_value=True,
+        pick = gr.Dropdown(engine.studies.ids(), label="Studies (started here or from the CLI)", allow_custom_value=True,
                            scale=3)
         watch_btn = gr.Button("Watch", scale=1)
         cancel_btn = gr.Button("Cancel the study", variant="stop", scale=1)
@@ -48,7 +48,7 @@ def render(engine: Engine, active: gr.State, demo: gr.Blocks) -> None:
     with gr.Accordion("Methods side by side", open=True):
         gr.Markdown(sp.EXPLAIN_METHODS)
         with gr.Row():
-            m_model = gr.Dropdown(engine.model_choices(), value="el-2l-128", allow_custom_value=True,
+            m_model = gr.Dropdown(engine.catalogue.model_choices(), value="el-2l-128", allow_custom_value=True,
                                   label="Base model", scale=3)
             m_objective = gr.Radio(["classification", "causal", "token-classification"], value="classification",
                                    label="Objective", scale=2)
@@ -69,9 +69,9 @@ def render(engine: Engine, active: gr.State, demo: gr.Blocks) -> None:
         gr.Markdown(sp.EXPLAIN_DATA)
         with gr.Row():
             preset = gr.Dropdown(list(PRESETS), label="Preset", scale=2)
-            d_model = gr.Dropdown(engine.model_choices(), value="el-2l-128", allow_custom_value=True,
+            d_model = gr.Dropdown(engine.catalogue.model_choices(), value="el-2l-128", allow_custom_value=True,
                                   label="Model (a causal LM: it is prompted and fine-tuned)", scale=3)
-            d_task = gr.Dropdown(engine.task_names(), value="wordgroups", label="Task", scale=2)
+            d_task = gr.Dropdown(engine.catalogue.task_names(), value="wordgroups", label="Task", scale=2)
             d_objective = gr.Radio(["classification", "causal"], value="classification", label="Fine-tuning objective",
                                    scale=2)
         with gr.Row():
@@ -96,7 +96,7 @@ def render(engine: Engine, active: gr.State, demo: gr.Blocks) -> None:
                   lora_alpha=d_alpha, batch_size=d_batch, max_steps=d_steps, sizes=d_sizes, ks=d_ks, seeds=d_seeds)
 
     def views(sid: str | None, request: gr.Request | None = None):
-        st = engine.study(sid) if sid else None
+        st = engine.studies.get(sid) if sid else None
         file = engine.export(session(request), f"{sid}.json", sp.to_json(st)) if st and st.done else None
         return (sp.status_md(st), sp.methods_table(st if st and st.kind == "methods" else None),
                 sp.methods_figure(st if st and st.kind == "methods" else None),
@@ -105,7 +105,7 @@ def render(engine: Engine, active: gr.State, demo: gr.Blocks) -> None:
 
     def stream(sid: str, request: gr.Request | None):
         while True:
-            done = engine.study(sid).done
+            done = engine.studies.get(sid).done
             yield (sid, *views(sid, request))
             if done:
                 return
@@ -117,13 +117,13 @@ def render(engine: Engine, active: gr.State, demo: gr.Blocks) -> None:
     def start_methods(request: gr.Request, *values):
         v = m_form.values(values)
         req = MethodsRequest.from_mapping({**v, "lr": None, "lora_alpha": 2 * int(v["lora_r"] or 8)})
-        yield from stream(engine.compare_methods_start(req, session(request)), request)
+        yield from stream(engine.studies.methods_start(req, session(request)), request)
 
     @user_errors
     def start_data(request: gr.Request, progress=gr.Progress(), *values):
         req = DataEfficiencyRequest.from_mapping(d_form.values(values))
         with job_of(engine, request, "studies", progress_of(progress)) as job:
-            sid = engine.data_efficiency_start(req, session(request), job)
+            sid = engine.studies.data_efficiency_start(req, session(request), job)
         return (sid, *views(sid, request))
 
     @user_errors
@@ -137,8 +137,8 @@ def render(engine: Engine, active: gr.State, demo: gr.Blocks) -> None:
         if not sid:
             raise UserError("Pick a study under Studies.")
         engine.cancel(session(request), "studies")  # prompting still running for this session
-        gr.Info(engine.study_cancel(sid, session(request)))
-        return sp.status_md(engine.study(sid))
+        gr.Info(engine.studies.cancel(sid, session(request)))
+        return sp.status_md(engine.studies.get(sid))
 
     def fill(name):
         p = PRESETS.get(name)
@@ -154,4 +154,4 @@ def render(engine: Engine, active: gr.State, demo: gr.Blocks) -> None:
     cancel_btn.click(cancel, pick, status, api_name="study_cancel", queue=False)
     preset.change(fill, preset, d_form.inputs, api_name=False, queue=False)
     m_objective.change(tasks_for_objective(engine), [m_objective, m_task], m_task, api_name=False, queue=False)
-    pick.focus(lambda: gr.update(choices=engine.studies()), None, pick, api_name=False, queue=False)
+    pick.focus(lambda: gr.update(choices=engine.studies.ids()), None, pick, api_name=False, queue=False)

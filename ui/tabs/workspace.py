@@ -24,7 +24,7 @@ def render(engine: Engine, active: gr.State, demo: gr.Blocks) -> None:
         with gr.Tab("Run a comparison"):
             with gr.Row():
                 source = gr.Radio(["built-in", "upload"], value="built-in", label="Dataset", scale=1)
-                task = gr.Dropdown(engine.task_names(), value="recall", label="Built-in task", scale=1)
+                task = gr.Dropdown(engine.catalogue.task_names(), value="recall", label="Built-in task", scale=1)
                 limit = gr.Number(48, label="Examples to score (0: all)", precision=0, minimum=0, scale=1)
             with gr.Row(visible=False) as upload_row:
                 train_file = gr.File(label="Train split (CSV/JSONL)", type="filepath", file_types=[".csv", ".jsonl"])
@@ -95,7 +95,7 @@ def render(engine: Engine, active: gr.State, demo: gr.Blocks) -> None:
         """Every view of the workspace for the slice ``values`` (a dict of the slicer's fields)."""
         if ws is None:
             raise UserError("Run a comparison or open runs from the History first.")
-        tags = engine.workspace_tags(ws, session(request))
+        tags = engine.workspace.tags(ws, session(request))
         req = wsp.SliceRequest.from_mapping(values)
         rows = wsp.slice_rows(ws, req, tags)
         system = req.system or ws.systems[0]
@@ -118,23 +118,23 @@ def render(engine: Engine, active: gr.State, demo: gr.Blocks) -> None:
     def do_run(request: gr.Request, progress=gr.Progress(), *values):
         v, sv = run_form.values(values[:len(run_form.inputs)]), sys_form.values(values[len(run_form.inputs):])
         if v["source"] == "built-in":
-            t = engine.builtin_task(v["task"]).template
+            t = engine.catalogue.builtin_task(v["task"]).template
             task_req = {"source": "built-in", "name": v["task"], "input_template": t.input,
                         "instruction": t.instruction, "target_delimiter": t.target_delimiter,
                         "fewshot_delimiter": t.fewshot_delimiter}
         else:
             task_req = {"source": "upload", "train_file": v["train_file"], "test_file": v["test_file"],
                         "input_template": v["template"], "label_column": v["label_column"], "choices": v["choices"]}
-        configs = [dict(use=sv[f"use{n}"], model=engine.resolve_key(sv[f"model{n}"], session(request)), k=sv[f"k{n}"],
+        configs = [dict(use=sv[f"use{n}"], model=engine.models.resolve_key(sv[f"model{n}"], session(request)), k=sv[f"k{n}"],
                         selection=sv[f"sel{n}"]) for n in range(N_SYSTEMS)]
         req = FewShotRequest.from_mapping({"task": task_req, "configs": configs, "limit": v["limit"]})
         with job_of(engine, request, "workspace", progress_of(progress)) as job:
-            ws = engine.workspace_run(req, job)
+            ws = engine.workspace.run(req, job)
         return fresh(ws, request)
 
     @user_errors
     def do_open(request: gr.Request, ids):
-        return fresh(engine.workspace_open(list(ids or []), session(request)), request)
+        return fresh(engine.workspace.open(list(ids or []), session(request)), request)
 
     @user_errors
     def do_slice(request: gr.Request, ws, *values):
@@ -147,7 +147,7 @@ def render(engine: Engine, active: gr.State, demo: gr.Blocks) -> None:
         if idx is None:
             raise UserError("Click a row of the examples (or type its number).")
         with job_of(engine, request, "workspace") as job:
-            d = engine.workspace_example(ws, int(idx), system or "", lay, hd, job)
+            d = engine.workspace.example(ws, int(idx), system or "", lay, hd, job)
         return (wp.example_html(d), wp.probabilities_table(d), ap.head_figure(d.attention, d.layer, d.head),
                 wp.attribution_figure(d), d.layer, d.head)
 
@@ -160,17 +160,17 @@ def render(engine: Engine, active: gr.State, demo: gr.Blocks) -> None:
     def do_tag(request: gr.Request, ws, idx, tag_text, note_text, *values):
         if ws is None or idx is None:
             raise UserError("Open an example first.")
-        n = engine.workspace_tag(ws, [int(idx)], tag_text, note_text, session(request))
+        n = engine.workspace.tag(ws, [int(idx)], tag_text, note_text, session(request))
         return f"Tagged example {int(idx)} '{tag_text.strip()}' ({n}).", *views(ws, slicer.values(values), request)
 
     @user_errors
     def do_tag_all(request: gr.Request, ws, tag_text, note_text, *values):
         if ws is None:
             raise UserError("Run a comparison or open runs from the History first.")
-        rows = wsp.slice_rows(ws, wsp.SliceRequest.from_mapping(slicer.values(values)), engine.workspace_tags(ws, session(request)))
+        rows = wsp.slice_rows(ws, wsp.SliceRequest.from_mapping(slicer.values(values)), engine.workspace.tags(ws, session(request)))
         if rows.empty:
             raise UserError("The slice is empty: nothing to tag.")
-        n = engine.workspace_tag(ws, [int(i) for i in rows["index"]], tag_text, note_text, session(request))
+        n = engine.workspace.tag(ws, [int(i) for i in rows["index"]], tag_text, note_text, session(request))
         return f"Tagged {n} example(s) '{tag_text.strip()}'.", *views(ws, slicer.values(values), request)
 
     source.change(lambda s: (gr.update(visible=s == "built-in"), gr.update(visible=s == "upload")), source,
@@ -191,9 +191,9 @@ def render(engine: Engine, active: gr.State, demo: gr.Blocks) -> None:
                   queue=False)
 
     def history_choices(request: gr.Request):
-        if engine.history is None:
+        if not engine.history.available():
             return gr.update(choices=[])
-        return gr.update(choices=[(f"{r.id} · {r.name}", r.id) for r in engine.history_runs(session=session(request))
+        return gr.update(choices=[(f"{r.id} · {r.name}", r.id) for r in engine.history.runs(session=session(request))
                                   if r.lab in ("fewshot", "sweep", "ablation")])
 
     picks.focus(history_choices, None, picks, api_name=False, queue=False)

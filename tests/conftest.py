@@ -134,3 +134,26 @@ def ner_run(app_server, tiny_models):
     spec = FinetuneSpec(model=str(tiny_models["bert"]), data=DataSpec(task="ner", max_eval=40),
                         objective="token-classification", method="full", lr=3e-3, max_steps=20, batch_size=16)
     return train_run(spec, engine.config.runs_dir / "ner-tiny-bert")["model_path"]
+
+
+def figure(value) -> dict:
+    """A plot as an app client receives it (plotly JSON; numpy arrays as base64 ``bdata``), with every array of
+    every trace decoded: what a test checks of a picture."""
+    import base64
+    import json as _json
+
+    import numpy as np
+
+    def arr(v):
+        if isinstance(v, dict) and "bdata" in v:
+            a = np.frombuffer(base64.b64decode(v["bdata"]), dtype=np.dtype(v["dtype"]))
+            return a.reshape([int(x) for x in str(v.get("shape", len(a))).split(",")])
+        return v
+    assert isinstance(value, dict) and value.get("type") == "plotly", f"not a plotly figure: {str(value)[:200]}"
+    fig = _json.loads(value["plot"])
+    fig["data"] = [{k: arr(v) for k, v in t.items()} for t in fig["data"]]
+    return fig
+
+
+def axis_titles(fig: dict) -> dict[str, str | None]:
+    return {k: (v.get("title") or {}).get("text") for k, v in fig["layout"].items() if k.startswith(("xaxis", "yaxis"))}

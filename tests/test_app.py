@@ -49,8 +49,11 @@ def test_unknown_model_gives_clear_error_and_app_keeps_working(client):
 
 
 def test_revision_choices_follow_the_model(client):
+    from core.models.embedded import find_embedded
     update = client.predict("el-2l-128", api_name="/revision_choices")
-    assert update is not None
+    steps = [f"step{c.step}" for c in find_embedded("el-2l-128").checkpoints]
+    assert [v for _, v in update["choices"]] == ["", *steps]  # the final weights, then every checkpoint
+    assert [v for _, v in client.predict("gpt2", api_name="/revision_choices")["choices"]] == [""]
 
 
 def test_cli_flags_parse():

@@ -1,6 +1,9 @@
 """The Attention tab through its API."""
+import numpy as np
 import pytest
 from gradio_client.exceptions import AppError
+
+from conftest import axis_titles, figure
 
 TEXT = "w5 w9 w2 w71 w33 w8 w5 w9 w2 w71 w33 w8"
 
@@ -42,7 +45,12 @@ def test_head_roles_rollout_bertviz_compare(client):
     grid, table, csv_path = client.predict("el-2l-128", 0, 0, "induction", api_name="/head_roles")
     assert table["headers"][0] == "layer" and len(table["data"]) == 2
     assert open(csv_path).read().startswith("role,layer,head,score")
-    assert client.predict("el-2l-128", TEXT, "", api_name="/attention_rollout") is not None
+    fig = figure(client.predict("el-2l-128", TEXT, "", api_name="/attention_rollout"))
+    (heat,) = fig["data"]
+    n = len(TEXT.split()) + 1  # with the beginning-of-sequence token
+    assert heat["type"] == "heatmap" and heat["z"].shape == (n, n) and list(heat["x"])[1] == "1:w5"
+    assert np.allclose(heat["z"].sum(1), 1, atol=1e-3) and np.allclose(np.triu(heat["z"], 1), 0)  # causal rows
+    assert axis_titles(fig) == {"xaxis": "key (attended to)", "yaxis": "query (attending)"}
     head_html, model_html = client.predict("el-2l-128", TEXT, "", api_name="/bertviz")
     assert "<iframe" in head_html and "srcdoc" in model_html and "cdnjs" not in head_html
     fig = client.predict(None, "w1 w2 w1 w2", "el-2l-128", 1, 0, TEXT, "", 0, 256,

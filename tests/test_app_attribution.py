@@ -4,6 +4,8 @@ import json
 import pytest
 from gradio_client.exceptions import AppError
 
+from conftest import axis_titles, figure
+
 PROMPT = "w3 = w17 ; w8 = w42 ; w11 = w5 ; w8 ="
 
 
@@ -32,7 +34,11 @@ def test_attribute_segments_through_api(client):
 def test_compare_and_contrast(client):
     fig = client.predict("ablation", "el-2l-128", PROMPT, "w42", "w5", "", "word", " ; ", 5, 16, 8, 0, "ig", True,
                          api_name="/attribute_compare")
-    assert fig is not None
+    fig = figure(fig)
+    a, b = fig["data"]
+    assert list(a["x"]) == list(b["x"]) and len(a["x"]) == len(PROMPT.split())  # the same words, both methods
+    assert "correlation" in fig["layout"]["title"]["text"]
+    assert axis_titles(fig)["yaxis"] == "attribution score" and axis_titles(fig)["xaxis"].startswith("feature")
     with pytest.raises(AppError, match="pick a different second method"):
         client.predict("ig", "el-2l-128", PROMPT, "w42", "", "", "word", " ; ", 5, 16, 8, 0, "ig", True,
                        api_name="/attribute_compare")

@@ -1,6 +1,9 @@
 """The Fine-tune tab through its API: preview, train live, comparison, bad input."""
+import numpy as np
 import pytest
 from gradio_client.exceptions import AppError
+
+from conftest import axis_titles, figure
 
 # model, source, task, train file, eval file, text col, label col, template, objective, method, epochs, lr,
 # batch, grad accum, max length, warm-up, weight decay, r, alpha, dropout, targets, seed, eval every,
@@ -66,11 +69,20 @@ def test_emergence_tab_sweeps_the_embedded_checkpoints(client):
                                       api_name="/emergence_sweep")
     from core.models.embedded import find_embedded
     n = len(find_embedded("default").checkpoints)
-    assert f"{n} points" in msg and plot is not None
+    assert f"{n} points" in msg
     assert [r[1] for r in table["data"]][:2] == [0, 250]
     acc = [r[3] for r in table["data"]]
+    fig = figure(plot)
+    curve = next(t for t in fig["data"] if t["name"] == "accuracy")
+    assert list(curve["x"]) == [r[1] for r in table["data"]] and np.allclose(list(curve["y"]), acc, atol=1e-4)  # the table (4 decimals), drawn
+    assert axis_titles(fig)["xaxis"] == "training step"
     assert acc[0] < 0.2 and acc[-1] >= 0.9  # recall at k=4: chance at step 0, learnt by the end
     heads_plot, heat = client.predict("checkpoints", "default", "", api_name="/emergence_heads")
-    assert heads_plot is not None and heat is not None
+    lines, grid = figure(heads_plot), figure(heat)
+    assert {t["name"] for t in lines["data"]} >= {f"L{i}H{h}" for i in range(2) for h in range(4)}
+    (h,) = grid["data"]
+    assert h["type"] == "heatmap" and h["z"].shape == (n, 8)  # every checkpoint x every head
+    assert axis_titles(grid) == {"yaxis": "checkpoint", "xaxis": "head"}
+    assert h["z"][-1].max() > h["z"][0].max()  # an induction head forms over training
     with pytest.raises(AppError, match="Name the model"):
         client.predict("models", "", "", "recall", 4, "nearest", 1, 24, "step", api_name="/emergence_sweep")

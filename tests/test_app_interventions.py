@@ -4,6 +4,8 @@ import json
 import pytest
 from gradio_client.exceptions import AppError
 
+from conftest import axis_titles, figure
+
 FORM = ["el-2l-128", "recall", 4, "nearest", 12]
 
 
@@ -23,7 +25,13 @@ def test_ablate_a_head_and_see_the_accuracy_with_and_without_it(client):
 
 def test_scan_beside_the_head_roles_with_exports(client):
     summary, plot, table, csv_path, json_path = client.predict(*FORM, "", "zero", api_name="/ablation_scan")
-    assert "hurts most" in summary and plot is not None
+    assert "hurts most" in summary
+    fig = figure(plot)
+    assert [t["z"].shape for t in fig["data"]][:2] == [(2, 4), (2, 4)]  # Δ accuracy, Δ log p(gold): layer x head
+    d_acc = fig["data"][0]["z"]
+    worst = summary.split("**L")[1].split("**")[0]  # the head the summary names is the grid's lowest
+    assert d_acc[int(worst[0]), int(worst.split(".H")[1])] == d_acc.min()
+    assert axis_titles(fig)["yaxis"] == "layer" and axis_titles(fig)["xaxis"] == "head"
     assert table["headers"][0] == "layer" and len(table["data"]) == 2
     d = json.load(open(json_path))
     assert d["layers"] == 2 and d["heads"] == 4

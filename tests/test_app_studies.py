@@ -1,8 +1,11 @@
 """The Tuning studies and Tag words tabs through their API (gradio_client), two sessions apart."""
 import httpx
+import numpy as np
 import pytest
 from gradio_client import Client
 from gradio_client.exceptions import AppError
+
+from conftest import axis_titles, figure
 
 
 def test_tag_a_test_sentence_then_explain_a_word_and_draw_attention(client, ner_run):
@@ -11,8 +14,15 @@ def test_tag_a_test_sentence_then_explain_a_word_and_draw_attention(client, ner_
     assert words["headers"] == ["word #", "word", "predicted", "confidence", "gold", "right"]
     assert sentence == " ".join(r[1] for r in words["data"])
     md, plot = client.predict(ner_run, sentence, 1, "ig", api_name="/ner_explain")
-    assert "Integrated gradients" in md and "converged" in md and plot is not None
-    assert client.predict(ner_run, sentence, 1, 2, api_name="/ner_attention") is not None
+    assert "Integrated gradients" in md and "converged" in md
+    fig = figure(plot)
+    (bars,) = fig["data"]
+    assert [x.split(":", 1)[1] for x in bars["x"]] == sentence.split()  # one bar per word of the sentence
+    assert axis_titles(fig)["yaxis"].startswith("attribution score") and fig["layout"]["title"]["text"]
+    heat = figure(client.predict(ner_run, sentence, 1, 2, api_name="/ner_attention"))
+    (h,) = heat["data"]
+    assert h["z"].shape[0] == h["z"].shape[1] == len(h["x"]) >= len(sentence.split()) and h["x"][0] == "0:[CLS]"
+    assert np.allclose(h["z"].sum(1), 1, atol=1e-3)  # each query's attention is a distribution
     html, words, _ = client.predict(ner_run, "ner", 0, "Maria met Kofi in Oslo .", api_name="/ner_tag")
     assert "gold" not in html and len(words["data"]) == 6  # a typed sentence has no gold tags
 

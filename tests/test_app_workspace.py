@@ -4,6 +4,8 @@ import pytest
 from gradio_client import Client
 from gradio_client.exceptions import AppError
 
+from conftest import figure
+
 # source, task, limit, train, test, template, label column, choices; then per system: use, model, k, selection
 RUN = ["built-in", "recall", 24, None, None, "", "label", ""]
 SYSTEMS = [True, "el-2l-128", 0, "first", True, "el-2l-128", 4, "nearest", False, None, 8, "nearest",
@@ -33,7 +35,10 @@ def test_run_slice_open_an_example_and_tag_it(session, app_server):
     assert f"Example {idx}" in html and "demonstrations drove the answer" in html
     assert (layer, head) == (1, 3)  # the default model's top induction head, preselected
     assert [r[0] for r in probs["data"]] == ["A: k=0, first", "B: k=4, nearest"]
-    assert attention is not None and attribution is not None
+    att, attr = figure(attention), figure(attribution)
+    assert f"Layer {layer}, head {head}" in att["layout"]["title"]["text"]
+    assert att["data"][0]["z"].shape[0] == att["data"][0]["z"].shape[1] == len(att["data"][0]["x"]) > 12  # the whole k=4 prompt
+    assert len(attr["data"][0]["x"]) == 5  # four demonstrations and the query: which one drove the answer
     msg, *views = session.predict(idx, "mislabelled?", "looks mislabelled", *SLICE, api_name="/workspace_tag")
     assert "Tagged example" in msg
     tagged = session.predict("", "", "", "", "", "all", "", "mislabelled?", api_name="/workspace_slice")[5]["data"]

@@ -1,5 +1,6 @@
 """Start-up: the app's page and the CLI's light commands are built without importing torch or
 transformers (they cost seconds; the default model loads behind the page). Measured in bench/startup.py."""
+import os
 import json
 import subprocess
 import sys
@@ -50,3 +51,19 @@ def test_lazy_modules_act_as_the_module_once_used():
         return torch.is_grad_enabled(), (x * 2).requires_grad
     assert grad_enabled(torch.ones(2, requires_grad=True)) == (False, False)
     assert grad_enabled.__doc__ == "documented" and torch.is_grad_enabled()
+
+
+def test_the_cli_runs_from_any_folder_once_installed(tmp_path):
+    """The README installs the project in place (pip install --no-deps -e .): ``python -m core`` and the
+    ``emergence-lab`` command then work from any folder, not only the project's."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    res = subprocess.run([sys.executable, "-m", "core", "models"], cwd=tmp_path, capture_output=True, text=True,
+                         timeout=300, env=env)
+    assert res.returncode == 0, ("not installed? run `pip install --no-deps -e .` as the README says\n"
+                                 + res.stderr[-2000:])
+    assert any(m["source"] == "embedded" for m in json.loads(res.stdout))
+    script = Path(sys.executable).with_name("emergence-lab")
+    assert script.exists(), "the emergence-lab command is installed with the project (pip install --no-deps -e .)"
+    res = subprocess.run([str(script), "--help"], cwd=tmp_path, capture_output=True, text=True, timeout=300, env=env)
+    assert res.returncode == 0 and "Emergence Lab engine" in res.stdout, res.stderr[-2000:]
+    assert not any(tmp_path.iterdir())  # nothing written where it ran

@@ -81,7 +81,8 @@ def matrix_figure(result: AttributionResult, labels: list[str]) -> go.Figure:
                                zmin=-top, zmax=top,
                                hovertemplate="target %{y}<br>%{x}<br>score %{z:.4f}<extra></extra>"))
     fig.update_layout(title="Target tokens × prompt features", height=max(260, 40 * len(z) + 200),
-                      xaxis=dict(type="category", tickangle=-50), yaxis=dict(type="category", autorange="reversed"),
+                      xaxis=dict(type="category", tickangle=-50, title="prompt feature (index:text)"),
+                      yaxis=dict(type="category", autorange="reversed", title="target token"),
                       margin=dict(l=10, r=10, t=50, b=10))
     return fig
 
@@ -91,8 +92,14 @@ def bar_figure(result: AttributionResult, labels: list[str], title: str | None =
     fig = go.Figure(go.Bar(x=labels, y=s, marker_color=["#2563eb" if v >= 0 else "#dc2626" for v in s],
                            hovertemplate="%{x}<br>%{y:.4f}<extra></extra>"))
     fig.update_layout(title=title or f"{METHODS[result.method].label}: score by feature", height=380,
-                      xaxis=dict(type="category", tickangle=-50), margin=dict(l=10, r=10, t=50, b=10))
+                      xaxis=dict(type="category", tickangle=-50, title="feature (index:text)"),
+                      yaxis=dict(title=_score_axis(result)), margin=dict(l=10, r=10, t=50, b=10))
     return fig
+
+
+def _score_axis(result: AttributionResult) -> str:
+    """What the bars measure: each feature's share of the explained log-probability (or its contrast)."""
+    return "attribution score (log p(target) − log p(foil))" if result.foil else "attribution score (log p(target))"
 
 
 def compare_figure(a: AttributionResult, b: AttributionResult, labels: list[str]) -> go.Figure:
@@ -103,7 +110,8 @@ def compare_figure(a: AttributionResult, b: AttributionResult, labels: list[str]
     corr = np.corrcoef(a.scores, b.scores)[0, 1] if len(a.scores) > 1 else float("nan")
     fig.update_layout(title=f"Two methods on the same input (correlation {corr:.2f})", height=400,
                       margin=dict(l=10, r=10, t=70, b=10))
-    fig.update_xaxes(type="category", tickangle=-50)
+    fig.update_xaxes(type="category", tickangle=-50, title_text="feature (index:text)")
+    fig.update_yaxes(title_text="attribution score", row=1, col=1)
     return fig
 
 

@@ -48,6 +48,8 @@ def scan_figure(scan: AblationScan, roles: HeadScores | None = None) -> go.Figur
                                  texttemplate="%{text}" if L * H <= 400 else None,
                                  hovertemplate="layer %{y}, head %{x}: %{z:.3f}<extra></extra>"), row=1, col=c)
         fig.update_yaxes(autorange="reversed", row=1, col=c)
+        fig.update_xaxes(title_text="head", row=1, col=c)
+    fig.update_yaxes(title_text="layer", row=1, col=1)
     fig.update_layout(height=max(280, 34 * L + 140), margin=dict(l=10, r=10, t=60, b=10))
     return fig
 

@@ -7,6 +7,7 @@ from gradio_client.exceptions import AppError
 from conftest import axis_titles, figure
 
 FORM = ["el-2l-128", "recall", 4, "nearest", 12]
+BUILT_IN = [None, None, "", "", "", "\\n\\n"]  # no uploaded task: the built-in one above
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -15,16 +16,16 @@ def loaded(client):
 
 
 def test_ablate_a_head_and_see_the_accuracy_with_and_without_it(client):
-    msg = client.predict(*FORM, "0.3", "zero", api_name="/ablate_heads")
+    msg = client.predict(*FORM, "0.3", "zero", *BUILT_IN, api_name="/ablate_heads")
     assert "0.3" in msg and "accuracy" in msg and "→" in msg
     with pytest.raises(AppError, match="no head 5.0"):
-        client.predict(*FORM, "5.0", "zero", api_name="/ablate_heads")
+        client.predict(*FORM, "5.0", "zero", *BUILT_IN, api_name="/ablate_heads")
     with pytest.raises(AppError, match="Name the heads"):
-        client.predict(*FORM, "", "zero", api_name="/ablate_heads")
+        client.predict(*FORM, "", "zero", *BUILT_IN, api_name="/ablate_heads")
 
 
 def test_scan_beside_the_head_roles_with_exports(client):
-    summary, plot, table, csv_path, json_path = client.predict(*FORM, "", "zero", api_name="/ablation_scan")
+    summary, plot, table, csv_path, json_path = client.predict(*FORM, "", "zero", *BUILT_IN, api_name="/ablation_scan")
     assert "hurts most" in summary
     fig = figure(plot)
     assert [t["z"].shape for t in fig["data"]][:2] == [(2, 4), (2, 4)]  # Δ accuracy, Δ log p(gold): layer x head
@@ -36,6 +37,31 @@ def test_scan_beside_the_head_roles_with_exports(client):
     d = json.load(open(json_path))
     assert d["layers"] == 2 and d["heads"] == 4
     assert open(csv_path).read().startswith("layer,head,accuracy")
+
+
+def test_a_task_of_your_own_files_ablates_and_scans_like_the_built_in_one(client, tmp_path):
+    """The tab takes the Few-shot tab's data (uploaded CSVs with a template), not only built-in tasks: the recall
+    task's own rows, uploaded under other column names, score exactly as the built-in task."""
+    import csv
+    from gradio_client import handle_file
+    from core.tasks import load_builtin
+    task = load_builtin("recall")
+    for split in ("train", "test"):
+        rows = list(csv.reader(open(f"assets/tasks/recall/{split}.csv")))
+        with open(tmp_path / f"{split}.csv", "w", newline="") as f:
+            csv.writer(f).writerows([["cue", "answer"], *rows[1:]])
+    mine = [handle_file(str(tmp_path / "train.csv")), handle_file(str(tmp_path / "test.csv")), "{cue} =", "answer",
+            ",".join(task.choices), " ; "]
+    built_in = client.predict(*FORM, "0.3", "zero", *BUILT_IN, api_name="/ablate_heads")
+    uploaded = client.predict(*FORM, "0.3", "zero", *mine, api_name="/ablate_heads")
+    import re
+    numbers = lambda md: re.findall(r"-?\d+\.\d+", md)  # noqa: E731
+    assert len(numbers(built_in)) == 6 and numbers(uploaded) == numbers(built_in)  # the same accuracies and log p
+    assert "**recall**" in built_in and "**recall**" not in uploaded  # ... of another task: the uploaded one
+    summary, plot, *_ = client.predict(*FORM, "", "zero", *mine, api_name="/ablation_scan")
+    assert "hurts most" in summary and figure(plot)["data"][0]["z"].shape == (2, 4)
+    with pytest.raises(AppError, match="template"):
+        client.predict(*FORM, "0.3", "zero", *mine[:2], "", *mine[3:], api_name="/ablate_heads")
 
 
 def test_patch_and_lens(client):

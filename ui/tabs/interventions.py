@@ -7,7 +7,9 @@ import gradio as gr
 
 from core.attention.requests import HeadRolesRequest
 from core.engine import Engine
+from core.fewshot.requests import TaskRequest
 from core.interventions.requests import AblationRequest, LensRequest, PatchRequest
+from core.request import unescape
 from ui import interventions_plots as ip
 from ui.common import Form, job_of, model_dropdown, model_picker, on_run, progress_of, session
 from ui.errors import user_errors
@@ -34,6 +36,21 @@ def render(engine: Engine, active: gr.State, demo: gr.Blocks) -> None:
         scan_btn = gr.Button("Scan every head", elem_id="iv-scan", scale=1)
         preset_btn = gr.Button("Preset: which heads does recall need?", scale=2)
         cancel_btn = gr.Button("Cancel", variant="stop", scale=1)
+    with gr.Accordion("Your own task (CSV/JSONL) instead of the built-in one", open=False):
+        gr.Markdown("The same data the Few-shot tab takes: demonstrations come from the train file, queries from "
+                    "the test file (empty: half the train file). With a train file here, the task above is not used.")
+        with gr.Row():
+            train_file = gr.File(label="Train split (CSV/JSONL)", type="filepath", file_types=[".csv", ".jsonl"],
+                                 scale=2)
+            test_file = gr.File(label="Test split (optional)", type="filepath", file_types=[".csv", ".jsonl"],
+                                scale=2)
+        with gr.Row():
+            template = gr.Textbox("", label="Demonstration template", scale=3,
+                                  placeholder="Review: {text}\nSentiment:", info="{column} fields of the file")
+            label_column = gr.Textbox("", label="Label column", scale=1)
+            choices = gr.Textbox("", label="Choices (comma-separated; empty: generative)", scale=2)
+            fewshot_delimiter = gr.Textbox("\\n\\n", label="Between demonstrations", scale=1,
+                                           info="\\n is a new line")
     status = gr.Markdown(elem_id="iv-status")
     scan_plot = gr.Plot(label="Ablation scan beside the head-role grid", elem_id="iv-scan-plot")
     scan_tbl = gr.Dataframe(label="Δ accuracy / Δ log p(gold) per removed head (click a cell to pick it)",
@@ -58,10 +75,18 @@ def render(engine: Engine, active: gr.State, demo: gr.Blocks) -> None:
         json_file = gr.File(label="Last result (JSON)")
 
     form = Form(model=model, task=task, k=k, selection=selection, limit=limit, ablate_heads=heads,
-                ablation=ablation)
+                ablation=ablation, train_file=train_file, test_file=test_file, input_template=template,
+                label_column=label_column, choices=choices, fewshot_delimiter=fewshot_delimiter)
+    data_fields = ("train_file", "test_file", "input_template", "label_column", "choices", "fewshot_delimiter")
 
     def request_of(values, request: gr.Request) -> AblationRequest:
-        req = AblationRequest.from_mapping(form.values(values))
+        v = form.values(values)
+        data = {f: v.pop(f) for f in data_fields}
+        if data["train_file"]:  # the Few-shot tab's task request, from the uploaded files
+            v["data"] = TaskRequest.from_mapping({**data, "source": "upload",
+                                                  "input_template": unescape(data["input_template"] or ""),
+                                                  "fewshot_delimiter": unescape(data["fewshot_delimiter"] or "")})
+        req = AblationRequest.from_mapping(v)
         return replace(req, model=engine.models.resolve_key(req.model, session(request)))
 
     @user_errors

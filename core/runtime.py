@@ -20,7 +20,8 @@ from core.history.store import History
 from core.jobs import JobContext, Jobs
 from core.models.cache import weights_sha256
 from core.models.embedded import MODELS_DIR, find_embedded
-from core.models.loading import ModelRegistry, PathPolicy
+from core.models.loading import PathPolicy
+from core.models.registry import ModelRegistry
 from core.models.types import AppConfig, ModelHandle, ModelSpec, needs_weights
 from core.sessions import Sessions
 from core.tasks import Task

@@ -6,7 +6,8 @@ import torch
 
 from core.models import devices
 from core.errors import ModelLoadError, PathNotAllowedError
-from core.models.loading import ModelRegistry, PathPolicy, attention_implementation, load_model
+from core.models.loading import PathPolicy, attention_implementation, load_model
+from core.models.registry import ModelRegistry
 from core.models.types import AppConfig, ModelSpec
 
 EXPECTED = {  # name -> (kind, architecture, layers, heads, kv heads)

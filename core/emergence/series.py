@@ -31,7 +31,8 @@ from core.models.embedded import find_embedded, DEFAULT_MODEL
 from core.errors import Cancelled, ModelLoadError, UserError
 from core.fewshot.run import run_fewshot
 from core.fewshot.types import FewShotConfig
-from core.models.loading import Borrow, ModelRegistry, PathPolicy
+from core.models.loading import Borrow, PathPolicy
+from core.models.registry import ModelRegistry
 from core.models.presets import PYTHIA_STEPS
 from core.emergence.types import METRICS, PYTHIA_SIZES, SERIES_STEPS, HeadsOverTraining, PointResult  # noqa: F401
 from core.tasks import Task

@@ -26,7 +26,8 @@ import numpy as np
 from core.attribution.classifier import attribute_classifier, word_position
 from core.attribution.gradients import (MAX_STEPS_PER_BATCH, baseline_id, gradient_rows, ig_rows,  # noqa: F401
                                         internal_batch_size, merge_convergence)
-from core.attribution.types import KEEP_METHODS, AttributionResult, Cancelled, method_info, options_for
+from core.attribution.types import (KEEP_METHODS, AttributionResult, Cancelled, PromptFeatures, method_info,
+                                    options_for)
 from core.errors import UserError
 from core.models.types import ModelHandle, cannot
 from core.lazy import lazy
@@ -248,9 +249,11 @@ def attribute(handle: ModelHandle, prompt: str, target: str | None = None, metho
     kept_idx = _kept_indices(keep, len(features))
     kept = _kept_tokens(kept_idx, groups, m)
     if kind in ("seq_cls", "token_cls"):
+        pf = PromptFeatures(ids=prompt_ids, n_special=n_special, features=features, groups=groups,
+                            granularity=granularity, kept=kept, kept_idx=kept_idx)
         position = word_position(prompt, word, tspans) if kind == "token_cls" else None
-        return attribute_classifier(handle, m, prompt_ids, n_special, features, groups, label, granularity,
-                                     opts, should_stop, kept, kept_idx, position)
+        return attribute_classifier(handle, m, pf, label=label, opts=opts, should_stop=should_stop,
+                                    position=position)
     cont = _target_ids(handle, prompt_ids, target, generate)
     foil_ids = _target_ids(handle, prompt_ids, foil, 0) if foil else None
     _check_fits(handle, len(prompt_ids) + max(len(cont), len(foil_ids or [])))
@@ -273,8 +276,10 @@ def attribute(handle: ModelHandle, prompt: str, target: str | None = None, metho
             fns = [lambda e: lp_t(e).sum(-1) - (lp_f(e).sum(-1) if lp_f is not None else 0.0)]
         tok_attr, fx, fb, conv = ig_rows(handle, prompt_ids, n_special, fns, baseline_id(handle), opts,
                                           should_stop, kept)
-        return AttributionResult(features, np.asarray(tok_attr @ groups, np.float64), rows, sum(fx), sum(fb),
-                                 sum(c.delta for c in conv), method, granularity, foil=foil, kept=kept_idx,
+        return AttributionResult(segments=features, matrix=np.asarray(tok_attr @ groups, np.float64),
+                                 target_tokens=rows, target_logprob=sum(fx), baseline_logprob=sum(fb),
+                                 convergence_delta=sum(c.delta for c in conv), method=method,
+                                 granularity=granularity, foil=foil, kept=kept_idx,
                                  convergence=merge_convergence(conv))
 
     def run(cont_ids: list[int]) -> tuple[np.ndarray, float, float | None, float | None]:
@@ -297,8 +302,9 @@ def attribute(handle: ModelHandle, prompt: str, target: str | None = None, metho
         mat_f, fx_f, fb_f, delta_f = run(foil_ids)
         mat, fx, fb = mat - mat_f, fx - fx_f, fb - fb_f
         delta = None if delta is None else delta - delta_f
-    return AttributionResult(features, np.asarray(mat, np.float64), rows, fx, fb, delta, method, granularity,
-                             foil=foil, kept=kept_idx)
+    return AttributionResult(segments=features, matrix=np.asarray(mat, np.float64), target_tokens=rows,
+                             target_logprob=fx, baseline_logprob=fb, convergence_delta=delta, method=method,
+                             granularity=granularity, foil=foil, kept=kept_idx)
 
 
 def _kept_indices(keep: Sequence[int], n: int) -> tuple[int, ...]:

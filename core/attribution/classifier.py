@@ -7,9 +7,10 @@ log-probability of the tag at the first sub-token of the chosen word.
 from __future__ import annotations
 
 import re
+from typing import Callable
 
 from core.attribution.gradients import baseline_id, gradient_rows, ig_rows, merge_convergence
-from core.attribution.types import AttributionResult
+from core.attribution.types import AttributionResult, MethodInfo, PromptFeatures
 from core.errors import UserError
 from core.lazy import lazy
 from core.models.types import ModelHandle
@@ -42,9 +43,11 @@ def word_position(prompt: str, word: int | None, tspans) -> int:
     raise UserError(f"Word {word} was cut off: the sentence is longer than the model reads.")
 
 
-def attribute_classifier(handle, m, prompt_ids, n_special, features, groups, label, granularity, opts,
-                          should_stop, kept=None, kept_idx=(), position: int | None = None) -> AttributionResult:
+def attribute_classifier(handle: ModelHandle, m: MethodInfo, pf: PromptFeatures, label: str | int | None,
+                         opts: dict, should_stop: Callable[[], bool],
+                         position: int | None = None) -> AttributionResult:
     """A class (sequence classifier), or the tag at token ``position`` (token classifier)."""
+    prompt_ids, n_special, kept = pf.ids, pf.n_special, pf.kept
     if m.family != "gradient":
         raise UserError(f"{m.label} is offered for causal LMs; for a classifier use a gradient method.")
     ends_special = bool(prompt_ids) and prompt_ids[-1] in set(handle.tokenizer.all_special_ids)
@@ -77,9 +80,12 @@ def attribute_classifier(handle, m, prompt_ids, n_special, features, groups, lab
             return forward(torch.cat([e, e_tail.expand(e.shape[0], -1, -1)], 1)) if e_tail is not None else forward(e)
         tok_attr, fx, fb, conv = ig_rows(handle, body, n_special, [on_body], baseline_id(handle), opts,
                                           should_stop, kept)
-        return AttributionResult(features, tok_attr @ groups[: tok_attr.shape[1]], [str(name)], fx[0], fb[0],
-                                 conv[0].delta, m.name, granularity, kept=kept_idx, convergence=merge_convergence(conv))
+        return AttributionResult(segments=pf.features, matrix=tok_attr @ pf.groups[: tok_attr.shape[1]],
+                                 target_tokens=[str(name)], target_logprob=fx[0], baseline_logprob=fb[0],
+                                 convergence_delta=conv[0].delta, method=m.name, granularity=pf.granularity,
+                                 kept=pf.kept_idx, convergence=merge_convergence(conv))
     tok_attr, fx, fb = gradient_rows(handle, m.name, body, n_special, [(forward, ids_tail)],
                                               baseline_id(handle), opts, should_stop, kept)
-    return AttributionResult(features, tok_attr @ groups[: tok_attr.shape[1]], [str(name)], fx[0], fb[0],
-                             None, m.name, granularity, kept=kept_idx)
+    return AttributionResult(segments=pf.features, matrix=tok_attr @ pf.groups[: tok_attr.shape[1]],
+                             target_tokens=[str(name)], target_logprob=fx[0], baseline_logprob=fb[0],
+                             convergence_delta=None, method=m.name, granularity=pf.granularity, kept=pf.kept_idx)

@@ -81,6 +81,18 @@ def options_for(m: MethodInfo, given: dict) -> dict:
 
 
 @dataclass(frozen=True)
+class PromptFeatures:
+    """A prompt split into the features scores are given to: its token ids and how the tokens group into them."""
+    ids: list[int]                # the prompt's token ids (after any anchor and special tokens)
+    n_special: int                # leading special/anchor tokens, never scored
+    features: list[str]           # the features' texts, in prompt order
+    groups: np.ndarray            # (prompt tokens after n_special, features): 1 where a token is in a feature
+    granularity: str
+    kept: np.ndarray | None = None  # per token: held at its input value in the baseline
+    kept_idx: tuple[int, ...] = ()  # the features held so
+
+
+@dataclass(frozen=True)
 class AttributionResult:
     segments: list[str]           # the features, in prompt order
     matrix: np.ndarray            # (rows, segments): rows = target tokens, or one summed row

@@ -185,7 +185,7 @@ def test_a_real_english_model_in_the_browser(page, tmp_path):
                                                                                        timeout=300_000)
 
     page.get_by_role("tab", name="Few-shot").click()
-    page.get_by_label("Test examples (0: all)").fill("6")
+    page.get_by_label("Test examples (0: all)").fill("3")
     page.get_by_text("Presets: the classic experiments in one click").click()  # open the accordion
     page.locator("#fewshot-preset-run").click()  # Brown et al.: accuracy against k, on antonyms
     status = page.locator("#fewshot-status")

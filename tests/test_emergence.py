@@ -145,7 +145,7 @@ def test_models_with_other_tokenizers_and_a_missing_point(tmp_path, tiny_models)
 
 
 def test_recall_at_k4_goes_from_chance_to_learnt(tmp_path):
-    points = emergence_points(tmp_path, "--k", "4", "--selection", "nearest")
+    points = emergence_points(tmp_path, "--k", "4", "--selection", "nearest", "--limit", "24")
     chance = points[0]["chance"]
     assert abs(points[0]["metrics"]["accuracy"] - chance) < 0.1 and points[-1]["metrics"]["accuracy"] >= 0.9
     res = cli("emergence", "--checkpoints", "default", "--task", "recall", "--k", "4", "--selection", "manual")

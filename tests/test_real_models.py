@@ -106,9 +106,11 @@ QUERY = "Review: The battery died after a day and the screen was dreadful.\nSent
 
 @pytest.mark.slow
 @needs_package(SMOL)
-@pytest.mark.parametrize("granularity,foil,keep", [("token", None, ()), ("word", " positive", ()),
-                                                    ("segment", " positive", (-1,))])
+@pytest.mark.parametrize("granularity,foil,keep", [("token", None, ()), ("segment", " positive", (-1,))])
 def test_integrated_gradients_is_complete_on_the_real_model_at_its_defaults(smollm2, granularity, foil, keep):
+    """The target alone per token, and the contrast with a foil over whole demonstrations with the query held (the
+    lab's default for few-shot prompts). Word granularity groups the same token attributions (tested on tiny
+    models); on this model it took the longest of the three (83 s) and was dropped to keep the suite short."""
     from core.attribution.attribute import attribute
     r = attribute(smollm2, DEMO + QUERY, " negative", "ig", granularity, foil=foil, segments=[DEMO, QUERY],
                   keep=keep)

@@ -1,11 +1,14 @@
-"""``python -m core``'s emergence and interventions commands (registered with ``core.cli.command``)."""
+"""``python -m core``'s emergence, interventions and mechanism commands (registered with ``core.cli.command``)."""
 from __future__ import annotations
 
 import argparse
+import operator
+from typing import Callable
 
 from core.cli_base import (add_model_args, add_task_data_args, cli_engine, command, engine_for, flag_values,
                            request_class, request_command, task_fields)
 from core.errors import UserError
+from core.request import unescape
 
 
 def _series_args(request: str):
@@ -80,6 +83,53 @@ request_command("patch", "activation patching from a clean into a corrupted prom
                 "core.interventions.requests:PatchRequest", "interventions.patch")
 request_command("logit-lens", "each layer's residual stream read through the unembedding",
                 "core.interventions.requests:LensRequest", "interventions.logit_lens")
+TASK_VECTOR = "core.mechanism.requests:TaskVectorRequest"
+FUNCTION_VECTOR = "core.mechanism.requests:FunctionVectorRequest"
+TEMPLATE_FLAGS = ("template", "instruction", "target_delimiter", "fewshot_delimiter")
+
+
+def _vector_args(request: str) -> Callable[[argparse.ArgumentParser], None]:
+    def arguments(p: argparse.ArgumentParser) -> None:
+        add_model_args(p)
+        request_class(request).add_arguments(p, skip=("model",))
+        add_task_data_args(p, built_in_required=False)
+        p.add_argument("--out", help="write the JSON here instead of printing it")
+    return arguments
+
+
+def _vector_data(args: argparse.Namespace):
+    """The task as the Few-shot lab takes it when a flag changes it (data files, or the template flags), else None
+    (the request's --task: a built-in name, or a CSV/JSONL with input,output columns)."""
+    from pathlib import Path
+
+    from core.fewshot.requests import TaskRequest
+    from core.mechanism.requests import function_task
+    if args.train:
+        return TaskRequest.from_mapping(task_fields(args))
+    if not any(getattr(args, f, None) is not None for f in TEMPLATE_FLAGS):
+        return None
+    if Path(args.task).suffix.lower() in (".csv", ".jsonl", ".json"):
+        base = function_task(str(Path(args.task).resolve())).to_dict()
+        return TaskRequest.from_mapping({**base, **{("input_template" if f == "template" else f): unescape(v)
+                                                    for f in TEMPLATE_FLAGS
+                                                    if (v := getattr(args, f, None)) is not None}})
+    return TaskRequest.from_mapping(task_fields(args))
+
+
+def _vector_command(request: str, method: str) -> Callable[[argparse.Namespace], object]:
+    def run(args: argparse.Namespace) -> object:
+        engine, key = engine_for(args)
+        req = request_class(request).from_mapping(flag_values(args), model=key, data=_vector_data(args))
+        return operator.attrgetter(method)(engine)(req).to_dict()
+    run.arguments = _vector_args(request)  # type: ignore[attr-defined]
+    return run
+
+
+command("task-vector", "the task vector of a task (Hendel et al. 2023): zero-shot accuracy with each layer's "
+        "k-shot state patched in")(_vector_command(TASK_VECTOR, "mechanism.task_vector"))
+command("function-vector", "the function vector of a task (Todd et al. 2024): heads' indirect effects, the sum of "
+        "the top heads, and its effect added after each layer")(_vector_command(FUNCTION_VECTOR,
+                                                                                 "mechanism.function_vector"))
 command("emergence", "a task's scores across a series of models or checkpoints")(cmd_emergence)
 command("heads-over-training", "head roles and the in-context-learning score at every checkpoint")(
     cmd_heads_over_training)

@@ -23,6 +23,7 @@ from core.finetune.service import FinetuneLab, StudiesLab, TaggingLab
 from core.history.service import HistoryLab, WorkspaceLab
 from core.interventions.service import InterventionsLab
 from core.jobs import JobContext, Progress
+from core.mechanism.service import MechanismLab
 from core.models.types import AppConfig
 from core.runtime import Runtime
 
@@ -36,6 +37,7 @@ class Engine:
         self.attribution = AttributionLab(rt)
         self.fewshot = FewShotLab(rt)
         self.interventions = InterventionsLab(rt)
+        self.mechanism = MechanismLab(rt)
         self.finetune = FinetuneLab(rt)
         self.studies = StudiesLab(rt, self.finetune)
         self.tagging = TaggingLab(rt)

@@ -21,7 +21,8 @@ import shutil
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-LABS = ("attention", "attribution", "build", "emergence", "fewshot", "finetune", "history", "interventions")
+LABS = ("attention", "attribution", "build", "emergence", "fewshot", "finetune", "history", "interventions",
+        "mechanism")
 MODELS_MAY_IMPORT = ("core.models", "core.errors", "core.lazy", "core.request")
 LAB_MUST_NOT = ("core.engine", "core.cli", "core.runtime", "core.sessions", "core.exports", "core.catalogue")
 SERVICES = ("core.catalogue",)  # lab services outside a lab package (the model lab and the pickers' catalogue)

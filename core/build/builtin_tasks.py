@@ -288,6 +288,56 @@ def write_english(out: Path = TASKS_DIR, seed: int = 0) -> None:
             for row in train + test:
                 row["label"] = mapping[row["label"]]
         _write(name, train, test, meta, out)
+    write_function_tasks(out, seed)
+
+
+# single-answer tasks in the spirit of the function-vector papers' (Todd et al. 2024; Hendel et al. 2023)
+PAST = [("walk", "walked"), ("jump", "jumped"), ("play", "played"), ("cook", "cooked"), ("open", "opened"),
+        ("call", "called"), ("help", "helped"), ("watch", "watched"), ("clean", "cleaned"), ("start", "started"),
+        ("paint", "painted"), ("climb", "climbed"), ("talk", "talked"), ("dance", "danced"), ("smile", "smiled"),
+        ("listen", "listened"), ("visit", "visited"), ("answer", "answered"), ("wait", "waited"),
+        ("rain", "rained"), ("go", "went"), ("see", "saw"), ("eat", "ate"), ("take", "took"), ("write", "wrote"),
+        ("run", "ran"), ("give", "gave"), ("come", "came"), ("drink", "drank"), ("sing", "sang"),
+        ("swim", "swam"), ("speak", "spoke"), ("buy", "bought"), ("think", "thought"), ("bring", "brought"),
+        ("teach", "taught"), ("catch", "caught"), ("sleep", "slept"), ("keep", "kept"), ("feel", "felt"),
+        ("leave", "left"), ("meet", "met"), ("find", "found"), ("tell", "told"), ("sell", "sold"),
+        ("stand", "stood"), ("fly", "flew"), ("draw", "drew"), ("grow", "grew"), ("know", "knew")]
+PLURAL = [("cat", "cats"), ("dog", "dogs"), ("book", "books"), ("car", "cars"), ("tree", "trees"),
+          ("house", "houses"), ("apple", "apples"), ("chair", "chairs"), ("door", "doors"), ("bird", "birds"),
+          ("river", "rivers"), ("table", "tables"), ("flower", "flowers"), ("window", "windows"),
+          ("garden", "gardens"), ("pencil", "pencils"), ("cup", "cups"), ("road", "roads"), ("shoe", "shoes"),
+          ("song", "songs"), ("box", "boxes"), ("bus", "buses"), ("dish", "dishes"), ("church", "churches"),
+          ("glass", "glasses"), ("watch", "watches"), ("city", "cities"), ("baby", "babies"),
+          ("story", "stories"), ("party", "parties"), ("lady", "ladies"), ("country", "countries"),
+          ("knife", "knives"), ("leaf", "leaves"), ("wolf", "wolves"), ("child", "children"), ("man", "men"),
+          ("woman", "women"), ("mouse", "mice"), ("foot", "feet"), ("tooth", "teeth"), ("goose", "geese"),
+          ("key", "keys"), ("boy", "boys"), ("day", "days"), ("toy", "toys"), ("horse", "horses"),
+          ("bottle", "bottles"), ("candle", "candles"), ("hat", "hats")]
+LOWER = ["apple", "river", "garden", "window", "silver", "yellow", "morning", "winter", "summer", "planet",
+         "dragon", "castle", "forest", "island", "mountain", "ocean", "pencil", "rabbit", "tiger", "violin",
+         "orange", "market", "doctor", "teacher", "engine", "rocket", "candle", "bridge", "button", "cookie",
+         "desert", "feather", "guitar", "hammer", "jacket", "kitten", "lemon", "mirror", "needle", "pepper",
+         "puzzle", "rainbow", "saddle", "tunnel", "valley", "wallet", "zebra", "anchor", "blanket", "cactus"]
+
+
+def function_task(pairs: list[tuple[str, str]], n_train: int, rng: random.Random) -> tuple[list[dict], list[dict]]:
+    return _split([{"input": a, "output": b} for a, b in pairs], n_train, rng)
+
+
+def write_function_tasks(out: Path = TASKS_DIR, seed: int = 0) -> None:
+    """One word in, one word out, with ``input,output`` columns (any CSV of that shape works the same way)."""
+    tasks = {
+        "past-tense": (PAST, "Present -> past tense of an English verb, regular and irregular (generative, exact "
+                             "match)."),
+        "plural": (PLURAL, "Singular -> plural of an English noun, regular and irregular (generative, exact match)."),
+        "capitalise": ([(w, w.capitalize()) for w in LOWER], "A lower-case word -> the same word with a capital "
+                                                            "first letter (generative, exact match)."),
+    }
+    for i, (name, (pairs, text)) in enumerate(tasks.items()):
+        train, test = function_task(pairs, 25, random.Random(seed + 200 + i))
+        _write(name, train, test, {"description": text + " Meant for the mechanism lab: a task the demonstrations "
+                                   "carry in a task or function vector.", "template": {"input": "{input} ->"},
+                                   "label_column": "output", "choices": None}, out)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,247 @@
+"""Task vectors and function vectors: what demonstrations write into the residual stream, read out and put back.
+
+*Task vectors* (Hendel, Geva & Globerson 2023, "In-Context Learning Creates Task Vectors"): the last token's hidden
+state after block L of k-shot prompts (their mean over the prompts) overwrites the last token's state after block L
+of zero-shot prompts of new queries. Accuracy against L: where the task is carried.
+
+*Function vectors* (Todd et al. 2024, "Function Vectors in Large Language Models"): each head's mean output at the
+last token over k-shot prompts; its *causal indirect effect* (CIE) is the rise in p(the right answer's first token)
+when that mean replaces the head's output in prompts whose demonstration labels were shuffled. The function vector
+is the sum of the top heads' mean outputs, each mapped through its layer's output projection (the head's own
+contribution to the residual stream); added to the last token's state after block L of zero-shot prompts, it makes
+the model perform the task.
+
+Prompts are right-padded into one batch (a causal model's earlier positions never see the padding) and every hook
+reads or writes each row at its own last position. Accuracy is the papers': the model's most likely next token is
+the first token of the right answer (among the choices' first tokens for a multiple-choice task).
+"""
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from typing import Callable, Iterator
+
+import numpy as np
+
+from core.errors import Cancelled, UserError
+from core.fewshot.scoring import encode
+from core.interventions.hooks import decoder_layers, head_dim, out_projections
+from core.lazy import lazy, no_grad
+from core.models.backend import split_context
+from core.models.devices import input_device
+from core.models.types import ModelHandle
+
+torch = lazy("torch")
+
+Progress = Callable[[float, str], None]
+
+
+@dataclass
+class Batch:
+    ids: torch.Tensor        # (rows, T) right-padded
+    mask: torch.Tensor       # (rows, T)
+    last: torch.Tensor       # (rows,) each row's last real position
+    gold: torch.Tensor       # (rows,) the first token of each row's right answer
+    candidates: list[int] | None  # the choices' first tokens (a multiple-choice task), else None: the vocabulary
+
+
+def answer_token(tokenizer, prompt: str, answer: str) -> int:
+    """The first token of ``answer`` as it continues ``prompt`` (lm-eval's split: encode the whole, drop the
+    context's tokens)."""
+    ctx, cont = split_context(prompt, answer)
+    whole, n = encode(tokenizer, ctx + cont), len(encode(tokenizer, ctx))
+    if len(whole) <= n:
+        raise UserError(f"The answer {answer!r} adds no token to the prompt.")
+    return whole[n]
+
+
+def make_batch(handle: ModelHandle, prompts: list[str], answers: list[str],
+               choices: list[str] | None = None) -> Batch:
+    """``answers`` include the target delimiter (e.g. ' hot'); ``choices`` too, when the task has them."""
+    if not prompts:
+        raise UserError("The task has no prompts to run.")
+    tok = handle.tokenizer
+    rows = [encode(tok, p) for p in prompts]
+    n_ctx = handle.info.context_length
+    longest = max(len(r) for r in rows)
+    if n_ctx and longest + 1 > n_ctx:
+        raise UserError(f"A prompt is {longest} tokens long but {handle.info.name} reads at most {n_ctx}. "
+                        "Use fewer demonstrations.")
+    pad = tok.pad_token_id if tok.pad_token_id is not None else (tok.eos_token_id or 0)
+    ids = torch.full((len(rows), longest), pad, dtype=torch.long)
+    mask = torch.zeros((len(rows), longest), dtype=torch.long)
+    for i, r in enumerate(rows):
+        ids[i, :len(r)] = torch.tensor(r)
+        mask[i, :len(r)] = 1
+    gold = torch.tensor([answer_token(tok, p, a) for p, a in zip(prompts, answers)])
+    candidates = None
+    if choices:
+        firsts = [answer_token(tok, prompts[0], c) for c in choices]
+        candidates = firsts if len(set(firsts)) == len(firsts) else None  # shared first tokens: the vocabulary
+    return Batch(ids, mask, torch.tensor([len(r) - 1 for r in rows]), gold, candidates)
+
+
+def _hidden(output) -> torch.Tensor:
+    return output[0] if isinstance(output, tuple) else output
+
+
+def _with_hidden(output, hidden):
+    return (hidden, *output[1:]) if isinstance(output, tuple) else hidden
+
+
+@contextlib.contextmanager
+def _hooks(pairs) -> Iterator[None]:
+    handles = [m.register_forward_hook(h) if kind == "post" else m.register_forward_pre_hook(h)
+               for m, kind, h in pairs]
+    try:
+        yield
+    finally:
+        for h in handles:
+            h.remove()
+
+
+def _last_logits(handle: ModelHandle, batch: Batch) -> torch.Tensor:
+    dev = input_device(handle.model)
+    out = handle.model(input_ids=batch.ids.to(dev), attention_mask=batch.mask.to(dev)).logits
+    return out[torch.arange(len(batch.last)), batch.last.to(out.device)].float().cpu()  # (rows, vocab)
+
+
+def _scores(logits: torch.Tensor, batch: Batch) -> tuple[float, float]:
+    """(accuracy, mean p(gold first token)) of last-position logits."""
+    p = torch.softmax(logits, -1)
+    p_gold = p[torch.arange(len(batch.gold)), batch.gold]
+    if batch.candidates is not None:
+        cand = torch.tensor(batch.candidates)
+        pred = cand[p[:, cand].argmax(-1)]
+    else:
+        pred = p.argmax(-1)
+    return float((pred == batch.gold).float().mean()), float(p_gold.mean())
+
+
+@no_grad
+def accuracy(handle: ModelHandle, batch: Batch) -> tuple[float, float]:
+    """The plain run: (accuracy, mean p(gold first token))."""
+    return _scores(_last_logits(handle, batch), batch)
+
+
+@no_grad
+def last_states(handle: ModelHandle, batch: Batch) -> torch.Tensor:
+    """(layers, rows, d_model): the last token's hidden state after every block."""
+    layers = decoder_layers(handle.model)
+    got: dict[int, torch.Tensor] = {}
+    rows = torch.arange(len(batch.last))
+
+    def rec(i):
+        def hook(_m, _a, out):
+            h = _hidden(out)
+            got[i] = h[rows, batch.last.to(h.device)].float().cpu()
+        return hook
+    with _hooks([(m, "post", rec(i)) for i, m in enumerate(layers)]):
+        handle.model(input_ids=batch.ids.to(input_device(handle.model)),
+                     attention_mask=batch.mask.to(input_device(handle.model)))
+    return torch.stack([got[i] for i in range(len(layers))])
+
+
+@no_grad
+def run_with_state(handle: ModelHandle, batch: Batch, layer: int, vector: torch.Tensor,
+                   mode: str = "replace") -> tuple[float, float]:
+    """The batch with the last token's state after block ``layer`` replaced by (or, ``mode='add'``, added to)
+    ``vector`` (d_model,): (accuracy, mean p(gold first token))."""
+    return _scores(patched_logits(handle, batch, layer, vector, mode), batch)
+
+
+@no_grad
+def patched_logits(handle: ModelHandle, batch: Batch, layer: int, vector: torch.Tensor,
+                   mode: str = "replace") -> torch.Tensor:
+    """(rows, vocab): the last position's logits with the state after block ``layer`` replaced (or added to)."""
+    if mode not in ("replace", "add"):
+        raise UserError("A vector either replaces the state or is added to it.")
+    rows = torch.arange(len(batch.last))
+
+    def hook(_m, _a, out):
+        h = _hidden(out).clone()
+        last = batch.last.to(h.device)
+        v = vector.to(h.device, h.dtype)
+        h[rows, last] = v if mode == "replace" else h[rows, last] + v
+        return _with_hidden(out, h)
+    with _hooks([(decoder_layers(handle.model)[layer], "post", hook)]):
+        return _last_logits(handle, batch)
+
+
+# ---- heads ---------------------------------------------------------------------------------------------
+@no_grad
+def head_outputs(handle: ModelHandle, batch: Batch) -> torch.Tensor:
+    """(layers, heads, head_dim): each head's output at the last token, averaged over the batch's rows."""
+    projs, d = out_projections(handle.model), head_dim(handle.model)
+    n_heads = handle.info.n_heads
+    got: dict[int, torch.Tensor] = {}
+    rows = torch.arange(len(batch.last))
+
+    def rec(i):
+        def pre(_m, args):
+            x = args[0]
+            got[i] = x[rows, batch.last.to(x.device)].float().mean(0).reshape(n_heads, d).cpu()
+        return pre
+    with _hooks([(p, "pre", rec(i)) for i, p in enumerate(projs)]):
+        handle.model(input_ids=batch.ids.to(input_device(handle.model)),
+                     attention_mask=batch.mask.to(input_device(handle.model)))
+    return torch.stack([got[i] for i in range(len(projs))])
+
+
+@no_grad
+def head_indirect_effects(handle: ModelHandle, corrupted: Batch, means: torch.Tensor,
+                          progress: Progress | None = None,
+                          should_stop: Callable[[], bool] = lambda: False) -> np.ndarray:
+    """(layers, heads): the rise in mean p(gold first token) on ``corrupted`` prompts when one head's output at
+    the last token is replaced by its mean over the clean prompts (``means``: layers x heads x head_dim)."""
+    projs, d = out_projections(handle.model), head_dim(handle.model)
+    n_layers, n_heads = means.shape[:2]
+    _, base = _scores(_last_logits(handle, corrupted), corrupted)
+    rows = torch.arange(len(corrupted.last))
+    out = np.zeros((n_layers, n_heads))
+    for layer in range(n_layers):
+        for h in range(n_heads):
+            if should_stop():
+                raise Cancelled("Cancelled.")
+
+            def pre(_m, args, h=h, layer=layer):
+                x = args[0].clone()
+                x[rows, corrupted.last.to(x.device), h * d:(h + 1) * d] = means[layer, h].to(x.device, x.dtype)
+                return (x, *args[1:])
+            with _hooks([(projs[layer], "pre", pre)]):
+                _, p = _scores(_last_logits(handle, corrupted), corrupted)
+            out[layer, h] = p - base
+            if progress:
+                progress((layer * n_heads + h + 1) / (n_layers * n_heads), f"head {layer}.{h}")
+    return out
+
+
+@no_grad
+def head_contribution(handle: ModelHandle, layer: int, head: int, value: torch.Tensor) -> torch.Tensor:
+    """(d_model,): what one head's output ``value`` (head_dim,) adds to the residual stream through its layer's
+    output projection (the projection of that slice alone, its bias removed)."""
+    proj, d = out_projections(handle.model)[layer], head_dim(handle.model)
+    width = d * handle.info.n_heads
+    p = next(proj.parameters())
+    x = torch.zeros((2, width), dtype=p.dtype, device=p.device)
+    x[0, head * d:(head + 1) * d] = value.to(p.device, p.dtype)
+    y = proj(x[:, None, :])[:, 0].float().cpu()  # (2, d_model): with the slice, and the bias alone
+    return y[0] - y[1]
+
+
+def function_vector(handle: ModelHandle, means: torch.Tensor, heads: list[tuple[int, int]]) -> torch.Tensor:
+    """(d_model,): the sum of the heads' mean outputs, each through its output projection."""
+    return sum(head_contribution(handle, layer, h, means[layer, h]) for layer, h in heads)
+
+
+def top_heads(cie: np.ndarray, n: int) -> list[tuple[int, int]]:
+    """The ``n`` heads of highest indirect effect, best first."""
+    order = np.argsort(-cie, axis=None, kind="stable")[:n]
+    return [(int(i // cie.shape[1]), int(i % cie.shape[1])) for i in order]
+
+
+def default_head_count(n_layers: int, n_heads: int) -> int:
+    """How many heads make the function vector: 10 of GPT-J's 448 in the paper (about 2%); at least 2, and at
+    most 10 or a quarter of a small model's heads."""
+    total = n_layers * n_heads
+    return max(2, min(10, round(0.0225 * total), total // 4))

@@ -1,0 +1,159 @@
+"""The mechanism lab: task vectors and function vectors. Their hooks checked against what they must equal on
+tiny GPT-2, GPT-NeoX and Llama (grouped-query) models; the lab through the engine and the CLI's JSON contract."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from core.errors import UserError
+from core.mechanism import vectors as V
+from core.mechanism.run import function_vector, task_vector
+from core.models.loading import load_model
+from core.models.types import ModelSpec
+from core.tasks import Template, task_from_tables
+
+ROOT = Path(__file__).resolve().parent.parent
+ARCHS = ("gpt2", "neox", "llama")
+
+
+def successor_task() -> "Task":  # noqa: F821
+    """w_i -> w_(i+1), in the tiny models' vocabulary."""
+    rows = pd.DataFrame({"input": [f"w{i}" for i in range(30)], "output": [f"w{i + 1}" for i in range(30)]})
+    return task_from_tables(rows.iloc[:20], rows.iloc[20:], Template(input="{input} =", fewshot_delimiter=" ; "),
+                            "output", None, name="successor")
+
+
+@pytest.fixture(scope="module")
+def handles(tiny_models):
+    return {a: load_model(ModelSpec(model=str(tiny_models[a]))) for a in ARCHS}
+
+
+PROMPTS = ["w1 = w2 ; w5 = w6 ; w9 =", "w3 =", "w7 = w8 ; w11 ="]
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_a_padded_batch_reads_each_row_as_alone(handles, arch):
+    h = handles[arch]
+    batch = V.make_batch(h, PROMPTS, [" w10", " w4", " w12"])
+    states = V.last_states(h, batch)  # (layers, rows, d)
+    assert states.shape[:2] == (h.info.n_layers, 3)
+    for i, p in enumerate(PROMPTS):
+        alone = V.last_states(h, V.make_batch(h, [p], [" w1"]))
+        assert torch.allclose(states[:, i], alone[:, 0], atol=1e-5), (arch, i)
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_the_last_layers_state_patched_in_gives_that_prompts_prediction(handles, arch):
+    """After the last block only the final norm and the unembedding read a position: patching prompt P's last
+    state into prompt Q there must give P's next-token logits exactly. (After block 0 it must not.)"""
+    h = handles[arch]
+    p, q = V.make_batch(h, [PROMPTS[0]], [" w10"]), V.make_batch(h, [PROMPTS[1]], [" w4"])
+    state = V.last_states(h, p)
+    plain_p = V.patched_logits(h, p, 0, torch.zeros(state.shape[-1]), mode="add")  # adding zero changes nothing
+    with torch.no_grad():
+        ref = h.model(input_ids=p.ids).logits[0, -1].float()
+    assert torch.allclose(plain_p[0], ref, atol=1e-5)
+    last = h.info.n_layers - 1
+    assert torch.allclose(V.patched_logits(h, q, last, state[last, 0])[0], ref, atol=1e-4)
+    assert not torch.allclose(V.patched_logits(h, q, 0, state[0, 0])[0], ref, atol=1e-4)
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_the_heads_contributions_sum_to_the_attention_output(handles, arch):
+    """Each head's output through its own slice of the output projection: summed over the heads (plus the bias)
+    they are the layer's attention output at that position — what a function vector adds up."""
+    from core.interventions.hooks import out_projections
+    h = handles[arch]
+    batch = V.make_batch(h, [PROMPTS[0]], [" w10"])
+    means = V.head_outputs(h, batch)  # one prompt: the mean is its own output
+    for layer, proj in enumerate(out_projections(h.model)):
+        got = {}
+        handle = proj.register_forward_hook(lambda m, a, out: got.setdefault("y", out[0, -1].float()))
+        with torch.no_grad():
+            h.model(input_ids=batch.ids)
+        handle.remove()
+        bias = proj.bias.float() if getattr(proj, "bias", None) is not None else 0
+        total = sum(V.head_contribution(h, layer, i, means[layer, i]) for i in range(h.info.n_heads)) + bias
+        assert torch.allclose(total, got["y"], atol=1e-5), (arch, layer)
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_indirect_effects_equal_one_head_patched_one_prompt_at_a_time(handles, arch):
+    """The batched effects (padded rows, every row at its own last position) against a plain loop."""
+    from core.interventions.hooks import head_dim, out_projections
+    h = handles[arch]
+    prompts, answers = PROMPTS, [" w10", " w4", " w12"]
+    batch = V.make_batch(h, prompts, answers)
+    means = torch.randn(h.info.n_layers, h.info.n_heads, head_dim(h.model)) * 0.5
+    cie = V.head_indirect_effects(h, batch, means)
+    d = head_dim(h.model)
+    for layer, head in [(0, 1), (h.info.n_layers - 1, 3)]:
+        rises = []
+        for p, a in zip(prompts, answers):
+            one = V.make_batch(h, [p], [a])
+            base = torch.softmax(V._last_logits(h, one), -1)[0, one.gold[0]]
+
+            def pre(_m, args):
+                x = args[0].clone()
+                x[0, -1, head * d:(head + 1) * d] = means[layer, head]
+                return (x, *args[1:])
+            hk = out_projections(h.model)[layer].register_forward_pre_hook(pre)
+            with torch.no_grad():
+                patched = torch.softmax(V._last_logits(h, one), -1)[0, one.gold[0]]
+            hk.remove()
+            rises.append(float(patched - base))
+        assert cie[layer, head] == pytest.approx(np.mean(rises), abs=1e-6), (arch, layer, head)
+
+
+def test_the_experiments_run_end_to_end_and_keep_their_shape(handles):
+    h, task = handles["llama"], successor_task()
+    tv = task_vector(h, task, k=3, limit=8, n_dummy=6)
+    assert tv.layers == [0, 1, 2] and len(tv.accuracy) == 3 and tv.n == 8 and tv.n_dummy == 6
+    assert all(0 <= a <= 1 for a in tv.accuracy) and tv.best_layer == int(np.argmax(tv.accuracy))
+    fv = function_vector(h, task, k=3, limit=8)
+    assert fv.cie.shape == (3, 4) and len(fv.top_heads) == V.default_head_count(3, 4) == 2
+    assert fv.top_heads[0] == tuple(int(i) for i in np.unravel_index(np.argmax(fv.cie), fv.cie.shape))
+    assert fv.fv_accuracy == fv.by_layer[fv.layer] and fv.norm > 0
+    pinned = function_vector(h, task, k=3, limit=8, heads=1, layer=0)
+    assert pinned.layer == 0 and len(pinned.top_heads) == 1
+    with pytest.raises(UserError, match="no layer 7"):
+        function_vector(h, task, k=3, limit=8, layer=7)
+
+
+def test_head_counts_scale_with_the_model():
+    assert V.default_head_count(2, 4) == 2 and V.default_head_count(30, 9) == 6   # SmolLM2-135M: 270 heads
+    assert V.default_head_count(28, 16) == 10                                      # GPT-J: the paper's 10
+
+
+def test_the_cli_writes_the_contract_and_takes_a_csv_of_input_output(tmp_path):
+    """``python -m core task-vector`` / ``function-vector`` (the issue's JSON contract) on the embedded default
+    model, with a task given as a CSV of input,output columns and a changed demonstration separator."""
+    rows = [{"input": f"w{i}", "output": f"w{i + 1}"} for i in range(100, 140)]
+    pd.DataFrame(rows).to_csv(tmp_path / "succ.csv", index=False)
+    env_runs = tmp_path / "runs"
+    import os
+    env = {**os.environ, "EMERGENCE_LAB_RUNS": str(env_runs)}
+    out = tmp_path / "tv.json"
+    res = subprocess.run([sys.executable, "-m", "core", "task-vector", "--model", "default", "--task",
+                          str(tmp_path / "succ.csv"), "--k", "4", "--limit", "8", "--fewshot-delimiter", " ; ",
+                          "--out", str(out)], cwd=ROOT, capture_output=True, text=True, timeout=600, env=env)
+    assert res.returncode == 0, res.stderr[-2000:]
+    tv = json.loads(out.read_text())
+    assert {"layers", "accuracy", "icl_accuracy", "zero_shot_accuracy", "best_layer"} <= set(tv)
+    assert len(tv["accuracy"]) == len(tv["layers"]) == 2 and tv["task"] == "succ"
+    out = tmp_path / "fv.json"
+    res = subprocess.run([sys.executable, "-m", "core", "function-vector", "--model", "default", "--task", "recall",
+                          "--k", "4", "--limit", "8", "--heads", "3", "--out", str(out)], cwd=ROOT,
+                         capture_output=True, text=True, timeout=600, env=env)
+    assert res.returncode == 0, res.stderr[-2000:]
+    fv = json.loads(out.read_text())
+    assert {"cie", "top_heads", "layer", "zero_shot_accuracy", "fv_accuracy", "by_layer"} <= set(fv)
+    assert np.array(fv["cie"]).shape == (2, 4) and len(fv["top_heads"]) == 3 and fv["task"] == "recall"
+    from core.history.store import History
+    labs = {r.lab for r in History(env_runs).runs()}
+    assert labs == {"task-vector", "function-vector"}  # both kept in the History, as from the tab

@@ -74,6 +74,25 @@ def test_interventions_tab_ablates_a_head(page, tmp_path):
     page.screenshot(path=str(tmp_path / "interventions-tab.png"), full_page=True)
 
 
+def test_mechanism_tab_draws_the_function_vector(page, tmp_path):
+    """The function vector of recall on the embedded model: the heads' effect grid and the layer curve."""
+    page.get_by_role("tab", name="Mechanism").click()
+    task = page.locator("#mech-task input")
+    task.fill("recall")
+    page.get_by_role("option", name="recall", exact=True).first.click()
+    page.get_by_label("Queries (0: all)").fill("8")
+    page.locator("#mech-fv").click()
+    status = page.locator("#mech-status")
+    status.get_by_text("function vector of heads").first.wait_for(timeout=300_000)
+    page.locator("#mech-plot .main-svg").first.wait_for(timeout=30_000)
+    text = page.locator("#mech-plot").inner_text()
+    assert "Indirect effect of each head" in text and "layer it is added after" in text
+    assert "#1" in text and "k-shot" in text  # the strongest head marked; the k-shot line labelled
+    page.screenshot(path=str(tmp_path / "mechanism-tab.png"), full_page=True)
+    if os.environ.get("EL_SCREENSHOTS"):  # to look at it: EL_SCREENSHOTS=folder pytest tests/test_browser.py
+        page.screenshot(path=os.path.join(os.environ["EL_SCREENSHOTS"], "mechanism-tab.png"), full_page=True)
+
+
 def test_fewshot_tab_sweeps_and_draws_the_curve(page, tmp_path):
     page.get_by_role("tab", name="Few-shot").click()
     page.locator("#fewshot-sweep").click()

@@ -157,3 +157,30 @@ def test_the_cli_writes_the_contract_and_takes_a_csv_of_input_output(tmp_path):
     from core.history.store import History
     labs = {r.lab for r in History(env_runs).runs()}
     assert labs == {"task-vector", "function-vector"}  # both kept in the History, as from the tab
+
+
+def test_the_mechanism_tab_draws_both_vectors_and_the_history_draws_them_again(client, app_server):
+    """Through the app's API as the tab calls it: a task vector and a function vector of recall on the embedded
+    default model, their pictures, and the History's reopened figure of each."""
+    from conftest import axis_titles, figure
+    from ui.history_plots import figure_of
+    engine, _ = app_server
+    client.predict("default", "", "auto", "auto", "auto", False, api_name="/load_model")
+    form = ["el-2l-128", "recall", 4, 8, 0, None, "{input} ->", "\\n"]
+    md, plot, path = client.predict(*form, api_name="/task_vector")
+    assert "with the task vector of layer" in md and json.load(open(path))["task"] == "recall"
+    fig = figure(plot)
+    assert list(fig["data"][0]["x"]) == [0, 1] and axis_titles(fig)["xaxis"].startswith("layer")
+    md, plot, path = client.predict(3, *form, api_name="/function_vector")
+    saved = json.load(open(path))
+    assert "function vector of heads" in md and len(saved["top_heads"]) == 3
+    fig = figure(plot)
+    grid = fig["data"][0]
+    assert grid["type"] == "heatmap" and np.allclose(grid["z"], saved["cie"], atol=1e-6)
+    assert sum(bool(t) for row in grid["text"] for t in row) == 3  # the heads summed, marked on the grid
+    with pytest.raises(Exception, match="k is 1 to 64"):
+        client.predict(3, "el-2l-128", "recall", 65, 8, 0, None, "{input} ->", "\\n", api_name="/function_vector")
+    for lab in ("task-vector", "function-vector"):
+        rec = engine.history.runs(lab=lab)[0]
+        _, _, result = engine.history.reopen(rec.id)
+        assert figure_of(rec, result) is not None and rec.model == "el-2l-128"

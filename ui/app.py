@@ -12,6 +12,7 @@ from ui.tabs import attribution as attribution_tab
 from ui.tabs import fewshot as fewshot_tab
 from ui.tabs import history as history_tab
 from ui.tabs import interventions as interventions_tab
+from ui.tabs import mechanism as mechanism_tab
 from ui.tabs import emergence as emergence_tab
 from ui.tabs import finetune as finetune_tab
 from ui.tabs import model as model_tab
@@ -33,7 +34,8 @@ CSS = """
 THEME = gr.themes.Soft(primary_hue="indigo")
 TABS = [("Model", "model", model_tab), ("Attention", "attention", attention_tab),
         ("Attribution", "attribution", attribution_tab),
-        ("Interventions", "interventions", interventions_tab), ("Few-shot", "fewshot", fewshot_tab),
+        ("Interventions", "interventions", interventions_tab), ("Mechanism", "mechanism", mechanism_tab),
+        ("Few-shot", "fewshot", fewshot_tab),
         ("Fine-tune", "finetune", finetune_tab), ("Tuning studies", "studies", studies_tab),
         ("Tag words", "ner", ner_tab), ("Emergence", "emergence", emergence_tab),
         ("History", "history", history_tab), ("Error analysis", "workspace", workspace_tab)]

@@ -22,6 +22,14 @@ def figure_of(rec, result) -> go.Figure | None:
                                 req.get("granularity", "token"), foil=req.get("foil") or None,
                                 kept=tuple(result.get("kept") or ()), convergence=result.get("convergence"))
         return bar_figure(res, segment_labels(res))
+    if lab == "task-vector" and result:
+        from core.mechanism.types import TaskVectorResult
+        from ui.mechanism_plots import task_vector_figure
+        return task_vector_figure(TaskVectorResult.from_dict(result))
+    if lab == "function-vector" and result:
+        from core.mechanism.types import FunctionVectorResult
+        from ui.mechanism_plots import function_vector_figure
+        return function_vector_figure(FunctionVectorResult.from_dict(result))
     if lab == "emergence" and result:
         from core.emergence.types import PointResult
         from ui.emergence_plots import scores_figure

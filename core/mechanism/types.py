@@ -27,6 +27,11 @@ class TaskVectorResult:
                 "p_gold": self.p_gold, "model": self.model_key, "task": self.task, "k": self.k, "n": self.n,
                 "n_dummy": self.n_dummy, "examples": self.examples}
 
+    @classmethod
+    def from_dict(cls, d: dict) -> "TaskVectorResult":
+        return cls(d["model"], d["task"], d["k"], d["n"], d["layers"], d["accuracy"], d["p_gold"], d["icl_accuracy"],
+                   d["zero_shot_accuracy"], d["best_layer"], d.get("n_dummy", 0), d.get("examples", []))
+
 
 @dataclass
 class FunctionVectorResult:
@@ -51,3 +56,9 @@ class FunctionVectorResult:
                 "by_layer": self.by_layer, "icl_accuracy": self.icl_accuracy,
                 "shuffled_accuracy": self.shuffled_accuracy, "norm": self.norm, "model": self.model_key,
                 "task": self.task, "k": self.k, "n": self.n, "examples": self.examples}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "FunctionVectorResult":
+        return cls(d["model"], d["task"], d["k"], d["n"], np.array(d["cie"]), [tuple(h) for h in d["top_heads"]],
+                   d["layer"], d["zero_shot_accuracy"], d["fv_accuracy"], d["by_layer"], d["icl_accuracy"],
+                   d["shuffled_accuracy"], d.get("norm", 0.0), d.get("examples", []))

@@ -14,9 +14,10 @@ from ui import history_plots as hp
 from ui.common import POLLER, session
 from ui.errors import user_errors
 
-LABS = ["", "fewshot", "sweep", "attention", "attribution", "ablation", "ablation-scan", "emergence", "finetune"]
-INTRO = """Every run of the Attention, Attribution, Interventions, Few-shot, Fine-tune and Emergence tabs is kept
-here as it finishes — across page reloads and restarts of the app — with the SHA-256 of the weights that made it.
+LABS = ["", "fewshot", "sweep", "attention", "attribution", "ablation", "ablation-scan", "task-vector",
+        "function-vector", "emergence", "finetune"]
+INTRO = """Every run of the Attention, Attribution, Interventions, Mechanism, Few-shot, Fine-tune and Emergence tabs is
+kept here as it finishes — across page reloads and restarts of the app — with the SHA-256 of the weights that made it.
 Reopen one to see its tables and plot as they were; tag the examples you looked at ("label noise", "needs world
 knowledge", …) and export them (CSV, JSON, the plot as a page that opens offline). To compare runs example by
 example, open them together in the Error analysis tab."""

@@ -119,6 +119,11 @@ def test_the_experiments_run_end_to_end_and_keep_their_shape(handles):
     assert fv.cie.shape == (3, 4) and len(fv.top_heads) == V.default_head_count(3, 4) == 2
     assert fv.top_heads[0] == tuple(int(i) for i in np.unravel_index(np.argmax(fv.cie), fv.cie.shape))
     assert fv.fv_accuracy == fv.by_layer[fv.layer] and fv.norm > 0
+    assert [e["prompt"] for e in fv.examples] == ["w20 =", "w21 =", "w22 ="] and fv.examples[0]["gold"] == "w21"
+    d = h.model.config.hidden_size
+    assert V.generate(h, "w3 = w4 ; w5 =", torch.zeros(d), 1) == V.generate(h, "w3 = w4 ; w5 =")  # + 0: as is
+    big = torch.full((d,), 50.0)  # a large push does change what comes next
+    assert V.generate(h, "w3 = w4 ; w5 =", big, 0) != V.generate(h, "w3 = w4 ; w5 =")
     pinned = function_vector(h, task, k=3, limit=8, heads=1, layer=0)
     assert pinned.layer == 0 and len(pinned.top_heads) == 1
     with pytest.raises(UserError, match="no layer 7"):
@@ -167,19 +172,21 @@ def test_the_mechanism_tab_draws_both_vectors_and_the_history_draws_them_again(c
     engine, _ = app_server
     client.predict("default", "", "auto", "auto", "auto", False, api_name="/load_model")
     form = ["el-2l-128", "recall", 4, 8, 0, None, "{input} ->", "\\n"]
-    md, plot, path = client.predict(*form, api_name="/task_vector")
+    md, plot, _, path = client.predict(*form, api_name="/task_vector")
     assert "with the task vector of layer" in md and json.load(open(path))["task"] == "recall"
     fig = figure(plot)
     assert list(fig["data"][0]["x"]) == [0, 1] and axis_titles(fig)["xaxis"].startswith("layer")
-    md, plot, path = client.predict(3, *form, api_name="/function_vector")
+    md, plot, table, path = client.predict(3, "w5 = w9 ; w5 =", *form, api_name="/function_vector")
     saved = json.load(open(path))
+    assert table["headers"][:3] == ["prompt", "right answer", "without"] and len(table["data"]) == 4
+    assert table["data"][0][0] == "w5 = w9 ; w5 =" and table["data"][1][1] != "—"  # typed, then task queries
     assert "function vector of heads" in md and len(saved["top_heads"]) == 3
     fig = figure(plot)
     grid = fig["data"][0]
     assert grid["type"] == "heatmap" and np.allclose(grid["z"], saved["cie"], atol=1e-6)
     assert sum(bool(t) for row in grid["text"] for t in row) == 3  # the heads summed, marked on the grid
     with pytest.raises(Exception, match="k is 1 to 64"):
-        client.predict(3, "el-2l-128", "recall", 65, 8, 0, None, "{input} ->", "\\n", api_name="/function_vector")
+        client.predict(3, "", "el-2l-128", "recall", 65, 8, 0, None, "{input} ->", "\\n", api_name="/function_vector")
     for lab in ("task-vector", "function-vector"):
         rec = engine.history.runs(lab=lab)[0]
         _, _, result = engine.history.reopen(rec.id)

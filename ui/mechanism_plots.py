@@ -5,6 +5,7 @@ import html
 import json
 
 import numpy as np
+import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
@@ -91,6 +92,13 @@ def function_vector_summary(res: FunctionVectorResult) -> str:
             f"**{res.icl_accuracy:.2f}** (shuffled labels {res.shuffled_accuracy:.2f}), zero-shot "
             f"**{res.zero_shot_accuracy:.2f}**; the function vector of heads **{heads}** (norm {res.norm:.1f}) "
             f"added after layer **{res.layer}**: **{res.fv_accuracy:.2f}**.")
+
+
+def examples_table(res: FunctionVectorResult) -> pd.DataFrame:
+    """The typed prompt and the first zero-shot queries, continued greedily without and with the vector."""
+    return pd.DataFrame([{"prompt": e["prompt"], "right answer": e["gold"] or "—", "without": e["without"],
+                          f"with it (after layer {res.layer})": e["with"]} for e in res.examples],
+                        columns=["prompt", "right answer", "without", f"with it (after layer {res.layer})"])
 
 
 def to_json(res) -> str:

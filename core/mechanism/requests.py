@@ -51,6 +51,8 @@ class TaskVectorRequest(VectorRequest):
 class FunctionVectorRequest(VectorRequest):
     heads: int | None = field(None, help="heads summed into the function vector (default: scaled to the model)")
     layer: int | None = field(None, help="add it after this layer (default: the layer where it helps most)")
+    prompt: str = field("", help="a prompt of your own to continue with and without it, e.g. \"The word 'hot' "
+                                 "means\"")
 
     def check(self):
         super().check()

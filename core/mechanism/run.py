@@ -78,7 +78,8 @@ def task_vector(handle: ModelHandle, task: Task, k: int = 5, limit: int | None =
 
 def function_vector(handle: ModelHandle, task: Task, k: int = 5, limit: int | None = 24, seed: int = 0,
                     heads: int | None = None, layer: int | None = None, progress: Progress | None = None,
-                    should_stop: Callable[[], bool] = lambda: False) -> FunctionVectorResult:
+                    should_stop: Callable[[], bool] = lambda: False, prompt: str = "",
+                    n_examples: int = 3) -> FunctionVectorResult:
     """Heads' causal indirect effects on shuffled-label prompts, the function vector of the top heads, and
     zero-shot accuracy with it added after each layer (Todd et al. 2024)."""
     _check(handle)
@@ -104,5 +105,10 @@ def function_vector(handle: ModelHandle, task: Task, k: int = 5, limit: int | No
         _tick(progress, should_stop, 0.8 + 0.2 * i / n_layers, f"adding it after layer {i}")
         by_layer.append(V.run_with_state(handle, zero, i, fv, mode="add")[0])
     at = int(np.argmax(by_layer)) if layer is None else layer
+    plan = plan_prompts(task, zero_cfg)
+    tried = ([prompt] if prompt.strip() else []) + plan.prompts[:n_examples]  # a typed prompt, then queries
+    golds = ([""] if prompt.strip() else []) + [plan.task.gold(r) for r in plan.rows[:n_examples]]
+    examples = [{"prompt": p, "gold": g, "without": V.generate(handle, p), "with": V.generate(handle, p, fv, at)}
+                for p, g in zip(tried, golds)]
     return FunctionVectorResult(handle.info.key, task.name, k, len(zero.last), cie, top, at, zero_acc,
-                                by_layer[at], by_layer, icl_acc, shuf_acc, float(fv.norm()))
+                                by_layer[at], by_layer, icl_acc, shuf_acc, float(fv.norm()), examples)

@@ -44,7 +44,7 @@ class MechanismLab:
         ctx = ctx_of(job)
         handle = self.rt.local(req.model, "A function vector", job)
         res = run.function_vector(handle, self._task(req), req.k, req.limit, req.seed, req.heads, req.layer,
-                                  ctx.progress, ctx.should_stop)
+                                  ctx.progress, ctx.should_stop, req.prompt)
         self.rt.remember("function-vector", req, {"layer": res.layer, "fv_accuracy": res.fv_accuracy,
                                                   "zero_shot_accuracy": res.zero_shot_accuracy,
                                                   "icl_accuracy": res.icl_accuracy,

@@ -168,6 +168,39 @@ def patched_logits(handle: ModelHandle, batch: Batch, layer: int, vector: torch.
         return _last_logits(handle, batch)
 
 
+@no_grad
+def generate(handle: ModelHandle, prompt: str, vector: torch.Tensor | None = None, layer: int = 0,
+             max_new_tokens: int = 8) -> str:
+    """Greedy continuation of ``prompt`` (up to a new line), with ``vector`` added after block ``layer`` at the
+    prompt's last token (Todd et al.: the function vector goes in once, where the answer starts)."""
+    tok = handle.tokenizer
+    ids = encode(tok, prompt)
+    if not ids:
+        raise UserError("The prompt to continue is empty.")
+    n_ctx = handle.info.context_length
+    if n_ctx and len(ids) + max_new_tokens > n_ctx:
+        raise UserError(f"The prompt is {len(ids)} tokens long; {handle.info.name} reads at most {n_ctx}.")
+    at = len(ids) - 1
+    dev = input_device(handle.model)
+
+    def hook(_m, _a, out):
+        h = _hidden(out).clone()
+        h[:, at] = h[:, at] + vector.to(h.device, h.dtype)
+        return _with_hidden(out, h)
+    new: list[int] = []
+    pairs = [(decoder_layers(handle.model)[layer], "post", hook)] if vector is not None else []
+    with _hooks(pairs):
+        for _ in range(max_new_tokens):
+            logits = handle.model(input_ids=torch.tensor([ids + new], device=dev)).logits[0, -1]
+            nxt = int(logits.argmax())
+            if nxt == tok.eos_token_id:
+                break
+            new.append(nxt)
+            if "\n" in tok.decode(new):
+                break
+    return tok.decode(new).split("\n")[0]
+
+
 # ---- heads ---------------------------------------------------------------------------------------------
 @no_grad
 def head_outputs(handle: ModelHandle, batch: Batch) -> torch.Tensor:

@@ -30,7 +30,9 @@ def render(engine: Engine, active: gr.State, demo: gr.Blocks) -> None:
                                            info="\\n is a new line")
     with gr.Row():
         heads = gr.Number(0, label="Heads in the function vector (0: scaled to the model)", precision=0, minimum=0,
-                          scale=2)
+                          scale=1)
+        fv_prompt = gr.Textbox("", label="A prompt of your own to continue with and without the function vector",
+                               placeholder="The word 'hot' means", scale=2)
         tv_btn = gr.Button("Task vector", variant="primary", elem_id="mech-tv", scale=1)
         fv_btn = gr.Button("Function vector", variant="primary", elem_id="mech-fv", scale=1)
         cancel_btn = gr.Button("Cancel", variant="stop", scale=1)
@@ -39,6 +41,8 @@ def render(engine: Engine, active: gr.State, demo: gr.Blocks) -> None:
         preset_btn = gr.Button("Run the preset", elem_id="mech-preset", scale=1)
     status = gr.Markdown(elem_id="mech-status")
     plot = gr.Plot(elem_id="mech-plot", label="Result")
+    examples = gr.Dataframe(label="Greedy continuations, without and with the function vector", interactive=False,
+                            wrap=True, elem_id="mech-examples")
     json_file = gr.File(label="Result (JSON)")
 
     form = Form(model=model, task=task, k=k, limit=limit, seed=seed, train_file=train_file,
@@ -59,15 +63,16 @@ def render(engine: Engine, active: gr.State, demo: gr.Blocks) -> None:
         req = TaskVectorRequest.from_mapping(values_of(args, request))
         with job_of(engine, request, "mechanism", progress_of(progress)) as job:
             res = engine.mechanism.task_vector(req, job)
-        return (mp.task_vector_summary(res), mp.task_vector_figure(res),
+        return (mp.task_vector_summary(res), mp.task_vector_figure(res), None,
                 engine.export(session(request), "task_vector.json", mp.to_json(res)))
 
     @user_errors
-    def do_fv(request: gr.Request, progress=gr.Progress(), n_heads=0, *args):
-        req = FunctionVectorRequest.from_mapping({**values_of(args, request), "heads": int(n_heads or 0) or None})
+    def do_fv(request: gr.Request, progress=gr.Progress(), n_heads=0, typed="", *args):
+        req = FunctionVectorRequest.from_mapping({**values_of(args, request), "heads": int(n_heads or 0) or None,
+                                                  "prompt": typed or ""})
         with job_of(engine, request, "mechanism", progress_of(progress)) as job:
             res = engine.mechanism.function_vector(req, job)
-        return (mp.function_vector_summary(res), mp.function_vector_figure(res),
+        return (mp.function_vector_summary(res), mp.function_vector_figure(res), mp.examples_table(res),
                 engine.export(session(request), "function_vector.json", mp.to_json(res)))
 
     @user_errors
@@ -79,20 +84,20 @@ def render(engine: Engine, active: gr.State, demo: gr.Blocks) -> None:
         with job_of(engine, request, "mechanism", progress_of(progress)) as job:
             if kind == "task":
                 res = engine.mechanism.task_vector(TaskVectorRequest.from_mapping(v), job)
-                out = mp.task_vector_summary(res), mp.task_vector_figure(res)
+                out = mp.task_vector_summary(res), mp.task_vector_figure(res), None
             else:
                 res = engine.mechanism.function_vector(FunctionVectorRequest.from_mapping(v), job)
-                out = mp.function_vector_summary(res), mp.function_vector_figure(res)
-        return (text + "\n\n" + out[0], out[1], engine.export(session(request), f"{kind}_vector.json",
-                                                                mp.to_json(res)), task_name, k_value)
+                out = mp.function_vector_summary(res), mp.function_vector_figure(res), mp.examples_table(res)
+        return (text + "\n\n" + out[0], out[1], out[2], engine.export(session(request), f"{kind}_vector.json",
+                                                                        mp.to_json(res)), task_name, k_value)
 
     def cancel(request: gr.Request):
         engine.cancel(session(request), "mechanism")
         return "Cancelling… the run stops after its current head or layer."
 
-    outs = [status, plot, json_file]
+    outs = [status, plot, examples, json_file]
     on_run(engine, tv_btn.click, "mechanism", do_tv, form.inputs, outs, "task_vector")
-    on_run(engine, fv_btn.click, "mechanism", do_fv, [heads, *form.inputs], outs, "function_vector")
+    on_run(engine, fv_btn.click, "mechanism", do_fv, [heads, fv_prompt, *form.inputs], outs, "function_vector")
     on_run(engine, preset_btn.click, "mechanism", do_preset, [preset, *form.inputs], [*outs, task, k],
            "mechanism_preset")
     cancel_btn.click(cancel, None, status, api_name="cancel_mechanism", queue=False)

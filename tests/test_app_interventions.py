@@ -1,6 +1,7 @@
 """The Interventions tab through its API: ablate, scan, patch, lens, bad input."""
 import json
 
+import numpy as np
 import pytest
 from gradio_client.exceptions import AppError
 
@@ -69,6 +70,11 @@ def test_patch_and_lens(client):
     plot, path = client.predict("el-2l-128", CLEAN, CORRUPT, " w42", api_name="/patch")
     res = json.load(open(path))
     assert abs(res["residual"][-1][-1] - 1.0) < 1e-4
+    # beside it, attribution patching (one backward) and how far to trust it
+    assert np.array(res["residual_atp"]).shape == np.array(res["residual"]).shape
+    assert res["rank_correlation"]["heads"] > 0.8 and res["rank_correlation"]["residual"] > 0.8
+    fig = figure(plot)
+    assert len(fig["data"]) == 4 and "rank correlation" in json.dumps(fig["layout"]["annotations"])
     with pytest.raises(AppError, match="same length in tokens"):
         client.predict("el-2l-128", CLEAN, "w3 = w17 ;", " w42", api_name="/patch")
     plot, table, path = client.predict("el-2l-128", CLEAN, " w42", api_name="/logit_lens")

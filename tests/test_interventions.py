@@ -129,6 +129,58 @@ def test_patching_the_last_layer_restores_all_and_an_unchanged_position_nothing(
     assert abs(res.residual[0, 0]) <= 1e-4                        # a position both prompts share: nothing
 
 
+@pytest.mark.parametrize("arch", ["gpt2", "neox", "llama"])
+def test_attribution_patching_is_the_derivative_of_patching_a_little(handles, arch):
+    """Each attribution-patching entry is the first-order term of the real patch: moving the activation a small
+    step (1e-3) from corrupted towards clean changes log p(target) by that step times the entry (times the gap).
+    The model and the log-probabilities are taken in float64 here, so that the step is not lost in rounding."""
+    from core.interventions.hooks import decoder_layers
+    from core.interventions.patching import _pair
+    h = copy.copy(handles[arch])
+    h.model = copy.deepcopy(h.model).double()
+    clean, corrupt, target = "w1 w2 w3 w4 w1 w2", "w1 w2 w3 w5 w1 w2", " w3"
+    res = patch(h, clean, corrupt, target)
+    assert res.residual_atp.shape == res.residual.shape and res.heads_atp.shape == res.heads.shape
+    gap = res.logprob_clean - res.logprob_corrupt
+    x_clean, t_ids = (torch.tensor([x]) for x in _pair(h.tokenizer, clean, target))
+    x_corrupt = torch.tensor([_pair(h.tokenizer, corrupt, target)[0]])
+    n_t = t_ids.shape[1]
+
+    def logp(x) -> float:
+        with torch.no_grad():
+            lp = torch.log_softmax(h.model(x).logits[0, -n_t - 1:-1].double(), -1)
+        return float(lp.gather(-1, x[0, -n_t:, None]).sum())
+
+    def nudged(module, pre, select, eps=1e-3):
+        got = {}
+        grab = (module.register_forward_pre_hook(lambda m, a: got.setdefault("x", a[0].detach().clone())) if pre
+                else module.register_forward_hook(lambda m, a, o: got.setdefault("x", (o[0] if isinstance(o, tuple)
+                                                                                         else o).detach().clone())))
+        logp(x_clean)
+        grab.remove()
+
+        def move(x):
+            x = x.clone()
+            x[select] = x[select] + eps * (got["x"][select] - x[select])
+            return x
+        hook = (module.register_forward_pre_hook(lambda m, a: (move(a[0]), *a[1:])) if pre
+                else module.register_forward_hook(lambda m, a, o: (move(o[0]), *o[1:]) if isinstance(o, tuple)
+                                                  else move(o)))
+        moved = logp(x_corrupt)
+        hook.remove()
+        return (moved - logp(x_corrupt)) / eps / gap
+
+    pos = res.tokens.index(next(t for t, c in zip(res.tokens, res.clean_tokens) if t != c))  # the corrupted token
+    for layer in range(h.info.n_layers):
+        assert nudged(decoder_layers(h.model)[layer], False, (0, pos)) == pytest.approx(
+            res.residual_atp[layer, pos], rel=0.02, abs=1e-3), (arch, layer)
+    d = head_dim(h.model)
+    for head in range(h.info.n_heads):
+        assert nudged(out_projections(h.model)[-1], True, (0, slice(None), slice(head * d, (head + 1) * d))) == \
+            pytest.approx(res.heads_atp[-1, head], rel=0.02, abs=1e-3), (arch, head)
+    assert res.to_dict()["rank_correlation"]["residual"] is not None
+
+
 def test_patching_refuses_prompts_of_different_lengths(handles):
     from core.errors import UserError
     with pytest.raises(UserError, match="same length in tokens"):

@@ -91,21 +91,38 @@ def scan_csv(scan: AblationScan) -> str:
 
 
 def patch_figure(res: PatchResult) -> go.Figure:
-    fig = make_subplots(rows=1, cols=2, column_widths=[0.7, 0.3], horizontal_spacing=0.08,
-                        subplot_titles=["residual stream: layer × position", "head outputs: layer × head"])
+    """The real patching (top), and beside it — where computed — attribution patching, its one-backward
+    approximation (bottom), each titled with its rank correlation to the real one."""
+    atp = res.residual_atp is not None
+    titles = ["activation patching — residual stream: layer × position", "head outputs: layer × head"]
+    if atp:
+        cr, ch = res.rank_correlation("residual"), res.rank_correlation("heads")
+        fmt = lambda c: "n/a" if c is None else f"{c:.2f}"  # noqa: E731
+        titles += [f"attribution patching (gradient estimate) — rank correlation {fmt(cr)}",
+                   f"heads, estimated — rank correlation {fmt(ch)}"]
+    rows = 2 if atp else 1
+    fig = make_subplots(rows=rows, cols=2, column_widths=[0.7, 0.3], horizontal_spacing=0.08, vertical_spacing=0.22,
+                        subplot_titles=titles)
     L = res.residual.shape[0]
     pos = [f"{i}:{t}" for i, t in enumerate(res.tokens)]
     kw = dict(colorscale="RdBu", zmid=0, zmin=-1, zmax=1)
-    fig.add_trace(go.Heatmap(z=res.residual, x=pos, y=[f"L{i}" for i in range(L)], colorbar=dict(title="restored"),
-                             hovertemplate="layer %{y}, position %{x}: %{z:.3f}<extra></extra>", **kw), row=1, col=1)
-    fig.add_trace(go.Heatmap(z=res.heads, x=[f"H{h}" for h in range(res.heads.shape[1])],
-                             y=[f"L{i}" for i in range(L)], showscale=False, texttemplate="%{z:.2f}",
-                             hovertemplate="layer %{y}, head %{x}: %{z:.3f}<extra></extra>", **kw), row=1, col=2)
-    for c in (1, 2):
-        fig.update_yaxes(autorange="reversed", row=1, col=c)
-    fig.update_xaxes(type="category", tickangle=-60, row=1, col=1)
+    grids = [(res.residual, res.heads)] + ([(res.residual_atp, res.heads_atp)] if atp else [])
+    for r, (resid, heads) in enumerate(grids, start=1):
+        fig.add_trace(go.Heatmap(z=resid, x=pos, y=[f"L{i}" for i in range(L)], showscale=r == 1,
+                                 colorbar=dict(title="restored"),
+                                 hovertemplate="layer %{y}, position %{x}: %{z:.3f}<extra></extra>", **kw),
+                      row=r, col=1)
+        fig.add_trace(go.Heatmap(z=heads, x=[f"H{h}" for h in range(heads.shape[1])],
+                                 y=[f"L{i}" for i in range(L)], showscale=False, texttemplate="%{z:.2f}",
+                                 hovertemplate="layer %{y}, head %{x}: %{z:.3f}<extra></extra>", **kw), row=r, col=2)
+        for c in (1, 2):
+            fig.update_yaxes(autorange="reversed", title_text="layer" if c == 1 else None, row=r, col=c)
+        last = r == len(grids)  # the axis titles once, under the bottom row (not over the next row's title)
+        fig.update_xaxes(type="category", tickangle=-60, title_text="position:token (corrupted prompt)" if last
+                         else None, row=r, col=1)
+        fig.update_xaxes(title_text="head" if last else None, row=r, col=2)
     fig.update_layout(title=f"Restored share of log p({res.target!r}): clean {res.logprob_clean:.2f}, corrupted "
-                            f"{res.logprob_corrupt:.2f} nats", height=max(300, 40 * L + 200),
+                            f"{res.logprob_corrupt:.2f} nats", height=rows * max(260, 40 * L + 150) + 60,
                       margin=dict(l=10, r=10, t=80, b=10))
     return fig
 

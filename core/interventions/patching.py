@@ -137,8 +137,53 @@ def patch(handle: ModelHandle, clean: str, corrupt: str, target: str,
         finally:
             handle_.remove()
     show = lambda ids: [tok.decode([t]) for t in ids[:positions]]  # noqa: E731
+    res_atp, heads_atp = attribution_patching(handle, x_corrupt, resid, heads_in, n_t, gap, positions)
     return PatchResult(handle.info.key, show(corrupt_ids), show(clean_ids), target, lp_clean, lp_corrupt,
-                       residual, heads)
+                       residual, heads, res_atp, heads_atp)
+
+
+def attribution_patching(handle: ModelHandle, x_corrupt: torch.Tensor, resid_clean: dict, heads_clean: dict,
+                         n_t: int, gap: float, positions: int) -> tuple[np.ndarray, np.ndarray]:
+    """Attribution patching (Nanda 2023; Syed, Rager & Conmy 2023): the first-order estimate of every patch at
+    once, (clean activation - corrupted activation) . d log p(target) / d activation on the corrupted run, as a
+    share of the clean-corrupted gap: (layers, positions) for the residual stream, (layers, heads) for head
+    outputs patched at every position. One forward and one backward, whatever the model's size."""
+    model = handle.model
+    layers, projs, d = decoder_layers(model), out_projections(model), head_dim(model)
+    n_heads = handle.info.n_heads
+    resid, heads_in = {}, {}
+
+    def rec_layer(i):
+        def hook(_m, _a, out):
+            resid[i] = _hidden(out)
+        return hook
+
+    def rec_proj(i):
+        def pre(_m, args):
+            heads_in[i] = args[0]
+        return pre
+    hs = [m.register_forward_hook(rec_layer(i)) for i, m in enumerate(layers)]
+    hs += [m.register_forward_pre_hook(rec_proj(i)) for i, m in enumerate(projs)]
+    try:
+        with torch.enable_grad():
+            embeds = model.get_input_embeddings()(x_corrupt).detach().requires_grad_(True)
+            lp = _target_logprob(model(inputs_embeds=embeds).logits, x_corrupt, n_t)[0]
+            wanted = [resid[i] for i in range(len(layers))] + [heads_in[i] for i in range(len(projs))]
+            grads = torch.autograd.grad(lp, wanted)
+    finally:
+        for h in hs:
+            h.remove()
+    residual = np.zeros((len(layers), positions))
+    for i in range(len(layers)):
+        diff = (resid_clean[i] - resid[i].detach()).float()[0, :positions]
+        residual[i] = (diff * grads[i].float()[0, :positions]).sum(-1).cpu().numpy() / gap
+    heads = np.zeros((len(projs), n_heads))
+    for i in range(len(projs)):
+        g = grads[len(layers) + i].float()[0]  # (seq, heads * head_dim)
+        diff = (heads_clean[i] - heads_in[i].detach()).float()[0]
+        prod = (diff * g).reshape(diff.shape[0], n_heads, d).sum(-1)  # (seq, heads)
+        heads[i] = prod.sum(0).cpu().numpy() / gap
+    return residual, heads
 
 
 @no_grad

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import pandas as pd
 
 
 @dataclass
@@ -38,11 +39,35 @@ class PatchResult:
     logprob_corrupt: float
     residual: np.ndarray           # (layers, positions) restored fraction
     heads: np.ndarray              # (layers, heads) restored fraction
+    # attribution patching (the gradient approximation: one clean run, one corrupted run, one backward)
+    residual_atp: np.ndarray | None = None   # (layers, positions)
+    heads_atp: np.ndarray | None = None      # (layers, heads)
+
+    def rank_correlation(self, which: str) -> float | None:
+        """Spearman's rank correlation of the approximation with the real patching ('residual' or 'heads')."""
+        approx = self.residual_atp if which == "residual" else self.heads_atp
+        if approx is None:
+            return None
+        real = self.residual if which == "residual" else self.heads
+        return spearman(real, approx)
 
     def to_dict(self) -> dict:
-        return {"model": self.model_key, "tokens": self.tokens, "clean_tokens": self.clean_tokens,
-                "target": self.target, "logprob_clean": self.logprob_clean, "logprob_corrupt": self.logprob_corrupt,
-                "residual": self.residual.round(6).tolist(), "heads": self.heads.round(6).tolist()}
+        out = {"model": self.model_key, "tokens": self.tokens, "clean_tokens": self.clean_tokens,
+               "target": self.target, "logprob_clean": self.logprob_clean, "logprob_corrupt": self.logprob_corrupt,
+               "residual": self.residual.round(6).tolist(), "heads": self.heads.round(6).tolist()}
+        if self.residual_atp is not None:
+            out.update(residual_atp=self.residual_atp.round(6).tolist(), heads_atp=self.heads_atp.round(6).tolist(),
+                       rank_correlation={"residual": self.rank_correlation("residual"),
+                                         "heads": self.rank_correlation("heads")})
+        return out
+
+
+def spearman(a: np.ndarray, b: np.ndarray) -> float | None:
+    """Spearman's rank correlation of two grids (average ranks for ties); None when either is constant."""
+    ra, rb = (pd.Series(np.ravel(x)).rank().to_numpy() for x in (a, b))
+    if ra.std() == 0 or rb.std() == 0:
+        return None
+    return float(np.corrcoef(ra, rb)[0, 1])
 
 
 @dataclass

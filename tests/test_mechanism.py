@@ -90,7 +90,8 @@ def test_indirect_effects_equal_one_head_patched_one_prompt_at_a_time(handles, a
     prompts, answers = PROMPTS, [" w10", " w4", " w12"]
     batch = V.make_batch(h, prompts, answers)
     means = torch.randn(h.info.n_layers, h.info.n_heads, head_dim(h.model)) * 0.5
-    cie = V.head_indirect_effects(h, batch, means)
+    cie = V.head_indirect_effects_naive(h, batch, means)
+    assert np.allclose(V.head_indirect_effects(h, batch, means), cie, atol=1e-6)  # the cached fast path
     d = head_dim(h.model)
     for layer, head in [(0, 1), (h.info.n_layers - 1, 3)]:
         rises = []

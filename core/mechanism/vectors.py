@@ -226,7 +226,64 @@ def head_indirect_effects(handle: ModelHandle, corrupted: Batch, means: torch.Te
                           progress: Progress | None = None,
                           should_stop: Callable[[], bool] = lambda: False) -> np.ndarray:
     """(layers, heads): the rise in mean p(gold first token) on ``corrupted`` prompts when one head's output at
-    the last token is replaced by its mean over the clean prompts (``means``: layers x heads x head_dim)."""
+    the last token is replaced by its mean over the clean prompts (``means``: layers x heads x head_dim).
+
+    Patching a head at the last position changes nothing at earlier positions, so their keys and values are the
+    corrupted run's: the prompts run once (left-padded, so every last token sits in the last column) up to their
+    last token into a key/value cache, and each layer's heads are then patched together — the last token alone,
+    once per head, over that cache (batch = prompts x heads). Equal to a full forward per head
+    (``head_indirect_effects_naive``, the reference the tests and ``bench/function_vectors.py`` compare with)."""
+    projs, d = out_projections(handle.model), head_dim(handle.model)
+    n_layers, n_heads = means.shape[:2]
+    dev = input_device(handle.model)
+    n, width = len(corrupted.last), int(corrupted.last.max()) + 1
+    lengths = corrupted.last + 1
+    ids = torch.zeros((n, width), dtype=torch.long)
+    mask = torch.zeros((n, width), dtype=torch.long)
+    for i in range(n):  # left-padded
+        ids[i, width - lengths[i]:] = corrupted.ids[i, :lengths[i]]
+        mask[i, width - lengths[i]:] = 1
+    pos = (mask.cumsum(-1) - 1).clamp(min=0)
+    ids, mask, pos = ids.to(dev), mask.to(dev), pos.to(dev)
+    gold = corrupted.gold
+
+    def last_token(cache, repeat: int) -> torch.Tensor:
+        """p(gold) of the last token over the cache, each prompt ``repeat`` times; the token is dropped again."""
+        out = handle.model(input_ids=ids[:, -1:].repeat_interleave(repeat, 0),
+                           attention_mask=mask.repeat_interleave(repeat, 0),
+                           position_ids=pos[:, -1:].repeat_interleave(repeat, 0), cache=cache, use_cache=True)
+        cache.crop(-1)
+        p = torch.softmax(out.logits[:, -1].float(), -1).cpu()
+        return p[torch.arange(n * repeat), gold.repeat_interleave(repeat)]
+
+    cache = handle.model(input_ids=ids[:, :-1], attention_mask=mask[:, :-1], position_ids=pos[:, :-1],
+                         use_cache=True).cache
+    base = float(last_token(cache, 1).mean())
+    cache.batch_repeat_interleave(n_heads)  # row i * n_heads + g: prompt i, head g patched
+    out = np.zeros((n_layers, n_heads))
+    for layer in range(n_layers):
+        if should_stop():
+            raise Cancelled("Cancelled.")
+
+        def pre(_m, args, layer=layer):
+            x = args[0].clone()  # (prompts * heads, 1, heads * head_dim)
+            view = x.view(n, n_heads, x.shape[1], n_heads, d)
+            for g in range(n_heads):
+                view[:, g, -1, g] = means[layer, g].to(x.device, x.dtype)
+            return (x, *args[1:])
+        with _hooks([(projs[layer], "pre", pre)]):
+            p = last_token(cache, n_heads).view(n, n_heads)
+        out[layer] = (p.mean(0) - base).numpy()
+        if progress:
+            progress((layer + 1) / n_layers, f"heads of layer {layer}")
+    return out
+
+
+@no_grad
+def head_indirect_effects_naive(handle: ModelHandle, corrupted: Batch, means: torch.Tensor,
+                          progress: Progress | None = None,
+                          should_stop: Callable[[], bool] = lambda: False) -> np.ndarray:
+    """``head_indirect_effects`` by a full forward of every prompt per head (the reference)."""
     projs, d = out_projections(handle.model), head_dim(handle.model)
     n_layers, n_heads = means.shape[:2]
     _, base = _scores(_last_logits(handle, corrupted), corrupted)

@@ -192,3 +192,35 @@ def test_the_mechanism_tab_draws_both_vectors_and_the_history_draws_them_again(c
         rec = engine.history.runs(lab=lab)[0]
         _, _, result = engine.history.reopen(rec.id)
         assert figure_of(rec, result) is not None and rec.model == "el-2l-128"
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_adding_a_vector_is_replacing_the_state_by_the_state_plus_it(handles, arch):
+    """The function vector's addition checked by hand: adding v after block L equals writing (own state + v)."""
+    h = handles[arch]
+    batch = V.make_batch(h, PROMPTS, [" w10", " w4", " w12"])
+    states = V.last_states(h, batch)
+    v = torch.randn(states.shape[-1])
+    for layer in range(h.info.n_layers):
+        added = V.patched_logits(h, batch, layer, v, mode="add")
+        for i in range(len(PROMPTS)):
+            one = V.make_batch(h, [PROMPTS[i]], [" w1"])
+            by_hand = V.patched_logits(h, one, layer, states[layer, i] + v)
+            assert torch.allclose(added[i], by_hand[0], atol=1e-4), (arch, layer, i)
+
+
+def test_a_cancelled_function_vector_leaves_no_hook_and_the_weights_as_they_were(handles):
+    from core.errors import Cancelled
+    h = handles["neox"]
+    before = {k: v.clone() for k, v in h.model.state_dict().items()}
+    calls = []
+
+    def stop():
+        calls.append(1)
+        return len(calls) > 1  # cancelled while the heads' effects are measured
+    with pytest.raises(Cancelled):
+        function_vector(h, successor_task(), k=3, limit=8, should_stop=stop)
+    function_vector(h, successor_task(), k=3, limit=8)  # and a whole run
+    for m in h.model.modules():
+        assert not m._forward_hooks and not m._forward_pre_hooks, type(m).__name__
+    assert all(torch.equal(before[k], v) for k, v in h.model.state_dict().items())

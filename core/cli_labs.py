@@ -130,6 +130,17 @@ command("task-vector", "the task vector of a task (Hendel et al. 2023): zero-sho
 command("function-vector", "the function vector of a task (Todd et al. 2024): heads' indirect effects, the sum of "
         "the top heads, and its effect added after each layer")(_vector_command(FUNCTION_VECTOR,
                                                                                  "mechanism.function_vector"))
+VECTOR_SERIES = "core.mechanism.requests:VectorSeriesRequest"
+
+
+def cmd_vector_series(args: argparse.Namespace) -> object:
+    engine, req = _series_call(args, VECTOR_SERIES)
+    return {"task": req.task, "k": req.k, "points": [p.to_dict() for p in engine.mechanism.series(req)]}
+
+
+cmd_vector_series.arguments = _series_args(VECTOR_SERIES)  # type: ignore[attr-defined]
+command("vector-series", "task and function vectors at every point of a series of checkpoints or models")(
+    cmd_vector_series)
 command("emergence", "a task's scores across a series of models or checkpoints")(cmd_emergence)
 command("heads-over-training", "head roles and the in-context-learning score at every checkpoint")(
     cmd_heads_over_training)

@@ -188,10 +188,15 @@ def test_the_mechanism_tab_draws_both_vectors_and_the_history_draws_them_again(c
     assert sum(bool(t) for row in grid["text"] for t in row) == 3  # the heads summed, marked on the grid
     with pytest.raises(Exception, match="k is 1 to 64"):
         client.predict(3, "", "el-2l-128", "recall", 65, 8, 0, None, "{input} ->", "\\n", api_name="/function_vector")
-    for lab in ("task-vector", "function-vector"):
+    msg, plot, table = client.predict("models", "el-1l-64,el-2l-128", "", *form, api_name="/vector_series")
+    assert "2 of 2 points measured" in msg and [r[0] for r in table["data"]] == ["el-1l-64", "el-2l-128"]
+    fig = figure(plot)
+    assert [t["name"] for t in fig["data"]][2:] == ["task vector (best layer)", "function vector (best layer)"]
+    assert axis_titles(fig)["xaxis"] == "model"
+    for lab in ("task-vector", "function-vector", "vector-series"):
         rec = engine.history.runs(lab=lab)[0]
         _, _, result = engine.history.reopen(rec.id)
-        assert figure_of(rec, result) is not None and rec.model == "el-2l-128"
+        assert figure_of(rec, result) is not None and "el-2l-128" in rec.model
 
 
 @pytest.mark.parametrize("arch", ARCHS)
@@ -224,3 +229,22 @@ def test_a_cancelled_function_vector_leaves_no_hook_and_the_weights_as_they_were
     for m in h.model.modules():
         assert not m._forward_hooks and not m._forward_pre_hooks, type(m).__name__
     assert all(torch.equal(before[k], v) for k, v in h.model.state_dict().items())
+
+
+def test_both_vectors_across_a_series_of_models(tmp_path):
+    """Where the mechanism appears: both vectors at every point of a series (here two embedded models and a
+    missing one), through the engine, kept in the History."""
+    from core.engine import Engine
+    from core.mechanism.requests import VectorSeriesRequest
+    from core.models.types import AppConfig
+    engine = Engine(AppConfig(model=None, runs_dir=tmp_path, offline=True))
+    req = VectorSeriesRequest.from_mapping(dict(source="models", models=f"el-1l-64,el-2l-128,{tmp_path / 'nope'}",
+                                                task="recall", k=4, limit=8))
+    points = engine.mechanism.series(req)
+    assert [p.model for p in points][:2] == ["el-1l-64", "el-2l-128"] and points[0].n_params < points[1].n_params
+    for p in points[:2]:
+        assert p.error is None and 0 <= p.function_vector_accuracy <= 1 and p.top_heads
+        assert p.task_vector_layer is not None and p.icl_accuracy is not None
+    assert "nope" in points[2].error
+    (rec,) = engine.history.runs(lab="vector-series")
+    assert len(engine.history.reopen(rec.id)[2]) == 3

@@ -30,6 +30,11 @@ def figure_of(rec, result) -> go.Figure | None:
         from core.mechanism.types import FunctionVectorResult
         from ui.mechanism_plots import function_vector_figure
         return function_vector_figure(FunctionVectorResult.from_dict(result))
+    if lab == "vector-series" and result:
+        from core.mechanism.types import VectorPoint
+        from ui.mechanism_plots import series_figure
+        return series_figure([VectorPoint(**{**p, "top_heads": [tuple(h) for h in p["top_heads"]]})
+                              for p in result])
     if lab == "emergence" and result:
         from core.emergence.types import PointResult
         from ui.emergence_plots import scores_figure

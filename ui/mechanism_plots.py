@@ -9,7 +9,7 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from core.mechanism.types import FunctionVectorResult, TaskVectorResult
+from core.mechanism.types import FunctionVectorResult, TaskVectorResult, VectorPoint
 
 EXPLAIN = """**How do demonstrations become a task?** Two answers measured on your model.
 **Task vectors** (Hendel, Geva & Globerson 2023): the last token's hidden state after some layer of a k-shot
@@ -99,6 +99,33 @@ def examples_table(res: FunctionVectorResult) -> pd.DataFrame:
     return pd.DataFrame([{"prompt": e["prompt"], "right answer": e["gold"] or "—", "without": e["without"],
                           f"with it (after layer {res.layer})": e["with"]} for e in res.examples],
                         columns=["prompt", "right answer", "without", f"with it (after layer {res.layer})"])
+
+
+def series_figure(points: list[VectorPoint]) -> go.Figure:
+    """k-shot, zero-shot and both vectors' best accuracies at every point (by step, else by model)."""
+    ok = [p for p in points if p.error is None]
+    by_step = all(p.step is not None for p in ok) and len({p.model for p in ok}) == 1
+    x = [p.step for p in ok] if by_step else [f"{p.label} ({p.n_params / 1e6:.1f}M)" for p in ok]
+    fig = go.Figure()
+    for name, attr, style in (("k-shot", "icl_accuracy", dict(color="#16a34a", dash="dash")),
+                              ("zero-shot", "zero_shot_accuracy", dict(color="#6b7280", dash="dot")),
+                              ("task vector (best layer)", "task_vector_accuracy", dict(color="#4f46e5")),
+                              ("function vector (best layer)", "function_vector_accuracy", dict(color="#db2777"))):
+        fig.add_trace(go.Scatter(x=x, y=[getattr(p, attr) for p in ok], name=name, mode="lines+markers", line=style))
+    fig.update_layout(title="Where the mechanism appears", height=380, margin=dict(l=10, r=10, t=60, b=10),
+                      xaxis=dict(title="training step" if by_step else "model", type="linear" if by_step
+                                 else "category"),
+                      yaxis=dict(title="accuracy (first answer token)", range=[-0.02, 1.02]),
+                      legend=dict(orientation="h", y=-0.25))
+    return fig
+
+
+def series_table(points: list[VectorPoint]) -> pd.DataFrame:
+    return pd.DataFrame([{"point": p.label, "step": p.step, "k-shot": p.icl_accuracy, "zero-shot": p.zero_shot_accuracy,
+                          "task vector": p.task_vector_accuracy, "at layer": p.task_vector_layer,
+                          "function vector": p.function_vector_accuracy, "added after": p.function_vector_layer,
+                          "top heads": ", ".join(f"{a}.{b}" for a, b in p.top_heads), "error": p.error or ""}
+                         for p in points])
 
 
 def to_json(res) -> str:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from core.emergence.requests import SeriesRequest
 from core.errors import UserError
 from core.fewshot.requests import TaskRequest
 from core.request import Request, field
@@ -58,4 +59,24 @@ class FunctionVectorRequest(VectorRequest):
         super().check()
         if self.heads is not None and self.heads < 1:
             raise UserError("The function vector sums at least one head.")
+        return self
+
+
+@dataclass(frozen=True)
+class VectorSeriesRequest(SeriesRequest):
+    """Both vectors at every point of a series (checkpoints of one model, or models of several sizes): where the
+    mechanism appears beside the ability."""
+
+    task: str = field("antonyms", help="a built-in task")
+    k: int = field(5, help="demonstrations")
+    limit: int | None = field(24, help="queries scored at each point")
+    seed: int = field(0, help="seed of the demonstration draws")
+    heads: int | None = field(None, help="heads in the function vector (default: scaled to each model)")
+
+    def check(self):
+        super().check()
+        if not 1 <= self.k <= 64:
+            raise UserError("k is 1 to 64: the vectors are read from prompts with demonstrations.")
+        if self.limit is not None and self.limit <= 0:
+            object.__setattr__(self, "limit", None)
         return self

@@ -62,3 +62,28 @@ class FunctionVectorResult:
         return cls(d["model"], d["task"], d["k"], d["n"], np.array(d["cie"]), [tuple(h) for h in d["top_heads"]],
                    d["layer"], d["zero_shot_accuracy"], d["fv_accuracy"], d["by_layer"], d["icl_accuracy"],
                    d["shuffled_accuracy"], d.get("norm", 0.0), d.get("examples", []))
+
+
+@dataclass
+class VectorPoint:
+    """Both vectors at one point of a series."""
+    model: str
+    revision: str | None
+    step: int | None
+    n_params: int
+    zero_shot_accuracy: float | None = None
+    icl_accuracy: float | None = None
+    task_vector_accuracy: float | None = None   # at its best layer
+    task_vector_layer: int | None = None
+    function_vector_accuracy: float | None = None
+    function_vector_layer: int | None = None
+    top_heads: list = field(default_factory=list)
+    error: str | None = None
+
+    @property
+    def label(self) -> str:
+        return f"{self.model}@{self.revision}" if self.revision else self.model
+
+    def to_dict(self) -> dict:
+        return {k: getattr(self, k) for k in self.__dataclass_fields__} | {"top_heads": [list(h) for h in
+                                                                                      self.top_heads]}

@@ -14,7 +14,7 @@ from ui import history_plots as hp
 from ui.common import POLLER, session
 from ui.errors import user_errors
 
-LABS = ["", "fewshot", "sweep", "attention", "attribution", "ablation", "ablation-scan", "task-vector",
+LABS = ["", "fewshot", "sweep", "attention", "attribution", "ablation", "ablation-scan", "task-vector", "vector-series",
         "function-vector", "emergence", "finetune"]
 INTRO = """Every run of the Attention, Attribution, Interventions, Mechanism, Few-shot, Fine-tune and Emergence tabs is
 kept here as it finishes — across page reloads and restarts of the app — with the SHA-256 of the weights that made it.

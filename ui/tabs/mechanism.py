@@ -5,7 +5,7 @@ import gradio as gr
 
 from core.engine import Engine
 from core.fewshot.requests import TaskRequest
-from core.mechanism.requests import FunctionVectorRequest, TaskVectorRequest
+from core.mechanism.requests import FunctionVectorRequest, TaskVectorRequest, VectorSeriesRequest
 from core.request import unescape
 from ui import mechanism_plots as mp
 from ui.common import Form, job_of, model_dropdown, model_picker, on_run, progress_of, session
@@ -39,6 +39,15 @@ def render(engine: Engine, active: gr.State, demo: gr.Blocks) -> None:
     with gr.Row():
         preset = gr.Dropdown(list(mp.PRESETS), value=None, label="Presets: the two papers in one click", scale=3)
         preset_btn = gr.Button("Run the preset", elem_id="mech-preset", scale=1)
+    with gr.Accordion("Across a series: checkpoints of one model, or models of several sizes", open=False):
+        with gr.Row():
+            s_source = gr.Radio(["checkpoints", "models"], value="checkpoints", label="Series", scale=1)
+            s_models = gr.Textbox("default", label="Model (checkpoints) or comma-separated models", scale=3,
+                                  info="'default': the embedded model's checkpoints; a Pythia id: its stepN revisions")
+            s_revisions = gr.Textbox("", label="Revisions (optional, comma-separated)", scale=2)
+            series_btn = gr.Button("Both vectors at every point", elem_id="mech-series", scale=1)
+        series_plot = gr.Plot(elem_id="mech-series-plot", label="Where the mechanism appears")
+        series_tbl = gr.Dataframe(label="Every point", interactive=False, wrap=True)
     status = gr.Markdown(elem_id="mech-status")
     plot = gr.Plot(elem_id="mech-plot", label="Result")
     examples = gr.Dataframe(label="Greedy continuations, without and with the function vector", interactive=False,
@@ -91,6 +100,18 @@ def render(engine: Engine, active: gr.State, demo: gr.Blocks) -> None:
         return (text + "\n\n" + out[0], out[1], out[2], engine.export(session(request), f"{kind}_vector.json",
                                                                         mp.to_json(res)), task_name, k_value)
 
+    @user_errors
+    def do_series(request: gr.Request, progress=gr.Progress(), source="checkpoints", models="", revisions="",
+                  *args):
+        v = form.values(args)
+        req = VectorSeriesRequest.from_mapping(dict(source=source, models=models, revisions=revisions,
+                                                    task=v["task"], k=v["k"], limit=v["limit"], seed=v["seed"]))
+        with job_of(engine, request, "mechanism", progress_of(progress)) as job:
+            points = engine.mechanism.series(req, job)
+        msg = (f"**{req.task}**, k={req.k}: {sum(p.error is None for p in points)} of {len(points)} points measured."
+               + "".join(f" {p.label}: {p.error}" for p in points if p.error))
+        return msg, mp.series_figure(points), mp.series_table(points)
+
     def cancel(request: gr.Request):
         engine.cancel(session(request), "mechanism")
         return "Cancelling… the run stops after its current head or layer."
@@ -100,5 +121,7 @@ def render(engine: Engine, active: gr.State, demo: gr.Blocks) -> None:
     on_run(engine, fv_btn.click, "mechanism", do_fv, [heads, fv_prompt, *form.inputs], outs, "function_vector")
     on_run(engine, preset_btn.click, "mechanism", do_preset, [preset, *form.inputs], [*outs, task, k],
            "mechanism_preset")
+    on_run(engine, series_btn.click, "mechanism", do_series, [s_source, s_models, s_revisions, *form.inputs],
+           [status, series_plot, series_tbl], "vector_series")
     cancel_btn.click(cancel, None, status, api_name="cancel_mechanism", queue=False)
     model_picker(engine, active, demo, model)

@@ -52,7 +52,7 @@ def build_app(engine: Engine) -> gr.Blocks:
         owner = gr.State(None)   # whose History this session sees (set once the page has loaded)
         browser = gr.BrowserState(None, storage_key="emergence-lab-owner",
                                   secret=browser_secret(engine.config.runs_dir))
-        with gr.Tabs():
+        with gr.Tabs(overflow_behavior="wrap"):  # every lab in sight: the History is never behind a "…" menu
             for label, tab_id, module in TABS:
                 with gr.Tab(label, id=tab_id):
                     if module is history_tab:

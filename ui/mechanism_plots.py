@@ -9,6 +9,7 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from core.attention.types import HeadScores
 from core.mechanism.types import FunctionVectorResult, TaskVectorResult, VectorPoint
 
 EXPLAIN = """**How do demonstrations become a task?** Two answers measured on your model.
@@ -51,26 +52,39 @@ def task_vector_figure(res: TaskVectorResult) -> go.Figure:
     return fig
 
 
-def function_vector_figure(res: FunctionVectorResult) -> go.Figure:
+def function_vector_figure(res: FunctionVectorResult, roles: HeadScores | None = None) -> go.Figure:
+    """The heads' indirect effects (the summed heads marked), beside the head-role grid's induction scores when
+    given, and zero-shot accuracy with the vector added after each layer."""
     n_layers, n_heads = res.cie.shape
-    fig = make_subplots(rows=1, cols=2, column_widths=[0.5, 0.5], horizontal_spacing=0.12,
-                        subplot_titles=["Indirect effect of each head (Δ p(answer))",
-                                        "Zero-shot accuracy with the function vector added"])
+    titles = ["Indirect effect of each head (Δ p(answer))"] + (["Induction score (head roles)"] if roles else []) \
+        + ["Zero-shot + the function vector"]
+    cols = len(titles)
+    fig = make_subplots(rows=1, cols=cols, column_widths=[0.36, 0.28, 0.36] if roles else [0.5, 0.5],
+                        horizontal_spacing=0.1, subplot_titles=titles)
     top = {h: i + 1 for i, h in enumerate(res.top_heads)}
     text = [[f"#{top[(i, h)]}" if (i, h) in top else "" for h in range(n_heads)] for i in range(n_layers)]
     bound = max(1e-6, float(np.abs(res.cie).max()))
     fig.add_trace(go.Heatmap(z=res.cie, x=[f"H{h}" for h in range(n_heads)], y=[f"L{i}" for i in range(n_layers)],
                              colorscale="RdBu", zmid=0, zmin=-bound, zmax=bound, text=text, texttemplate="%{text}",
-                             colorbar=dict(x=0.44, len=0.9, title="Δ p"),
+                             colorbar=dict(x=fig.layout.xaxis.domain[1] + 0.005, len=0.9, thickness=12,
+                                           title="Δ p"),
                              hovertemplate="head %{y}.%{x}: Δ p(answer) %{z:+.4f}<extra></extra>"), row=1, col=1)
     fig.update_yaxes(autorange="reversed", title_text="layer", row=1, col=1)
     fig.update_xaxes(title_text="head (#n: in the function vector)", row=1, col=1)
+    if roles:
+        fig.add_trace(go.Heatmap(z=roles.induction, x=[f"H{h}" for h in range(n_heads)],
+                                 y=[f"L{i}" for i in range(n_layers)], colorscale="Reds", zmin=0, zmax=1,
+                                 showscale=False, text=text, texttemplate="%{text}",
+                                 hovertemplate="head %{y}.%{x}: induction %{z:.2f}<extra></extra>"), row=1, col=2)
+        fig.update_yaxes(autorange="reversed", row=1, col=2)
+        fig.update_xaxes(title_text="head", row=1, col=2)
+    c = cols
     fig.add_trace(go.Scatter(x=list(range(n_layers)), y=res.by_layer, mode="lines+markers", showlegend=False,
                              line=dict(color="#4f46e5"),
-                             hovertemplate="after layer %{x}: accuracy %{y:.2f}<extra></extra>"), row=1, col=2)
-    _layer_lines(fig, res.icl_accuracy, res.zero_shot_accuracy, 1, 2)
-    fig.update_xaxes(title_text="layer it is added after", dtick=1, row=1, col=2)
-    fig.update_yaxes(title_text="accuracy (first answer token)", range=[-0.02, 1.02], row=1, col=2)
+                             hovertemplate="after layer %{x}: accuracy %{y:.2f}<extra></extra>"), row=1, col=c)
+    _layer_lines(fig, res.icl_accuracy, res.zero_shot_accuracy, 1, c)
+    fig.update_xaxes(title_text="layer it is added after", dtick=1 if n_layers <= 12 else None, row=1, col=c)
+    fig.update_yaxes(title_text="accuracy (first answer token)", range=[-0.02, 1.02], row=1, col=c)
     fig.update_layout(height=max(380, 22 * n_layers + 160), margin=dict(l=10, r=10, t=60, b=10))
     return fig
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import gradio as gr
 
+from core.attention.requests import HeadRolesRequest
 from core.engine import Engine
 from core.fewshot.requests import TaskRequest
 from core.mechanism.requests import FunctionVectorRequest, TaskVectorRequest, VectorSeriesRequest
@@ -81,7 +82,8 @@ def render(engine: Engine, active: gr.State, demo: gr.Blocks) -> None:
                                                   "prompt": typed or ""})
         with job_of(engine, request, "mechanism", progress_of(progress)) as job:
             res = engine.mechanism.function_vector(req, job)
-        return (mp.function_vector_summary(res), mp.function_vector_figure(res), mp.examples_table(res),
+            roles = engine.attention.head_scores(HeadRolesRequest(model=req.model), job)
+        return (mp.function_vector_summary(res), mp.function_vector_figure(res, roles), mp.examples_table(res),
                 engine.export(session(request), "function_vector.json", mp.to_json(res)))
 
     @user_errors
@@ -96,7 +98,9 @@ def render(engine: Engine, active: gr.State, demo: gr.Blocks) -> None:
                 out = mp.task_vector_summary(res), mp.task_vector_figure(res), None
             else:
                 res = engine.mechanism.function_vector(FunctionVectorRequest.from_mapping(v), job)
-                out = mp.function_vector_summary(res), mp.function_vector_figure(res), mp.examples_table(res)
+                roles = engine.attention.head_scores(HeadRolesRequest(model=v["model"]), job)
+                out = (mp.function_vector_summary(res), mp.function_vector_figure(res, roles),
+                       mp.examples_table(res))
         return (text + "\n\n" + out[0], out[1], out[2], engine.export(session(request), f"{kind}_vector.json",
                                                                         mp.to_json(res)), task_name, k_value)
 

@@ -55,6 +55,16 @@ def decoder_layers(model) -> list[torch.nn.Module]:
     raise UserError("Cannot find this model's decoder layers (supported: GPT-2, GPT-NeoX, Llama families).")
 
 
+def hidden_of(output) -> torch.Tensor:
+    """The residual stream of a decoder block's output (a tensor, or the first element of a tuple)."""
+    return output[0] if isinstance(output, tuple) else output
+
+
+def with_hidden(output, hidden):
+    """A decoder block's output with its residual stream replaced (what a forward hook returns)."""
+    return (hidden, *output[1:]) if isinstance(output, tuple) else hidden
+
+
 def final_norm(model) -> torch.nn.Module:
     base = getattr(model, getattr(model, "base_model_prefix", ""), None) or model
     for name in FINAL_NORM:

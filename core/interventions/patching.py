@@ -15,7 +15,7 @@ import numpy as np
 from core.errors import Cancelled, UserError
 from core.fewshot.scoring import encode, split_context
 from core.interventions.types import LensResult, PatchResult
-from core.interventions.hooks import decoder_layers, final_norm, head_dim, out_projections
+from core.interventions.hooks import decoder_layers, final_norm, head_dim, hidden_of, out_projections, with_hidden
 from core.models.types import ModelHandle
 from core.models.devices import input_device
 from core.lazy import lazy, no_grad
@@ -44,14 +44,6 @@ def _target_logprob(logits: torch.Tensor, ids: torch.Tensor, n_target: int) -> t
     return lp.gather(-1, ids[:, -n_target:, None]).squeeze(-1).sum(-1)
 
 
-def _set_output(output, hidden):
-    return (hidden, *output[1:]) if isinstance(output, tuple) else hidden
-
-
-def _hidden(output) -> torch.Tensor:
-    return output[0] if isinstance(output, tuple) else output
-
-
 @no_grad
 def patch(handle: ModelHandle, clean: str, corrupt: str, target: str,
           should_stop: Callable[[], bool] = lambda: False) -> PatchResult:
@@ -78,7 +70,7 @@ def patch(handle: ModelHandle, clean: str, corrupt: str, target: str,
 
     def rec_layer(i):
         def hook(_m, _a, out):
-            resid[i] = _hidden(out).detach().clone()  # (1, seq, hidden)
+            resid[i] = hidden_of(out).detach().clone()  # (1, seq, hidden)
         return hook
 
     def rec_proj(i):
@@ -108,10 +100,10 @@ def patch(handle: ModelHandle, clean: str, corrupt: str, target: str,
         batch = x_corrupt.repeat(positions, 1)  # row p patches position p
 
         def hook(_m, _a, out, i=i):
-            h = _hidden(out).clone()  # (positions, seq, hidden)
+            h = hidden_of(out).clone()  # (positions, seq, hidden)
             rows = torch.arange(positions, device=h.device)
             h[rows, rows] = resid[i][0, :positions].to(h.dtype)
-            return _set_output(out, h)
+            return with_hidden(out, h)
 
         handle_ = layer.register_forward_hook(hook)
         try:
@@ -155,7 +147,7 @@ def attribution_patching(handle: ModelHandle, x_corrupt: torch.Tensor, resid_cle
 
     def rec_layer(i):
         def hook(_m, _a, out):
-            resid[i] = _hidden(out)
+            resid[i] = hidden_of(out)
         return hook
 
     def rec_proj(i):
@@ -205,7 +197,7 @@ def logit_lens(handle: ModelHandle, text: str, target: str | None = None, k: int
             raise UserError(f"The target {target!r} has no tokens.")
         target_id = t_ids[0]
     resid = {}
-    hs = [m.register_forward_hook(lambda _m, _a, out, i=i: resid.__setitem__(i, _hidden(out).detach()))
+    hs = [m.register_forward_hook(lambda _m, _a, out, i=i: resid.__setitem__(i, hidden_of(out).detach()))
           for i, m in enumerate(layers)]
     try:
         model(ids)

@@ -25,7 +25,7 @@ import numpy as np
 
 from core.errors import Cancelled, UserError
 from core.fewshot.scoring import encode
-from core.interventions.hooks import decoder_layers, head_dim, out_projections
+from core.interventions.hooks import decoder_layers, head_dim, hidden_of, out_projections, with_hidden
 from core.lazy import lazy, no_grad
 from core.models.backend import split_context
 from core.models.devices import input_device
@@ -81,14 +81,6 @@ def make_batch(handle: ModelHandle, prompts: list[str], answers: list[str],
     return Batch(ids, mask, torch.tensor([len(r) - 1 for r in rows]), gold, candidates)
 
 
-def _hidden(output) -> torch.Tensor:
-    return output[0] if isinstance(output, tuple) else output
-
-
-def _with_hidden(output, hidden):
-    return (hidden, *output[1:]) if isinstance(output, tuple) else hidden
-
-
 @contextlib.contextmanager
 def _hooks(pairs) -> Iterator[None]:
     handles = [m.register_forward_hook(h) if kind == "post" else m.register_forward_pre_hook(h)
@@ -100,9 +92,13 @@ def _hooks(pairs) -> Iterator[None]:
             h.remove()
 
 
-def _last_logits(handle: ModelHandle, batch: Batch) -> torch.Tensor:
+def _forward(handle: ModelHandle, batch: Batch):
     dev = input_device(handle.model)
-    out = handle.model(input_ids=batch.ids.to(dev), attention_mask=batch.mask.to(dev)).logits
+    return handle.model(input_ids=batch.ids.to(dev), attention_mask=batch.mask.to(dev))
+
+
+def _last_logits(handle: ModelHandle, batch: Batch) -> torch.Tensor:
+    out = _forward(handle, batch).logits
     return out[torch.arange(len(batch.last)), batch.last.to(out.device)].float().cpu()  # (rows, vocab)
 
 
@@ -133,12 +129,11 @@ def last_states(handle: ModelHandle, batch: Batch) -> torch.Tensor:
 
     def rec(i):
         def hook(_m, _a, out):
-            h = _hidden(out)
+            h = hidden_of(out)
             got[i] = h[rows, batch.last.to(h.device)].float().cpu()
         return hook
     with _hooks([(m, "post", rec(i)) for i, m in enumerate(layers)]):
-        handle.model(input_ids=batch.ids.to(input_device(handle.model)),
-                     attention_mask=batch.mask.to(input_device(handle.model)))
+        _forward(handle, batch)
     return torch.stack([got[i] for i in range(len(layers))])
 
 
@@ -159,11 +154,11 @@ def patched_logits(handle: ModelHandle, batch: Batch, layer: int, vector: torch.
     rows = torch.arange(len(batch.last))
 
     def hook(_m, _a, out):
-        h = _hidden(out).clone()
+        h = hidden_of(out).clone()
         last = batch.last.to(h.device)
         v = vector.to(h.device, h.dtype)
         h[rows, last] = v if mode == "replace" else h[rows, last] + v
-        return _with_hidden(out, h)
+        return with_hidden(out, h)
     with _hooks([(decoder_layers(handle.model)[layer], "post", hook)]):
         return _last_logits(handle, batch)
 
@@ -184,9 +179,9 @@ def generate(handle: ModelHandle, prompt: str, vector: torch.Tensor | None = Non
     dev = input_device(handle.model)
 
     def hook(_m, _a, out):
-        h = _hidden(out).clone()
+        h = hidden_of(out).clone()
         h[:, at] = h[:, at] + vector.to(h.device, h.dtype)
-        return _with_hidden(out, h)
+        return with_hidden(out, h)
     new: list[int] = []
     pairs = [(decoder_layers(handle.model)[layer], "post", hook)] if vector is not None else []
     with _hooks(pairs):
@@ -216,8 +211,7 @@ def head_outputs(handle: ModelHandle, batch: Batch) -> torch.Tensor:
             got[i] = x[rows, batch.last.to(x.device)].float().mean(0).reshape(n_heads, d).cpu()
         return pre
     with _hooks([(p, "pre", rec(i)) for i, p in enumerate(projs)]):
-        handle.model(input_ids=batch.ids.to(input_device(handle.model)),
-                     attention_mask=batch.mask.to(input_device(handle.model)))
+        _forward(handle, batch)
     return torch.stack([got[i] for i in range(len(projs))])
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from core.cli_base import cli_engine, command, flag_values
+from core.cli_base import cli_engine, command, flag_values, request_class
 
 
 def _study_args(request: str, skip: tuple[str, ...]):
@@ -62,3 +62,32 @@ command("finetune-compare", "train several methods (lora, ia3, prefix, prompt, f
     cmd_finetune_compare)
 command("data-efficiency", "fine-tuning accuracy vs training-set size against prompting accuracy vs k")(
     cmd_data_efficiency)
+
+
+PREPARE = "core.lessons.requests:PrepareRequest"
+
+
+def cmd_prepare_lessons(args: argparse.Namespace) -> object:
+    """Compute every lesson step once into the runs folder the app reads, so a class replays them instantly."""
+    from pathlib import Path
+
+    from core.engine import Engine
+    from core.models.types import AppConfig, default_runs_dir
+    req = request_class(PREPARE).from_mapping(flag_values(args))
+    runs = Path(args.runs_dir) if getattr(args, "runs_dir", None) else default_runs_dir()
+    engine = Engine(AppConfig(model=None, max_models=3, runs_dir=runs, offline=True))  # base + tuned + a checkpoint
+    with engine.job("cli", "lessons", lambda f, m: print(f"[{f:4.0%}] {m}", file=sys.stderr, flush=True)) as job:
+        done = engine.lessons.prepare(req, job)
+    return {"model": req.model, "kept_in": str(runs / "lessons"),
+            "steps": [{"lesson": r.lesson, "step": r.step, "computed_at": r.computed_at, "seconds": r.seconds,
+                       "replayed": r.replayed} for r in done]}
+
+
+def _prepare_args(p: argparse.ArgumentParser) -> None:
+    request_class(PREPARE).add_arguments(p)
+    p.add_argument("--runs-dir", help="the runs folder the app serves (default: the app's own)")
+
+
+cmd_prepare_lessons.arguments = _prepare_args  # type: ignore[attr-defined]
+command("prepare-lessons", "compute every lesson step once, so a class replays them instantly (classroom mode)")(
+    cmd_prepare_lessons)

@@ -23,6 +23,7 @@ from core.finetune.service import FinetuneLab, StudiesLab, TaggingLab
 from core.history.service import HistoryLab, WorkspaceLab
 from core.interventions.service import InterventionsLab
 from core.jobs import JobContext, Progress
+from core.lessons.service import LessonsLab
 from core.mechanism.service import MechanismLab
 from core.models.types import AppConfig
 from core.runtime import Runtime
@@ -44,6 +45,8 @@ class Engine:
         self.emergence = EmergenceLab(rt)
         self.history = HistoryLab(rt)
         self.workspace = WorkspaceLab(rt, self.history, self.fewshot, self.attention, self.attribution)
+        self.lessons = LessonsLab(rt, self.attention, self.attribution, self.fewshot, self.interventions,
+                                  self.emergence, self.mechanism, self.finetune)
 
     @property
     def config(self) -> AppConfig:

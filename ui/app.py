@@ -6,12 +6,13 @@ import gradio as gr
 from core.engine import Engine
 from ui.bertviz_view import VENDOR
 from core.sessions import browser_secret
-from ui.common import POLLER, session
+from ui.common import POLLER, Form, session
 from ui.tabs import attention as attention_tab
 from ui.tabs import attribution as attribution_tab
 from ui.tabs import fewshot as fewshot_tab
 from ui.tabs import history as history_tab
 from ui.tabs import interventions as interventions_tab
+from ui.tabs import lessons as lessons_tab
 from ui.tabs import mechanism as mechanism_tab
 from ui.tabs import emergence as emergence_tab
 from ui.tabs import finetune as finetune_tab
@@ -32,7 +33,7 @@ CSS = """
 .block:has(> .table-container.no-rows):has(> [data-testid="status-tracker"].hide) { display: none; }
 """
 THEME = gr.themes.Soft(primary_hue="indigo")
-TABS = [("Model", "model", model_tab), ("Attention", "attention", attention_tab),
+TABS = [("Lessons", "lessons", lessons_tab), ("Model", "model", model_tab), ("Attention", "attention", attention_tab),
         ("Attribution", "attribution", attribution_tab),
         ("Interventions", "interventions", interventions_tab), ("Mechanism", "mechanism", mechanism_tab),
         ("Few-shot", "fewshot", fewshot_tab),
@@ -52,13 +53,16 @@ def build_app(engine: Engine) -> gr.Blocks:
         owner = gr.State(None)   # whose History this session sees (set once the page has loaded)
         browser = gr.BrowserState(None, storage_key="emergence-lab-owner",
                                   secret=browser_secret(engine.config.runs_dir))
-        with gr.Tabs(overflow_behavior="wrap"):  # every lab in sight: the History is never behind a "…" menu
+        rendered = {}  # tab id -> what its render returned (a form a lesson can fill; the lessons' buttons)
+        with gr.Tabs(overflow_behavior="wrap") as tabs:  # every lab in sight: History never behind a "…" menu
             for label, tab_id, module in TABS:
                 with gr.Tab(label, id=tab_id):
                     if module is history_tab:
-                        module.render(engine, active, demo, owner)
+                        rendered[tab_id] = module.render(engine, active, demo, owner)
                     else:
-                        module.render(engine, active, demo)
+                        rendered[tab_id] = module.render(engine, active, demo)
+        lessons_tab.connect(engine, rendered.pop("lessons"), tabs,
+                            {k: v for k, v in rendered.items() if isinstance(v, Form)})
 
         def bind(stored, request: gr.Request):
             """The History's owner: the logged-in user, else this browser's id (made on its first visit)."""

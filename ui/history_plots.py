@@ -16,11 +16,8 @@ def figure_of(rec, result) -> go.Figure | None:
     if lab == "attribution" and result:
         from core.attribution.types import AttributionResult
         from ui.attribution_plots import bar_figure, segment_labels
-        res = AttributionResult(result["segments"], np.array(result["matrix"]), result["target_tokens"],
-                                result["target_logprob"], result.get("baseline_logprob"),
-                                result.get("convergence_delta"), req.get("method", "ig"),
-                                req.get("granularity", "token"), foil=req.get("foil") or None,
-                                kept=tuple(result.get("kept") or ()), convergence=result.get("convergence"))
+        res = AttributionResult.from_dict(result, req.get("method", "ig"), req.get("granularity", "token"),
+                                          req.get("foil") or None)
         return bar_figure(res, segment_labels(res))
     if lab == "task-vector" and result:
         from core.mechanism.types import TaskVectorResult

@@ -67,6 +67,12 @@ class HeadScores:
         return {"n_layers": int(self.induction.shape[0]), "n_heads": int(self.induction.shape[1]),
                 "scores": {r: self.get(r).round(6).tolist() for r in self.roles}, "source": self.source}
 
+    @classmethod
+    def from_dict(cls, d: dict) -> "HeadScores":
+        scores = {r: np.asarray(v, dtype=float) for r, v in d["scores"].items()}  # (layers, heads) each
+        return cls(scores["induction"], scores["previous_token"], scores["sink"], scores["entropy"], d["source"],
+                   tuple(d["scores"]))
+
 
 def check_range(what: str, values: list[int], n: int) -> list[int]:
     bad = [v for v in values if not 0 <= v < n]

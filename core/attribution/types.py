@@ -123,3 +123,12 @@ class AttributionResult:
                 "target_logprob": float(self.target_logprob),
                 "baseline_logprob": None if self.baseline_logprob is None else float(self.baseline_logprob),
                 "convergence_delta": None if self.convergence_delta is None else float(self.convergence_delta)}
+
+    @classmethod
+    def from_dict(cls, d: dict, method: str = "ig", granularity: str = "token", foil: str | None = None) -> \
+            "AttributionResult":
+        """The inverse of ``to_dict`` (which leaves out what the request says: method, granularity, foil)."""
+        return cls(d["segments"], np.array(d["matrix"], dtype=float), d["target_tokens"], d["target_logprob"],
+                   d.get("baseline_logprob"), d.get("convergence_delta"), d.get("method", method),
+                   d.get("granularity", granularity), foil=foil, kinds=list(d.get("kinds") or []),
+                   kept=tuple(d.get("kept") or ()), convergence=d.get("convergence"), note=d.get("note", ""))

@@ -36,7 +36,8 @@ def _roles_table(scores, role: str) -> pd.io.formats.style.Styler:
     return df.style.map(shade, subset=df.columns[1:]).format(precision=3)
 
 
-def render(engine: Engine, active: gr.State, demo: gr.Blocks) -> None:
+def render(engine: Engine, active: gr.State, demo: gr.Blocks) -> Form:
+    """The tab; its form is returned so a lesson can open the tab with its settings."""
     with gr.Row():
         model = model_dropdown(engine, label="Model", scale=3, elem_id="attn-model",
                             info="any loaded model (load more in the Model tab)")
@@ -173,3 +174,4 @@ def render(engine: Engine, active: gr.State, demo: gr.Blocks) -> None:
     on_run(engine, cmp_btn.click, "attention", run_compare, [model_b, text_b, *form.inputs], cmp_plot,
            "compare_attention")
     model_picker(engine, active, demo, model, model_b)
+    return form

@@ -24,7 +24,8 @@ EXAMPLES = [[EXAMPLE, "w42", "", "segment", " ; "],
 METHOD_CHOICES = [(m.label, m.name) for m in METHODS.values()]
 
 
-def render(engine: Engine, active: gr.State, demo: gr.Blocks) -> None:
+def render(engine: Engine, active: gr.State, demo: gr.Blocks) -> Form:
+    """The tab; its form is returned so a lesson can open the tab with its settings."""
     with gr.Row():
         model = model_dropdown(engine, label="Model", scale=3)
         method = gr.Dropdown(METHOD_CHOICES, value="ig", label="Method", scale=2)
@@ -111,3 +112,4 @@ def render(engine: Engine, active: gr.State, demo: gr.Blocks) -> None:
     stop_btn.click(cancel, None, info, api_name="cancel_attribution", queue=False)
     row.change(recolor, [last, row], text_view, api_name=False)
     model_picker(engine, active, demo, model)
+    return form

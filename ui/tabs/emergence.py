@@ -36,7 +36,8 @@ def results_table(results) -> pd.DataFrame:
                          for r in results])
 
 
-def render(engine: Engine, active: gr.State, demo: gr.Blocks) -> None:
+def render(engine: Engine, active: gr.State, demo: gr.Blocks) -> Form:
+    """The tab; its form is returned so a lesson can open the tab with its settings."""
     gr.Markdown(ep.EXPLAIN)
     with gr.Row():
         preset = gr.Dropdown(list(PRESETS), value=list(PRESETS)[0], label="Preset")
@@ -126,3 +127,4 @@ def render(engine: Engine, active: gr.State, demo: gr.Blocks) -> None:
         gr.Info(engine.emergence.live_stop(session(request)))
 
     live_stop.click(stop_live, None, None, api_name="emergence_live_stop", queue=False)
+    return form

@@ -31,7 +31,8 @@ def request_of(values: dict) -> FewShotRequest:
         "manual": values["manual"], "limit": values["limit"], "chat": values.get("chat", False)})
 
 
-def render(engine: Engine, active: gr.State, demo: gr.Blocks) -> None:
+def render(engine: Engine, active: gr.State, demo: gr.Blocks) -> Form:
+    """The tab; its form is returned so a lesson can open the tab with its settings."""
     gr.Markdown("Build a prompt with *k* demonstrations and see how the answers change with *k*, with the "
                 "choice, order and labels of the demonstrations, the wording, and the model — up to four "
                 "configurations on the same test examples. Scoring follows lm-evaluation-harness exactly.")
@@ -234,3 +235,4 @@ def render(engine: Engine, active: gr.State, demo: gr.Blocks) -> None:
     on_run(engine, attr_btn.click, "fewshot", attribute_example, [runs_state, example], attr_plot,
            "fewshot_attribute")
     model_picker(engine, active, demo, *[w[1] for w in cfg])
+    return form

@@ -26,7 +26,8 @@ appears in the Model tab's list, so every tab can open it. *Compare* scores the 
 without demonstrations and the fine-tuned model on the same held-out examples."""
 
 
-def render(engine: Engine, active: gr.State, demo: gr.Blocks) -> None:
+def render(engine: Engine, active: gr.State, demo: gr.Blocks) -> Form:
+    """The tab; its form is returned so a lesson can open the tab with its settings."""
     gr.Markdown(INTRO)
     if engine.config.work_limits != Limits():  # a shared server: say what one session may ask
         gr.Markdown(f"*This server's limits: {engine.finetune.limits()}.*", elem_id="finetune-limits")
@@ -198,3 +199,4 @@ def render(engine: Engine, active: gr.State, demo: gr.Blocks) -> None:
                    api_name=False, queue=False)
     demo.load(lambda: (gr.update(choices=[r.name for r in engine.finetune.runs()]),
                        tp.runs_table(engine.finetune.runs())), None, [run_pick, history], api_name=False)
+    return form

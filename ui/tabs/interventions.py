@@ -18,7 +18,8 @@ CLEAN = "w3 = w17 ; w8 = w42 ; w11 = w5 ; w8 ="
 CORRUPT = "w3 = w17 ; w8 = w40 ; w11 = w5 ; w8 ="
 
 
-def render(engine: Engine, active: gr.State, demo: gr.Blocks) -> None:
+def render(engine: Engine, active: gr.State, demo: gr.Blocks) -> Form:
+    """The tab; its form is returned so a lesson can open the tab with its settings."""
     gr.Markdown(ip.EXPLAIN)
     with gr.Row():
         model = model_dropdown(engine, label="Model", scale=3)
@@ -146,3 +147,4 @@ def render(engine: Engine, active: gr.State, demo: gr.Blocks) -> None:
     scan_tbl.select(pick, None, heads, api_name=False)
     cancel_btn.click(cancel, None, status, api_name="cancel_interventions", queue=False)
     model_picker(engine, active, demo, model)
+    return form

@@ -13,7 +13,8 @@ from ui.common import Form, job_of, model_dropdown, model_picker, on_run, progre
 from ui.errors import user_errors
 
 
-def render(engine: Engine, active: gr.State, demo: gr.Blocks) -> None:
+def render(engine: Engine, active: gr.State, demo: gr.Blocks) -> Form:
+    """The tab; its form is returned so a lesson can open the tab with its settings."""
     gr.Markdown(mp.EXPLAIN)
     with gr.Row():
         model = model_dropdown(engine, label="Model", scale=3, elem_id="mech-model")
@@ -129,3 +130,4 @@ def render(engine: Engine, active: gr.State, demo: gr.Blocks) -> None:
            [status, series_plot, series_tbl], "vector_series")
     cancel_btn.click(cancel, None, status, api_name="cancel_mechanism", queue=False)
     model_picker(engine, active, demo, model)
+    return form

@@ -1,0 +1,1 @@
+"""Guided lessons: short sequences of lab calls with fixed settings, a sentence to say and what to notice."""

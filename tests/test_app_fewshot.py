@@ -50,6 +50,10 @@ def test_sweep_accuracy_rises_with_k(client):
     fig = json.loads(plot["plot"])
     ys = fig["data"][0]["y"]
     assert ys[0] < ys[1] < ys[2]
+    assert fig["data"][0]["name"] == "A: random"  # the legend names what is held, not the configuration's k=4
+    assert fig["layout"]["xaxis"]["title"]["text"]
+    exported = json.load(open(next(p for p in out if str(p).endswith(".json"))))
+    assert exported[-1]["config"]["name"] == "A: k=12, random"  # a run is named for the k it was scored with
 
 
 def test_preset_fills_the_configurations(client):

@@ -288,6 +288,8 @@ def sweep(handle: ModelHandle, task: Task, config: FewShotConfig, values: list, 
         changes = {axis: value} if axis == "seed" else {axis: value, "seed": seed}
         if axis == "flip_fraction":
             changes["perturb"] = "flip"
+        if config.name:  # each run named for what it did ("A: k=8, random"), not for the configuration's k
+            changes["name"] = f"{config.name.split(': ', 1)[0]}: {replace(config, name='', **changes).label()}"
         sub = None if progress is None else (
             lambda f, m, n=n, c=changes: progress((n + f) / len(points), f"{c}: {m}"))
         runs.append(run_fewshot(handle, task, replace(config, **changes), sub, should_stop))

@@ -57,7 +57,8 @@ class FewShotLab:
             sub = ctx.sub(n / len(pairs), (n + 1) / len(pairs), f"configuration {n + 1}/{len(pairs)}, ")
             runs = compute.sweep(self.rt.registry.get(key), task, config, req.axis_values, list(req.seeds), req.axis,
                                  sub, ctx.should_stop)
-            out.append((config.name, runs))
+            letter = config.name.split(": ", 1)[0]  # the legend names what is held, never the swept value
+            out.append((f"{letter}: {config.label(swept=req.axis)}" if config.name else config.label(req.axis), runs))
         curve = {name: [[getattr(r.config, req.axis), r.config.seed, r.metrics.accuracy] for r in runs]
                  for name, runs in out}
         self.rt.remember_fewshot("sweep", req, [runs[-1] for _, runs in out], time.time() - t0,

@@ -29,11 +29,14 @@ class FewShotConfig:
     chat: bool = False                # wrap each prompt in the tokenizer's chat template (instruct models)
     name: str = ""                    # shown in the side-by-side view
 
-    def label(self) -> str:
-        if self.name:
+    def label(self, swept: str | None = None) -> str:
+        """What the configuration does, in a few words; ``swept``: the axis a sweep varies, left out."""
+        if self.name and swept is None:
             return self.name
-        bits = [f"k={self.k}", self.selection]
-        if self.perturb == "flip":
+        bits = ([] if swept == "k" else [f"k={self.k}"]) + [self.selection]
+        if self.perturb == "flip" and swept == "flip_fraction":
+            bits.append("flipped labels")
+        elif self.perturb == "flip":
             bits.append(f"flip {self.flip_fraction:.0%}")
         elif self.perturb != "gold":
             bits.append(f"{self.perturb} labels")

@@ -12,7 +12,6 @@ from core.lessons.types import Lesson, Step, family  # noqa: F401 - the types th
 
 RECALL_PROMPT = "w3 = w17 ; w8 = w42 ; w11 = w5 ; w20 = w9 ; w8 ="  # w8 was bound to w42 in the 2nd pair
 REPEATED_TOY = "w12 w40 w7 w33 w2 w51 w18 w26 w60 w9 w12 w40 w7 w33 w2 w51 w18 w26 w60 w9"
-LOOKUP_EN = "Anna lives in Paris. Tom lives in Rome. Lea lives in Oslo. Ben lives in Lima. Tom lives in"
 REPEATED_EN = ("The orange lamp sang quietly above seven velvet rivers near Oslo. "
                "The orange lamp sang quietly above seven velvet rivers near Oslo.")
 
@@ -50,14 +49,17 @@ LESSONS: tuple[Lesson, ...] = (
            "does it matter whether their labels are right?",
            (Step("k-curve", "More demonstrations",
                  "The task scored with 0, 1, 2, 4 and 8 demonstrations, two draws of demonstrations each.",
-                 "Accuracy climbs from chance with the first few demonstrations and then levels off; the bars show "
-                 "how much the choice of demonstrations alone moves it.",
+                 "How accuracy changes as demonstrations are added; the error bars show how much the choice of "
+                 "demonstrations alone moves it.",
                  "k_curve", "fewshot",
                  {"toy": dict(RECALL, selection="random", values=(0, 1, 2, 4, 8), seeds=(0, 1)),
-                  "english": dict(task="sentiment", k=4, selection="balanced", limit=40, values=(0, 1, 2, 4, 8),
+                  "english": dict(task="antonyms", k=4, selection="random", limit=24, values=(0, 1, 2, 4, 8),
                                   seeds=(0, 1))},
                  {"toy": "On the toy model recall can answer only when the asked key's pair is among the "
-                         "demonstrations, so accuracy is the share of the 12 keys shown: k/12 for every draw."}),
+                         "demonstrations, so accuracy is the share of the 12 keys shown: k/12 for every draw.",
+                  "english": "Antonyms on SmolLM2: with no demonstration the model does not know the answer is "
+                             "one word (0.00); one or two teach the format and the task, and it levels off by "
+                             "four."}),
             Step("labels", "Right labels, random labels, flipped labels",
                  "The same demonstrations with their gold labels, with labels drawn at random, and with every "
                  "label flipped.",
@@ -68,7 +70,9 @@ LESSONS: tuple[Lesson, ...] = (
                  {"toy": dict(RECALL, selection="random"),
                   "english": dict(task="sentiment", k=4, selection="balanced", limit=40)},
                  {"toy": "Recall's labels are the values looked up: with random or flipped values there is nothing "
-                         "right to retrieve, unlike a sentiment label an English model can judge for itself."}),
+                         "right to retrieve, unlike a sentiment label an English model can judge for itself.",
+                  "english": "On SmolLM2 random labels cost nothing measurable on sentiment, as Min et al. found; "
+                             "flipped ones cost a little — a 135M model mostly keeps its own judgement."}),
             Step("calibration", "Calibration",
                  "The same prompts, the label probabilities divided by what the model gives each label with no "
                  "input (Zhao et al., 2021, contextual calibration).",
@@ -96,8 +100,7 @@ LESSONS: tuple[Lesson, ...] = (
                  "(Untick 'Hold the last feature' in the Attribution tab and the question takes the credit itself: "
                  "a baseline is part of the question an attribution answers.)",
                  "segments", "attribution",
-                 {"toy": dict(prompt=RECALL_PROMPT, target=" w42", separator=" ; ", method="ig", hold_query=True),
-                  "english": dict(prompt=LOOKUP_EN, target=" Rome", separator=". ", method="ig", hold_query=True)}),
+                 {"toy": dict(prompt=RECALL_PROMPT, target=" w42", separator=" ; ", method="ig", hold_query=True)}),
             Step("occlusion", "Take one away",
                  "The same prompt with one demonstration at a time blanked out (occlusion): the drop in the "
                  "answer's log-probability.",
@@ -105,9 +108,7 @@ LESSONS: tuple[Lesson, ...] = (
                  "Two methods that agree are stronger evidence than either.",
                  "segments", "attribution",
                  {"toy": dict(prompt=RECALL_PROMPT, target=" w42", separator=" ; ", method="ablation",
-                              hold_query=True),
-                  "english": dict(prompt=LOOKUP_EN, target=" Rome", separator=". ", method="ablation",
-                                  hold_query=True)}),
+                              hold_query=True)}),
             )),
     Lesson("emergence", "Watch an ability appear", 10,
            "The embedded model was trained from scratch for 4,000 steps and kept checkpoints: the ability and the "
@@ -147,12 +148,17 @@ LESSONS: tuple[Lesson, ...] = (
                  "Each head's average output is put into prompts whose labels were shuffled; the heads that restore "
                  "the right answer most are summed into the function vector, which is then added at one layer of a "
                  "zero-shot prompt.",
-                 "On an English model a few heads stand out and the vector lifts zero-shot accuracy. On the toy "
-                 "model recall is a lookup, not a function of the query: the heads' effects are tiny and the "
-                 "vector lifts zero-shot recall little, far below what the demonstrations do — the mechanism "
-                 "belongs to tasks that are functions of the query.",
+                 "The grid is each head's indirect effect; the curve is zero-shot accuracy with the vector added "
+                 "after each layer, beside zero-shot and k-shot without it.",
                  "function_vector", "mechanism",
-                 {"toy": dict(task="recall", k=5, limit=24), "english": dict(task="antonyms", k=5, limit=24)}),
+                 {"toy": dict(task="recall", k=5, limit=24), "english": dict(task="antonyms", k=5, limit=24)},
+                 {"toy": "Recall is a lookup, not a function of the query: the heads' effects are tiny and the "
+                         "vector lifts zero-shot recall little, far below what five demonstrations do — the "
+                         "mechanism belongs to tasks that are functions of the query.",
+                  "english": "On SmolLM2 a few heads stand out, but in this `word ->` format the vector barely "
+                             "moves zero-shot antonyms: Todd et al. report the effect in models of billions of "
+                             "parameters. The heads that stand out are the same few across tasks — try past-tense "
+                             "in the Mechanism tab."}),
             )),
 )
 

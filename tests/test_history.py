@@ -212,3 +212,22 @@ def test_cli_history_list_show_export_rm(tmp_path):
     assert "checked" in out.read_text().splitlines()[1]
     run("rm", rid)
     assert json.loads(run("list")) == []
+
+
+def test_a_reopened_sweep_draws_the_figure_the_run_drew(app_server):
+    """(issue 29: 'as it was drawn' lost a sweep's error bars and chance line and changed its colours)"""
+    from core.fewshot.requests import FewShotRequest, SweepRequest
+    from core.lessons.service import builtin_task
+    from ui.fewshot_plots import sweep_figure
+    from ui.history_plots import figure_of
+    engine, _ = app_server
+    engine.models.load(engine.models.spec("default"))
+    run = FewShotRequest.from_mapping(dict(task=builtin_task("recall").to_dict(), limit=12, configs=[
+        dict(model="el-2l-128", k=4, selection="random"), dict(model="el-2l-128", k=4, selection="nearest")]))
+    series = engine.fewshot.sweep(SweepRequest(run=run, axis="k", values=(0, 2, 4), seeds=(0, 1, 2)).check())
+    drawn = sweep_figure(series, "k", ["accuracy"])
+    rec = engine.history.runs(lab="sweep")[0]
+    again = figure_of(rec, engine.runtime.history.result(rec.id))
+    assert again.to_plotly_json()["data"] == drawn.to_plotly_json()["data"]  # names, colours, means, error bars
+    assert again.layout.shapes == drawn.layout.shapes and len(drawn.layout.shapes) == 1  # the chance line
+    assert [a.text for a in again.layout.annotations] == [a.text for a in drawn.layout.annotations]

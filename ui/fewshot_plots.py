@@ -111,10 +111,17 @@ def tokens_html(tokens: list[str], limit: int | None) -> str:
 
 def sweep_figure(series: list[tuple[str, list[FewShotRun]]], axis: str, metrics: list[str]) -> go.Figure:
     """One panel per metric; one line per configuration with std over seeds; chance drawn."""
+    chance = series[0][1][0].metrics.chance if series and series[0][1] else 0
+    return curves_figure({m: {label: summarise(runs, m, axis) for label, runs in series} for m in metrics}, axis,
+                         chance)
+
+
+def curves_figure(curves: dict[str, dict[str, list[dict]]], axis: str, chance: float | None) -> go.Figure:
+    """metric -> configuration -> points ({x, mean, std}): the sweep's figure, from a run or from the History."""
+    metrics = list(curves)
     fig = make_subplots(rows=1, cols=len(metrics), subplot_titles=[METRIC_LABELS.get(m, m) for m in metrics])
     for col, metric in enumerate(metrics, start=1):
-        for n, (label, runs) in enumerate(series):
-            pts = summarise(runs, metric, axis)
+        for n, (label, pts) in enumerate(curves[metric].items()):
             if not pts:
                 continue
             fig.add_trace(go.Scatter(
@@ -122,7 +129,6 @@ def sweep_figure(series: list[tuple[str, list[FewShotRun]]], axis: str, metrics:
                 showlegend=col == 1, mode="lines+markers", line=dict(color=COLOURS[n % 4]),
                 error_y=dict(type="data", array=[p["std"] for p in pts], visible=True),
                 hovertemplate=f"{label}<br>{axis}=%{{x}}<br>{metric}=%{{y:.3f}}<extra></extra>"), row=1, col=col)
-        chance = series[0][1][0].metrics.chance if series and series[0][1] else 0
         if metric.startswith("accuracy") and chance:
             fig.add_hline(y=chance, line_dash="dot", line_color="grey", annotation_text="chance", row=1, col=col)
         fig.update_xaxes(title_text=AXIS_LABELS.get(axis, axis), row=1, col=col)

@@ -44,17 +44,16 @@ def figure_of(rec, result) -> go.Figure | None:
                                         result["base"]["accuracy"], result["base"]["logp"],
                                         np.array([[c["accuracy"] for c in row] for row in grid]),
                                         np.array([[c["logp"] for c in row] for row in grid]), result["chance"]))
-    if lab == "sweep":
+    if lab == "sweep":  # the run's own builder, from the stored curve: mean and std over seeds, chance
+        from ui.fewshot_plots import curves_figure
         curve = summary.get("curve (value, seed, accuracy)") or {}
-        fig = go.Figure()
-        for name, points in curve.items():
-            xs = sorted({p[0] for p in points})
-            fig.add_trace(go.Scatter(x=xs, y=[float(np.mean([p[2] for p in points if p[0] == x])) for x in xs],
-                                     mode="lines+markers", name=name))
-        fig.update_layout(title=f"accuracy against {summary.get('axis', 'the swept value')} (mean over seeds)",
-                          yaxis=dict(range=[0, 1.02], title="accuracy"), height=380,
-                          xaxis=dict(title=summary.get("axis", "")))
-        return fig
+        points = {}
+        for name, rows in curve.items():
+            xs = sorted({p[0] for p in rows})
+            values = {x: [p[2] for p in rows if p[0] == x and p[2] is not None] for x in xs}
+            points[name] = [{"x": x, "mean": float(np.mean(v)), "std": float(np.std(v)), "n": len(v)}
+                            for x, v in values.items() if v]
+        return curves_figure({"accuracy": points}, summary.get("axis", "k"), summary.get("chance"))
     if lab in ("fewshot", "ablation"):
         rows = [(k, v) for k, v in summary.items() if isinstance(v, dict) and "accuracy" in v]
         if rows:

@@ -62,7 +62,8 @@ class FewShotLab:
         curve = {name: [[getattr(r.config, req.axis), r.config.seed, r.metrics.accuracy] for r in runs]
                  for name, runs in out}
         self.rt.remember_fewshot("sweep", req, [runs[-1] for _, runs in out], time.time() - t0,
-                                 {"axis": req.axis, "curve (value, seed, accuracy)": curve}, ctx)
+                                 {"axis": req.axis, "curve (value, seed, accuracy)": curve,
+                                  "chance": out[0][1][0].metrics.chance if out and out[0][1] else None}, ctx)
         return out
 
     def preview(self, req: FewShotRequest, session: str = "") -> tuple[str, list[str], int | None]:

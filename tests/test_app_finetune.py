@@ -42,6 +42,8 @@ def test_train_then_compare_with_prompting(client, app_server):
     assert acc["C: fine-tuned, k=0"] >= 0.85
     assert acc["A: base, k=0"] < 0.65 and acc["B: base, k=6"] < 0.65
     assert len(examples["data"]) == 100 and {"A ✓", "B ✓", "C ✓"} <= set(examples["headers"])
+    models = {r[0]: r[summary["headers"].index("model")] for r in summary["data"]}
+    assert models["C: fine-tuned, k=0"] == f"{run} (fine-tuned)" and models["A: base, k=0"] == "el-2l-128"
 
 
 def test_bad_input_is_a_message_and_the_tab_keeps_working(client, tmp_path):

@@ -4,6 +4,8 @@ import shutil
 
 import pytest
 
+from conftest import wait_until
+
 pytestmark = pytest.mark.browser
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-quic",
@@ -38,8 +40,11 @@ def test_load_default_model_by_clicking(page, tmp_path):
 
 def test_attention_tab_draws_heatmap_and_bertviz_offline(page, tmp_path):
     page.get_by_role("tab", name="Attention").click()
+    wait_until(lambda: page.locator("#attn-layer input").input_value() == "1"
+               and page.locator("#attn-head input").input_value() == "3", "the top induction head L1.H3", 120)
     page.locator("#attn-show").click()
     page.locator("#attn-head-plot .main-svg").first.wait_for(timeout=300_000)
+    assert "Layer 1, head 3" in page.locator("#attn-head-plot").inner_text()  # opened on it, not on L0.H0
     assert page.locator("#attn-head-plot .heatmaplayer, #attn-head-plot .hm").count() > 0
     page.get_by_role("tab", name="bertviz").click()
     page.locator("#bertviz-draw").click()
@@ -234,3 +239,41 @@ def test_a_real_english_model_in_the_browser(page, tmp_path):
     page.screenshot(path=str(tmp_path / "real-model.png"), full_page=True)
     # (few-shot scoring on SmolLM2 is checked against lm-evaluation-harness in tests/test_lmeval.py, and its presets
     # in tests/test_real_models.py; in the browser the few-shot tab is driven on the embedded model)
+
+
+FIRST_CLICKS = [  # tab, its main button, what shows when it worked (with the defaults, in a fresh session)
+    ("Lessons", "#lesson-induction-pattern-run", "#lesson-induction-pattern-plot .main-svg"),
+    ("Model", "#load-model", "#model-info-card .el-card h3"),
+    ("Attention", "#attn-show", "#attn-head-plot .main-svg"),
+    ("Attribution", "#attr-run", "#attr-bars .main-svg"),
+    ("Interventions", "#iv-ablate", "#iv-status strong, #iv-status p"),
+    ("Mechanism", "#mech-fv", "#mech-plot .main-svg"),
+    ("Few-shot", "#fewshot-run", "#fewshot-table table"),
+    ("Fine-tune", "#ft-start", "#ft-status [data-state]"),
+    ("Tuning studies", "#st-methods-start", "#st-status p, #st-status strong"),
+    ("Tag words", "#ner-tag", "#ner-view span, #ner-view p"),
+    ("Emergence", "#em-run", "#em-scores .main-svg"),
+    ("History", "#hist-refresh", "#hist-table table"),
+    ("Error analysis", "#ws-run", "#ws-table table"),
+]
+
+
+def test_a_fresh_session_first_click_in_every_tab_works(page, app_server):
+    """A new visitor (own browser context, nothing chosen) presses each tab's main button with its defaults: each
+    shows a result and no error appears. Long training started here is cancelled once it is seen running."""
+    context = page.context.browser.new_context(viewport={"width": 1400, "height": 1000})
+    pg = context.new_page()
+    pg.route("**/*", lambda route: route.continue_() if route.request.url.startswith(
+        ("http://127.0.0.1", "http://localhost", "data:", "blob:")) else route.abort())
+    pg.goto(app_server[1], wait_until="domcontentloaded")
+    errors = pg.locator(".toast-body.error")
+    for tab, button, shown in FIRST_CLICKS:
+        pg.get_by_role("tab", name=tab, exact=True).click()
+        pg.locator(button).click()
+        wait_until(lambda: pg.locator(shown).count() > 0 or errors.count() > 0, f"{tab}: a result", 600)
+        assert errors.count() == 0, f"{tab}: {errors.first.inner_text()}"
+        if tab == "Fine-tune":
+            pg.get_by_role("button", name="Cancel", exact=True).last.click()
+        if tab == "Tuning studies":
+            pg.get_by_role("button", name="Cancel the study").click()
+    context.close()

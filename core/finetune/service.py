@@ -119,7 +119,9 @@ class FinetuneLab:
         out = []
         for n, (key, config) in enumerate(configs):
             sub = ctx.sub(0.1 + 0.9 * n / len(configs), 0.1 + 0.9 * (n + 1) / len(configs), f"{config.name}: ")
-            out.append(run_fewshot(self.rt.registry.get(key), task, config, sub, ctx.should_stop))
+            run = run_fewshot(self.rt.registry.get(key), task, config, sub, ctx.should_stop)
+            # the tuned model is named for its run, not for its folder (".../<run>/model" read as "model")
+            out.append(replace(run, model=f"{req.run} (fine-tuned)") if key == tuned else run)
         return out
 
 

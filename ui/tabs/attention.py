@@ -13,7 +13,7 @@ from core.errors import UserError
 from ui import attention_plots as ap
 from ui import bertviz_view
 from ui.errors import user_errors
-from ui.common import Form, job_of, model_dropdown, model_picker, on_run, session
+from ui.common import GPU_QUEUE, Form, job_of, model_dropdown, model_picker, on_run, session
 
 BERTVIZ_CAP = 96     # bertviz draws every layer and head: keep it small
 EXAMPLES = [
@@ -41,8 +41,9 @@ def render(engine: Engine, active: gr.State, demo: gr.Blocks) -> Form:
     with gr.Row():
         model = model_dropdown(engine, label="Model", scale=3, elem_id="attn-model",
                             info="any loaded model (load more in the Model tab)")
-        layer = gr.Number(0, label="Layer", precision=0, minimum=0, scale=1)
-        head = gr.Number(0, label="Head", precision=0, minimum=0, scale=1)
+        layer = gr.Number(0, label="Layer", precision=0, minimum=0, scale=1, elem_id="attn-layer",
+                          info="opens on the model's top induction head")
+        head = gr.Number(0, label="Head", precision=0, minimum=0, scale=1, elem_id="attn-head")
     text = gr.Textbox(EXAMPLES[0], label="Text", lines=3, elem_id="attn-text")
     with gr.Accordion("Second segment, long inputs", open=False):
         pair = gr.Textbox("", label="Second segment (encoders such as BERT: sentence B)")
@@ -77,8 +78,10 @@ def render(engine: Engine, active: gr.State, demo: gr.Blocks) -> Form:
         with gr.Tab("Head roles", id="roles"):
             gr.Markdown("Scores of every head on seeded probes: random tokens repeated twice. "
                         "**Induction** heads attend to the token after an earlier occurrence of the "
-                        "current one — the best-known mechanism of in-context learning. "
-                        "Click a cell to see that head.")
+                        "current one — the best-known mechanism of in-context learning. **Previous-token** "
+                        "heads attend to the token just before. A **sink** puts its attention on the first "
+                        "token (a place to 'do nothing'). **Entropy** (nats) is how spread a head's attention "
+                        "is: low means it looks at one token. Click a cell to see that head.")
             with gr.Row():
                 probe_len = gr.Number(0, label="Probe length (0 = automatic)", precision=0, minimum=0)
                 seed = gr.Number(0, label="Seed", precision=0)
@@ -173,5 +176,17 @@ def render(engine: Engine, active: gr.State, demo: gr.Blocks) -> Form:
         run, form.inputs, outs, api_name=False, concurrency_id="gpu", concurrency_limit=1)
     on_run(engine, cmp_btn.click, "attention", run_compare, [model_b, text_b, *form.inputs], cmp_plot,
            "compare_attention")
+    def top_induction_head(key, request: gr.Request):
+        """A model opens on its strongest induction head (the head worth seeing first), not on L0.H0."""
+        try:
+            scores = engine.attention.head_scores(HeadRolesRequest(model=engine.models.resolve_key(
+                key, session(request), wait_s=0)))
+        except UserError:
+            return gr.update(), gr.update()
+        a, b, _ = scores.top("induction", 1)[0]
+        return a, b
+
     model_picker(engine, active, demo, model, model_b)
+    model.change(top_induction_head, model, [layer, head], api_name=False, **GPU_QUEUE)
+    demo.load(top_induction_head, model, [layer, head], api_name=False, **GPU_QUEUE)  # the page's first model
     return form

@@ -165,3 +165,18 @@ def test_live_run_streams_and_stops(tmp_path):
     live.stop()
     live.proc.wait(30)
     assert live.state().startswith("stopped") and live.events()[0]["step"] == 0
+
+
+def test_the_live_view_says_step_n_of_m_and_time_left_on_axes_of_the_whole_run():
+    """(issue 29: no 'step N of M', no ETA, an x axis covering only the steps done)"""
+    from ui.emergence_plots import eta_s, live_figure, live_status
+    events = [{"step": 0, "elapsed_s": 2.0, "train_loss": None, "recall_accuracy": 0.1},
+              {"step": 100, "elapsed_s": 12.0, "train_loss": 3.2, "recall_accuracy": 0.1},
+              {"step": 200, "elapsed_s": 22.0, "train_loss": 3.0, "recall_accuracy": 0.2}]
+    assert eta_s(events, 1000) == pytest.approx(80.0)  # 800 steps left at 0.1 s a step
+    assert eta_s(events[:1], 1000) is None
+    line = live_status("running", events, "live-x", None, 1000)
+    assert "step 200 of 1,000" in line and "about 80 s left" in line
+    assert "left" not in live_status("finished", events, "live-x", None, 1000)
+    fig = live_figure(events, 1000)
+    assert all(fig.layout[f"xaxis{i}"].range[1] >= 1000 for i in ("", "2", "3", "4"))

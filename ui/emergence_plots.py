@@ -86,30 +86,42 @@ LIVE = (("train_loss", "training loss (nats)", None), ("icl_score", "ICL score (
         ("top_induction", "top induction score", (0, 1)), ("recall_accuracy", "recall accuracy", (0, 1)))
 
 
-def live_figure(events: list[dict]) -> go.Figure:
-    """The live run's four curves; scores on their fixed 0-1 scale, missing values left out (never 'nan')."""
-    fig = make_subplots(rows=1, cols=4, subplot_titles=[t for _, t, _ in LIVE])
+def live_figure(events: list[dict], total_steps: int | None = None) -> go.Figure:
+    """The live run's four curves; scores on their fixed 0-1 scale, the x axes over the whole run from the first
+    point (the curve grows into a fixed frame), missing values left out (never 'nan')."""
+    fig = make_subplots(rows=1, cols=4, subplot_titles=[t for _, t, _ in LIVE], horizontal_spacing=0.07)
     for c, (key, _title, rng) in enumerate(LIVE, start=1):
         pts = [(e["step"], e[key]) for e in events if _finite(e.get(key))]
         fig.add_trace(go.Scatter(x=[p[0] for p in pts], y=[p[1] for p in pts], mode="lines+markers",
                                  showlegend=False), row=1, col=c)
-        fig.update_xaxes(title_text="step", row=1, col=c)
+        fig.update_xaxes(title_text="step", row=1, col=c, range=[0, total_steps * 1.02] if total_steps else None)
         if rng:
             fig.update_yaxes(range=[rng[0], rng[1] * 1.02], row=1, col=c)
-    fig.update_layout(height=300, margin=dict(l=40, r=20, t=50, b=40))
+    fig.update_layout(height=320, margin=dict(l=40, r=20, t=60, b=40))
     return fig
+
+
+def eta_s(events: list[dict], total_steps: int | None) -> float | None:
+    """Seconds left at the run's pace since its first evaluation (None before two evaluations)."""
+    timed = [e for e in events if _finite(e.get("elapsed_s"))]
+    if not total_steps or len(timed) < 2 or timed[-1]["step"] <= timed[0]["step"]:
+        return None
+    pace = (timed[-1]["elapsed_s"] - timed[0]["elapsed_s"]) / (timed[-1]["step"] - timed[0]["step"])  # s per step
+    return max(0.0, (total_steps - timed[-1]["step"]) * pace)
 
 
 def _finite(v) -> bool:
     return isinstance(v, (int, float)) and np.isfinite(v)
 
 
-def live_status(state: str, events: list[dict], name: str, folder) -> str:
-    """One line a person can read: state, step, and the latest numbers that exist."""
+def live_status(state: str, events: list[dict], name: str, folder, total_steps: int | None = None) -> str:
+    """One line a person can read: state, step N of M, time so far and left, and the latest numbers that exist."""
     last = events[-1] if events else None
     msg = f"**{state}** — {name}"
     if last:
-        bits = [f"step {last['step']}", f"{last.get('elapsed_s', 0):.0f} s"]
+        left = eta_s(events, total_steps) if state == "running" else None
+        bits = [f"step {last['step']:,}" + (f" of {total_steps:,}" if total_steps else ""),
+                f"{last.get('elapsed_s', 0):.0f} s" + (f", about {left:.0f} s left" if left is not None else "")]
         bits += [f"{label} {last[k]:{fmt}}" for k, label, fmt in (
             ("train_loss", "loss", ".3f"), ("icl_score", "ICL score", ".3f"),
             ("top_induction", "top induction", ".3f"), ("recall_accuracy", "recall", ".2f")) if _finite(last.get(k))]

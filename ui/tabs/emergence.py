@@ -113,10 +113,12 @@ def render(engine: Engine, active: gr.State, demo: gr.Blocks) -> Form:
     @user_errors
     def train_live(steps, request: gr.Request = None):
         sid = session(request)
-        parent = engine.emergence.live_start(LiveTrainingRequest.from_mapping(dict(steps=steps)), sid)
+        req = LiveTrainingRequest.from_mapping(dict(steps=steps))
+        parent = engine.emergence.live_start(req, sid)
         while True:
             state, events, folder = engine.emergence.live_status(sid)
-            yield ep.live_status(state, events, parent.name, folder), ep.live_figure(events)
+            yield (ep.live_status(state, events, parent.name, folder, req.steps),
+                   ep.live_figure(events, req.steps))
             if state != "running":
                 return
             time.sleep(1.0)

@@ -62,6 +62,21 @@ def test_preset_fills_the_configurations(client):
     assert "random" in explanation and task == "recall"  # the embedded model gets the task it can read
 
 
+def test_a_preset_changes_only_its_own_fields(client):
+    """Brown et al.'s preset has one configuration: B, C and D keep what the user set, and its sweep leaves them out."""
+    out = client.predict("brown2020", "el-2l-128", api_name="/fewshot_preset")
+    n = len(FIELDS)
+    a, others = out[3:3 + n], out[3 + n:3 + 4 * n]
+    assert a[0]["value"] is True and a[3]["value"] == "random"
+    assert all("value" not in u for u in others)  # untouched: not unticked, labels not reset
+    sweep = ("k", "0,4", "0", ["accuracy"], False)
+    res = client.predict("brown2020", *TASK, *configs({}, dict(perturb="flip")), "", 0, *sweep,
+                         api_name="/fewshot_preset_sweep")
+    assert "2 runs" in res[0] and "B kept as you set it and left out of this sweep" in res[0]
+    names = [str(t.get("name")) for t in json.loads(res[1]["plot"])["data"]]
+    assert any(n.startswith("A") for n in names) and not any(n.startswith("B") for n in names), names
+
+
 def test_bad_input_is_named_and_the_tab_keeps_working(client):
     with pytest.raises(AppError, match="larger than the pool of 12"):
         run(client, dict(k=40))

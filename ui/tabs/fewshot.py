@@ -158,11 +158,9 @@ def render(engine: Engine, active: gr.State, demo: gr.Blocks) -> Form:
             runs = engine.fewshot.run(req, job)
         note = f"Ran {len(runs)} configuration(s) on {runs[0].metrics.n} examples of **{runs[0].task}**." + (
             f" Kept in the History tab as `{runs[0].history_id}`." if runs[0].history_id else "")
-        return (note, None, *outputs(runs, session(request)))
+        return (note, gr.update(), *outputs(runs, session(request)))  # the last sweep's plot stays
 
-    @user_errors
-    def do_sweep(request: gr.Request, progress=gr.Progress(), *args):  # special arguments come first
-        v = sweep_form.values(args)
+    def sweep_of(v: dict, request: gr.Request, progress, held: str = ""):
         req = SweepRequest.from_mapping(dict(axis=v["axis"], values=v["values"], seeds=v["seeds"]),
                                         run=request_of(v))
         with job_of(engine, request, "fewshot", progress_of(progress)) as job:
@@ -170,9 +168,26 @@ def render(engine: Engine, active: gr.State, demo: gr.Blocks) -> Form:
         fig = fp.sweep_figure(series, req.axis, list(v["metrics"]) or ["accuracy"])
         last = [runs[-1] for _, runs in series]
         note = (f"Swept {req.axis} over {v['values']} with seeds {v['seeds']}: {sum(len(s) for _, s in series)} "
-                f"runs on {last[0].metrics.n} examples of {last[0].task} ({last[0].model}). The table shows each configuration at {req.axis} = "
-                f"{req.axis_values[-1]}.")
+                f"runs on {last[0].metrics.n} examples of {last[0].task} ({last[0].model}). The table shows each "
+                f"configuration at {req.axis} = {req.axis_values[-1]}." + held)
         return (note, fig, *outputs(last, session(request)))
+
+    @user_errors
+    def do_sweep(request: gr.Request, progress=gr.Progress(), *args):  # special arguments come first
+        return sweep_of(sweep_form.values(args), request, progress)
+
+    @user_errors
+    def preset_sweep(request: gr.Request, progress=gr.Progress(), *args):
+        """The preset's sweep over its own configurations; the others keep what the user set, unticked or not."""
+        p = PRESETS[args[0]]
+        v = sweep_form.values(args[1:])
+        kept = [chr(65 + n) for n in range(len(p.configs), N_CONFIGS) if v[f"c{n}_use"]]
+        v.update({f"c{n}_use": False for n in range(len(p.configs), N_CONFIGS)})
+        held = (f" The preset compares its own configuration{'s' if len(p.configs) > 1 else ''} "
+                f"({', '.join(chr(65 + n) for n in range(len(p.configs)))}); "
+                f"{', '.join(kept)} kept as you set {'them' if len(kept) > 1 else 'it'} and left out of this sweep."
+                if kept else "")
+        return sweep_of(v, request, progress, held)
 
     @user_errors
     def pick_preset(name, model_key, request: gr.Request):
@@ -181,13 +196,15 @@ def render(engine: Engine, active: gr.State, demo: gr.Blocks) -> Form:
         embedded = engine.models.info(key).source == "embedded"
         tname = task_for(p, embedded)
         updates = []
-        for n in range(N_CONFIGS):
-            c = p.configs[n] if n < len(p.configs) else None
-            updates += [gr.update(value=c is not None), gr.update(value=key),
-                        gr.update(value=c.k if c else 4), gr.update(value=c.selection if c else "first"),
-                        gr.update(value=0), gr.update(value=c.order if c else "as_chosen"),
-                        gr.update(value=c.perturb if c else "gold"), gr.update(value=c.flip_fraction if c else 0.5),
-                        gr.update(value=c.calibrate if c else False), gr.update(value=False), gr.update(value="")]
+        for n in range(N_CONFIGS):  # the preset's configurations; the others stay exactly as the user left them
+            if n >= len(p.configs):
+                updates += [gr.update()] * len(FIELDS)
+                continue
+            c = p.configs[n]
+            updates += [gr.update(value=True), gr.update(value=key), gr.update(value=c.k),
+                        gr.update(value=c.selection), gr.update(value=0), gr.update(value=c.order),
+                        gr.update(value=c.perturb), gr.update(value=c.flip_fraction),
+                        gr.update(value=c.calibrate), gr.update(value=False), gr.update(value="")]
         vals = ",".join(str(v) for v in p.values_for(embedded))
         t = engine.catalogue.builtin_task(tname).template  # set here, not by the task's change event: the sweep
         return (p.explanation, "built-in", tname, *updates, p.axis, vals, ",".join(map(str, p.seeds)),
@@ -228,7 +245,8 @@ def render(engine: Engine, active: gr.State, demo: gr.Blocks) -> Form:
     on_run(engine, preset_btn.click, "fewshot", pick_preset, [preset, cfg[0][1]],
            [preset_md, source, task_name, *cfg_inputs, axis, values, seeds, metrics, instruction, input_tpl, td, fd],
            "fewshot_preset").then(
-        do_sweep, sweep_form.inputs, [status, plot, *result_outs], api_name=False, **GPU_QUEUE)
+        preset_sweep, [preset, *sweep_form.inputs], [status, plot, *result_outs], api_name="fewshot_preset_sweep",
+        **GPU_QUEUE)
     stop_btn.click(cancel, None, status, api_name="cancel_fewshot", queue=False)
     show.change(filter_table, [runs_state, show], table, api_name=False)
     example.change(show_example, [runs_state, example], prompts, api_name=False)

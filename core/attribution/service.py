@@ -74,11 +74,24 @@ class AttributionLab:
             raise UserError(f"{run.config.name or 'This configuration'} shows no demonstrations (k = 0): "
                             "nothing to attribute.")
         if run.model_key not in self.rt.registry.keys():
-            raise UserError(f"The model of this run ({run.model_key}) is no longer loaded. Load it again in the "
-                            "Model tab, then press the button again.")
+            self._reload(run.model_key, job)
         delim = (run.config.template.target_delimiter if run.config.template else None)
         if delim is None:
             raise UserError("This run does not record its template.")
         req = AttributionRequest(model=run.model_key, prompt=ex.prompt, target=delim + ex.prediction,
                                  method="ablation", granularity="segment", segments=tuple(ex.segments)).check()
         return self.run(req, job)
+
+    def _reload(self, key: str, job: JobContext | None) -> None:
+        """Load a run's model again after the registry let it go to make room (it keeps a bounded number), when its key
+        names a model as the Model tab loads it; it does not become the session's active model."""
+        name, _, rev = key.partition("@")
+        spec = self.rt.spec(name, rev or None)
+        if spec.key != key:
+            raise UserError(f"The model of this run ({key}) is no longer loaded: the server keeps "
+                            f"{self.rt.config.max_models} models and let it go to make room. Load it again in the "
+                            "Model tab with the same settings, then press the button again.")
+        ctx = ctx_of(job)
+        ctx.report(0.0, f"Loading {key} again (the server let it go to make room)")
+        self.rt.load(spec, JobContext(progress=ctx.progress, cancelled=ctx.cancelled))
+

@@ -50,22 +50,36 @@ def mean_figure(result: AttentionResult, layer: int) -> go.Figure:
 
 
 def layer_grid(result: AttentionResult, layer: int) -> go.Figure:
-    """All kept heads of one layer as small multiples sharing one colour scale."""
+    """All kept heads of one layer as small multiples sharing one colour scale; the tokens on the outer axes
+    (queries down the left column, keys along the bottom row) while they fit, and in every hover."""
     heads = list(result.heads)
     cols = min(4, len(heads))
     rows = math.ceil(len(heads) / cols)
+    labels = _labels(result.display, result.window[0])
+    n = len(labels)
     fig = make_subplots(rows=rows, cols=cols, subplot_titles=[f"head {h}" for h in heads],
-                        horizontal_spacing=0.03, vertical_spacing=0.08)
+                        horizontal_spacing=0.03 if n > 40 else 0.015, vertical_spacing=0.08 if n > 40 else 0.12)
     mats = result.layers[layer]
     zmax = float(mats.max())
     for i, h in enumerate(heads):
-        fig.add_trace(go.Heatmap(z=mats[i], colorscale=SCALE, zmin=0, zmax=zmax, showscale=i == 0,
+        fig.add_trace(go.Heatmap(z=mats[i], x=labels, y=labels, colorscale=SCALE, zmin=0, zmax=zmax,
+                                 showscale=i == 0, colorbar=dict(title="attn", thickness=12),
                                  hovertemplate=f"head {h}<br>query %{{y}} → key %{{x}}: %{{z:.3f}}"
                                                "<extra></extra>"), row=i // cols + 1, col=i % cols + 1)
-    fig.update_yaxes(autorange="reversed", showticklabels=False)
-    fig.update_xaxes(showticklabels=False)
-    fig.update_layout(title=f"Layer {layer}: every head (positions {result.window[0]}–{result.window[1] - 1})",
-                      height=260 * rows + 60, margin=dict(l=10, r=10, t=60, b=10))
+    fits = n <= 40
+    font = dict(size=9 if n <= 24 else 7)
+    fig.update_yaxes(autorange="reversed", type="category", showticklabels=False)
+    fig.update_xaxes(type="category", showticklabels=False)
+    if fits:
+        for r in range(1, rows + 1):
+            fig.update_yaxes(showticklabels=True, tickfont=font, row=r, col=1)
+        for c in range(1, cols + 1):  # the bottom subplot of each column (the last row may be partly empty)
+            last = max(r for r in range(1, rows + 1) if (r - 1) * cols + c <= len(heads))
+            fig.update_xaxes(showticklabels=True, tickfont=font, tickangle=-60, row=last, col=c)
+    fig.update_layout(title=f"Layer {layer}: every head (positions {result.window[0]}–{result.window[1] - 1})"
+                            + ("" if fits else "; hover a cell for its tokens"),
+                      height=(300 if fits else 260) * rows + (140 if fits else 60),
+                      margin=dict(l=10, r=10, t=60, b=10))
     return fig
 
 

@@ -77,8 +77,9 @@ def heads_heatmap(hot: HeadsOverTraining) -> go.Figure:
     fig = go.Figure(go.Heatmap(z=flat, x=names, y=rows, zmin=0, zmax=1,
                                colorscale="Viridis", colorbar=dict(title="induction")))
     fig.update_yaxes(type="category", tickmode="array", tickvals=rows, ticktext=rows)  # every row labelled
-    fig.update_layout(height=max(300, 22 * len(rows) + 80), xaxis_title="head", yaxis_title="checkpoint",
-                      margin=dict(l=90, r=20, t=20, b=40))
+    fig.update_layout(title="Induction score of every head at every checkpoint",  # a top margin the plot's
+                      height=max(300, 22 * len(rows) + 110), xaxis_title="head", yaxis_title="checkpoint",
+                      margin=dict(l=90, r=20, t=60, b=40))  # label badge can sit in without covering a row
     return fig
 
 

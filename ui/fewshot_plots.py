@@ -23,6 +23,11 @@ def _fmt(x, digits=3) -> str:
     return "—" if x is None else f"{x:.{digits}f}"
 
 
+# summary_table's columns: the longest word of each header fits (gradio sized them from the values, so
+# "accuracy" broke as "accurac y"); the configuration and model take what is left
+SUMMARY_WIDTHS = ["21%", "12%", "4%", "7%", "7%", "9%", "6%", "7%", "7%", "6%", "7%", "7%"]
+
+
 def summary_table(runs: list[FewShotRun]) -> pd.DataFrame:
     rows = []
     for r in runs:

@@ -103,7 +103,8 @@ def render(engine: Engine, active: gr.State, demo: gr.Blocks) -> Form:
     preview = gr.Textbox(label="Prompt A (first test example), exactly as scored", lines=4, max_lines=12)
     preview_tokens = gr.HTML()
     plot = gr.Plot(elem_id="fewshot-plot")
-    summary = gr.Dataframe(label="Per configuration", interactive=False, wrap=True)
+    summary = gr.Dataframe(label="Per configuration", interactive=False, wrap=True, elem_id="fewshot-summary",
+                           column_widths=fp.SUMMARY_WIDTHS)  # wide enough that no header breaks inside a word
     bias = gr.Markdown()
     with gr.Row():
         show = gr.Radio(["all", "errors", "disagreements"], value="all", label="Show examples")
@@ -238,9 +239,10 @@ def render(engine: Engine, active: gr.State, demo: gr.Blocks) -> Form:
     task_name.change(on_task, [source, task_name], task_outs, api_name=False)
     demo.load(on_task, [source, task_name], task_outs, api_name=False)
     preview_btn.click(do_preview, form.inputs, [preview, preview_tokens], api_name="fewshot_preview")
-    on_run(engine, run_btn.click, "fewshot", do_run, form.inputs, [status, plot, *result_outs], "fewshot_run")
+    on_run(engine, run_btn.click, "fewshot", do_run, form.inputs, [status, plot, *result_outs], "fewshot_run",
+           show_progress_on=status)
     on_run(engine, sweep_btn.click, "fewshot", do_sweep, sweep_form.inputs, [status, plot, *result_outs],
-           "fewshot_sweep")
+           "fewshot_sweep", show_progress_on=[status, plot])
     preset.change(lambda n: PRESETS[n].explanation, preset, preset_md, api_name=False)
     on_run(engine, preset_btn.click, "fewshot", pick_preset, [preset, cfg[0][1]],
            [preset_md, source, task_name, *cfg_inputs, axis, values, seeds, metrics, instruction, input_tpl, td, fd],

@@ -60,10 +60,11 @@ def render(engine: Engine, active: gr.State, demo: gr.Blocks) -> None:
         s_text = gr.Textbox("", label="Text", scale=1)
         s_tag = gr.Textbox("", label="Tag", scale=1)
         slice_btn = gr.Button("Slice", scale=1, elem_id="ws-slice")
-    with gr.Row():
-        summary = gr.Dataframe(label="On the slice", interactive=False, scale=2)
-        by_gold = gr.Dataframe(label="Accuracy by gold label", interactive=False, scale=2)
-        by_conf = gr.Dataframe(label="Accuracy by the system's confidence", interactive=False, scale=2)
+    summary = gr.Dataframe(label="On the slice", interactive=False, wrap=True, elem_id="ws-summary")
+    with gr.Row():  # the per-system table gets the full width: its five columns clipped at a third of it
+        by_gold = gr.Dataframe(label="Accuracy by gold label", interactive=False, wrap=True, elem_id="ws-by-gold")
+        by_conf = gr.Dataframe(label="Accuracy by the system's confidence", interactive=False, wrap=True,
+                               elem_id="ws-by-conf")
     confusion = gr.Plot(label="Confusion", elem_id="ws-confusion")
     table = gr.Dataframe(label="Examples (click a row to open it)", interactive=False, wrap=True, elem_id="ws-table")
     export = gr.File(label="The slice (CSV)")
@@ -175,8 +176,9 @@ def render(engine: Engine, active: gr.State, demo: gr.Blocks) -> None:
 
     source.change(lambda s: (gr.update(visible=s == "built-in"), gr.update(visible=s == "upload")), source,
                   [task, upload_row], api_name=False, queue=False)
-    on_run(engine, run_btn.click, "workspace", do_run, run_form.inputs + sys_form.inputs, fresh_outs, "workspace_run")
-    open_btn.click(do_open, picks, fresh_outs, api_name="workspace_open", **GPU_QUEUE)
+    on_run(engine, run_btn.click, "workspace", do_run, run_form.inputs + sys_form.inputs, fresh_outs, "workspace_run",
+           show_progress_on=status)  # one progress bar on the status line, not one over every filter and table
+    open_btn.click(do_open, picks, fresh_outs, api_name="workspace_open", show_progress_on=status, **GPU_QUEUE)
     slice_btn.click(do_slice, [state, *slicer.inputs], view_outs, api_name="workspace_slice", queue=False)
     example_outs = [example, probs, attn_plot, attr_plot, layer, head]
     example_btn.click(do_example, [state, index, layer, head, s_system], example_outs, api_name="workspace_example",

@@ -108,6 +108,13 @@ def test_window_and_display_tokens(tiny_models):
     assert part.window == (3, 8) and part.truncated and not full.truncated
     np.testing.assert_allclose(part.layers[0], full.layers[0][:, 3:8, 3:8])
     assert part.display == full.display[3:8] and full.display[0] == "<bos>"
+    from ui.attention_plots import layer_grid
+    fig = layer_grid(part, 0)  # every head of the layer: its tokens on the outer axes, positions of the window
+    labelled_y = [k for k, v in fig.layout.to_plotly_json().items() if k.startswith("yaxis") and v.get("showticklabels")]
+    labelled_x = [k for k, v in fig.layout.to_plotly_json().items() if k.startswith("xaxis") and v.get("showticklabels")]
+    rows, cols = -(-len(part.heads) // min(4, len(part.heads))), min(4, len(part.heads))
+    assert len(labelled_y) == rows and len(labelled_x) == cols
+    assert list(fig.data[0].y) == [f"{3 + i}:{t}" for i, t in enumerate(part.display)]
 
 
 def test_bad_input_messages(tiny_models):

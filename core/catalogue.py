@@ -10,7 +10,7 @@ from core.finetune.ner import token_task_names
 from core.models import devices
 from core.models.embedded import find_embedded, list_embedded
 from core.models.packaged import list_packaged
-from core.models.presets import HUB_PRESETS, PYTHIA_STEPS
+from core.models.presets import HUB_PRESETS, PYTHIA_STEPS, in_hub_cache
 from core.models.requests import LoadRequest
 from core.models.types import ModelInfo, ModelSpec
 from core.jobs import JobContext
@@ -122,8 +122,12 @@ class Catalogue:
         out += [(f"{r.name} (fine-tuned {r.base_model}, {r.method}, {r.objective}"
                  + (f", {r.metric} {r.score:.2f}" if r.score is not None else "") + ")", r.model_path)
                 for r in self.rt.finetune_jobs.runs() if r.state == "finished" and r.model_path]
-        out += [(f"{p.model} — {p.note}", p.model) for p in HUB_PRESETS]
-        return out
+        if not self.rt.config.offline:
+            return out + [(f"{p.model} — {p.note}", p.model) for p in HUB_PRESETS]
+        at_hand = [p for p in HUB_PRESETS if in_hub_cache(p.model)]  # offline: what the Hub cache holds first,
+        return out + [(f"{p.model} — {p.note} (in the Hub cache)", p.model) for p in at_hand] + [
+            (f"{p.model} — offline: not in the Hub cache, needs the network", p.model)  # then the others, said
+            for p in HUB_PRESETS if p not in at_hand]
 
     def token_models(self) -> list[tuple[str, str]]:
         """(label, value) of the token classifiers at hand: loaded ones, then finished token-classification runs."""

@@ -20,7 +20,8 @@ def test_every_listener_has_an_api_name(client):
 
 
 def test_load_default_model_through_api(client):
-    card, info, table, memory = load(client, "default")
+    card, info, table, memory, status = load(client, "default")
+    assert status == "Loaded **el-2l-128**."
     assert info["name"] == "el-2l-128" and info["source"] == "embedded" and info["kind"] == "causal_lm"
     assert "el-2l-128" in card and "Layers" in card
     assert any("el-2l-128" in row[0] for row in table["data"])
@@ -28,7 +29,7 @@ def test_load_default_model_through_api(client):
 
 
 def test_load_a_checkpoint_and_unload_it(client):
-    _, info, table, _ = load(client, "el-2l-128", "step0")
+    _, info, table, _, _ = load(client, "el-2l-128", "step0")
     assert info["step"] == 0 and info["key"] == "el-2l-128@step0"
     assert len(table["data"]) >= 2
     card, info2, table2, _ = client.predict(api_name="/unload_model")
@@ -44,7 +45,7 @@ def test_unknown_model_gives_clear_error_and_app_keeps_working(client):
         load(client, "/definitely/not/here")
     with pytest.raises(AppError, match="No model given"):
         load(client, "")
-    _, info, _, _ = load(client, "default")  # still serving
+    _, info, _, _, _ = load(client, "default")  # still serving
     assert info["name"] == "el-2l-128"
 
 

@@ -160,8 +160,8 @@ def test_bad_split_settings_are_refused(tiny_models):
 
 def test_the_model_tab_loads_a_split_model_and_shows_where_its_layers_are(client, tiny_models):
     path = str(tiny_models["llama"])
-    card, info, table, memory = client.predict(path, "", "auto", "auto", "auto", False, "auto", _half(tiny_models["llama"]),
-                                               "", api_name="/load_model")
+    card, info, table, memory, _ = client.predict(path, "", "auto", "auto", "auto", False, "auto",
+                                                  _half(tiny_models["llama"]), "", api_name="/load_model")
     assert info["device_map"] and set(info["memory_by_device"]) == {"cpu", "disk"}
     assert "Split" in card and "disk" in card and "Weights by device" in memory
     client.predict(api_name="/unload_model")

@@ -154,3 +154,24 @@ def test_two_models_side_by_side(tiny_models):
     h2 = reg.load(ModelSpec(str(tiny_models["llama"])))
     assert {i.architecture for i in reg.infos()} == {"GPT2LMHeadModel", "LlamaForCausalLM"}
     assert h1.model is not h2.model
+
+
+def test_offline_picker_says_which_hub_presets_need_the_network(tmp_path, monkeypatch):
+    """Offline, a Hub preset the cache does not hold is listed as needing the network, after those it holds."""
+    import huggingface_hub
+    from core.catalogue import Catalogue, ModelsLab
+    from core.models.presets import HUB_PRESETS
+    from core.runtime import Runtime
+    cached = {"distilgpt2"}
+    monkeypatch.setattr(huggingface_hub, "try_to_load_from_cache",
+                        lambda repo, name: str(tmp_path / "config.json") if repo in cached else None)
+    for offline in (True, False):
+        rt = Runtime(AppConfig(model=None, runs_dir=tmp_path / "runs", offline=offline))
+        labels = {v: label for label, v in Catalogue(rt, ModelsLab(rt)).model_choices()}
+        hub = [labels[p.model] for p in HUB_PRESETS]
+        if offline:
+            assert labels["distilgpt2"].endswith("(in the Hub cache)")
+            assert labels["gpt2"] == "gpt2 — offline: not in the Hub cache, needs the network"
+            assert list(labels).index("distilgpt2") < list(labels).index("gpt2")
+        else:
+            assert not any("network" in h or "cache" in h for h in hub)

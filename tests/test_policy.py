@@ -50,7 +50,7 @@ def test_every_tab_refuses_a_folder_outside(exposed):
 
 def test_allowed_folders_uploads_and_embedded_models_still_work(exposed, tmp_path):
     engine, client, _, inside = exposed
-    _, info, _, _ = client.predict(inside, "", "auto", "auto", "auto", False, api_name="/load_model")
+    _, info, _, _, _ = client.predict(inside, "", "auto", "auto", "auto", False, api_name="/load_model")
     assert info["source"] == "local"
     data = tmp_path / "train.csv"
     data.write_text("text,label\n" + "".join(f"w{i} w{i + 1},w{i % 2}\n" for i in range(40)))

@@ -25,3 +25,13 @@ HUB_PRESETS: tuple[Preset, ...] = (
            "DistilBERT sentiment classifier (SST-2)"),
     Preset("google-bert/bert-base-uncased", "masked_lm", "BERT base, masked LM"),
 )
+
+
+def in_hub_cache(model: str) -> bool:
+    """Whether the Hub's local cache holds this model's config (so it loads offline)."""
+    from huggingface_hub import try_to_load_from_cache  # light: no torch
+    try:
+        return isinstance(try_to_load_from_cache(model, "config.json"), str)
+    except Exception:  # a malformed id or an unreadable cache: not at hand
+        return False
+

@@ -65,6 +65,7 @@ def render(engine: Engine, active: gr.State, demo: gr.Blocks) -> None:
                 load_btn = gr.Button("Load", variant="primary", elem_id="load-model")
                 cancel_btn = gr.Button("Cancel loading", elem_id="cancel-load")
                 unload_btn = gr.Button("Unload active model", elem_id="unload-model")
+            load_status = gr.Markdown(elem_id="model-load-status")  # the load's progress and its failure, here
         with gr.Column(scale=3):
             card = gr.HTML(plots.info_card(None), elem_id="model-info-card")
             details = gr.JSON(label="Info record", visible=True, open=False)
@@ -90,7 +91,8 @@ def render(engine: Engine, active: gr.State, demo: gr.Blocks) -> None:
     def load(request: gr.Request, progress=gr.Progress(), *values):  # special arguments come first
         req = LoadRequest.from_mapping(form.values(values))
         with job_of(engine, request, "model", progress_of(progress)) as job:
-            return snapshot(engine.models.load(req, job).key)
+            info = engine.models.load(req, job)
+        return (*snapshot(info.key), f"Loaded **{info.key}**.")
 
     @user_errors
     def unload(key, request: gr.Request):
@@ -104,8 +106,10 @@ def render(engine: Engine, active: gr.State, demo: gr.Blocks) -> None:
         return snapshot(key if key in engine.models.loaded_keys() else engine.models.active_model(session(request)))
 
     # loading runs beside the analyses, never in their queue: a slow or hanging load holds up nobody else
-    load_btn.click(released(engine, load), form.inputs, outputs, api_name="load_model",
-                   validator=registered(engine, "model"), **LOADING)
+    # progress (and a failure's badge) on the line under the buttons: a failed load leaves the card and the table of
+    # loaded models as they were, not covered in "Error" badges
+    load_btn.click(released(engine, load), form.inputs, outputs + [load_status], api_name="load_model",
+                   validator=registered(engine, "model"), show_progress_on=load_status, **LOADING)
 
     def cancel_load(request: gr.Request):
         n = engine.cancel(session(request), "model")

@@ -43,3 +43,12 @@ def test_a_model_outside_the_lessons_list_is_refused_and_the_tab_keeps_working(c
         client.predict("/etc/passwd", False, api_name="/lesson_which_demo_segments")
     text, _ = client.predict("el-2l-128", False, api_name="/lesson_which_demo_segments")
     assert "demo 2 (w42)" in text
+
+
+def test_terms_are_explained_where_they_are_shown(client):
+    """Each tab states its terms in a line from the glossary the Lessons tab lists in full."""
+    shown = " ".join(str(c.get("props", {}).get("value", "")) for c in client.config["components"]
+                     if "el-terms" in (c.get("props", {}).get("elem_classes") or []))
+    for term in ("acc_norm", "Brier score", "calibration", "ICL score", "completeness delta", "baseline",
+                 "activation patching", "logit lens", "function vector", "LoRA"):
+        assert f"**{term}**:" in shown, term

@@ -127,3 +127,12 @@ def model_picker(engine: Engine, active: gr.State, demo: gr.Blocks, *pickers: gr
 
     active.change(refresh, active, list(pickers), api_name=False, **POLLER)
     demo.load(refresh, active, list(pickers), api_name=False, **POLLER)
+
+
+def terms(engine: Engine, *names: str) -> gr.Markdown:
+    """One line per term where the term is shown, from the one glossary the Lessons tab lists in full."""
+    glossary = engine.lessons.glossary()
+    missing = [n for n in names if n not in glossary]
+    if missing:
+        raise KeyError(f"not in the glossary: {missing}")
+    return gr.Markdown(" · ".join(f"**{n}**: {glossary[n]}" for n in names), elem_classes="el-terms")

@@ -10,7 +10,7 @@ from core.attribution.types import METHODS
 from core.engine import Engine
 from ui import attribution_plots as bp
 from ui.errors import user_errors
-from ui.common import Form, job_of, model_dropdown, model_picker, on_run, session
+from ui.common import Form, job_of, model_dropdown, model_picker, on_run, session, terms
 
 EXAMPLE = "w3 = w17 ; w8 = w42 ; w11 = w5 ; w20 = w9 ; w8 ="
 ENGLISH = ("Review: The pasta was wonderful and I loved it.\nSentiment: positive\n\n"
@@ -30,6 +30,7 @@ def render(engine: Engine, active: gr.State, demo: gr.Blocks) -> Form:
         model = model_dropdown(engine, label="Model", scale=3)
         method = gr.Dropdown(METHOD_CHOICES, value="ig", label="Method", scale=2)
         granularity = gr.Radio(["token", "word", "segment"], value="segment", label="Features", scale=2)
+    terms(engine, "integrated gradients", "baseline", "completeness delta")
     prompt = gr.Textbox(EXAMPLE, label="Prompt", lines=4, elem_id="attr-prompt")
     with gr.Row():
         target = gr.Textbox("w42", label="Target (the continuation to explain)",

@@ -10,7 +10,7 @@ from core.emergence.requests import HeadsRequest, LiveTrainingRequest, SweepSeri
 from core.emergence.types import PYTHIA_SIZES, SERIES_STEPS
 from core.engine import Engine
 from ui import emergence_plots as ep
-from ui.common import POLLER, Form, job_of, on_run, progress_of, session
+from ui.common import POLLER, Form, job_of, on_run, progress_of, session, terms
 from ui.errors import user_errors
 
 SOURCES = ["checkpoints", "models"]
@@ -39,6 +39,7 @@ def results_table(results) -> pd.DataFrame:
 def render(engine: Engine, active: gr.State, demo: gr.Blocks) -> Form:
     """The tab; its form is returned so a lesson can open the tab with its settings."""
     gr.Markdown(ep.EXPLAIN)
+    terms(engine, "ICL score", "induction head", "phase change")
     with gr.Row():
         preset = gr.Dropdown(list(PRESETS), value=list(PRESETS)[0], label="Preset")
         preset_btn = gr.Button("Use preset", size="sm")

@@ -9,7 +9,8 @@ from core.fewshot.presets import PRESETS, task_for
 from core.fewshot.requests import FewShotRequest, SweepRequest
 from core.fewshot.types import ORDERS, PERTURBATIONS, SELECTIONS
 from ui import fewshot_plots as fp
-from ui.common import GPU_QUEUE, Form, job_of, model_dropdown, model_picker, on_run, progress_of, session
+from ui.common import (GPU_QUEUE, Form, job_of, model_dropdown, model_picker, on_run, progress_of, session,
+                       terms)
 from ui.errors import user_errors
 
 N_CONFIGS = 4
@@ -105,6 +106,7 @@ def render(engine: Engine, active: gr.State, demo: gr.Blocks) -> Form:
     plot = gr.Plot(elem_id="fewshot-plot")
     summary = gr.Dataframe(label="Per configuration", interactive=False, wrap=True, elem_id="fewshot-summary",
                            column_widths=fp.SUMMARY_WIDTHS)  # wide enough that no header breaks inside a word
+    terms(engine, "acc_norm", "log p(gold)", "Brier score", "calibration", "chance")
     bias = gr.Markdown()
     with gr.Row():
         show = gr.Radio(["all", "errors", "disagreements"], value="all", label="Show examples")

@@ -16,7 +16,7 @@ METHOD_INFO = ("full trains every weight; LoRA low-rank adapters; IA3 rescales k
                "embeddings of virtual tokens")
 from ui import fewshot_plots as fp
 from ui import finetune_plots as tp
-from ui.common import POLLER, Form, job_of, on_run, progress_of, session, tasks_for_objective
+from ui.common import POLLER, Form, job_of, on_run, progress_of, session, tasks_for_objective, terms
 from ui.errors import user_errors
 
 POLL_S = 1.0
@@ -29,6 +29,7 @@ without demonstrations and the fine-tuned model on the same held-out examples.""
 def render(engine: Engine, active: gr.State, demo: gr.Blocks) -> Form:
     """The tab; its form is returned so a lesson can open the tab with its settings."""
     gr.Markdown(INTRO)
+    terms(engine, "LoRA", "in-context learning")
     if engine.config.work_limits != Limits():  # a shared server: say what one session may ask
         gr.Markdown(f"*This server's limits: {engine.finetune.limits()}.*", elem_id="finetune-limits")
     with gr.Row():

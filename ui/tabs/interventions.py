@@ -11,7 +11,7 @@ from core.fewshot.requests import TaskRequest
 from core.interventions.requests import AblationRequest, LensRequest, PatchRequest
 from core.request import unescape
 from ui import interventions_plots as ip
-from ui.common import Form, job_of, model_dropdown, model_picker, on_run, progress_of, session
+from ui.common import Form, job_of, model_dropdown, model_picker, on_run, progress_of, session, terms
 from ui.errors import user_errors
 
 CLEAN = "w3 = w17 ; w8 = w42 ; w11 = w5 ; w8 ="
@@ -21,6 +21,7 @@ CORRUPT = "w3 = w17 ; w8 = w40 ; w11 = w5 ; w8 ="
 def render(engine: Engine, active: gr.State, demo: gr.Blocks) -> Form:
     """The tab; its form is returned so a lesson can open the tab with its settings."""
     gr.Markdown(ip.EXPLAIN)
+    terms(engine, "ablation", "activation patching", "logit lens")
     with gr.Row():
         model = model_dropdown(engine, label="Model", scale=3)
         task = gr.Dropdown(engine.catalogue.task_names(), value="recall", label="Task", scale=2)

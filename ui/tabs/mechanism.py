@@ -9,13 +9,14 @@ from core.fewshot.requests import TaskRequest
 from core.mechanism.requests import FunctionVectorRequest, TaskVectorRequest, VectorSeriesRequest
 from core.request import unescape
 from ui import mechanism_plots as mp
-from ui.common import Form, job_of, model_dropdown, model_picker, on_run, progress_of, session
+from ui.common import Form, job_of, model_dropdown, model_picker, on_run, progress_of, session, terms
 from ui.errors import user_errors
 
 
 def render(engine: Engine, active: gr.State, demo: gr.Blocks) -> Form:
     """The tab; its form is returned so a lesson can open the tab with its settings."""
     gr.Markdown(mp.EXPLAIN)
+    terms(engine, "function vector", "task vector")
     with gr.Row():
         model = model_dropdown(engine, label="Model", scale=3, elem_id="mech-model")
         task = gr.Dropdown(engine.catalogue.task_names(), value="antonyms", label="Task", scale=2,

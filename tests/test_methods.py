@@ -71,7 +71,7 @@ def test_the_virtual_token_forward_is_pefts_where_pefts_works(method):
     path = find_embedded("default").checkpoint(None).path
     cfg = (PrefixTuningConfig if method == "prefix" else PromptTuningConfig)(num_virtual_tokens=5,
                                                                             task_type=TaskType.CAUSAL_LM)
-    peft_model = get_peft_model(AutoModelForCausalLM.from_pretrained(path), cfg)
+    peft_model = get_peft_model(AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32), cfg)
     with torch.no_grad():  # learned values, not the initial ones
         for p in peft_model.prompt_encoder.parameters():
             p.add_(torch.randn_like(p))

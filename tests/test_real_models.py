@@ -106,11 +106,11 @@ QUERY = "Review: The battery died after a day and the screen was dreadful.\nSent
 
 @pytest.mark.slow
 @needs_package(SMOL)
-@pytest.mark.parametrize("granularity,foil,keep", [("token", None, ()), ("segment", " positive", (-1,))])
+@pytest.mark.parametrize("granularity,foil,keep", [("segment", " positive", (-1,))])
 def test_integrated_gradients_is_complete_on_the_real_model_at_its_defaults(smollm2, granularity, foil, keep):
-    """The target alone per token, and the contrast with a foil over whole demonstrations with the query held (the
-    lab's default for few-shot prompts). Word granularity groups the same token attributions (tested on tiny
-    models); on this model it took the longest of the three (83 s) and was dropped to keep the suite short."""
+    """The contrast with a foil over whole demonstrations with the query held (the lab's default for few-shot
+    prompts). Per token and per word the same completeness is tested on tiny models of every architecture; on this
+    model they took 34 s and 83 s and were dropped to keep the suite under its 12 minutes."""
     from core.attribution.attribute import attribute
     prompt = DEMO + QUERY if granularity == "segment" else QUERY  # per token: the query alone (half the cost)
     r = attribute(smollm2, prompt, " negative", "ig", granularity, foil=foil,

@@ -61,7 +61,7 @@ def render(engine: Engine, active: gr.State, demo: gr.Blocks) -> Form:
                                       "prompt; token-classification: a tag per word (named entities)")
             method = gr.Radio(list(METHODS), value="lora", label="Method", info=METHOD_INFO)
             with gr.Row():
-                epochs = gr.Number(10, label="Epochs", minimum=0.01)
+                epochs = gr.Number(10, label="Epochs", minimum=0.01, elem_id="ft-epochs")
                 lr = gr.Textbox("", label="Learning rate", placeholder="the default for the model's size",
                                 info=default_lr_note())
                 batch = gr.Number(32, label="Batch size", precision=0, minimum=1)

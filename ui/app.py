@@ -28,7 +28,7 @@ CSS = """
 .el-card th { text-align: left; font-weight: 600; padding: 2px 12px 2px 0; white-space: nowrap; width: 35%; }
 .el-card td { padding: 2px 0; word-break: break-all; }
 .el-empty { color: var(--body-text-color-subdued); }
-.el-terms { font-size: 0.85em; color: var(--body-text-color-subdued); }
+.el-terms p, .el-terms .prose { font-size: var(--text-sm) !important; color: var(--body-text-color-subdued) !important; }
 /* no empty placeholders before a run: an output block with nothing in it and no job running is hidden */
 .block:has(> [aria-label="Empty value"]):has(> [data-testid="status-tracker"].hide),
 .block:has(> .table-container.no-rows):has(> [data-testid="status-tracker"].hide) { display: none; }

@@ -122,12 +122,14 @@ def main() -> None:
         rng = np.random.default_rng(0)
         words = sorted(w for w in handle.tokenizer.get_vocab() if w.isalpha())[:500]
 
+        tokenizer = handle.tokenizer  # kept past `del handle` below, which frees the model's memory
+
         def text_of(n_tokens: int) -> str:
             text = ""
-            while len(handle.tokenizer(text)["input_ids"]) < n_tokens:
+            while len(tokenizer(text)["input_ids"]) < n_tokens:
                 text += " " + " ".join(rng.choice(words, 32))
-            ids = handle.tokenizer(text)["input_ids"][1:n_tokens]
-            return handle.tokenizer.decode(ids)
+            ids = tokenizer(text)["input_ids"][1:n_tokens]
+            return tokenizer.decode(ids)
 
         with Step(out, "attention_one_head", cuda) as rec:
             text = text_of(sizes["attn_tokens"])

@@ -2,7 +2,6 @@
 encoders as encoders, and the labs on English (SmolLM2-135M, all-MiniLM-L6-v2)."""
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import numpy as np

@@ -106,6 +106,14 @@ class Runtime:
             self.sessions.set_active(ctx.session, handle.info.key)
         return handle
 
+    def ensure_loaded(self, spec: ModelSpec, job: JobContext | None = None) -> str:
+        """The spec's registry key, loading it first if it is not loaded; unlike ``load`` it does not become the
+        session's active model (a lab loading what a run or a lesson needs, not the user choosing a model)."""
+        if spec.key not in self.registry.keys():
+            ctx = ctx_of(job)
+            self.load(spec, JobContext(progress=ctx.progress, cancelled=ctx.cancelled))
+        return spec.key
+
     def default_key(self) -> str | None:
         """The registry key of the server's default model (what a new session starts on), if it is loaded."""
         if not self.config.model:

@@ -91,7 +91,6 @@ class AttributionLab:
             raise UserError(f"The model of this run ({key}) is no longer loaded: the server keeps "
                             f"{self.rt.config.max_models} models and let it go to make room. Load it again in the "
                             "Model tab with the same settings, then press the button again.")
-        ctx = ctx_of(job)
-        ctx.report(0.0, f"Loading {key} again (the server let it go to make room)")
-        self.rt.load(spec, JobContext(progress=ctx.progress, cancelled=ctx.cancelled))
+        ctx_of(job).report(0.0, f"Loading {key} again (the server let it go to make room)")
+        self.rt.ensure_loaded(spec, job)
 

@@ -132,10 +132,7 @@ class LessonsLab:
 
     def _loaded(self, name: str, ctx: JobContext) -> str:
         """The model's registry key, loading it if needed (without making it anyone's active model)."""
-        spec = self.rt.spec(name)
-        if spec.key not in self.rt.registry.keys():
-            self.rt.load(spec, JobContext(progress=ctx.progress, cancelled=ctx.cancelled))
-        return spec.key
+        return self.rt.ensure_loaded(self.rt.spec(name), ctx)
 
     # ---- the classroom cache -----------------------------------------------------------------
     def _kept_path(self, lesson_id: str, step: Step, model: str, settings: dict) -> Path:

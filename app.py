@@ -29,6 +29,10 @@ def build_parser() -> argparse.ArgumentParser:
                          "localhost any endpoint may be named; on an exposed server keys come only from here")
     ap.add_argument("--endpoint-timeout", type=float, default=20.0,
                     help="seconds a served model may take to connect or answer one request before it fails")
+    ap.add_argument("--ndif-key-env", metavar="ENV_VAR",
+                    help="allow 'ndif:<Hub id>' models (run remotely through nnsight on NDIF) with the API key held "
+                         "in this environment variable; an exposed server refuses NDIF without it (localhost "
+                         "reads NDIF_API_KEY by default)")
     ap.add_argument("--trust-remote-code-for", action="append", default=[], metavar="ID[,ID...]",
                     help="models (Hub ids or folders) whose repository code an exposed server may run; "
                          "visitors cannot turn remote code on")
@@ -73,7 +77,7 @@ def config_from(a: argparse.Namespace) -> AppConfig:
                     dtype=a.dtype, offline=a.offline, model_dirs=tuple(a.model_dir),
                     memory_budget_gb=a.memory_budget_gb, max_models=a.max_models, device_map=a.device_map,
                     max_memory=a.max_memory, offload_folder=a.offload_folder, endpoints=tuple(a.endpoint),
-                    endpoint_timeout_s=a.endpoint_timeout,
+                    endpoint_timeout_s=a.endpoint_timeout, ndif_key_env=a.ndif_key_env,
                     trust_remote_code_for=tuple(i.strip() for v in a.trust_remote_code_for for i in v.split(",")
                                                 if i.strip()),
                     auth=a.auth_file is not None, operators=tuple(a.operator), **extra)

@@ -18,6 +18,10 @@ class _Lazy(types.ModuleType):
     def __repr__(self) -> str:
         return f"<lazy module {self.__name__!r}>"
 
+    def __reduce__(self):
+        """Pickled as the module itself (nnsight ships a trace body's globals to run it elsewhere)."""
+        return importlib.import_module, (self.__name__,)
+
 
 def lazy(name: str) -> types.ModuleType:
     """A stand-in for ``import name`` that imports on first attribute access."""

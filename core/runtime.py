@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from core.errors import UserError
@@ -51,7 +51,7 @@ class Runtime:
         self.policy = PathPolicy(allow_any=not config.exposed,
                                  folders=(MODELS_DIR, Path(config.runs_dir), *config.model_dirs),
                                  endpoints=tuple(config.endpoints), trusted_code=config.trust_remote_code_for,
-                                 endpoint_timeout_s=config.endpoint_timeout_s)
+                                 endpoint_timeout_s=config.endpoint_timeout_s, ndif_key_env=config.ndif_key_env)
         self.sessions = Sessions(config.operators)
         budget = int(config.memory_budget_gb * 2**30) if config.memory_budget_gb else None
         self.registry = ModelRegistry(budget, config.max_models, self.policy, config.offline)
@@ -165,7 +165,18 @@ class Runtime:
     def local(self, key: str, action: str, job: JobContext | None = None) -> ModelHandle:
         """The model's handle, for work that needs its weights (attention, gradients, hooks): not a served one."""
         handle = self.handle(key, job)
+        traced = handle.traced
+        if traced is not None and traced.has_weights:  # nnsight:<model>: its weights are here, the hook path runs
+            return replace(handle, model=traced.module)
         if handle.served:
+            raise UserError(needs_weights(handle.info, action))
+        return handle
+
+    def internals(self, key: str, action: str, job: JobContext | None = None) -> ModelHandle:
+        """The model's handle for the interventions: a local model (hooks), or one reached through nnsight traces
+        (``handle.traced``: here or on NDIF). A served model has no internals to reach."""
+        handle = self.handle(key, job)
+        if handle.served and handle.traced is None:
             raise UserError(needs_weights(handle.info, action))
         return handle
 

@@ -38,7 +38,7 @@ class FewShotLab:
         for n, (key, config) in enumerate(pairs):
             sub = ctx.sub(n / len(pairs), (n + 1) / len(pairs), f"configuration {n + 1}/{len(pairs)}: ")
             if req.ablate_heads.strip():  # the same run with some heads knocked out (any task, CSV ones too)
-                handle = self.rt.local(key, "Head ablation", ctx)
+                handle = self.rt.internals(key, "Head ablation", ctx)
                 heads = parse_heads(req.ablate_heads, handle.info.n_layers, handle.info.n_heads)
                 out.append(run_ablated(handle, task, config, heads, req.ablation, sub, ctx.should_stop))
             else:

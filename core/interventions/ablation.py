@@ -17,7 +17,7 @@ from core.errors import Cancelled, UserError
 from core.fewshot.run import run_fewshot
 from core.fewshot.scoring import encode
 from core.fewshot.types import FewShotConfig, FewShotRun
-from core.interventions.hooks import ablated, head_means, parse_heads
+from core.interventions.hooks import ablated as hooks_ablated, head_means, parse_heads
 from core.interventions.requests import MODES
 from core.interventions.types import AblationScan
 from core.models.types import ModelHandle
@@ -31,12 +31,24 @@ Progress = Callable[[float, str], None]
 
 def means_for(handle: ModelHandle, prompts: list[str], heads: list[tuple[int, int]]) -> dict:
     """Each head's mean output over the given prompts (the reference batch of mean ablation)."""
+    if handle.traced is not None:  # nnsight: every prompt an invoke of one trace
+        from core.interventions import traced
+        return traced.head_means(handle.traced, [encode(handle.tokenizer, p) for p in prompts], heads)
     sums: dict[tuple[int, int], torch.Tensor] = {}
     for p in prompts:
         ids = torch.tensor([encode(handle.tokenizer, p)])
         for key, v in head_means(handle.model, ids, heads).items():
             sums[key] = sums.get(key, 0) + v / len(prompts)
     return sums
+
+
+def ablated(handle: ModelHandle, heads: list[tuple[int, int]], means: dict | None = None):
+    """The block runs with ``heads`` ablated: by forward hooks on a local model, by an edit in every trace of a
+    model reached through nnsight (here or on NDIF)."""
+    if handle.traced is not None:
+        from core.interventions import traced
+        return traced.ablated(handle.traced, heads, means)
+    return hooks_ablated(handle.model, heads, means)
 
 
 @contextlib.contextmanager
@@ -47,7 +59,7 @@ def heads_ablated(handle: ModelHandle, heads_text: str, mode: str, reference: li
     if mode not in MODES:
         raise UserError(f"Ablation is one of {', '.join(MODES)}.")
     means = means_for(handle, reference, heads) if heads and mode == "mean" else None
-    with ablated(handle.model, heads, means):
+    with ablated(handle, heads, means):
         yield
 
 
@@ -63,7 +75,7 @@ def run_ablated(handle: ModelHandle, task: Task, config: FewShotConfig, heads: l
     if mode not in MODES:
         raise UserError(f"Ablation is zero or mean, not {mode!r}.")
     means = means_for(handle, _reference(handle, task, config), heads) if heads and mode == "mean" else None
-    with ablated(handle.model, heads, means):
+    with ablated(handle, heads, means):
         return run_fewshot(handle, task, config, progress, should_stop)
 
 
@@ -82,7 +94,7 @@ def scan(handle: ModelHandle, task: Task, config: FewShotConfig, mode: str = "ze
             raise Cancelled("The ablation scan")
         if progress:
             progress(n / len(heads), f"head {i}.{j} ({n + 1}/{len(heads)})")
-        with ablated(handle.model, [(i, j)], means):
+        with ablated(handle, [(i, j)], means):
             run = run_fewshot(handle, task, config, should_stop=should_stop)
         acc[i, j], logp[i, j] = run.metrics.accuracy, run.metrics.mean_gold_logprob
     return AblationScan(handle.info.key, task.name, config.k, mode, base.metrics.accuracy,

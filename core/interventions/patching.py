@@ -44,14 +44,14 @@ def _target_logprob(logits: torch.Tensor, ids: torch.Tensor, n_target: int) -> t
     return lp.gather(-1, ids[:, -n_target:, None]).squeeze(-1).sum(-1)
 
 
-@no_grad
-def patch(handle: ModelHandle, clean: str, corrupt: str, target: str,
-          should_stop: Callable[[], bool] = lambda: False) -> PatchResult:
+def prepared(handle: ModelHandle, clean: str, corrupt: str, target: str) -> tuple[list[int], list[int], int]:
+    """The clean and corrupted prompts with the target, as token ids of equal length, and the target's length in
+    tokens; refused with a plain message when patching cannot compare them."""
     if handle.info.kind != "causal_lm":
         raise UserError("Activation patching needs a causal language model.")
     if not (clean or "").strip() or not (corrupt or "").strip() or not target:
         raise UserError("Give a clean prompt, a corrupted prompt and a target.")
-    model, tok = handle.model, handle.tokenizer
+    tok = handle.tokenizer
     clean_ids, t_clean = _pair(tok, clean, target)
     corrupt_ids, t_corrupt = _pair(tok, corrupt, target)
     _check_fits(handle, max(len(clean_ids), len(corrupt_ids)), "The prompt with its target")
@@ -59,7 +59,18 @@ def patch(handle: ModelHandle, clean: str, corrupt: str, target: str,
         raise UserError(f"The clean and corrupted prompts must have the same length in tokens "
                         f"({len(clean_ids) - len(t_clean)} vs {len(corrupt_ids) - len(t_corrupt)}) and the same "
                         "target tokens: change a word for a word of the same length (swap a label or a key).")
-    n_t = len(t_clean)
+    return clean_ids, corrupt_ids, len(t_clean)
+
+
+NOTHING_TO_RESTORE = ("The clean and corrupted prompts give the target the same probability: there is nothing for "
+                      "a patch to restore. Corrupt the part the answer depends on.")
+
+
+@no_grad
+def patch(handle: ModelHandle, clean: str, corrupt: str, target: str,
+          should_stop: Callable[[], bool] = lambda: False) -> PatchResult:
+    clean_ids, corrupt_ids, n_t = prepared(handle, clean, corrupt, target)
+    model, tok = handle.model, handle.tokenizer
     dev = input_device(model)
     x_clean = torch.tensor([clean_ids], device=dev)
     x_corrupt = torch.tensor([corrupt_ids], device=dev)
@@ -88,8 +99,7 @@ def patch(handle: ModelHandle, clean: str, corrupt: str, target: str,
     lp_corrupt = float(_target_logprob(model(x_corrupt).logits, x_corrupt, n_t)[0])
     gap = lp_clean - lp_corrupt
     if abs(gap) < 1e-6:
-        raise UserError("The clean and corrupted prompts give the target the same probability: there is "
-                        "nothing for a patch to restore. Corrupt the part the answer depends on.")
+        raise UserError(NOTHING_TO_RESTORE)
 
     seq = len(corrupt_ids)
     positions = seq - n_t  # the prompt's positions; the target tokens follow
@@ -178,24 +188,30 @@ def attribution_patching(handle: ModelHandle, x_corrupt: torch.Tensor, resid_cle
     return residual, heads
 
 
-@no_grad
-def logit_lens(handle: ModelHandle, text: str, target: str | None = None, k: int = 5) -> LensResult:
-    """Each layer's residual stream through the final norm and the unembedding (the last = the model's own)."""
+def lens_input(handle: ModelHandle, text: str, target: str | None) -> tuple[list[int], int | None]:
+    """The text's token ids and the target's first token id (None without a target), checked."""
     if handle.info.kind != "causal_lm":
         raise UserError("The logit lens needs a causal language model.")
     if not (text or "").strip():
         raise UserError("The text is empty.")
-    model, tok = handle.model, handle.tokenizer
-    tokens = encode(tok, text)
+    tokens = encode(handle.tokenizer, text)
     _check_fits(handle, len(tokens), "The text")
-    ids = torch.tensor([tokens], device=input_device(model))  # (1, seq)
-    layers, norm, unembed = decoder_layers(model), final_norm(model), model.get_output_embeddings()
     target_id = None
     if target:
-        t_ids = _pair(tok, text, target)[1]
+        t_ids = _pair(handle.tokenizer, text, target)[1]
         if not t_ids:
             raise UserError(f"The target {target!r} has no tokens.")
         target_id = t_ids[0]
+    return tokens, target_id
+
+
+@no_grad
+def logit_lens(handle: ModelHandle, text: str, target: str | None = None, k: int = 5) -> LensResult:
+    """Each layer's residual stream through the final norm and the unembedding (the last = the model's own)."""
+    tokens, target_id = lens_input(handle, text, target)
+    model, tok = handle.model, handle.tokenizer
+    ids = torch.tensor([tokens], device=input_device(model))  # (1, seq)
+    layers, norm, unembed = decoder_layers(model), final_norm(model), model.get_output_embeddings()
     resid = {}
     hs = [m.register_forward_hook(lambda _m, _a, out, i=i: resid.__setitem__(i, hidden_of(out).detach()))
           for i, m in enumerate(layers)]

@@ -8,7 +8,7 @@ from dataclasses import replace
 from core.errors import UserError
 from core.fewshot.run import run_fewshot
 from core.fewshot.types import FewShotConfig, FewShotRun
-from core.interventions import patching
+from core.interventions import patching, traced
 from core.interventions.ablation import run_ablated, scan
 from core.interventions.hooks import parse_heads
 from core.interventions.requests import AblationRequest, LensRequest, PatchRequest
@@ -25,7 +25,7 @@ class InterventionsLab:
 
     def _setup(self, req: AblationRequest, job: JobContext | None = None
                ) -> tuple[ModelHandle, Task, FewShotConfig, list[tuple[int, int]]]:
-        handle = self.rt.local(req.model, "Head ablation", job)
+        handle = self.rt.internals(req.model, "Head ablation", job)
         if handle.info.kind != "causal_lm":
             raise UserError("Head ablation on a few-shot task needs a causal language model.")
         config = FewShotConfig(k=req.k, selection=req.selection if req.k else "first", seed=req.seed,
@@ -61,9 +61,14 @@ class InterventionsLab:
 
     def patch(self, req: PatchRequest, job: JobContext | None = None) -> PatchResult:
         """Activation patching: the fraction of the clean answer each layer's (and head's) activation restores."""
-        return patching.patch(self.rt.local(req.model, "Activation patching", job), req.clean, req.corrupt,
-                              req.target, ctx_of(job).should_stop)
+        ctx = ctx_of(job)
+        handle = self.rt.internals(req.model, "Activation patching", ctx)
+        if handle.traced is not None:
+            return traced.patch(handle, req.clean, req.corrupt, req.target, ctx.should_stop, ctx.progress)
+        return patching.patch(handle, req.clean, req.corrupt, req.target, ctx.should_stop)
 
     def logit_lens(self, req: LensRequest, job: JobContext | None = None) -> LensResult:
         """Each layer's residual stream read through the unembedding."""
-        return patching.logit_lens(self.rt.local(req.model, "The logit lens", job), req.text, req.target, req.k)
+        handle = self.rt.internals(req.model, "The logit lens", job)
+        lens = traced.logit_lens if handle.traced is not None else patching.logit_lens
+        return lens(handle, req.text, req.target, req.k)

@@ -151,6 +151,10 @@ def load_model(spec: ModelSpec, policy: PathPolicy = PathPolicy(), offline: bool
     endpoint = served.parse_endpoint(spec.model)
     if endpoint is not None:
         return _served_handle(spec, endpoint, policy, should_stop)
+    from core.models import traced
+    name = traced.parse_traced(spec.model)
+    if name is not None:
+        return _traced_handle(spec, name, policy, offline, progress, should_stop)
     trust = policy.remote_code(spec.model, spec.trust_remote_code)  # refused before anything is read
     res = resolve(spec, policy, offline, progress)
     device = devices.resolve_device(spec.device)
@@ -226,6 +230,41 @@ def _served_handle(spec: ModelSpec, endpoint, policy: PathPolicy,
                      memory_bytes=0, origin="log-probabilities and greedy generation over HTTP: no attention "
                                           "weights, no gradients", heads="language-model head (served)")
     return ModelHandle(model, ServedTokenizer(model), spec, info)
+
+
+def _traced_handle(spec: ModelSpec, name, policy: PathPolicy, offline: bool, progress: Progress | None,
+                   should_stop: Callable[[], bool]) -> ModelHandle:
+    """``nnsight:<model>``: the model loaded as usual, its internals then reached through nnsight traces;
+    ``ndif:<Hub id>``: a model NDIF hosts, run remotely with the operator's API key (no weights here)."""
+    from core.models import traced
+    traced.require_nnsight(f"'{spec.model}'")
+    if not name.remote:
+        inner = load_model(replace(spec, model=name.model), policy, offline, progress, should_stop)
+        if inner.info.kind != "causal_lm" or inner.served or hasattr(inner.model, "n_virtual"):
+            raise ModelLoadError(f"nnsight traces here run causal language models loaded from weights; "
+                                 f"'{name.model}' is {inner.info.kind}{' (served)' if inner.served else ''}.")
+        model = traced.load_traced(name, inner.model, inner.tokenizer)
+        info = replace(inner.info, key=spec.key, origin=(inner.info.origin + "; " if inner.info.origin else "")
+                       + f"internals through nnsight {traced.nnsight_version()} traces (local)")
+        return ModelHandle(model, inner.tokenizer, spec, info)
+    if offline:
+        raise ModelLoadError(f"'{spec.model}' runs on NDIF, which this offline server cannot reach.")
+    model = traced.load_traced(name, api_key_env=policy.ndif_key())
+    meta = model.module
+    c = meta.config
+    n_heads = int(_cfg(c, "num_attention_heads", "n_head", default=0))
+    info = ModelInfo(key=spec.key, name=name.model, source="ndif", location=f"NDIF: {name.model}", revision=None,
+                     model_type=c.model_type, kind="causal_lm", architecture=type(meta).__name__,
+                     n_params=sum(p.numel() for p in meta.parameters()),
+                     n_layers=int(_cfg(c, "num_hidden_layers", "n_layer", default=0)), n_heads=n_heads,
+                     n_kv_heads=int(_cfg(c, "num_key_value_heads", default=n_heads)),
+                     hidden_size=int(_cfg(c, "hidden_size", "n_embd", "d_model", default=0)),
+                     context_length=context_length(c), vocab_size=int(c.vocab_size), dtype="(NDIF)", device="NDIF",
+                     attn_implementation="(NDIF)", memory_bytes=0,
+                     origin=f"hosted by NDIF, run through nnsight {traced.nnsight_version()} traces: interventions "
+                            "and log-likelihoods; no attention maps or gradients here",
+                     heads="language-model head (remote)")
+    return ModelHandle(model, model.tokenizer, spec, info)
 
 
 BASE_CONFIG = "base_config.json"  # written beside an adapter: the base's config as trained (labels, head size)

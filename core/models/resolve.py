@@ -48,6 +48,7 @@ class PathPolicy:
     endpoints: tuple[str, ...] = ()     # served models an exposed server may call (--endpoint URL[;key=ENV])
     trusted_code: tuple[str, ...] = ()  # models whose repository code an exposed server may run
     endpoint_timeout_s: float = 20.0    # a served model's connect/read timeout: a hanging server fails fast
+    ndif_key_env: str | None = None     # the variable holding the NDIF API key (--ndif-key-env); never a visitor's
 
     # ---- served models ------------------------------------------------------------------
     def _endpoint_keys(self) -> dict[str, str | None]:
@@ -74,6 +75,18 @@ class PathPolicy:
             raise PathNotAllowedError("On this server API keys come only from the operator (--endpoint "
                                       "URL;key=ENV_VAR at start): remove ';key=…' from the model name.")
         return configured
+
+    # ---- NDIF (nnsight's hosted models) ---------------------------------------------------------
+    def ndif_key(self) -> str:
+        """The environment variable whose value is the NDIF API key. On an exposed server NDIF is the operator's
+        decision (--ndif-key-env at start): without it an 'ndif:' model is refused; a visitor never names one."""
+        if self.ndif_key_env:
+            return self.ndif_key_env
+        if self.allow_any:
+            from core.models.traced import NDIF_KEY_ENV
+            return NDIF_KEY_ENV
+        raise PathNotAllowedError("Models hosted on NDIF run on this server only when its operator allows them "
+                                  "(--ndif-key-env VAR at start, naming the variable that holds the API key).")
 
     # ---- remote code -------------------------------------------------------------------
     def remote_code(self, model: str, asked: bool) -> bool:
@@ -107,7 +120,7 @@ class PathPolicy:
         """Whether a model name means a local path rather than a Hub id or an embedded/packaged/served name. On an
         exposed server this is decided from the name alone, never from what exists on disk."""
         name = name.strip()
-        if not name or name == "default" or name.startswith("openai+") or find_embedded(name) is not None \
+        if not name or name == "default" or name.startswith(("openai+", "ndif:")) or find_embedded(name) is not None \
                 or find_packaged(name) is not None:
             return False
         if name.startswith((".", "/", "~")) or os.sep + os.sep in name or ".." in name.split("/"):
@@ -118,6 +131,8 @@ class PathPolicy:
 
     def check_name(self, name: str | None, what: str = "model") -> None:
         """Refuse a name that resolves to a local path outside the allowed folders. Hub ids pass."""
+        if name and str(name).strip().startswith("nnsight:"):  # the model it runs through traces is what is read
+            name = str(name).strip()[len("nnsight:"):]
         if name and self.is_local(str(name)):
             self.check(Path(str(name)), what)
 

@@ -99,6 +99,12 @@ class ModelHandle:
         return getattr(config, "_attn_implementation", None) or "eager"
 
     @property
+    def traced(self):
+        """The model's nnsight traces (``core.models.traced.Traced``) when it was loaded as nnsight:/ndif:, else None."""
+        from core.models.traced import Traced
+        return self.model if isinstance(self.model, Traced) else None
+
+    @property
     def served(self) -> bool:
         from core.models.backend import backend_of
         return backend_of(self.model) is not None
@@ -134,6 +140,7 @@ class AppConfig:
     runs_dir: Path = field(default_factory=lambda: default_runs_dir())
     trust_remote_code_for: tuple[str, ...] = ()  # models whose repository code an exposed server may run
     endpoint_timeout_s: float = 20.0  # a served model's connect/read timeout (a hanging server fails fast)
+    ndif_key_env: str | None = None   # the variable holding the NDIF API key: 'ndif:' models allowed (--ndif-key-env)
     auth: bool = False                # visitors log in (--auth-file): the History's owner is the user name
     operators: tuple[str, ...] = ()   # users who may stop any run and see every session's runs
     limits: "Limits | None" = None    # per-session limits; None: none on localhost, EXPOSED_LIMITS when exposed
@@ -193,6 +200,11 @@ def unknown_tokens_note(tokenizer, ids: list[int], model_name: str) -> str:
 
 def needs_weights(info: ModelInfo, action: str) -> str:
     """A plain refusal for what a served model cannot give (attention weights, gradients, hooks)."""
+    if info.source == "ndif":
+        return (f"{action} needs the model's weights here; {info.name} runs on NDIF, where this lab reaches it "
+                "through nnsight traces: head ablation, activation patching, the logit lens and few-shot "
+                "log-likelihoods work on it (Interventions and Few-shot tabs); attention maps, gradients and "
+                "fine-tuning do not.")
     return (f"{action} needs the model's weights; {info.name} is served by {info.location}, which returns "
             "log-probabilities and text but no attention weights or gradients. Load the model locally in the "
             "Model tab (with device map 'auto' and max memory per device if it is too large for one device).")

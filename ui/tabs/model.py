@@ -19,7 +19,8 @@ def render(engine: Engine, active: gr.State, demo: gr.Blocks) -> None:
         with gr.Column(scale=2):
             model = gr.Dropdown(engine.catalogue.model_choices(), value=default if emb else None,
                                 allow_custom_value=True, label="Model", elem_id="model-select",
-                                info="An embedded model, a Hub preset, a Hub id or a local folder")
+                                info="An embedded model, a Hub preset, a Hub id or a local folder; nnsight:<model> "
+                                     "runs its interventions through nnsight traces, ndif:<Hub id> on NDIF")
             with gr.Row():
                 revision = gr.Dropdown(engine.catalogue.revision_choices(default), value="", allow_custom_value=True,
                                        label="Revision / checkpoint", info="empty = final (main)")

@@ -194,3 +194,20 @@ def test_the_app_imports_without_nnsight(tmp_path):
                          cwd=Path(__file__).resolve().parent.parent)
     assert out.returncode == 0, out.stderr[-2000:]
     assert "REFUSED" in out.stdout and "pip install" in out.stdout
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_task_and_function_vectors_through_traces_equal_the_hooks(pairs, arch):
+    from core.mechanism.run import function_vector, task_vector
+    from test_mechanism import successor_task
+    plain, local, sim = pairs[arch]
+    task = successor_task()
+    tv_ref = task_vector(plain, task, k=3, limit=6, n_dummy=4)
+    fv_ref = function_vector(plain, task, k=3, limit=6, n_examples=1)
+    for handle in (local, sim) if arch == "llama" else (local,):  # the simulated request: one architecture
+        tv = task_vector(handle, task, k=3, limit=6, n_dummy=4)
+        assert tv.accuracy == tv_ref.accuracy and np.allclose(tv.p_gold, tv_ref.p_gold, atol=1e-5)
+        fv = function_vector(handle, task, k=3, limit=6, n_examples=1)
+        assert np.abs(fv.cie - fv_ref.cie).max() <= 1e-5 and fv.top_heads == fv_ref.top_heads
+        assert fv.by_layer == fv_ref.by_layer and abs(fv.norm - fv_ref.norm) <= 1e-4
+        assert fv.examples == fv_ref.examples  # greedy continuations with and without the vector

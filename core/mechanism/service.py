@@ -34,7 +34,7 @@ class MechanismLab:
     def task_vector(self, req: TaskVectorRequest, job: JobContext | None = None) -> TaskVectorResult:
         """Zero-shot accuracy with the task vector of each layer patched in, beside k-shot and zero-shot."""
         ctx = ctx_of(job)
-        handle = self.rt.local(req.model, "A task vector", job)
+        handle = self.rt.internals(req.model, "A task vector", job)
         res = run.task_vector(handle, self._task(req), req.k, req.limit, req.seed, req.n_dummy, ctx.progress,
                               ctx.should_stop)
         self.rt.remember("task-vector", req, {"best_layer": res.best_layer, "accuracy": max(res.accuracy),
@@ -46,7 +46,7 @@ class MechanismLab:
     def function_vector(self, req: FunctionVectorRequest, job: JobContext | None = None) -> FunctionVectorResult:
         """Every head's indirect effect, the function vector of the top heads, and its effect layer by layer."""
         ctx = ctx_of(job)
-        handle = self.rt.local(req.model, "A function vector", job)
+        handle = self.rt.internals(req.model, "A function vector", job)
         res = run.function_vector(handle, self._task(req), req.k, req.limit, req.seed, req.heads, req.layer,
                                   ctx.progress, ctx.should_stop, req.prompt)
         self.rt.remember("function-vector", req, {"layer": res.layer, "fv_accuracy": res.fv_accuracy,

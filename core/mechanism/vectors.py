@@ -27,6 +27,7 @@ from core.errors import Cancelled, UserError
 from core.fewshot.scoring import encode
 from core.interventions.hooks import decoder_layers, head_dim, hidden_of, out_projections, with_hidden
 from core.lazy import lazy, no_grad
+from core.mechanism import traced as T
 from core.models.backend import split_context
 from core.models.devices import input_device
 from core.models.types import ModelHandle
@@ -98,6 +99,8 @@ def _forward(handle: ModelHandle, batch: Batch):
 
 
 def _last_logits(handle: ModelHandle, batch: Batch) -> torch.Tensor:
+    if handle.traced is not None:
+        return T.last_logits(handle.traced, batch)
     out = _forward(handle, batch).logits
     return out[torch.arange(len(batch.last)), batch.last.to(out.device)].float().cpu()  # (rows, vocab)
 
@@ -123,6 +126,8 @@ def accuracy(handle: ModelHandle, batch: Batch) -> tuple[float, float]:
 @no_grad
 def last_states(handle: ModelHandle, batch: Batch) -> torch.Tensor:
     """(layers, rows, d_model): the last token's hidden state after every block."""
+    if handle.traced is not None:
+        return T.last_states(handle.traced, batch)
     layers = decoder_layers(handle.model)
     got: dict[int, torch.Tensor] = {}
     rows = torch.arange(len(batch.last))
@@ -151,6 +156,8 @@ def patched_logits(handle: ModelHandle, batch: Batch, layer: int, vector: torch.
     """(rows, vocab): the last position's logits with the state after block ``layer`` replaced (or added to)."""
     if mode not in ("replace", "add"):
         raise UserError("A vector either replaces the state or is added to it.")
+    if handle.traced is not None:
+        return T.last_logits(handle.traced, batch, layer, vector, mode)
     rows = torch.arange(len(batch.last))
 
     def hook(_m, _a, out):
@@ -176,6 +183,9 @@ def generate(handle: ModelHandle, prompt: str, vector: torch.Tensor | None = Non
     if n_ctx and len(ids) + max_new_tokens > n_ctx:
         raise UserError(f"The prompt is {len(ids)} tokens long; {handle.info.name} reads at most {n_ctx}.")
     at = len(ids) - 1
+    if handle.traced is not None:
+        return tok.decode(T.generate(handle.traced, ids, tok.eos_token_id, tok.decode, vector, layer, at,
+                                     max_new_tokens)).split("\n")[0]
     dev = input_device(handle.model)
 
     def hook(_m, _a, out):
@@ -200,6 +210,8 @@ def generate(handle: ModelHandle, prompt: str, vector: torch.Tensor | None = Non
 @no_grad
 def head_outputs(handle: ModelHandle, batch: Batch) -> torch.Tensor:
     """(layers, heads, head_dim): each head's output at the last token, averaged over the batch's rows."""
+    if handle.traced is not None:
+        return T.head_outputs(handle.traced, batch, handle.info.n_heads)
     projs, d = out_projections(handle.model), head_dim(handle.model)
     n_heads = handle.info.n_heads
     got: dict[int, torch.Tensor] = {}
@@ -226,7 +238,10 @@ def head_indirect_effects(handle: ModelHandle, corrupted: Batch, means: torch.Te
     corrupted run's: the prompts run once (left-padded, so every last token sits in the last column) up to their
     last token into a key/value cache, and each layer's heads are then patched together — the last token alone,
     once per head, over that cache (batch = prompts x heads). Equal to a full forward per head
-    (``head_indirect_effects_naive``, the reference the tests and ``bench/function_vectors.py`` compare with)."""
+    (``head_indirect_effects_naive``, the reference the tests and ``bench/function_vectors.py`` compare with).
+    Through nnsight: one trace per layer, each prompt an invoke of one row per head."""
+    if handle.traced is not None:
+        return T.head_indirect_effects(handle.traced, corrupted, means, progress, should_stop)
     projs, d = out_projections(handle.model), head_dim(handle.model)
     n_layers, n_heads = means.shape[:2]
     dev = input_device(handle.model)
@@ -315,6 +330,9 @@ def head_contribution(handle: ModelHandle, layer: int, head: int, value: torch.T
 
 def function_vector(handle: ModelHandle, means: torch.Tensor, heads: list[tuple[int, int]]) -> torch.Tensor:
     """(d_model,): the sum of the heads' mean outputs, each through its output projection."""
+    if handle.traced is not None:  # through a trace, where the weights are (here or on NDIF)
+        return sum(T.head_contributions(handle.traced, heads, means, head_dim(handle.traced.module)
+                                        * handle.info.n_heads))
     return sum(head_contribution(handle, layer, h, means[layer, h]) for layer, h in heads)
 
 

@@ -46,6 +46,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--max-train-minutes", type=float,
                     help="minutes of one fine-tuning run before it is stopped with a checkpoint (exposed default: 30)")
     ap.add_argument("--max-live-runs", type=int, help="live-training runs at once (exposed default: 2)")
+    ap.add_argument("--max-train-processes", type=int,
+                    help="processes one fine-tuning run may train with, data parallel (exposed default: 1)")
     ap.add_argument("--device-map", help="'auto': split every model's layers over the GPUs, the CPU and disk")
     ap.add_argument("--max-memory", help="with --device-map: memory per device, e.g. '0=20GiB,1=20GiB,cpu=64GiB'")
     ap.add_argument("--offload-folder", help="with --device-map: where layers that fit nowhere go on disk")
@@ -71,7 +73,8 @@ def config_from(a: argparse.Namespace) -> AppConfig:
     if a.operator and not a.auth_file:
         raise SystemExit("--operator names a user of --auth-file")
     given = dict(runs_per_session=a.max_runs_per_session, train_steps=a.max_train_steps,
-                 train_minutes=a.max_train_minutes, live_runs=a.max_live_runs)
+                 train_minutes=a.max_train_minutes, live_runs=a.max_live_runs,
+                 train_processes=a.max_train_processes)
     cfg = AppConfig(host=a.host, port=a.port, share=a.share,
                     model=None if a.model.lower() == "none" else a.model, device=a.device,
                     dtype=a.dtype, offline=a.offline, model_dirs=tuple(a.model_dir),

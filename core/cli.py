@@ -211,6 +211,9 @@ def _finetune_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--target-modules", help="comma-separated LoRA/IA3 targets (default: per architecture)")
     p.add_argument("--virtual-tokens", type=int, default=16, help="prefix/prompt tuning: learned virtual tokens")
     p.add_argument("--train-size", type=int, help="train on a seeded sample of this many examples")
+    p.add_argument("--processes", type=int, default=1,
+                   help="training processes, data parallel (torchrun; gloo on CPUs, NCCL on GPUs): the batch is "
+                        "split across them, the result the same as one process with that batch")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto")
     p.add_argument("--precision", choices=PRECISIONS, default="auto")
@@ -226,6 +229,13 @@ def cmd_finetune(args: argparse.Namespace) -> object:
     import torch
     from core.finetune.train import train_run
     from core.finetune.types import DataSpec, FinetuneSpec
+    from core.finetune import parallel
+    if getattr(args, "processes", 1) > 1 and not parallel.launched() and not args.resume and not args.spec:
+        import subprocess
+        import sys
+        # the same command on N ranks under torchrun (each rank then runs this function as one of them)
+        return {"exit_code": subprocess.call(parallel.launch_command(sys.argv[sys.argv.index("finetune") + 1:],
+                                                                     args.processes))}
     if args.threads:
         torch.set_num_threads(args.threads)
     stop = {"flag": False}
@@ -252,7 +262,7 @@ def cmd_finetune(args: argparse.Namespace) -> object:
             warmup_ratio=args.warmup_ratio, weight_decay=args.weight_decay, lora_r=args.lora_r,
             lora_alpha=args.lora_alpha, lora_dropout=args.lora_dropout, seed=args.seed, device=args.device,
             precision=args.precision, gradient_checkpointing=args.gradient_checkpointing,
-            virtual_tokens=args.virtual_tokens, train_size=args.train_size,
+            virtual_tokens=args.virtual_tokens, train_size=args.train_size, processes=args.processes,
             target_modules=tuple(x.strip() for x in args.target_modules.split(",")) if args.target_modules else None)
     return train_run(spec, args.out, offline=args.offline, should_stop=lambda: stop["flag"], **limit)
 

@@ -15,7 +15,6 @@ import re
 import shutil
 import signal
 import subprocess
-import sys
 import threading
 import time
 from collections import deque
@@ -23,6 +22,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from core.errors import UserError
+from core.finetune.parallel import launch_command
 from core.finetune.runs import (CANCEL_FILE, OWNER_FILE, PID_FILE, Process, last_checkpoint, list_runs, run_state,
                                write_end)
 from core.finetune.types import FinetuneSpec, FinetuneStatus
@@ -42,7 +42,7 @@ class FinetuneJobs:
         self.runs_dir = Path(runs_dir)
         self.threads = threads
         self.time_limit_s = time_limit_s  # each run stops itself (with a checkpoint) after this long
-        self._queue: deque[tuple[str, list[str]]] = deque()  # (run name, argv)
+        self._queue: deque[tuple[str, list[str], int]] = deque()  # (run name, argv, processes)
         self._procs: dict[str, subprocess.Popen] = {}
         self._lock = threading.Lock()
         self._cancelled: set[str] = set()
@@ -63,7 +63,7 @@ class FinetuneJobs:
         request.write_text(json.dumps(spec.to_dict(), indent=2))
         (run_dir / OWNER_FILE).write_text(owner)
         self._owners[name] = session
-        self._enqueue(name, ["--spec", str(request), "--out", str(run_dir)])
+        self._enqueue(name, ["--spec", str(request), "--out", str(run_dir)], spec.processes)
         return name
 
     def owner(self, name: str) -> str | None:
@@ -83,12 +83,16 @@ class FinetuneJobs:
         if last_checkpoint(run_dir) is None:
             raise UserError(f"Run {name!r} has no checkpoint to resume from; start it again instead.")
         self._owners[name] = session
-        self._enqueue(name, ["--resume", str(run_dir)])
+        try:
+            processes = int(json.loads((run_dir / "spec.json").read_text()).get("processes", 1))
+        except (OSError, ValueError):
+            processes = 1
+        self._enqueue(name, ["--resume", str(run_dir)], processes)
         return name
 
-    def _enqueue(self, name: str, argv: list[str]) -> None:
+    def _enqueue(self, name: str, argv: list[str], processes: int = 1) -> None:
         with self._lock:
-            self._queue.append((name, argv))
+            self._queue.append((name, argv, processes))
         self._pump()
 
     def _pump(self) -> None:
@@ -97,13 +101,13 @@ class FinetuneJobs:
             if any(p.poll() is None for p in self._procs.values()):
                 return
             while self._queue and (self.runs_dir / self._queue[0][0] / CANCEL_FILE).exists():
-                skipped, _ = self._queue.popleft()
+                skipped = self._queue.popleft()[0]
                 write_end(self.runs_dir / skipped, "cancelled", "Cancelled by the operator before it started.")
             if not self._queue:
                 return
-            name, argv = self._queue.popleft()
+            name, argv, processes = self._queue.popleft()
             run_dir = self.runs_dir / name
-            cmd = [sys.executable, "-m", "core", "finetune", *argv]
+            cmd = launch_command(argv, processes)  # several processes: torchrun, every rank in this group
             if self.threads:
                 cmd += ["--threads", str(self.threads)]
             if self.time_limit_s:
@@ -126,19 +130,19 @@ class FinetuneJobs:
     def is_active(self, name: str) -> bool:
         with self._lock:
             proc = self._procs.get(name)
-            return any(n == name for n, _ in self._queue) or (proc is not None and proc.poll() is None)
+            return any(n == name for n, *_ in self._queue) or (proc is not None and proc.poll() is None)
 
     def queue(self) -> list[str]:
         with self._lock:
             running = [n for n, p in self._procs.items() if p.poll() is None]
-            return running + [n for n, _ in self._queue]
+            return running + [n for n, *_ in self._queue]
 
     def status(self, name: str) -> FinetuneStatus:
         """The run's true state, from its progress file and its process (``core.finetune.runs.run_state``)."""
         self._pump()
         run_dir = self.run_dir(name)
         with self._lock:
-            queued = [n for n, _ in self._queue]
+            queued = [n for n, *_ in self._queue]
             proc = self._procs.get(name)
             running = sum(p.poll() is None for p in self._procs.values())
         if name in queued:
@@ -152,7 +156,7 @@ class FinetuneJobs:
     def cancel(self, name: str) -> str:
         """Queued: dropped. Running: SIGTERM (it saves a checkpoint and stops), SIGKILL if it hangs."""
         with self._lock:
-            for i, (n, _) in enumerate(self._queue):
+            for i, (n, *_) in enumerate(self._queue):
                 if n == name:
                     del self._queue[i]
                     write_end(self.runs_dir / name, "cancelled", "Cancelled before it started.")

@@ -140,7 +140,9 @@ def read_status(run_dir: Path | str) -> FinetuneStatus:
             rate = "" if st.lr is None else (f", learning rate {st.lr:g}" + (
                 " (the default for a model of this size)" if ev.get("lr_default") else ""))
             st.message = (f"Training {ev['trainable_params']:,} of {ev['total_params']:,} parameters on "
-                          f"{ev['device']} ({ev['precision']}{rate}): {ev['n_train']} examples, "
+                          f"{ev['device']}" + (f" × {ev['processes']} processes (data parallel)"
+                                               if ev.get("processes", 1) > 1 else "")
+                          + f" ({ev['precision']}{rate}): {ev['n_train']} examples, "
                           f"{ev['n_eval']} held out.")
         elif kind == "train":
             st.train_loss.append((ev["step"], ev["loss"]))

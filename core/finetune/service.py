@@ -72,6 +72,12 @@ class FinetuneLab:
                 raise UserError(f"This server allows {limits.runs_per_session} fine-tuning run(s) queued or running "
                                 f"per session; yours: {', '.join(have) or 'none'}, and this asks for "
                                 f"{max(1, len(specs))} more. Wait for one to end, or cancel it.")
+        if limits.train_processes:
+            for spec in specs:
+                if spec.processes > limits.train_processes:
+                    raise UserError(f"This server allows {limits.train_processes} training process(es) a run "
+                                    f"(asked: {spec.processes}); its operator sets that at start "
+                                    "(--max-train-processes).")
         if limits.train_steps:
             for spec in specs:
                 steps = planned_steps(spec, len(load_task(spec, self.rt.config.offline).train))

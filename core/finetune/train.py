@@ -35,9 +35,9 @@ import torch
 
 from core.models import devices
 from core.errors import UserError
-from core.finetune import methods
+from core.finetune import methods, parallel
 from core.finetune.data import collate, encode_split, load_task
-from core.finetune.evaluate import evaluate, forward, loss_of
+from core.finetune.evaluate import IGNORE, evaluate, forward, loss_of
 from core.finetune.runs import last_checkpoint, run_owner
 from core.finetune.schedule import batches_per_epoch, epoch_order, eval_due, lr_schedule, planned_steps
 from core.finetune.types import FinetuneSpec
@@ -157,6 +157,17 @@ def train_run(spec: FinetuneSpec | None, run_dir: Path | str, resume: bool = Fal
     watcher (the app) can show it.
     """
     run_dir = Path(run_dir)
+    ranks = parallel.join(devices.resolve_device((spec.device if spec else "auto")).type) if parallel.launched() \
+        else parallel.Ranks()
+    try:
+        return _train_run(spec, run_dir, resume, offline, should_stop, on_event, time_limit_s, ranks)
+    finally:
+        ranks.close()
+
+
+def _train_run(spec: FinetuneSpec | None, run_dir: Path, resume: bool, offline: bool,
+               should_stop: Callable[[], bool], on_event: Events | None, time_limit_s: float | None,
+               ranks: "parallel.Ranks") -> dict:
     if resume:
         if not (run_dir / "spec.json").exists():
             raise UserError(f"{run_dir} is not a run folder (no spec.json).")
@@ -165,16 +176,18 @@ def train_run(spec: FinetuneSpec | None, run_dir: Path | str, resume: bool = Fal
             raise UserError(f"The run in {run_dir} has already finished; its model is in {run_dir / 'model'}.")
     else:
         spec.check()
-        if (run_dir / "progress.jsonl").exists():
-            raise UserError(f"{run_dir} already holds a run. Pick a new folder, or resume it with --resume.")
-        try:
-            run_dir.mkdir(parents=True, exist_ok=True)
-        except OSError as err:
-            raise UserError(f"Cannot create the run folder {run_dir}: {err.strerror}.") from None
-        (run_dir / "spec.json").write_text(json.dumps(spec.to_dict(), indent=2))
-    emit = _events(run_dir, on_event)
+        if ranks.main:
+            if (run_dir / "progress.jsonl").exists():
+                raise UserError(f"{run_dir} already holds a run. Pick a new folder, or resume it with --resume.")
+            try:
+                run_dir.mkdir(parents=True, exist_ok=True)
+            except OSError as err:
+                raise UserError(f"Cannot create the run folder {run_dir}: {err.strerror}.") from None
+            (run_dir / "spec.json").write_text(json.dumps(spec.to_dict(), indent=2))
+        ranks.barrier()
+    emit = _events(run_dir, on_event) if ranks.main else (lambda event: None)  # rank 0 speaks for the run
     try:
-        return _train(spec, run_dir, resume, offline, should_stop, emit, time_limit_s)
+        return _train(spec, run_dir, resume, offline, should_stop, emit, time_limit_s, ranks)
     except UserError as err:
         emit({"event": "end", "state": "failed", "message": str(err)})
         raise
@@ -188,10 +201,19 @@ def train_run(spec: FinetuneSpec | None, run_dir: Path | str, resume: bool = Fal
         raise
 
 
+def _units(batch: dict, objective: str) -> int:
+    """What the loss is a mean over: examples (classification), scored target tokens (causal, tags)."""
+    labels = batch["labels"]
+    if objective == "classification":
+        return int(labels.shape[0])
+    return int(((labels[:, 1:] if objective == "causal" else labels) != IGNORE).sum())
+
+
 def _train(spec: FinetuneSpec, run_dir: Path, resume: bool, offline: bool,
-           should_stop: Callable[[], bool], emit: Events, time_limit_s: float | None = None) -> dict:
+           should_stop: Callable[[], bool], emit: Events, time_limit_s: float | None = None,
+           ranks: "parallel.Ranks" = parallel.Ranks()) -> dict:
     torch.manual_seed(spec.seed)
-    device = devices.resolve_device(spec.device)
+    device = parallel.local_device(devices.resolve_device(spec.device), ranks)
     task = load_task(spec, offline)
     model, tokenizer, _ = build_model(spec, task, device, offline)
     if spec.device_map:
@@ -232,8 +254,10 @@ def _train(spec: FinetuneSpec, run_dir: Path, resume: bool, offline: bool,
           "n_eval": len(eval_enc), "trainable_params": n_trainable, "total_params": n_total,
           "method": spec.method, "objective": spec.objective, "lr": lr, "lr_default": spec.lr is None,
           "device": str(device), "precision": str(amp).replace("torch.", "") if amp else "fp32",
+          "processes": ranks.world,
           "task": task.name, "choices": labels})
 
+    trained = ranks.wrap(model, device)  # DDP across processes; the model itself in one
     model.train()
     pad = tokenizer.pad_token_id
     t_last = last_emit = t_start = time.time()
@@ -244,16 +268,18 @@ def _train(spec: FinetuneSpec, run_dir: Path, resume: bool, offline: bool,
     times = state.setdefault("times", {"train": 0.0, "eval": 0.0, "checkpoint": 0.0, "last_overhead": 0.0})
 
     def checkpoint() -> None:
-        t0 = time.time()
-        path = save_checkpoint(run_dir, state["step"], model, tokenizer, optimizer, scheduler, state)
-        times["checkpoint"] += time.time() - t0
-        emit({"event": "checkpoint", "step": state["step"], "path": str(path),
-              **{f"time_{k}_s": round(v, 2) for k, v in times.items() if k != "last_overhead"}})
+        if ranks.main:  # every rank holds the same weights and optimiser state: one writes them
+            t0 = time.time()
+            path = save_checkpoint(run_dir, state["step"], model, tokenizer, optimizer, scheduler, state)
+            times["checkpoint"] += time.time() - t0
+            emit({"event": "checkpoint", "step": state["step"], "path": str(path),
+                  **{f"time_{k}_s": round(v, 2) for k, v in times.items() if k != "last_overhead"}})
+        ranks.barrier()
 
     deadline = time.monotonic() + time_limit_s if time_limit_s else None
     while state["step"] < total:
-        over_time = deadline is not None and time.monotonic() > deadline
-        if should_stop() or over_time:
+        over_time = ranks.anyone(deadline is not None and time.monotonic() > deadline)
+        if ranks.anyone(should_stop()) or over_time:
             checkpoint()
             message = (f"Stopped at step {state['step']}: this server allows {time_limit_s / 60:g} minutes a run. "
                        "The last checkpoint is saved; resume continues from it.") if over_time else \
@@ -265,12 +291,18 @@ def _train(spec: FinetuneSpec, run_dir: Path, resume: bool, offline: bool,
             epoch, pos = divmod(state["micro"], per_epoch)
             order = epoch_order(len(train_enc), spec.seed, epoch)
             index = order[pos * spec.batch_size:(pos + 1) * spec.batch_size]
-            batch = {k: v.to(device) for k, v in collate(train_enc, index, pad, spec.objective).items()}
+            mine = ranks.shard(index)  # this rank's rows of the global batch
+            batch = {k: v.to(device) for k, v in collate(train_enc, mine or index[:1], pad, spec.objective).items()}
+            units = _units(batch, spec.objective) if mine else 0
+            # the rank's mean loss, weighted by its share of the batch's units: the average DDP takes of the
+            # ranks' gradients is then the gradient of the whole batch's mean loss (one process: weight 1)
+            weight = units * ranks.world / max(ranks.total(units), 1) if ranks.parallel else 1.0
             with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
-                loss = loss_of(forward(model, batch), batch["labels"], spec.objective) / spec.grad_accum
+                loss = loss_of(forward(trained, batch), batch["labels"], spec.objective) / spec.grad_accum
+            loss = loss * weight if weight else loss * 0.0
             (scaler.scale(loss) if scaler else loss).backward()
-            loss_sum += loss.item()
-            n_tok += int(batch["attention_mask"].sum())
+            loss_sum += ranks.total(loss.item()) / ranks.world
+            n_tok += int(ranks.total(int(batch["attention_mask"].sum()) if mine else 0))
             state["micro"] += 1
         if scaler:
             scaler.unscale_(optimizer)
@@ -300,21 +332,26 @@ def _train(spec: FinetuneSpec, run_dir: Path, resume: bool, offline: bool,
                   **{f"time_{k}_s": round(v, 2) for k, v in times.items() if k != "last_overhead"}})
             window, last_emit = [], now
         t_last = now
-        if eval_due(state["step"], total, spec.eval_every, times):
+        if ranks.anyone(ranks.main and eval_due(state["step"], total, spec.eval_every, times)):
             t0 = time.time()
-            final = [] if state["step"] >= total else None  # the last evaluation keeps every example's answer
-            ev = {"step": state["step"], **evaluate(model, tokenizer, task, eval_enc, spec.objective,
-                                                    spec.batch_size, device, final)}
-            if final is not None:
-                held_out = final
+            if ranks.main:  # the held-out set once, on rank 0, while the others wait at the checkpoint
+                final = [] if state["step"] >= total else None  # the last evaluation keeps every answer
+                ev = {"step": state["step"], **evaluate(model, tokenizer, task, eval_enc, spec.objective,
+                                                        spec.batch_size, device, final)}
+                if final is not None:
+                    held_out = final
+                state["evals"].append(ev)
+                emit({"event": "eval", **ev})
             times["eval"] += time.time() - t0
-            state["evals"].append(ev)
-            emit({"event": "eval", **ev})
             checkpoint()
             t_last = time.time()  # evaluation and saving are not training time
             times["last_overhead"] = t_last - t0
 
+    if not ranks.main:
+        ranks.barrier()  # rank 0 writes the model
+        return {}
     metrics = finish(spec, run_dir, model, tokenizer, state, held_out)
+    ranks.barrier()
     emit({"event": "end", "state": "finished", "step": state["step"], "metrics": metrics,
           "message": "Finished: held-out " + (f"entity F1 {metrics['eval_f1']:.3f}" if metrics.get("eval_f1")
                                                is not None else f"accuracy {metrics['eval_accuracy']:.3f}") + "."})

@@ -16,6 +16,8 @@ if TYPE_CHECKING:  # an annotation only: the scores are computed in core.finetun
 OBJECTIVES = ("classification", "causal", "token-classification")
 METHODS = ("full", "lora", "ia3", "prefix", "prompt")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+PARALLEL = ("ddp",)  # data parallel across processes (torchrun): each rank a share of every global batch
+MAX_PROCESSES = 64
 STATES = ("queued", "running", "finished", "failed", "cancelled")
 # The learning rate of a run that names none, by the size of its model: a model of 20M parameters and more
 # (MiniLM, SmolLM2, Pythia) takes the usual small steps; the embedded models (0.1M-0.5M) learn little with those
@@ -98,6 +100,8 @@ class FinetuneSpec:
     device_map: str | None = None   # "auto": the base model's layers split over devices (accelerate)
     max_memory: str | None = None   # with a device map: "0=20GiB, cpu=64GiB"
     train_size: int | None = None  # train on a seeded sample of this many training examples (None: all)
+    processes: int = 1        # training processes (torchrun): the global batch split across them; 1: this process
+    parallel: str = "ddp"     # PARALLEL: how the processes share the work
 
     @property
     def learning_rate(self) -> float:
@@ -127,6 +131,16 @@ class FinetuneSpec:
             raise UserError("Warm-up share and LoRA dropout must be in [0, 1) and weight decay at least 0.")
         if self.train_size is not None and self.train_size < 1:
             raise UserError(f"The training-set size must be at least 1 (got {self.train_size}).")
+        if not 1 <= self.processes <= MAX_PROCESSES:
+            raise UserError(f"Train with 1 to {MAX_PROCESSES} processes (got {self.processes}).")
+        if self.parallel not in PARALLEL:
+            raise UserError(f"Unknown parallelism {self.parallel!r}: use {', '.join(PARALLEL)}.")
+        if self.processes > 1 and self.device_map:
+            raise UserError("A model split across devices (device map) trains in one process; data parallelism "
+                            "copies the whole model into every process. Use one or the other.")
+        if self.processes > self.batch_size:
+            raise UserError(f"The batch ({self.batch_size}) is split across the processes: use at most "
+                            f"{self.batch_size} processes, or a larger batch.")
         if self.device_map and self.method not in ("lora", "ia3"):
             raise UserError("A model split across devices trains with LoRA or IA3 (the frozen base stays where "
                             "the device map puts it).")

@@ -171,17 +171,19 @@ class Limits:
     train_steps: int | None = None        # optimiser steps of one fine-tuning run
     train_minutes: float | None = None    # wall time of one fine-tuning run (stopped with a checkpoint after)
     live_runs: int | None = None          # live-training processes at once, for the whole server
+    train_processes: int | None = None    # processes one fine-tuning run may use (data parallel)
 
     def describe(self) -> str:
         parts = [f"{self.runs_per_session} fine-tuning run(s) queued or running per session"
                  if self.runs_per_session else "",
                  f"at most {self.train_steps:,} steps a run" if self.train_steps else "",
                  f"at most {self.train_minutes:g} minutes a run" if self.train_minutes else "",
-                 f"{self.live_runs} live-training run(s) at once" if self.live_runs else ""]
+                 f"{self.live_runs} live-training run(s) at once" if self.live_runs else "",
+                 f"{self.train_processes} training process(es) a run" if self.train_processes else ""]
         return "; ".join(p for p in parts if p) or "no limits"
 
 
-EXPOSED_LIMITS = Limits(runs_per_session=1, train_steps=5000, train_minutes=30.0, live_runs=2)
+EXPOSED_LIMITS = Limits(runs_per_session=1, train_steps=5000, train_minutes=30.0, live_runs=2, train_processes=1)
 
 
 def unknown_tokens_note(tokenizer, ids: list[int], model_name: str) -> str:

@@ -86,6 +86,12 @@ def render(engine: Engine, active: gr.State, demo: gr.Blocks) -> Form:
                     virtual = gr.Number(16, label="Virtual tokens (prefix/prompt tuning)", precision=0, minimum=1)
                     train_size = gr.Number(0, label="Training examples (0: all; else a seeded sample)",
                                            precision=0, minimum=0)
+                    most = engine.config.work_limits.train_processes
+                    processes = gr.Number(1, label="Processes (data parallel)", precision=0, minimum=1,
+                                          maximum=most, elem_id="ft-processes",
+                                          info="the batch split across N training processes (torchrun: gloo on "
+                                               "CPUs, NCCL on GPUs), the same steps as one process"
+                                               + (f"; this server allows {most}" if most else ""))
             with gr.Row():
                 start_btn = gr.Button("Start training", variant="primary", elem_id="ft-start")
                 cancel_btn = gr.Button("Cancel", variant="stop")
@@ -112,7 +118,7 @@ def render(engine: Engine, active: gr.State, demo: gr.Blocks) -> Form:
                 warmup_ratio=warmup, weight_decay=weight_decay, lora_r=lora_r, lora_alpha=lora_alpha,
                 lora_dropout=lora_dropout, target_modules=targets, seed=seed, eval_every=eval_every,
                 max_steps=max_steps, precision=precision, gradient_checkpointing=grad_ckpt, hub_id=hub_id,
-                virtual_tokens=virtual, train_size=train_size)
+                virtual_tokens=virtual, train_size=train_size, processes=processes)
 
     def toggle(src):
         up, hub = src == "upload", src == "hub dataset"

@@ -214,6 +214,9 @@ def _finetune_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--processes", type=int, default=1,
                    help="training processes, data parallel (torchrun; gloo on CPUs, NCCL on GPUs): the batch is "
                         "split across them, the result the same as one process with that batch")
+    p.add_argument("--parallel", choices=("ddp", "fsdp"), default="ddp",
+                   help="with --processes: ddp (a whole model per process) or fsdp (weights, gradients and "
+                        "optimiser state sharded across the processes, for a model too large for one device)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto")
     p.add_argument("--precision", choices=PRECISIONS, default="auto")
@@ -263,6 +266,7 @@ def cmd_finetune(args: argparse.Namespace) -> object:
             lora_alpha=args.lora_alpha, lora_dropout=args.lora_dropout, seed=args.seed, device=args.device,
             precision=args.precision, gradient_checkpointing=args.gradient_checkpointing,
             virtual_tokens=args.virtual_tokens, train_size=args.train_size, processes=args.processes,
+            parallel=args.parallel,
             target_modules=tuple(x.strip() for x in args.target_modules.split(",")) if args.target_modules else None)
     return train_run(spec, args.out, offline=args.offline, should_stop=lambda: stop["flag"], **limit)
 

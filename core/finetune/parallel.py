@@ -1,5 +1,6 @@
-"""Fine-tuning across processes: data parallelism (DDP) launched with torchrun, on the gloo backend on CPUs and
-NCCL on GPUs.
+"""Fine-tuning across processes: data parallelism (DDP), or fully sharded (FSDP) for a model whose weights,
+gradients and optimiser state do not fit one device; launched with torchrun, on the gloo backend on CPUs and NCCL
+on GPUs.
 
 A run with ``processes > 1`` is ``python -m torch.distributed.run --standalone --nproc-per-node N -m core finetune
 …``: every rank builds the same model from the same seed, takes its share of each *global* batch (rows
@@ -8,6 +9,11 @@ averages is the gradient of the whole batch's mean loss — the same step as one
 Rank 0 alone evaluates, saves checkpoints, writes progress and the final model; a stop (Cancel's SIGTERM reaches
 every rank of the process group, or the time limit) is agreed by all ranks at the same step, so the checkpoint is
 whole and no rank waits on another forever.
+
+FSDP (``parallel="fsdp"``, torch's ``fully_shard``: each decoder block and the whole model) keeps 1/N of every
+parameter, gradient and optimiser state on each rank. Rank 0 also keeps a copy of the model in CPU memory: at each
+evaluation and checkpoint every rank gathers the full weights into it (a collective) and rank 0 evaluates and saves
+that copy, so the held-out set runs once and the saved folders are the same as a one-process run's.
 """
 from __future__ import annotations
 
@@ -39,6 +45,7 @@ class Ranks:
 
     rank: int = 0
     world: int = 1
+    sharded: bool = False   # FSDP: parameters, gradients and optimiser state split across the ranks
 
     @property
     def main(self) -> bool:
@@ -69,8 +76,20 @@ class Ranks:
             torch.distributed.barrier()
 
     def wrap(self, model, device):
-        """The model as DDP trains it (parameters and buffers broadcast from rank 0 at the start)."""
+        """The model as DDP trains it (parameters and buffers broadcast from rank 0 at the start); with FSDP the
+        model itself, sharded in place (each decoder block a unit, then the rest)."""
         if not self.parallel:
+            return model
+        if self.sharded:
+            from torch.distributed.device_mesh import init_device_mesh
+            from torch.distributed.fsdp import fully_shard
+            mesh = init_device_mesh(device.type, (self.world,))
+            base = getattr(model, "get_base_model", lambda: model)()
+            blocks = set(getattr(base, "_no_split_modules", None) or ())
+            for module in model.modules():
+                if type(module).__name__ in blocks:
+                    fully_shard(module, mesh=mesh)
+            fully_shard(model, mesh=mesh)
             return model
         from torch.nn.parallel import DistributedDataParallel
         ids = [device.index] if device.type == "cuda" else None
@@ -81,13 +100,38 @@ class Ranks:
             torch.distributed.destroy_process_group()
 
 
-def join(device_kind: str) -> Ranks:
+def join(device_kind: str, how: str = "ddp") -> Ranks:
     """Join the process group torchrun set up (gloo on CPU, NCCL on CUDA); a single process: Ranks(0, 1)."""
     if not launched():
         return Ranks()
     if not torch.distributed.is_initialized():
         torch.distributed.init_process_group("nccl" if device_kind == "cuda" else "gloo")
-    return Ranks(torch.distributed.get_rank(), torch.distributed.get_world_size())
+    return Ranks(torch.distributed.get_rank(), torch.distributed.get_world_size(), how == "fsdp")
+
+
+def _full_options():
+    from torch.distributed.checkpoint.state_dict import StateDictOptions
+    return StateDictOptions(full_state_dict=True, cpu_offload=True)
+
+
+def gather_into(model, copy) -> None:
+    """Every rank: gather the sharded model's full weights; rank 0 loads them into ``copy`` (its CPU model)."""
+    from torch.distributed.checkpoint.state_dict import get_model_state_dict
+    full = get_model_state_dict(model, options=_full_options())
+    if copy is not None:
+        copy.load_state_dict(full)
+
+
+def full_optimizer_state(model, optimizer) -> dict:
+    """Every rank: the optimiser's whole state, gathered (rank 0 gets it; parameters named, not numbered)."""
+    from torch.distributed.checkpoint.state_dict import get_optimizer_state_dict
+    return get_optimizer_state_dict(model, optimizer, options=_full_options())
+
+
+def load_full_optimizer_state(model, optimizer, state: dict) -> None:
+    """Every rank: a gathered optimiser state put back, each rank keeping its shard."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
+    set_optimizer_state_dict(model, optimizer, state, options=StateDictOptions(full_state_dict=True))
 
 
 def local_device(device, ranks: Ranks):

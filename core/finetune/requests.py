@@ -45,6 +45,7 @@ class FinetuneRequest(Request):
     virtual_tokens: int = field(16, help="prefix and prompt tuning: learned virtual tokens")
     train_size: int | None = field(None, help="train on a seeded sample of this many examples (empty: all)")
     processes: int = field(1, help="training processes (data parallel, torchrun): the batch is split across them")
+    parallel: str = field("ddp", help="ddp (a whole model per process) or fsdp (sharded across them)")
 
     def check(self):
         if self.source not in SOURCES:
@@ -86,7 +87,8 @@ class FinetuneRequest(Request):
             lora_dropout=self.lora_dropout, target_modules=self.target_modules or None, seed=self.seed,
             eval_every=self.eval_every, max_steps=self.max_steps or None, precision=self.precision,
             gradient_checkpointing=self.gradient_checkpointing, virtual_tokens=self.virtual_tokens,
-            train_size=self.train_size or None, processes=self.processes).check()
+            train_size=self.train_size or None, processes=self.processes,
+            parallel=self.parallel).check()
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,7 @@ accuracy here is exactly what the Few-shot tab reports for it.
 """
 from __future__ import annotations
 
+import copy
 import json
 import os
 import shutil
@@ -157,8 +158,10 @@ def train_run(spec: FinetuneSpec | None, run_dir: Path | str, resume: bool = Fal
     watcher (the app) can show it.
     """
     run_dir = Path(run_dir)
-    ranks = parallel.join(devices.resolve_device((spec.device if spec else "auto")).type) if parallel.launched() \
-        else parallel.Ranks()
+    ranks = parallel.Ranks()
+    if parallel.launched():
+        known = spec or FinetuneSpec.from_dict(json.loads((run_dir / "spec.json").read_text()))
+        ranks = parallel.join(devices.resolve_device(known.device).type, known.parallel)
     try:
         return _train_run(spec, run_dir, resume, offline, should_stop, on_event, time_limit_s, ranks)
     finally:
@@ -201,6 +204,16 @@ def _train_run(spec: FinetuneSpec | None, run_dir: Path, resume: bool, offline: 
         raise
 
 
+class _Saved:
+    """An optimiser state gathered across ranks, saved where a checkpoint saves ``optimizer.state_dict()``."""
+
+    def __init__(self, state: dict):
+        self.state = state
+
+    def state_dict(self) -> dict:
+        return self.state
+
+
 def _units(batch: dict, objective: str) -> int:
     """What the loss is a mean over: examples (classification), scored target tokens (causal, tags)."""
     labels = batch["labels"]
@@ -223,10 +236,19 @@ def _train(spec: FinetuneSpec, run_dir: Path, resume: bool, offline: bool,
 
     total = planned_steps(spec, len(train_enc))
     per_epoch = batches_per_epoch(len(train_enc), spec.batch_size)
-    params = [p for p in model.parameters() if p.requires_grad]
+    n_trainable, n_total = methods.parameter_counts(model)
+    ckpt = None
+    if resume:
+        ckpt = last_checkpoint(run_dir)
+        if ckpt is None:
+            raise UserError(f"{run_dir} has no checkpoint to resume from.")
+        methods.load_trainable(model, ckpt, spec.method)  # the whole weights, before any sharding
+    # FSDP: rank 0 keeps a whole copy in CPU memory to evaluate and save (filled by a gather when needed)
+    whole = copy.deepcopy(model).cpu() if ranks.sharded and ranks.main else None
+    trained = ranks.wrap(model, device)  # DDP or FSDP across processes; the model itself in one
+    params = [p for p in model.parameters() if p.requires_grad]  # FSDP: this rank's shards
     decay = [p for p in params if p.ndim >= 2]
     no_decay = [p for p in params if p.ndim < 2]
-    n_trainable, n_total = methods.parameter_counts(model)
     lr = spec.learning_rate_for(n_total)  # none given: the default for this model's size
     optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": spec.weight_decay},
                                    {"params": no_decay, "weight_decay": 0.0}], lr=lr)
@@ -237,12 +259,11 @@ def _train(spec: FinetuneSpec, run_dir: Path, resume: bool, offline: bool,
              "n_train": len(train_enc)}
 
     if resume:
-        ckpt = last_checkpoint(run_dir)
-        if ckpt is None:
-            raise UserError(f"{run_dir} has no checkpoint to resume from.")
-        methods.load_trainable(model, ckpt, spec.method)
         saved = torch.load(ckpt / "trainer_state.pt", weights_only=False)
-        optimizer.load_state_dict(saved["optimizer"])
+        if ranks.sharded:
+            parallel.load_full_optimizer_state(model, optimizer, saved["optimizer"])
+        else:
+            optimizer.load_state_dict(saved["optimizer"])
         scheduler.load_state_dict(saved["scheduler"])
         torch.set_rng_state(saved["torch_rng"])
         state = saved["state"]
@@ -257,7 +278,6 @@ def _train(spec: FinetuneSpec, run_dir: Path, resume: bool, offline: bool,
           "processes": ranks.world,
           "task": task.name, "choices": labels})
 
-    trained = ranks.wrap(model, device)  # DDP across processes; the model itself in one
     model.train()
     pad = tokenizer.pad_token_id
     t_last = last_emit = t_start = time.time()
@@ -268,9 +288,13 @@ def _train(spec: FinetuneSpec, run_dir: Path, resume: bool, offline: bool,
     times = state.setdefault("times", {"train": 0.0, "eval": 0.0, "checkpoint": 0.0, "last_overhead": 0.0})
 
     def checkpoint() -> None:
+        saving, opt = model, optimizer
+        if ranks.sharded:  # every rank takes part in gathering the weights and the optimiser state
+            parallel.gather_into(model, whole)
+            saving, opt = whole, _Saved(parallel.full_optimizer_state(model, optimizer))
         if ranks.main:  # every rank holds the same weights and optimiser state: one writes them
             t0 = time.time()
-            path = save_checkpoint(run_dir, state["step"], model, tokenizer, optimizer, scheduler, state)
+            path = save_checkpoint(run_dir, state["step"], saving, tokenizer, opt, scheduler, state)
             times["checkpoint"] += time.time() - t0
             emit({"event": "checkpoint", "step": state["step"], "path": str(path),
                   **{f"time_{k}_s": round(v, 2) for k, v in times.items() if k != "last_overhead"}})
@@ -334,10 +358,13 @@ def _train(spec: FinetuneSpec, run_dir: Path, resume: bool, offline: bool,
         t_last = now
         if ranks.anyone(ranks.main and eval_due(state["step"], total, spec.eval_every, times)):
             t0 = time.time()
+            if ranks.sharded:
+                parallel.gather_into(model, whole)
             if ranks.main:  # the held-out set once, on rank 0, while the others wait at the checkpoint
                 final = [] if state["step"] >= total else None  # the last evaluation keeps every answer
-                ev = {"step": state["step"], **evaluate(model, tokenizer, task, eval_enc, spec.objective,
-                                                        spec.batch_size, device, final)}
+                judged, where = (whole, torch.device("cpu")) if ranks.sharded else (model, device)
+                ev = {"step": state["step"], **evaluate(judged, tokenizer, task, eval_enc, spec.objective,
+                                                        spec.batch_size, where, final)}
                 if final is not None:
                     held_out = final
                 state["evals"].append(ev)
@@ -347,10 +374,12 @@ def _train(spec: FinetuneSpec, run_dir: Path, resume: bool, offline: bool,
             t_last = time.time()  # evaluation and saving are not training time
             times["last_overhead"] = t_last - t0
 
+    if ranks.sharded:
+        parallel.gather_into(model, whole)
     if not ranks.main:
         ranks.barrier()  # rank 0 writes the model
         return {}
-    metrics = finish(spec, run_dir, model, tokenizer, state, held_out)
+    metrics = finish(spec, run_dir, whole if ranks.sharded else model, tokenizer, state, held_out)
     ranks.barrier()
     emit({"event": "end", "state": "finished", "step": state["step"], "metrics": metrics,
           "message": "Finished: held-out " + (f"entity F1 {metrics['eval_f1']:.3f}" if metrics.get("eval_f1")

@@ -16,7 +16,7 @@ if TYPE_CHECKING:  # an annotation only: the scores are computed in core.finetun
 OBJECTIVES = ("classification", "causal", "token-classification")
 METHODS = ("full", "lora", "ia3", "prefix", "prompt")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
-PARALLEL = ("ddp",)  # data parallel across processes (torchrun): each rank a share of every global batch
+PARALLEL = ("ddp", "fsdp")  # across processes (torchrun): data parallel, or fully sharded as well
 MAX_PROCESSES = 64
 STATES = ("queued", "running", "finished", "failed", "cancelled")
 # The learning rate of a run that names none, by the size of its model: a model of 20M parameters and more

@@ -92,6 +92,10 @@ def render(engine: Engine, active: gr.State, demo: gr.Blocks) -> Form:
                                           info="the batch split across N training processes (torchrun: gloo on "
                                                "CPUs, NCCL on GPUs), the same steps as one process"
                                                + (f"; this server allows {most}" if most else ""))
+                    sharding = gr.Dropdown(["ddp", "fsdp"], value="ddp", label="Across processes",
+                                           elem_id="ft-parallel",
+                                           info="ddp: a whole model in each; fsdp: weights, gradients and optimiser "
+                                                "state sharded, for a model too large for one device")
             with gr.Row():
                 start_btn = gr.Button("Start training", variant="primary", elem_id="ft-start")
                 cancel_btn = gr.Button("Cancel", variant="stop")
@@ -118,7 +122,8 @@ def render(engine: Engine, active: gr.State, demo: gr.Blocks) -> Form:
                 warmup_ratio=warmup, weight_decay=weight_decay, lora_r=lora_r, lora_alpha=lora_alpha,
                 lora_dropout=lora_dropout, target_modules=targets, seed=seed, eval_every=eval_every,
                 max_steps=max_steps, precision=precision, gradient_checkpointing=grad_ckpt, hub_id=hub_id,
-                virtual_tokens=virtual, train_size=train_size, processes=processes)
+                virtual_tokens=virtual, train_size=train_size, processes=processes,
+                parallel=sharding)
 
     def toggle(src):
         up, hub = src == "upload", src == "hub dataset"

@@ -166,6 +166,15 @@ def main() -> None:
             rec.update(tokens_per_second=m["tokens_per_second"], train_seconds=m["train_seconds"],
                        trainable_params=m["trainable_params"])
         _free(cuda)
+        with Step(out, "nnsight_patching", cuda) as rec:  # the trace path against the hooks, same weights
+            _nnsight_vs_hooks(rec, folder, device, dtype_name, text_of)
+        _free(cuda)
+        if n_gpus >= 2:
+            with Step(out, "ddp_finetune_two_gpus", cuda) as rec:
+                rec.update(_ddp_vs_one(tmp, folder, train, test, sizes["lora_steps"]))
+        else:
+            out["ddp_finetune_two_gpus"] = {"skipped": f"{n_gpus} GPU(s)"}
+        _free(cuda)
         if n_gpus >= 2:
             with Step(out, "split_over_two_gpus", cuda) as rec:
                 half = max(1, (sum(f.stat().st_size for f in folder.glob("*.safetensors")) // 2) // 2**30 + 1)
@@ -181,6 +190,74 @@ def main() -> None:
             out["split_over_two_gpus"] = {"skipped": f"{n_gpus} GPU(s)"}
     out["total_seconds"] = round(time.perf_counter() - t_start, 1)
     print(json.dumps(out, indent=2, default=str))
+
+
+def _nnsight_vs_hooks(rec: dict, folder: Path, device: str, dtype_name: str, text_of) -> None:
+    """Activation patching and the logit lens through nnsight traces against the project's hooks, on the same
+    loaded weights: the largest differences and both wall times."""
+    from dataclasses import replace
+    from core.interventions import patching, traced as traced_ops
+    from core.models.loading import load_model
+    from core.models.traced import load_traced, parse_traced
+    from core.models.types import ModelSpec
+    try:
+        import nnsight  # noqa: F401
+    except ImportError:
+        rec["skipped"] = "nnsight is not installed"
+        return
+    handle = load_model(ModelSpec(str(folder), device=device, dtype=dtype_name))
+    traced = replace(handle, model=load_traced(parse_traced(f"nnsight:{folder}"), handle.model, handle.tokenizer))
+    words = text_of(12).split()
+    clean, target = " ".join(words), " " + words[0]
+    n = len(handle.tokenizer(clean)["input_ids"])
+    corrupt = next((c for c in (" ".join(words[:j] + [w] + words[j + 1:]) for j in range(len(words))
+                                for w in words if w != words[j]) if len(handle.tokenizer(c)["input_ids"]) == n),
+                   clean)  # one word swapped for another of the same length in tokens
+    try:
+        t0 = time.perf_counter()
+        a = patching.patch(handle, clean, corrupt, target)
+        t1 = time.perf_counter()
+        b = traced_ops.patch(traced, clean, corrupt, target)
+        t2 = time.perf_counter()
+    except Exception as err:  # noqa: BLE001 - the random model may tokenise the swap to another length
+        rec["note"] = f"patching not compared: {str(err).splitlines()[0]}"
+    else:
+        rec.update(patch_hooks_s=round(t1 - t0, 2), patch_nnsight_s=round(t2 - t1, 2),
+                   patch_max_diff=float(max(np.abs(a.residual - b.residual).max(), np.abs(a.heads - b.heads).max())),
+                   positions=len(a.tokens))
+    t0 = time.perf_counter()
+    la = patching.logit_lens(handle, clean, target)
+    t1 = time.perf_counter()
+    lb = traced_ops.logit_lens(traced, clean, target)
+    t2 = time.perf_counter()
+    rec.update(lens_hooks_s=round(t1 - t0, 2), lens_nnsight_s=round(t2 - t1, 2),
+               lens_max_diff=float(np.abs(la.final - lb.final).max()))
+    del handle, traced
+
+
+def _ddp_vs_one(tmp: Path, folder: Path, train: Path, test: Path, steps: int) -> dict:
+    """LoRA on one GPU against two (DDP, torchrun), the same global batch: throughput and the loss curves."""
+    import subprocess
+    root = Path(__file__).resolve().parent.parent
+    out = {}
+    curves = {}
+    for n in (1, 2):
+        run = tmp / f"ddp{n}"
+        cmd = [sys.executable, "-m", "core", "finetune", "--model", str(folder), "--train", str(train), "--eval",
+               str(test), "--text-column", "text", "--label-column", "label", "--objective", "causal", "--method",
+               "lora", "--lora-dropout", "0", "--batch-size", "16", "--max-steps", str(steps), "--eval-every",
+               str(steps), "--device", "cuda", "--processes", str(n), "--out", str(run)]
+        t0 = time.perf_counter()
+        done = subprocess.run(cmd, cwd=root, capture_output=True, text=True)
+        if done.returncode:
+            return {"error": f"{n} process(es): {done.stderr.strip().splitlines()[-1] if done.stderr else ''}"}
+        metrics = json.loads((run / "metrics.json").read_text())
+        curves[n] = metrics["train_loss"]
+        out[f"tokens_per_second_{n}"] = metrics["tokens_per_second"]
+        out[f"wall_s_{n}"] = round(time.perf_counter() - t0, 1)
+    out["ratio_two_over_one"] = round(out["tokens_per_second_2"] / out["tokens_per_second_1"], 2)
+    out["max_loss_diff"] = max(abs(x - y) for x, y in zip(curves[1], curves[2]))
+    return out
 
 
 def _free(cuda: bool) -> None:

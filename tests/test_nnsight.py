@@ -211,3 +211,20 @@ def test_task_and_function_vectors_through_traces_equal_the_hooks(pairs, arch):
         assert np.abs(fv.cie - fv_ref.cie).max() <= 1e-5 and fv.top_heads == fv_ref.top_heads
         assert fv.by_layer == fv_ref.by_layer and abs(fv.norm - fv_ref.norm) <= 1e-4
         assert fv.examples == fv_ref.examples  # greedy continuations with and without the vector
+
+
+def test_a_remote_model_says_plainly_what_needs_the_weights(tiny_models, tmp_path):
+    """An NDIF model (stood in for by a traced model whose weights are marked remote): attention and gradients are
+    refused with a message naming what does work; the interventions run through its traces."""
+    from core.attention.requests import AttentionRequest
+    from core.engine import Engine
+    from core.interventions.requests import LensRequest
+    from core.models.types import AppConfig
+    eng = Engine(AppConfig(model=None, runs_dir=tmp_path / "runs"))
+    key = eng.runtime.load(ModelSpec(f"nnsight:{tiny_models['gpt2']}")).info.key
+    handle = eng.runtime.registry.get(key)
+    handle.info = replace(handle.info, source="ndif")
+    handle.model.remote, handle.model.has_weights = LOCAL_SIM, False  # traces serialised as for NDIF; no weights
+    with pytest.raises(UserError, match="runs on NDIF.*logit lens"):
+        eng.attention.run(AttentionRequest(model=key, text=CLEAN))
+    assert eng.interventions.logit_lens(LensRequest(model=key, text=CLEAN, target=TARGET)).tokens

@@ -27,6 +27,7 @@ NNSIGHT_RANGE = ">=0.8.1,<0.9"          # the versions the suite has passed on (
 INSTALL = f"pip install 'nnsight{NNSIGHT_RANGE}'"
 NDIF_KEY_ENV = "NDIF_API_KEY"             # nnsight's own variable: the default on one person's machine
 LOCAL_SIM = "local"                       # remote="local": nnsight serialises the request and runs it here
+SEQUENCES_PER_TRACE = 64                  # few-shot scoring: sequences (invokes) per trace, a round trip each
 
 
 @dataclass(frozen=True)
@@ -75,6 +76,7 @@ class Traced:
         self.envoy = envoy
         self.tokenizer = tokenizer
         self.remote = remote          # False | True (NDIF) | "local" (the request serialised and run here)
+        self.has_weights = remote is not True  # the weights on this machine (attention, gradients can run here)
         self._api_key = api_key
         # set by the interventions lab for the length of a ``with`` block: run inside every trace this model
         # makes (head ablation during a few-shot run); takes the model, edits the current invoke
@@ -89,10 +91,6 @@ class Traced:
     @property
     def config(self) -> Any:
         return self.module.config
-
-    @property
-    def has_weights(self) -> bool:
-        return not self.remote or self.remote == LOCAL_SIM
 
     def path_of(self, module: Any) -> str:
         """The dotted path of a submodule of ``module`` (found once by the hook-based discovery)."""
@@ -131,35 +129,33 @@ class Traced:
         tok = self.tokenizer
         return tok.bos_token_id if tok.bos_token_id is not None else tok.eos_token_id
 
-    def logits(self, sequences: list[list[int]]) -> list[Any]:
-        """Each sequence's logits (seq, vocab), all in one trace (one invoke each, left-padded by nnsight), with
-        the current edit applied."""
+    def per_sequence(self, sequences: list[list[int]], reduce: Callable[[Any, list[int], Any], Any],
+                     extras: list[Any] | None = None) -> list[Any]:
+        """``reduce(logits, seq, extra)`` of each sequence (its own logits, (len, vocab), inside the trace), all in one trace:
+        an invoke each, left-padded by nnsight, the current edit applied. Only what ``reduce`` returns comes back
+        (from NDIF: a few numbers per sequence, not its logits)."""
         saved = []
         with self.trace() as tracer:
-            for seq in sequences:
+            for seq, extra in zip(sequences, extras or [None] * len(sequences)):
                 with tracer.invoke(torch.tensor([seq])):
                     self._apply_edit()
-                    saved.append(self.envoy.output.logits.save())
-        return [s[0, -len(seq):].float() for s, seq in zip(saved, sequences)]
+                    saved.append(reduce(self.envoy.output.logits[0, -len(seq):], seq, extra).save())
+        return saved
 
     def score_continuations(self, contexts: list[str], continuations: list[list[str]],
                             should_stop: Callable[[], bool] = lambda: False,
                             progress: Callable[[float, str], None] | None = None) -> Scores:
         """lm-evaluation-harness's log-likelihoods: the whole sequence encoded, the context's tokens counted off
-        its own encoding; one trace per query (its choices as invokes)."""
+        its own encoding; the sequences in traces of ``SEQUENCES_PER_TRACE`` (a remote run: a round trip each)."""
         nq = len(contexts)
         width = max((len(c) for c in continuations), default=0)
         logprob = np.zeros((nq, width))
         greedy = np.zeros_like(logprob, dtype=bool)
         n_tokens = np.zeros_like(logprob, dtype=int)
         context_tokens = np.zeros(nq, dtype=int)
+        rows = []  # (query, choice, sequence, first continuation position)
         for q, (ctx, conts) in enumerate(zip(contexts, continuations)):
-            if should_stop():
-                raise Cancelled("Scoring")
-            if progress:
-                progress(q / max(nq, 1), f"example {q + 1}/{nq} (nnsight)")
-            seqs, spans = [], []
-            for cont in conts:  # lm-eval's pairs: context ids, then the whole text's ids past them
+            for j, cont in enumerate(conts):  # lm-eval's pairs: context ids, then the whole text's ids past them
                 if ctx:
                     c, k = split_context(ctx, cont)
                     head = self.encode(c)
@@ -169,16 +165,25 @@ class Traced:
                 if not tail:
                     raise UserError(f"A continuation of query {q + 1} is empty after tokenisation; every choice "
                                     "needs at least one token.")
-                seqs.append(head + tail)
-                spans.append((len(head), len(head) + len(tail)))
-            context_tokens[q] = spans[0][0] if spans else 0
+                rows.append((q, j, head + tail, len(head)))
+                context_tokens[q] = len(head)
+                n_tokens[q, j] = len(tail)
+
+        def reduce(logits, seq, a):  # inside the trace: (sum of log p, all tokens the argmax) of the continuation
+            target = torch.tensor(seq[a:])
+            lp = torch.log_softmax(logits[a - 1:-1].float(), -1)
+            return torch.stack([lp.gather(-1, target[:, None]).sum(), (lp.argmax(-1) == target).all().float()])
+
+        for start in range(0, len(rows), SEQUENCES_PER_TRACE):
+            if should_stop():
+                raise Cancelled("Scoring")
+            if progress:
+                progress(start / max(len(rows), 1), f"sequence {start + 1}/{len(rows)} (nnsight)")
+            chunk = rows[start:start + SEQUENCES_PER_TRACE]
             with torch.no_grad():
-                for j, (logit, seq, (a, b)) in enumerate(zip(self.logits(seqs), seqs, spans)):
-                    lp = torch.log_softmax(logit[a - 1:b - 1].double(), -1)  # (cont tokens, vocab)
-                    target = torch.tensor(seq[a:b])
-                    logprob[q, j] = float(lp.gather(-1, target[:, None]).sum())
-                    greedy[q, j] = bool((lp.argmax(-1) == target).all())
-                    n_tokens[q, j] = b - a
+                for (q, j, _, _), got in zip(chunk, self.per_sequence([r[2] for r in chunk], reduce,
+                                                                          [r[3] for r in chunk])):
+                    logprob[q, j], greedy[q, j] = float(got[0]), bool(got[1] > 0.5)
         return Scores(logprob, greedy, n_tokens, context_tokens, 0)
 
     def generate_greedy(self, contexts: list[str], max_new_tokens: int, stop: tuple[str, ...] = ("\n\n",),
@@ -196,9 +201,9 @@ class Traced:
             if not todo:
                 break
             with torch.no_grad():
-                outs = self.logits([seqs[i] + new[i] for i in todo])
-            for i, logit in zip(todo, outs):
-                t = int(logit[-1].argmax())
+                outs = self.per_sequence([seqs[i] + new[i] for i in todo], lambda logits, seq, _: logits[-1].argmax())
+            for i, best in zip(todo, outs):
+                t = int(best)
                 if t == eos:
                     done[i] = True
                     continue

@@ -86,11 +86,12 @@ def render(engine: Engine, active: gr.State, demo: gr.Blocks) -> Form:
                     virtual = gr.Number(16, label="Virtual tokens (prefix/prompt tuning)", precision=0, minimum=1)
                     train_size = gr.Number(0, label="Training examples (0: all; else a seeded sample)",
                                            precision=0, minimum=0)
+                with gr.Row():
                     most = engine.config.work_limits.train_processes
-                    processes = gr.Number(1, label="Processes (data parallel)", precision=0, minimum=1,
-                                          maximum=most, elem_id="ft-processes",
-                                          info="the batch split across N training processes (torchrun: gloo on "
-                                               "CPUs, NCCL on GPUs), the same steps as one process"
+                    processes = gr.Number(1, label="Processes", precision=0, minimum=1, maximum=most,
+                                          elem_id="ft-processes",
+                                          info="each batch split across N training processes (torchrun: gloo on "
+                                               "CPUs, NCCL on GPUs), the same steps as one"
                                                + (f"; this server allows {most}" if most else ""))
                     sharding = gr.Dropdown(["ddp", "fsdp"], value="ddp", label="Across processes",
                                            elem_id="ft-parallel",

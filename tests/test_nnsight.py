@@ -79,6 +79,8 @@ def test_few_shot_log_likelihoods_equal_the_project_scorer(pairs, task, arch):
 @pytest.mark.parametrize("arch", ARCHS)
 @pytest.mark.parametrize("mode", ["zero", "mean"])
 def test_head_ablation_through_traces_equals_the_hooks(pairs, task, arch, mode):
+    if SIM and mode == "mean" and arch != "llama":
+        pytest.skip("the simulated request: mean ablation on one architecture")
     plain, local = pairs[arch]
     config = FewShotConfig(k=2, limit=5, seed=0)
     heads = [(0, 1), (1, 3)]

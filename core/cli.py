@@ -237,7 +237,8 @@ def cmd_finetune(args: argparse.Namespace) -> object:
         import subprocess
         import sys
         # the same command on N ranks under torchrun (each rank then runs this function as one of them)
-        return {"exit_code": subprocess.call(parallel.launch_command(sys.argv[sys.argv.index("finetune") + 1:],
+        asked = getattr(args, "_argv", None) or sys.argv[1:]
+        return {"exit_code": subprocess.call(parallel.launch_command(asked[asked.index("finetune") + 1:],
                                                                      args.processes))}
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -354,6 +355,7 @@ def _take_cache_dir(argv: list[str]) -> list[str]:
 def main(argv: list[str] | None = None) -> None:
     argv = _take_cache_dir(list(sys.argv[1:] if argv is None else argv))
     args = build_parser(argv).parse_args(argv)
+    args._argv = argv  # what was asked, for a command that runs itself again (finetune on several processes)
     try:
         result = args._fn(args)
     except UserError as exc:

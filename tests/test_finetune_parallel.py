@@ -114,3 +114,15 @@ def test_a_shared_server_allows_the_processes_its_operator_set(tmp_path):
                              limits=Limits(runs_per_session=1, train_processes=2)))
     wider.finetune.check_limits([req.to_spec()], "s1")  # allowed
     assert torch.distributed.is_available()
+
+
+def test_the_cli_in_process_launches_the_ranks_itself(tmp_path):
+    """``core.cli.main([...'--processes', '2'])`` from Python (a notebook) runs the same command under torchrun."""
+    import core.cli
+    out = tmp_path / "run"
+    core.cli.main(["finetune", "--model", "default", "--task", "wordgroups", "--objective", "causal", "--batch-size",
+                   "4", "--max-steps", "2", "--eval-every", "2", "--threads", "1", "--processes", "2", "--out",
+                   str(out)])
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["steps"] == 2
+    assert json.loads((out / "progress.jsonl").read_text().splitlines()[0])["processes"] == 2

@@ -45,6 +45,13 @@ class Paths:
         self.head_dim = head_dim(module)
 
 
+def paths_of(traced: Traced) -> Paths:
+    """The model's module paths, found once: its module tree does not change while it is loaded."""
+    if traced.paths is None:
+        traced.paths = Paths(traced)
+    return traced.paths
+
+
 # ---- head ablation: an edit every trace of the model applies while the block lasts ---------------------------
 def _ablation_edit(paths: Paths, heads: list[tuple[int, int]], means: dict | None):
     d = paths.head_dim
@@ -68,7 +75,7 @@ def ablated(traced: Traced, heads: list[tuple[int, int]], means: dict | None = N
         yield
         return
     before = traced.edit
-    traced.edit = _ablation_edit(Paths(traced), heads, means)
+    traced.edit = _ablation_edit(paths_of(traced), heads, means)
     try:
         yield
     finally:
@@ -78,7 +85,8 @@ def ablated(traced: Traced, heads: list[tuple[int, int]], means: dict | None = N
 def head_means(traced: Traced, prompts: list[list[int]], heads: list[tuple[int, int]]) -> dict:
     """Each head's mean output over each prompt's positions, averaged over the prompts (as ``ablation.means_for``):
     one trace, a prompt an invoke."""
-    paths, d = Paths(traced), head_dim(traced.module)
+    paths = paths_of(traced)
+    d = paths.head_dim
     saved = []
     with torch.no_grad(), traced.trace() as tracer:
         for ids in prompts:
@@ -98,7 +106,8 @@ def patch(handle: ModelHandle, clean: str, corrupt: str, target: str,
     residual-stream patches (a row per position) and head patches (a row per head) as invokes, a chunk a trace."""
     traced: Traced = handle.traced
     clean_ids, corrupt_ids, n_t = prepared(handle, clean, corrupt, target)
-    paths, d, n_heads = Paths(traced), head_dim(traced.module), handle.info.n_heads
+    paths, n_heads = paths_of(traced), handle.info.n_heads
+    d = paths.head_dim
     L = len(paths.layers)
     x_clean, x_corrupt = torch.tensor([clean_ids]), torch.tensor([corrupt_ids])
     resid, heads_in = [], []  # made outside the trace body: nnsight hands back only what the body saves
@@ -161,7 +170,7 @@ def logit_lens(handle: ModelHandle, text: str, target: str | None = None, k: int
     unembedding, inside the trace, bringing back each position's top ``k`` and the target's probability."""
     traced: Traced = handle.traced
     tokens, target_id = lens_input(handle, text, target)
-    paths = Paths(traced)
+    paths = paths_of(traced)
     norm, unembed = traced.at(paths.norm), traced.at(paths.unembed)
     k = min(k, handle.info.vocab_size or k)
     tops, targets, final = [], [], []  # made outside the trace body: nnsight hands back only what the body saves

@@ -9,7 +9,7 @@ from typing import Callable, TYPE_CHECKING
 import numpy as np
 
 from core.errors import Cancelled
-from core.interventions.traced import Paths, _hidden
+from core.interventions.traced import _hidden, paths_of
 from core.lazy import lazy
 from core.models.traced import Traced
 
@@ -30,7 +30,7 @@ def last_logits(traced: Traced, batch: "Batch", layer: int | None = None, vector
                 mode: str = "replace") -> torch.Tensor:
     """(rows, vocab): every prompt's last-position logits; with ``vector`` written at its last token after block
     ``layer`` (replacing the state, or added to it)."""
-    paths = Paths(traced)
+    paths = paths_of(traced)
     saved = []
     with torch.no_grad(), traced.trace() as tracer:
         for ids in _rows(batch):
@@ -48,7 +48,7 @@ def last_logits(traced: Traced, batch: "Batch", layer: int | None = None, vector
 
 def last_states(traced: Traced, batch: "Batch") -> torch.Tensor:
     """(layers, rows, d_model): every prompt's last-token state after each block."""
-    paths = Paths(traced)
+    paths = paths_of(traced)
     saved = []
     with torch.no_grad(), traced.trace() as tracer:
         for ids in _rows(batch):
@@ -59,7 +59,7 @@ def last_states(traced: Traced, batch: "Batch") -> torch.Tensor:
 
 def head_outputs(traced: Traced, batch: "Batch", n_heads: int) -> torch.Tensor:
     """(layers, heads, head_dim): each head's output at the last token, averaged over the prompts."""
-    paths = Paths(traced)
+    paths = paths_of(traced)
     saved = []
     with torch.no_grad(), traced.trace() as tracer:
         for ids in _rows(batch):
@@ -73,7 +73,7 @@ def head_indirect_effects(traced: Traced, corrupted: "Batch", means: torch.Tenso
                           should_stop: Callable[[], bool] = lambda: False) -> np.ndarray:
     """(layers, heads): the rise in mean p(gold first token) when one head's output at the last token is its mean
     over the clean prompts. One trace per layer: each prompt an invoke of ``heads`` rows, row g patching head g."""
-    paths, d = Paths(traced), None
+    paths = paths_of(traced)
     d = paths.head_dim
     n_layers, n_heads = means.shape[:2]
     rows, gold = _rows(corrupted), corrupted.gold
@@ -101,7 +101,8 @@ def head_contributions(traced: Traced, heads: list[tuple[int, int]], means: torc
                        width: int) -> list[torch.Tensor]:
     """(d_model,) each: what a head's mean output adds to the residual stream through its layer's output
     projection (the projection of that slice alone, its bias removed), computed where the weights are."""
-    paths, d = Paths(traced), Paths(traced).head_dim
+    paths = paths_of(traced)
+    d = paths.head_dim
     saved = []
     with torch.no_grad(), traced.trace(torch.tensor([[traced._prefix_id()]])):  # one token: a forward to ride on
         for layer, h in heads:
@@ -116,7 +117,7 @@ def generate(traced: Traced, ids: list[int], eos: int | None, decode, vector=Non
              at: int = 0, max_new_tokens: int = 8) -> list[int]:
     """Greedy tokens after ``ids`` (until a new line), ``vector`` added after block ``layer`` at position ``at``:
     one trace per token."""
-    paths = Paths(traced)
+    paths = paths_of(traced)
     new: list[int] = []
     for _ in range(max_new_tokens):
         saved = []

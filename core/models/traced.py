@@ -81,6 +81,7 @@ class Traced:
         # set by the interventions lab for the length of a ``with`` block: run inside every trace this model
         # makes (head ablation during a few-shot run); takes the model, edits the current invoke
         self.edit: Callable[["Traced"], None] | None = None
+        self.paths: Any = None  # where the labs' trace bodies reach (core.interventions.traced.paths_of), found once
 
     # ---- what a trace body reaches -------------------------------------------------------
     @property
